@@ -1,1 +1,30 @@
-//! placeholder
+//! insync-log: the on-disk log of one partition replica — Kafka RecordBatch v2 codec
+//! (`batch`), segment files with a sparse offset index (`segment`, `index`), crash recovery
+//! and the partition log itself (`log`), the leader-epoch cache (`epoch_cache`) and the
+//! per-broker offset checkpoint file (`checkpoint`).
+//!
+//! Plain `std::fs` with positional I/O (`FileExt::read_at`/`write_at`), no tokio and no
+//! mmap: a truncated mmapped file can SIGBUS, and Kafka itself reads segments with
+//! `FileChannel` positional reads. The broker crate wraps a [`PartitionLog`] in a lock and
+//! calls it from blocking tasks; the replication core never touches files.
+//!
+//! Fuzzing entry point: [`batch::fuzz_batches`] takes arbitrary bytes and exercises every
+//! decoder in this crate (it must never panic).
+
+pub mod batch;
+pub mod checkpoint;
+pub mod epoch_cache;
+mod error;
+pub mod index;
+pub mod log;
+pub mod segment;
+mod varint;
+
+pub use batch::{
+    decode_records, iter_batches, parse_header, stamp_batch, validate_batch, BatchBuilder,
+    BatchError, BatchHeader, BatchIter, Record, BATCH_HEADER_BYTES, LOG_OVERHEAD,
+};
+pub use checkpoint::OffsetCheckpointFile;
+pub use epoch_cache::{EpochEntry, LeaderEpochCache};
+pub use error::LogError;
+pub use log::{AppendInfo, LogConfig, PartitionLog, TruncateInfo};

@@ -1,0 +1,673 @@
+//! `PartitionLog`: the log of one partition replica in `<data_dir>/<topic>-<partition>/`
+//! (Kafka `UnifiedLog` + `LocalLog` + `LogLoader`): ordered segments, leader and follower
+//! appends, reads bounded by an offset and a byte budget, truncation, crash recovery of the
+//! last segment, and the leader-epoch cache kept in step with all of them.
+//!
+//! Durability follows Kafka: no fsync per append (durability comes from replication); fsync
+//! every `flush_every_messages` records if set, on segment roll, on `flush()` and `close()`.
+//!
+//! Not thread-safe by itself: writers take `&mut self`, readers `&self`; the broker puts
+//! the log behind a lock and calls it from blocking tasks.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::batch::{check_batch_integrity, iter_batches, stamp_batch, validate_batch, BatchHeader};
+use crate::checkpoint::sync_dir;
+use crate::epoch_cache::LeaderEpochCache;
+use crate::error::LogError;
+use crate::segment::{parse_base_offset, LogSegment, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
+
+/// Per-log settings, named after their Kafka topic configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll to a new segment when the active one would grow past this.
+    /// Capped at `i32::MAX` (as in Kafka) so file positions fit the index's u32. Kafka's
+    /// default is 1 GiB; 128 MiB keeps recovery scans short on a laptop.
+    pub segment_bytes: u64,
+    /// `index.interval.bytes`: log bytes between sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `flush.messages`: fsync after this many records; `None` = never per append.
+    pub flush_every_messages: Option<u64>,
+    /// `message.max.bytes`: largest batch a producer may append (Kafka default 1048588 =
+    /// 1 MiB + `LOG_OVERHEAD`). Not applied to follower appends, as in Kafka: the leader
+    /// already accepted those batches.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 128 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            flush_every_messages: None,
+            max_batch_bytes: 1024 * 1024 + crate::batch::LOG_OVERHEAD,
+        }
+    }
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended (the log end offset before, if nothing was).
+    pub base_offset: i64,
+    /// Offset of the last record appended (`base_offset - 1` if nothing was).
+    pub last_offset: i64,
+    /// Records appended.
+    pub records: u32,
+    /// Input bytes consumed: whole batches only; a follower's partial trailing batch is
+    /// not counted.
+    pub bytes: usize,
+}
+
+/// What a truncation removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TruncateInfo {
+    pub records_removed: u64,
+    pub bytes_removed: u64,
+}
+
+/// The log of one partition replica; see the module docs.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment. Offsets are
+    /// contiguous across segments (no compaction), so segment i ends where i+1 begins.
+    segments: Vec<LogSegment>,
+    /// Offset the next appended record gets.
+    log_end_offset: i64,
+    /// Epoch → start offset, kept consistent with the log on every append and truncation.
+    epoch_cache: LeaderEpochCache,
+    /// Records appended since the last fsync, for `flush_every_messages`.
+    unflushed_messages: u64,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`: loads every segment, recovers the last
+    /// one (CRC scan, torn or corrupt tail truncated, index rebuilt; Kafka
+    /// `LogLoader.recoverLog`/`LogSegment.recover`), loads the epoch cache and drops its
+    /// entries beyond the recovered log end (Kafka `LogLoader.load` →
+    /// `leaderEpochCache.truncateFromEnd(nextOffset)`).
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        let config = LogConfig {
+            segment_bytes: config.segment_bytes.clamp(1, i32::MAX as u64),
+            index_interval_bytes: config.index_interval_bytes,
+            flush_every_messages: config.flush_every_messages,
+            max_batch_bytes: config.max_batch_bytes,
+        };
+        fs::create_dir_all(dir)
+            .map_err(|e| LogError::io(format!("creating log directory {}", dir.display()), e))?;
+        let base_offsets = Self::scan_directory(dir)?;
+        let mut epoch_cache = LeaderEpochCache::load(dir)?;
+
+        let mut segments = Vec::with_capacity(base_offsets.len().max(1));
+        let Some((&last_base, older_bases)) = base_offsets.split_last() else {
+            segments.push(LogSegment::create(dir, 0, config.index_interval_bytes)?);
+            epoch_cache.truncate_from_end(0)?;
+            return Ok(PartitionLog {
+                dir: dir.to_owned(),
+                config,
+                segments,
+                log_end_offset: 0,
+                epoch_cache,
+                unflushed_messages: 0,
+            });
+        };
+        for &base_offset in older_bases {
+            segments.push(LogSegment::open(
+                dir,
+                base_offset,
+                config.index_interval_bytes,
+            )?);
+        }
+
+        // Kafka LogSegment.recover assigns an epoch entry for each batch whose epoch is
+        // newer than the cache's latest, which restores entries lost with a crash.
+        let mut latest_epoch = epoch_cache.latest_epoch();
+        let mut epoch_starts = Vec::new();
+        let (last_segment, outcome) = LogSegment::open_and_recover(
+            dir,
+            last_base,
+            config.index_interval_bytes,
+            |header: &BatchHeader| {
+                let epoch = header.partition_leader_epoch;
+                if epoch >= 0 && latest_epoch.is_none_or(|latest| epoch > latest) {
+                    epoch_starts.push((epoch, header.base_offset));
+                    latest_epoch = Some(epoch);
+                }
+            },
+        )?;
+        segments.push(last_segment);
+        let log_end_offset = outcome.next_offset;
+        if outcome.truncated_bytes > 0 {
+            tracing::info!(
+                "recovered log {}: truncated {} torn/corrupt bytes at position {} (offset {}) \
+                 of segment {}: {}; log end offset now {log_end_offset}",
+                dir.display(),
+                outcome.truncated_bytes,
+                outcome.valid_bytes,
+                log_end_offset,
+                file_name(segments.last().map(|s| s.log_path())),
+                outcome.stop_reason.as_deref().unwrap_or("unknown"),
+            );
+        } else {
+            tracing::debug!(
+                "opened log {}: {} segments, log end offset {log_end_offset}",
+                dir.display(),
+                segments.len()
+            );
+        }
+
+        for (epoch, start_offset) in epoch_starts {
+            epoch_cache.assign(epoch, start_offset)?;
+        }
+        epoch_cache.truncate_from_end(log_end_offset)?;
+        // "The earliest leader epoch may not be flushed during a hard failure" (Kafka
+        // LogLoader): clamp the first entry to the log start.
+        let log_start_offset = segments[0].base_offset();
+        epoch_cache.truncate_from_start(log_start_offset)?;
+
+        let log = PartitionLog {
+            dir: dir.to_owned(),
+            config,
+            segments,
+            log_end_offset,
+            epoch_cache,
+            unflushed_messages: 0,
+        };
+        log.debug_check_invariants();
+        Ok(log)
+    }
+
+    /// Base offsets of the segments in `dir`, sorted; deletes leftovers that would confuse
+    /// a later open: index files without a log file and checkpoint temp files (Kafka
+    /// `LogLoader` likewise deletes stray and temporary files).
+    fn scan_directory(dir: &Path) -> Result<Vec<i64>, LogError> {
+        let entries =
+            fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        let mut base_offsets = Vec::new();
+        let mut index_files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base_offset) = parse_base_offset(name, LOG_FILE_SUFFIX) {
+                base_offsets.push(base_offset);
+            } else if let Some(base_offset) = parse_base_offset(name, INDEX_FILE_SUFFIX) {
+                index_files.push((base_offset, entry.path()));
+            } else if name.ends_with(".tmp") {
+                remove_file_logged(&entry.path())?;
+            }
+        }
+        base_offsets.sort_unstable();
+        for (base_offset, path) in index_files {
+            if base_offsets.binary_search(&base_offset).is_err() {
+                remove_file_logged(&path)?;
+            }
+        }
+        Ok(base_offsets)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// First offset still in the log: the base offset of the first segment.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset()
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(LogSegment::size_bytes).sum()
+    }
+
+    /// Base offsets of the segments, oldest first (for tools and tests).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(LogSegment::base_offset).collect()
+    }
+
+    /// The leader-epoch cache, read-only.
+    pub fn epoch_cache(&self) -> &LeaderEpochCache {
+        &self.epoch_cache
+    }
+
+    fn active(&self) -> &LogSegment {
+        self.segments.last().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment {
+        self.segments
+            .last_mut()
+            .expect("a log always has a segment")
+    }
+
+    /// Leader append (Kafka `UnifiedLog.appendAsLeader`): checks the size against
+    /// `max_batch_bytes`, validates the batch fully, assigns offsets from the log end
+    /// offset and stamps `leader_epoch` into it (in place, so the caller's buffer shows
+    /// what was stored), records the epoch's start offset if it is new (Kafka
+    /// `maybeAssignEpochStartOffset`), and appends. A `leader_epoch` older than the newest
+    /// one in the cache means a stale leader: `FencedLeaderEpoch`, nothing written.
+    pub fn append_as_leader(
+        &mut self,
+        batch: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        if batch.len() > self.config.max_batch_bytes {
+            return Err(LogError::MessageTooLarge {
+                size_bytes: batch.len(),
+                max_bytes: self.config.max_batch_bytes,
+            });
+        }
+        if leader_epoch < 0 {
+            return Err(LogError::InvalidArgument(format!(
+                "leader epoch {leader_epoch} is negative"
+            )));
+        }
+        if let Some(latest_epoch) = self.epoch_cache.latest_epoch() {
+            if leader_epoch < latest_epoch {
+                return Err(LogError::FencedLeaderEpoch {
+                    epoch: leader_epoch,
+                    latest_epoch,
+                });
+            }
+        }
+        let header = validate_batch(batch)?;
+        let base_offset = self.log_end_offset;
+        base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .ok_or_else(|| LogError::InvalidArgument("offsets would overflow i64".to_owned()))?;
+        stamp_batch(batch, base_offset, leader_epoch);
+        let header = BatchHeader {
+            base_offset,
+            partition_leader_epoch: leader_epoch,
+            ..header
+        };
+        debug_assert_eq!(crate::batch::parse_header(batch).ok(), Some(header));
+
+        self.maybe_roll(batch.len(), header.last_offset())?;
+        self.epoch_cache.assign(leader_epoch, base_offset)?;
+        self.active_mut().append(batch, &[(header, 0)])?;
+        self.finish_append(header.next_offset(), header.records_count as u32)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: header.last_offset(),
+            records: header.records_count as u32,
+            bytes: batch.len(),
+        })
+    }
+
+    /// Follower append (Kafka `UnifiedLog.appendAsFollower`): `batches` are whole batches
+    /// as fetched from the leader, offsets and epochs kept. The first must start at the log
+    /// end offset and the rest follow contiguously (`OffsetMismatch` otherwise); each CRC is
+    /// checked; a partial trailing batch (a fetch may cut one) is ignored and not counted in
+    /// `AppendInfo::bytes`. Everything is checked before anything is written. Each batch's
+    /// epoch goes through the epoch cache's `assign`, as in Kafka.
+    pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        let mut iter = iter_batches(batches);
+        let mut headers: Vec<(BatchHeader, usize)> = Vec::new();
+        let mut expected_offset = self.log_end_offset;
+        let mut records: u64 = 0;
+        let mut start = 0;
+        // Bounded by the input: each item consumes at least one batch header.
+        for item in iter.by_ref() {
+            let (header, bytes) = item?;
+            check_batch_integrity(bytes)?;
+            if header.base_offset != expected_offset {
+                return Err(LogError::OffsetMismatch {
+                    expected: expected_offset,
+                    actual: header.base_offset,
+                });
+            }
+            expected_offset = header.next_offset();
+            records += header.records_count as u64;
+            headers.push((header, start));
+            start += bytes.len();
+        }
+        let consumed = iter.position();
+        debug_assert_eq!(consumed, start);
+        let base_offset = self.log_end_offset;
+        let Some((last_header, _)) = headers.last().copied() else {
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset: base_offset - 1,
+                records: 0,
+                bytes: 0,
+            });
+        };
+        let records = u32::try_from(records)
+            .map_err(|_| LogError::InvalidArgument(format!("{records} records in one append")))?;
+
+        // One roll check for the whole append, as Kafka `UnifiedLog.maybeRoll` does.
+        self.maybe_roll(consumed, last_header.last_offset())?;
+        for (header, _) in &headers {
+            if header.partition_leader_epoch >= 0 {
+                self.epoch_cache
+                    .assign(header.partition_leader_epoch, header.base_offset)?;
+            }
+        }
+        self.active_mut().append(&batches[..consumed], &headers)?;
+        self.finish_append(last_header.next_offset(), records)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: last_header.last_offset(),
+            records,
+            bytes: consumed,
+        })
+    }
+
+    fn finish_append(&mut self, next_offset: i64, records: u32) -> Result<(), LogError> {
+        debug_assert!(
+            next_offset > self.log_end_offset,
+            "the log end offset only grows on append"
+        );
+        self.log_end_offset = next_offset;
+        self.unflushed_messages += u64::from(records);
+        if let Some(every) = self.config.flush_every_messages {
+            if self.unflushed_messages >= every {
+                self.flush()?;
+            }
+        }
+        // O(1) checks only on this hot path; the full set runs on open and truncation.
+        debug_assert!(self.active().base_offset() <= self.log_end_offset);
+        debug_assert!(self
+            .epoch_cache
+            .latest_entry()
+            .is_none_or(|e| e.start_offset < self.log_end_offset));
+        Ok(())
+    }
+
+    /// Rolls to a new segment at the log end offset when the active segment is non-empty
+    /// and the append would push it past `segment_bytes`, or its offsets past what a
+    /// relative index offset can hold (Kafka `LogSegment.shouldRoll`, `UnifiedLog.roll`).
+    /// The old segment is fsynced first, so only the last segment can have a torn tail.
+    fn maybe_roll(&mut self, incoming_bytes: usize, last_offset: i64) -> Result<(), LogError> {
+        let active = self.active();
+        let too_big = active.size_bytes() + incoming_bytes as u64 > self.config.segment_bytes;
+        let offsets_overflow = last_offset - active.base_offset() > i64::from(i32::MAX);
+        if !active.is_empty() && (too_big || offsets_overflow) {
+            self.active_mut().flush()?;
+            self.unflushed_messages = 0;
+            let segment = LogSegment::create(
+                &self.dir,
+                self.log_end_offset,
+                self.config.index_interval_bytes,
+            )?;
+            tracing::debug!(
+                "rolled log {} to a new segment at offset {}",
+                self.dir.display(),
+                self.log_end_offset
+            );
+            self.segments.push(segment);
+        }
+        if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
+            return Err(LogError::InvalidArgument(format!(
+                "an append of {incoming_bytes} bytes cannot fit one segment"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `start_offset`, leaving out any batch whose
+    /// last offset is ≥ `max_offset_exclusive` (a consumer passes the high watermark, a
+    /// follower the log end offset). Stops before `max_bytes`, but always returns the first
+    /// batch if it is below the bound, however large (Kafka KIP-74). Like Kafka, one read
+    /// never crosses a segment boundary; the next fetch continues in the next segment.
+    /// `start_offset == log_end_offset` → empty; outside `[log_start_offset,
+    /// log_end_offset]` → `OffsetOutOfRange`. One allocation, one positional read (plus
+    /// header reads to find the start from the sparse index).
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_offset_exclusive: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, LogError> {
+        let log_start_offset = self.log_start_offset();
+        if start_offset < log_start_offset || start_offset > self.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        let bound = max_offset_exclusive.min(self.log_end_offset);
+        if start_offset >= bound {
+            return Ok(Bytes::new());
+        }
+        let segment = self.segment_for(start_offset);
+        let Some((position, first)) = segment.find_batch(start_offset)? else {
+            debug_assert!(
+                false,
+                "offset {start_offset} below the log end has no batch"
+            );
+            return Ok(Bytes::new());
+        };
+        if first.last_offset() >= bound {
+            return Ok(Bytes::new());
+        }
+        let available = segment.size_bytes() - position;
+        let first_bytes = first.total_size_bytes() as u64;
+        let read_bytes = (max_bytes as u64).min(available).max(first_bytes);
+        let mut buffer = vec![0u8; read_bytes as usize];
+        segment.read_exact_at(&mut buffer, position)?;
+
+        let mut end = 0;
+        // Bounded by `buffer`: each item is a whole batch inside it.
+        for item in iter_batches(&buffer) {
+            let (header, bytes) = item?;
+            if header.last_offset() >= bound {
+                break;
+            }
+            end += bytes.len();
+        }
+        debug_assert!(
+            end as u64 >= first_bytes,
+            "the first batch is always returned"
+        );
+        buffer.truncate(end);
+        Ok(Bytes::from(buffer))
+    }
+
+    /// The segment whose offsets include `offset` (greatest base offset ≤ `offset`).
+    fn segment_for(&self, offset: i64) -> &LogSegment {
+        let count = self.segments.partition_point(|s| s.base_offset() <= offset);
+        &self.segments[count.saturating_sub(1)]
+    }
+
+    /// Removes everything at or after `offset` (Kafka `UnifiedLog.truncateTo`): later
+    /// segments are deleted, the segment holding `offset` is cut at the start of the batch
+    /// holding it (so a mid-batch offset removes that whole batch), and epoch cache entries
+    /// starting at or after the new end go (Kafka `LeaderEpochFileCache.truncateFromEnd`).
+    /// An `offset` at or past the log end changes no data but still truncates the epoch
+    /// cache at the log end, as Kafka does: a leader may have assigned an epoch start and
+    /// lost leadership before writing. An `offset` before the log start empties the log
+    /// and restarts it there (Kafka `truncateFullyAndStartAt`).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<TruncateInfo, LogError> {
+        if offset < 0 {
+            return Err(LogError::InvalidArgument(format!(
+                "cannot truncate to negative offset {offset}"
+            )));
+        }
+        if offset >= self.log_end_offset {
+            self.epoch_cache.truncate_from_end(self.log_end_offset)?;
+            return Ok(TruncateInfo::default());
+        }
+        if offset < self.log_start_offset() {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let old_log_end_offset = self.log_end_offset;
+        let old_size_bytes = self.size_bytes();
+
+        // Newest first, so a crash part-way leaves a contiguous prefix of segments.
+        let mut deleted_any = false;
+        while self.segments.len() > 1 && self.active().base_offset() > offset {
+            let segment = self.segments.pop().expect("more than one segment");
+            segment.delete()?;
+            deleted_any = true;
+        }
+        if deleted_any {
+            sync_dir(&self.dir)?;
+        }
+        let active = self.active_mut();
+        let Some((position, header)) = active.find_batch(offset)? else {
+            return Err(LogError::InvalidArgument(format!(
+                "no batch holds offset {offset} below the log end {old_log_end_offset}"
+            )));
+        };
+        let new_log_end_offset = header.base_offset;
+        active.truncate_to(position, new_log_end_offset)?;
+        self.log_end_offset = new_log_end_offset;
+        self.epoch_cache.truncate_from_end(new_log_end_offset)?;
+        self.debug_check_invariants();
+        tracing::info!(
+            "truncated log {} to offset {new_log_end_offset} (requested {offset}), removing {} records",
+            self.dir.display(),
+            old_log_end_offset - new_log_end_offset
+        );
+        Ok(TruncateInfo {
+            records_removed: (old_log_end_offset - new_log_end_offset) as u64,
+            bytes_removed: old_size_bytes - self.size_bytes(),
+        })
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset`, clearing the epoch
+    /// cache (Kafka `UnifiedLog.truncateFullyAndStartAt`). A follower uses this when the
+    /// leader's log starts after the follower's log end.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<TruncateInfo, LogError> {
+        if offset < 0 {
+            return Err(LogError::InvalidArgument(format!(
+                "cannot restart the log at negative offset {offset}"
+            )));
+        }
+        let info = TruncateInfo {
+            records_removed: (self.log_end_offset - self.log_start_offset()) as u64,
+            bytes_removed: self.size_bytes(),
+        };
+        // Bounded by the number of segments.
+        while let Some(segment) = self.segments.pop() {
+            segment.delete()?;
+        }
+        let segment = LogSegment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+        self.segments.push(segment);
+        self.log_end_offset = offset;
+        self.unflushed_messages = 0;
+        self.epoch_cache.clear()?;
+        tracing::info!(
+            "truncated log {} fully and restarted it at offset {offset}",
+            self.dir.display()
+        );
+        self.debug_check_invariants();
+        Ok(info)
+    }
+
+    /// Fsyncs the active segment and its index (older segments were fsynced on roll).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active_mut().flush()?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Flushes and closes the log (a clean shutdown).
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.flush()
+    }
+
+    /// The newest epoch in the epoch cache (Kafka `UnifiedLog.latestEpoch`).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epoch_cache.latest_epoch()
+    }
+
+    /// Records that `epoch` starts at `start_offset` — a new leader does this with its log
+    /// end offset before it appends anything (Kafka `Partition.makeLeader` →
+    /// `UnifiedLog.maybeAssignEpochStartOffset`), so OffsetsForLeaderEpoch answers for
+    /// the new epoch at once.
+    pub fn assign_epoch_start_offset(
+        &mut self,
+        epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), LogError> {
+        if start_offset > self.log_end_offset {
+            return Err(LogError::InvalidArgument(format!(
+                "epoch {epoch} cannot start at {start_offset}, past the log end {}",
+                self.log_end_offset
+            )));
+        }
+        self.epoch_cache.assign(epoch, start_offset)?;
+        Ok(())
+    }
+
+    /// KIP-101 OffsetsForLeaderEpoch for `epoch` with this log's end offset; see
+    /// [`LeaderEpochCache::end_offset_for`] (Kafka `LeaderEpochFileCache.endOffsetFor`).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epoch_cache.end_offset_for(epoch, self.log_end_offset)
+    }
+
+    /// The epoch cache as (epoch, start offset) pairs, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epoch_cache
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    /// Epoch of the last batch in the log, for Fetch's `last_fetched_epoch`: the cache
+    /// entry covering `log_end_offset - 1` (Kafka `epochForOffset`). Unlike the cache's
+    /// latest epoch it ignores an epoch a leader assigned without writing to it. `None` for
+    /// an empty log.
+    pub fn last_batch_epoch(&self) -> Option<i32> {
+        if self.log_end_offset <= self.log_start_offset() {
+            return None;
+        }
+        self.epoch_cache.epoch_for_offset(self.log_end_offset - 1)
+    }
+
+    fn debug_check_invariants(&self) {
+        debug_assert!(!self.segments.is_empty());
+        debug_assert!(
+            self.segments
+                .windows(2)
+                .all(|w| w[0].base_offset() < w[1].base_offset()),
+            "segments sorted by base offset"
+        );
+        debug_assert!(self.log_start_offset() <= self.log_end_offset);
+        debug_assert!(self.active().base_offset() <= self.log_end_offset);
+        debug_assert!(
+            !self.active().is_empty() || self.active().base_offset() == self.log_end_offset,
+            "an empty active segment starts at the log end offset"
+        );
+        debug_assert!(
+            self.epoch_cache
+                .latest_entry()
+                .is_none_or(|e| e.start_offset <= self.log_end_offset),
+            "no epoch starts past the log end"
+        );
+    }
+}
+
+fn file_name(path: Option<&Path>) -> String {
+    path.and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn remove_file_logged(path: &Path) -> Result<(), LogError> {
+    tracing::info!("deleting stray file {}", path.display());
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(format!("deleting {}", path.display()), e)),
+    }
+}

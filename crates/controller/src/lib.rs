@@ -1,1 +1,29 @@
-//! placeholder
+//! insync's controller: the cluster metadata (brokers, topics, partitions with replicas,
+//! leader, epochs and ISR), Kafka's rules for changing it, and the embedded Raft quorum
+//! (openraft) that replicates it — the KRaft design (KIP-500, KIP-631). Brokers register,
+//! heartbeat, request ISR changes and follow metadata through the gRPC `Controller` service.
+//!
+//! Layers: `metadata` (state) → `rules` (pure Kafka rules) → `command` (replicated commands,
+//! deterministic apply) → `raft` (storage, state machine, transport) → `service` (gRPC) →
+//! `node` (start/stop, liveness). `heartbeat` tracks broker sessions; `convert` maps to
+//! protobuf; `quorum` parses `--controller-quorum`.
+pub mod command;
+pub mod convert;
+pub mod error;
+pub mod heartbeat;
+pub mod metadata;
+pub mod node;
+pub mod quorum;
+pub mod raft;
+pub mod role;
+pub mod rules;
+pub mod service;
+
+pub use error::{QuorumError, StorageError};
+pub use metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
+pub use node::{
+    ControllerConfig, ControllerNode, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    DEFAULT_MIN_INSYNC_REPLICAS,
+};
+pub use quorum::parse_quorum;
+pub use service::ControllerService;

@@ -1,0 +1,404 @@
+//! The metadata commands replicated through Raft and their deterministic application to
+//! `ClusterState` (Kafka's metadata records replayed by every controller, KIP-631). The
+//! active controller computes everything that needs a choice (replica placement, the fencing
+//! reason and its timing) *before* proposing; applying only validates and calls `rules.rs`,
+//! so every controller, and every replay after a restart, reaches the same state. Each
+//! applied fencing, election, ISR change and topic creation is logged here in one line.
+use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
+use crate::rules::{
+    self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind,
+    RuleRejection,
+};
+use insync_types::{BrokerId, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// A metadata change proposed by the active controller (openraft `AppData`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Kafka RegisterBrokerRecord: (re)register, fenced.
+    RegisterBroker {
+        broker_id: BrokerId,
+        address: String,
+        incarnation: u64,
+    },
+    /// First heartbeat of a registered incarnation (KIP-631 UNFENCED transition).
+    UnfenceBroker {
+        broker_id: BrokerId,
+        incarnation: u64,
+    },
+    /// Session expired (Kafka `maybeFenceOneStaleBroker`). `reason` is computed by the active
+    /// controller from its clock so that every replica logs the same words.
+    FenceBroker {
+        broker_id: BrokerId,
+        incarnation: u64,
+        reason: String,
+    },
+    /// Heartbeat with want_shutdown (KIP-631 CONTROLLED_SHUTDOWN).
+    ControlledShutdown {
+        broker_id: BrokerId,
+        incarnation: u64,
+    },
+    /// A topic whose replica assignment the active controller already computed.
+    CreateTopic {
+        name: String,
+        assignment: Vec<Vec<BrokerId>>,
+        min_insync_replicas: Option<i32>,
+        unclean_leader_election_enable: bool,
+    },
+    /// An ISR change requested by a partition leader.
+    AlterPartition {
+        broker_id: BrokerId,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<BrokerId>,
+    },
+}
+
+/// The outcome of applying one log entry (openraft `AppDataResponse`), returned to the
+/// proposer. Rejections are results, not Raft errors: the entry stays in the log and
+/// replays to the same rejection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub error_code: ErrorCode,
+    pub error_message: String,
+    /// AlterPartition: the partition as committed.
+    pub partition: Option<PartitionState>,
+    /// CreateTopic: the topic as created.
+    pub topic: Option<TopicState>,
+    /// Broker commands: the registration afterwards.
+    pub broker: Option<BrokerRegistration>,
+}
+
+impl CommandResult {
+    pub fn ok() -> Self {
+        Self {
+            error_code: ErrorCode::NONE,
+            error_message: String::new(),
+            partition: None,
+            topic: None,
+            broker: None,
+        }
+    }
+
+    fn rejected(rejection: RuleRejection) -> Self {
+        Self {
+            error_code: rejection.code,
+            error_message: rejection.message,
+            ..Self::ok()
+        }
+    }
+
+    fn with_broker(state: &ClusterState, broker_id: BrokerId) -> Self {
+        Self {
+            broker: state.brokers.get(&broker_id).cloned(),
+            ..Self::ok()
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.error_code == ErrorCode::NONE
+    }
+}
+
+/// Applies one command at Raft log `index` (used in log lines to tie a change to its entry).
+pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) -> CommandResult {
+    match command {
+        Command::RegisterBroker {
+            broker_id,
+            address,
+            incarnation,
+        } => match rules::register_broker(state, *broker_id, address, *incarnation) {
+            Err(rejection) => {
+                tracing::info!(
+                    index,
+                    "rejected registration of broker {broker_id}: {rejection}"
+                );
+                CommandResult::rejected(rejection)
+            }
+            Ok(outcome) => {
+                match outcome.kind {
+                        RegistrationKind::New => tracing::info!(
+                            index,
+                            "registered broker {broker_id} at {address} (incarnation {incarnation}), fenced until its first heartbeat"
+                        ),
+                        RegistrationKind::Repeated => tracing::debug!(
+                            index,
+                            "broker {broker_id} registered again with the same incarnation {incarnation}"
+                        ),
+                        RegistrationKind::Restarted { previous_incarnation } => tracing::info!(
+                            index,
+                            "registered broker {broker_id} at {address}: restarted (incarnation {previous_incarnation} -> {incarnation}), fenced until its first heartbeat; {}",
+                            describe_changes(&outcome.changes)
+                        ),
+                    }
+                log_unclean_elections(&outcome.changes, "a restart");
+                CommandResult::with_broker(state, *broker_id)
+            }
+        },
+        Command::UnfenceBroker {
+            broker_id,
+            incarnation,
+        } => {
+            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
+                return CommandResult::rejected(rejection);
+            }
+            if !state.brokers[broker_id].fenced {
+                return CommandResult::with_broker(state, *broker_id);
+            }
+            let changes = rules::unfence_broker(state, *broker_id);
+            tracing::info!(
+                index,
+                "unfenced broker {broker_id} (incarnation {incarnation}): first heartbeat of its session; {}",
+                describe_changes(&changes)
+            );
+            log_unclean_elections(&changes, "an unfencing");
+            CommandResult::with_broker(state, *broker_id)
+        }
+        Command::FenceBroker {
+            broker_id,
+            incarnation,
+            reason,
+        } => {
+            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
+                return CommandResult::rejected(rejection);
+            }
+            if state.brokers[broker_id].fenced {
+                return CommandResult::with_broker(state, *broker_id);
+            }
+            let changes = rules::fence_broker(state, *broker_id);
+            tracing::info!(
+                index,
+                "fenced broker {broker_id}: {reason}; {}",
+                describe_changes(&changes)
+            );
+            log_unclean_elections(&changes, "a fencing");
+            CommandResult::with_broker(state, *broker_id)
+        }
+        Command::ControlledShutdown {
+            broker_id,
+            incarnation,
+        } => {
+            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
+                return CommandResult::rejected(rejection);
+            }
+            if state.brokers[broker_id].in_controlled_shutdown {
+                return CommandResult::with_broker(state, *broker_id);
+            }
+            let changes = rules::begin_controlled_shutdown(state, *broker_id);
+            tracing::info!(
+                index,
+                "broker {broker_id} began controlled shutdown: moved its leadership and left every ISR; {}",
+                describe_changes(&changes)
+            );
+            log_unclean_elections(&changes, "a controlled shutdown");
+            CommandResult::with_broker(state, *broker_id)
+        }
+        Command::CreateTopic {
+            name,
+            assignment,
+            min_insync_replicas,
+            unclean_leader_election_enable,
+        } => {
+            match rules::create_topic(
+                state,
+                name,
+                assignment,
+                *min_insync_replicas,
+                *unclean_leader_election_enable,
+            ) {
+                Err(rejection) => {
+                    tracing::info!(index, "rejected creation of topic {name}: {rejection}");
+                    CommandResult::rejected(rejection)
+                }
+                Ok(topic) => {
+                    let layout: Vec<String> = topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}: replicas {} leader {}",
+                                p.partition,
+                                format_ids(&p.replicas),
+                                p.leader
+                            )
+                        })
+                        .collect();
+                    tracing::info!(
+                        index,
+                        "created topic {name}: {} partition(s), replication factor {}, min.insync.replicas {}, unclean.leader.election.enable {}; {}",
+                        topic.partitions.len(),
+                        topic.partitions.first().map_or(0, |p| p.replicas.len()),
+                        min_insync_replicas.map_or("cluster default".to_string(), |m| m.to_string()),
+                        unclean_leader_election_enable,
+                        layout.join(", ")
+                    );
+                    CommandResult {
+                        topic: Some(topic),
+                        ..CommandResult::ok()
+                    }
+                }
+            }
+        }
+        Command::AlterPartition {
+            broker_id,
+            topic,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => {
+            let spec = AlterPartitionSpec {
+                broker_id: *broker_id,
+                topic: topic.clone(),
+                partition: *partition,
+                leader_epoch: *leader_epoch,
+                partition_epoch: *partition_epoch,
+                new_isr: new_isr.clone(),
+            };
+            match rules::alter_partition(state, &spec) {
+                Err(rejection) => {
+                    tracing::info!(
+                        index,
+                        "rejected AlterPartition from broker {broker_id} for {topic}-{partition} (isr -> {}): {rejection}",
+                        format_ids(new_isr)
+                    );
+                    CommandResult::rejected(rejection)
+                }
+                Ok((committed, change)) => {
+                    if let Some(change) = change {
+                        tracing::info!(
+                            index,
+                            "ISR change requested by leader {broker_id}: {change}"
+                        );
+                    }
+                    CommandResult {
+                        partition: Some(committed),
+                        ..CommandResult::ok()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Unclean elections can lose acknowledged records: each gets its own WARN line on top of
+/// the INFO line of the event (Kafka logs unclean elections at INFO while clean ones are at
+/// TRACE, for the same reason).
+fn log_unclean_elections(changes: &[PartitionChange], event: &str) {
+    for change in changes.iter().filter(|c| c.is_unclean_election()) {
+        tracing::warn!(
+            "UNCLEAN LEADER ELECTION after {event}: {}-{} has no live in-sync replica; elected out-of-sync replica {} (epoch {} -> {}), isr {} -> {}. Records acknowledged by the old ISR may be LOST (unclean.leader.election.enable=true for topic {}).",
+            change.topic,
+            change.after.partition,
+            change.after.leader,
+            change.before.leader_epoch,
+            change.after.leader_epoch,
+            format_ids(&change.before.isr),
+            format_ids(&change.after.isr),
+            change.topic
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(state: &mut ClusterState, broker_id: BrokerId, incarnation: u64) -> CommandResult {
+        let command = Command::RegisterBroker {
+            broker_id,
+            address: format!("127.0.0.1:{}", 9091 + broker_id),
+            incarnation,
+        };
+        apply_command(state, &command, 1)
+    }
+
+    #[test]
+    fn broker_lifecycle_commands_check_the_incarnation() {
+        // ClusterControlManager.checkBrokerEpoch: a stale incarnation changes nothing.
+        let mut state = ClusterState::default();
+        assert!(register(&mut state, 1, 7).is_ok());
+        assert!(state.brokers[&1].fenced, "KIP-631: brokers register fenced");
+
+        let stale = apply_command(
+            &mut state,
+            &Command::UnfenceBroker {
+                broker_id: 1,
+                incarnation: 6,
+            },
+            2,
+        );
+        assert_eq!(stale.error_code, ErrorCode::STALE_BROKER_EPOCH);
+        assert!(state.brokers[&1].fenced);
+
+        let unfenced = apply_command(
+            &mut state,
+            &Command::UnfenceBroker {
+                broker_id: 1,
+                incarnation: 7,
+            },
+            3,
+        );
+        assert!(unfenced.is_ok());
+        assert!(!unfenced.broker.unwrap().fenced);
+
+        let fence = Command::FenceBroker {
+            broker_id: 1,
+            incarnation: 7,
+            reason: "test".to_string(),
+        };
+        assert!(apply_command(&mut state, &fence, 4).is_ok());
+        assert!(state.brokers[&1].fenced);
+        // Fencing again is a no-op success: two racing proposals both end fenced.
+        assert!(apply_command(&mut state, &fence, 5).is_ok());
+    }
+
+    #[test]
+    fn create_topic_is_deterministic_and_rejects_the_second_racer() {
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            register(&mut state, id, 1);
+            apply_command(
+                &mut state,
+                &Command::UnfenceBroker {
+                    broker_id: id,
+                    incarnation: 1,
+                },
+                2,
+            );
+        }
+        let create = Command::CreateTopic {
+            name: "foo".to_string(),
+            assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
+            min_insync_replicas: Some(2),
+            unclean_leader_election_enable: false,
+        };
+        let mut replica = state.clone();
+        let first = apply_command(&mut state, &create, 3);
+        assert_eq!(
+            first,
+            apply_command(&mut replica, &create, 3),
+            "same entry, same result on every controller"
+        );
+        assert_eq!(state, replica);
+        assert_eq!(first.topic.unwrap().partitions[1].leader, 2);
+        let second = apply_command(&mut state, &create, 4);
+        assert_eq!(second.error_code, ErrorCode::TOPIC_ALREADY_EXISTS);
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let command = Command::AlterPartition {
+            broker_id: 1,
+            topic: "foo".to_string(),
+            partition: 0,
+            leader_epoch: 3,
+            partition_epoch: 9,
+            new_isr: vec![1, 2],
+        };
+        let json = serde_json::to_string(&command).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command);
+    }
+}

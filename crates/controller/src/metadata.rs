@@ -1,0 +1,119 @@
+//! The replicated cluster metadata: brokers, topics and partitions, as the Raft state machine
+//! holds it (Kafka's `ClusterControlManager` + `ReplicationControlManager` images). Plain serde
+//! types; the rules that change them live in `rules.rs`, the protobuf views in `convert.rs`.
+use insync_types::{BrokerId, LeaderEpoch, PartitionEpoch, NO_BROKER};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything the controller quorum agrees on. Small (brokers × partitions), so it is kept
+/// whole in memory and snapshotted as one JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Registered brokers by id (Kafka `ClusterControlManager.brokerRegistrations`).
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    /// Topics by name; a BTreeMap so iteration order (and thus every derived decision) is
+    /// the same on every controller.
+    pub topics: BTreeMap<String, TopicState>,
+}
+
+/// One broker as the controller knows it (Kafka `BrokerRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: BrokerId,
+    /// host:port that clients and follower replicas dial.
+    pub address: String,
+    /// Chosen by the broker process at start-up; a new value means the broker restarted
+    /// (Kafka's incarnation id / broker epoch).
+    pub incarnation: u64,
+    /// Fenced brokers lead nothing and join no ISR (KIP-631). Brokers register fenced and
+    /// are unfenced by their first heartbeat.
+    pub fenced: bool,
+    /// Set by a heartbeat with want_shutdown (Kafka `BrokerRegistration.inControlledShutdown`);
+    /// cleared when the broker registers again.
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// May lead and may join an ISR: Kafka's `ClusterControlManager.isActive`
+    /// (unfenced and not in controlled shutdown; KIP-841).
+    pub fn is_eligible(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
+}
+
+/// A topic and its per-topic configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub name: String,
+    /// `min.insync.replicas` override; None means the cluster default (brokers resolve it).
+    pub min_insync_replicas: Option<i32>,
+    /// `unclean.leader.election.enable` for this topic (Kafka default false).
+    pub unclean_leader_election_enable: bool,
+    /// Indexed by partition number: `partitions[p].partition == p`.
+    pub partitions: Vec<PartitionState>,
+}
+
+/// One partition's replica assignment, leadership and ISR (Kafka `PartitionRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub partition: i32,
+    /// Assignment order; the first replica is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// In-sync replicas. Never empty: the last member stays even when it dies
+    /// (see `rules::recompute_partition`).
+    pub isr: Vec<BrokerId>,
+    /// `NO_BROKER` (-1) when offline.
+    pub leader: BrokerId,
+    /// Bumped on every leader change.
+    pub leader_epoch: LeaderEpoch,
+    /// Bumped on every change of this partition (leader or ISR).
+    pub partition_epoch: PartitionEpoch,
+    /// The current leader was elected from outside the ISR (data may have been lost).
+    pub unclean_elected: bool,
+}
+
+impl PartitionState {
+    pub fn has_leader(&self) -> bool {
+        self.leader != NO_BROKER
+    }
+}
+
+impl ClusterState {
+    /// Brokers that may host new replicas and lead, sorted by id (BTreeMap order).
+    pub fn eligible_broker_ids(&self) -> Vec<BrokerId> {
+        self.brokers
+            .values()
+            .filter(|b| b.is_eligible())
+            .map(|b| b.id)
+            .collect()
+    }
+
+    pub fn is_eligible(&self, broker_id: BrokerId) -> bool {
+        self.brokers
+            .get(&broker_id)
+            .is_some_and(BrokerRegistration::is_eligible)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(index)
+    }
+
+    /// Number of partitions this broker leads (Kafka `BrokersToIsrs.hasLeaderships`).
+    pub fn leadership_count(&self, broker_id: BrokerId) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader == broker_id)
+            .count()
+    }
+}
+
+/// The applied metadata with the Raft log index it reflects; published to watchers after
+/// every apply so readers never lock the state machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedMetadata {
+    /// Raft log index of the last applied entry (0 before anything was applied).
+    pub version: u64,
+    pub state: ClusterState,
+}

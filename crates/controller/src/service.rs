@@ -1,0 +1,532 @@
+//! The gRPC `Controller` service: thin handlers that turn requests into Raft proposals
+//! (RegisterBroker, BrokerHeartbeat, CreateTopic, AlterPartition — active controller only),
+//! serve metadata from the applied state (GetMetadata, WatchMetadata — any controller), and
+//! carry openraft's RPCs between controllers.
+//!
+//! Response convention: `ControllerError` is always present; success is `error_code` 0
+//! (NONE) with an empty message and `leader_id` -1. A non-active controller answers
+//! NOT_CONTROLLER (41) with the leader it knows (`leader_id` -1 / empty address during an
+//! election), as Kafka brokers are redirected to the active controller. When `error_code`
+//! is not 0 the other fields carry no information (a heartbeat then says `is_fenced` true,
+//! the safe reading).
+use crate::command::{Command, CommandResult};
+use crate::convert::{cluster_metadata, partition_to_proto, topic_to_proto, ControllerIdentity};
+use crate::heartbeat::BrokerHeartbeatManager;
+use crate::metadata::AppliedMetadata;
+use crate::raft::{ControllerRaft, NodeId, TypeConfig};
+use crate::role::ControllerRole;
+use crate::rules::{self, CreateTopicSpec, RuleRejection};
+use futures::Stream;
+use insync_proto::controller_server::Controller;
+use insync_proto::{
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    ClusterMetadata, ControllerError, CreateTopicRequest, CreateTopicResponse, MetadataRequest,
+    MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
+    WatchMetadataRequest,
+};
+use insync_types::{ErrorCode, NO_BROKER};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+/// How long a proposal may take to commit and apply before the caller gets
+/// REQUEST_TIMED_OUT (the change may still be applied later).
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a freshly elected leader may take to apply its first entry before requests are
+/// answered NOT_CONTROLLER (retriable).
+pub const ACTIVATION_WAIT: Duration = Duration::from_secs(2);
+
+/// A refused request: Kafka error code, message, and for NOT_CONTROLLER the known leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub leader: ControllerIdentity,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            leader: ControllerIdentity {
+                controller_id: NO_BROKER,
+                controller_address: String::new(),
+            },
+        }
+    }
+
+    fn to_proto(&self) -> ControllerError {
+        ControllerError {
+            error_code: self.code.code(),
+            error_message: self.message.clone(),
+            leader_id: self.leader.controller_id,
+            leader_address: self.leader.controller_address.clone(),
+        }
+    }
+}
+
+impl From<RuleRejection> for Refusal {
+    fn from(rejection: RuleRejection) -> Self {
+        Refusal::new(rejection.code, rejection.message)
+    }
+}
+
+/// The success value of `ControllerError` (see the module doc).
+pub fn success() -> ControllerError {
+    ControllerError {
+        error_code: ErrorCode::NONE.code(),
+        error_message: String::new(),
+        leader_id: NO_BROKER,
+        leader_address: String::new(),
+    }
+}
+
+fn command_refusal(result: &CommandResult) -> Option<Refusal> {
+    (!result.is_ok()).then(|| Refusal::new(result.error_code, result.error_message.clone()))
+}
+
+/// Everything a handler needs; shared with the liveness task in `node.rs`.
+pub(crate) struct ServiceShared {
+    pub node_id: NodeId,
+    pub voters: BTreeMap<NodeId, String>,
+    pub raft: ControllerRaft,
+    pub metadata: watch::Receiver<Arc<AppliedMetadata>>,
+    pub role: watch::Receiver<ControllerRole>,
+    pub heartbeats: Arc<Mutex<BrokerHeartbeatManager>>,
+    pub default_min_insync_replicas: i32,
+    /// Turns true on `ControllerNode::shutdown`; ends metadata streams.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The `Controller` gRPC service of one controller node. Cheap to clone.
+#[derive(Clone)]
+pub struct ControllerService {
+    shared: Arc<ServiceShared>,
+}
+
+impl ControllerService {
+    pub(crate) fn new(shared: ServiceShared) -> Self {
+        ControllerService {
+            shared: Arc::new(shared),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &ServiceShared {
+        &self.shared
+    }
+
+    fn identity(&self, leader_id: Option<NodeId>) -> ControllerIdentity {
+        match leader_id {
+            Some(id) => ControllerIdentity {
+                controller_id: i32::try_from(id).unwrap_or(NO_BROKER),
+                controller_address: self.shared.voters.get(&id).cloned().unwrap_or_default(),
+            },
+            None => ControllerIdentity {
+                controller_id: NO_BROKER,
+                controller_address: String::new(),
+            },
+        }
+    }
+
+    fn not_controller(&self, leader_id: Option<NodeId>) -> Refusal {
+        let leader = self.identity(leader_id);
+        let message = match leader_id {
+            Some(id) if id == self.shared.node_id => {
+                format!("controller {id} was just elected and is still catching up; retry")
+            }
+            Some(id) => format!(
+                "controller {} is not the active controller; the active controller is {id} at {}",
+                self.shared.node_id, leader.controller_address
+            ),
+            None => format!(
+                "controller {} knows no active controller yet (election in progress); retry",
+                self.shared.node_id
+            ),
+        };
+        Refusal {
+            code: ErrorCode::NOT_CONTROLLER,
+            message,
+            leader,
+        }
+    }
+
+    /// Waits (bounded) until this node is the active controller, or says who is.
+    async fn await_active(&self) -> Result<(), Refusal> {
+        let mut role = self.shared.role.clone();
+        let deadline = tokio::time::Instant::now() + ACTIVATION_WAIT;
+        loop {
+            let current = role.borrow_and_update().clone();
+            if current.is_active {
+                return Ok(());
+            }
+            if current.leader_id != Some(self.shared.node_id) {
+                return Err(self.not_controller(current.leader_id));
+            }
+            match tokio::time::timeout_at(deadline, role.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Err(self.not_controller(current.leader_id)),
+            }
+        }
+    }
+
+    /// Proposes a command and waits (bounded) until it is committed and applied.
+    pub(crate) async fn propose(&self, command: Command) -> Result<CommandResult, Refusal> {
+        match tokio::time::timeout(PROPOSAL_TIMEOUT, self.shared.raft.client_write(command)).await {
+            Err(_) => Err(Refusal::new(
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!(
+                    "the metadata change was not committed within {} ms (no quorum?); it may still be applied",
+                    PROPOSAL_TIMEOUT.as_millis()
+                ),
+            )),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(self.not_controller(forward.leader_id))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!("controller {}: proposal failed: {error}", self.shared.node_id);
+                Err(self.not_controller(None))
+            }
+        }
+    }
+
+    fn applied(&self) -> Arc<AppliedMetadata> {
+        Arc::clone(&self.shared.metadata.borrow())
+    }
+
+    async fn register(&self, request: RegisterBrokerRequest) -> Result<(), Refusal> {
+        self.await_active().await?;
+        let result = self
+            .propose(Command::RegisterBroker {
+                broker_id: request.broker_id,
+                address: request.address,
+                incarnation: request.incarnation,
+            })
+            .await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        // A registration starts the session (Kafka ClusterControlManager.registerBroker
+        // touches the heartbeat manager).
+        self.lock_heartbeats()
+            .touch(request.broker_id, Instant::now());
+        Ok(())
+    }
+
+    fn lock_heartbeats(&self) -> std::sync::MutexGuard<'_, BrokerHeartbeatManager> {
+        self.shared
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Kafka `ReplicationControlManager.processBrokerHeartbeat` +
+    /// `BrokerHeartbeatManager.calculateNextBrokerState`, reduced to: stale incarnation →
+    /// STALE_BROKER_EPOCH; want_shutdown → controlled shutdown; fenced → unfence.
+    async fn heartbeat(&self, request: BrokerHeartbeatRequest) -> Result<(bool, bool), Refusal> {
+        self.await_active().await?;
+        let broker_id = request.broker_id;
+        let registration =
+            rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?
+                .clone();
+        self.lock_heartbeats().touch(broker_id, Instant::now());
+
+        if request.want_shutdown && !registration.in_controlled_shutdown {
+            let result = self
+                .propose(Command::ControlledShutdown {
+                    broker_id,
+                    incarnation: request.incarnation,
+                })
+                .await?;
+            if let Some(refusal) = command_refusal(&result) {
+                return Err(refusal);
+            }
+        } else if !request.want_shutdown
+            && registration.fenced
+            && !registration.in_controlled_shutdown
+        {
+            let result = self
+                .propose(Command::UnfenceBroker {
+                    broker_id,
+                    incarnation: request.incarnation,
+                })
+                .await?;
+            if let Some(refusal) = command_refusal(&result) {
+                return Err(refusal);
+            }
+        }
+        // The state machine publishes before the proposal returns: this includes our change.
+        let applied = self.applied();
+        let registration =
+            rules::check_incarnation(&applied.state, broker_id, request.incarnation)?;
+        let should_shutdown = registration.in_controlled_shutdown
+            && rules::should_shutdown(&applied.state, broker_id);
+        Ok((registration.fenced, should_shutdown))
+    }
+
+    async fn create(
+        &self,
+        request: CreateTopicRequest,
+    ) -> Result<insync_proto::TopicMetadata, Refusal> {
+        self.await_active().await?;
+        let spec = CreateTopicSpec {
+            name: request.name,
+            partitions: request.partitions,
+            replication_factor: request.replication_factor,
+            min_insync_replicas: (request.min_insync_replicas != 0)
+                .then_some(request.min_insync_replicas),
+            unclean_leader_election_enable: request.unclean_leader_election_enable,
+        };
+        // Placement is decided here, from the applied state, so applying is deterministic;
+        // the state machine re-validates against the state at commit time.
+        let assignment = rules::plan_topic(&self.applied().state, &spec)?;
+        let result = self
+            .propose(Command::CreateTopic {
+                name: spec.name,
+                assignment,
+                min_insync_replicas: spec.min_insync_replicas,
+                unclean_leader_election_enable: spec.unclean_leader_election_enable,
+            })
+            .await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        let topic = result.topic.ok_or_else(|| {
+            Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result")
+        })?;
+        Ok(topic_to_proto(&topic))
+    }
+
+    async fn alter(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> Result<insync_proto::PartitionMetadata, Refusal> {
+        self.await_active().await?;
+        let result = self
+            .propose(Command::AlterPartition {
+                broker_id: request.broker_id,
+                topic: request.topic,
+                partition: request.partition,
+                leader_epoch: request.leader_epoch,
+                partition_epoch: request.partition_epoch,
+                new_isr: request.new_isr,
+            })
+            .await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        result
+            .partition
+            .as_ref()
+            .map(partition_to_proto)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    "partition missing from result",
+                )
+            })
+    }
+
+    fn metadata_view(
+        &self,
+        applied: &AppliedMetadata,
+        leader_id: Option<NodeId>,
+        topics: &[String],
+    ) -> ClusterMetadata {
+        cluster_metadata(
+            applied,
+            &self.identity(leader_id),
+            self.shared.default_min_insync_replicas,
+            topics,
+        )
+    }
+}
+
+fn decode<T: DeserializeOwned>(message: RaftMessage) -> Result<T, Status> {
+    serde_json::from_slice(&message.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    serde_json::to_vec(value)
+        .map(|payload| {
+            Response::new(RaftMessage {
+                payload: payload.into(),
+            })
+        })
+        .map_err(|e| Status::internal(format!("cannot encode raft response: {e}")))
+}
+
+/// What a metadata watcher has been sent so far.
+struct WatchProgress {
+    service: ControllerService,
+    metadata: watch::Receiver<Arc<AppliedMetadata>>,
+    role: watch::Receiver<ControllerRole>,
+    shutdown: watch::Receiver<bool>,
+    known_version: u64,
+    /// (version, leader) of the last snapshot sent, or the baseline when none was due.
+    last_sent: Option<(u64, Option<NodeId>)>,
+}
+
+impl WatchProgress {
+    /// The next snapshot to send: at once if newer than `known_version`, then one per
+    /// change of version or leader. None when the controller shuts down.
+    async fn next(mut self) -> Option<(Result<ClusterMetadata, Status>, WatchProgress)> {
+        loop {
+            if *self.shutdown.borrow_and_update() {
+                return None;
+            }
+            let applied = Arc::clone(&self.metadata.borrow_and_update());
+            let leader_id = self.role.borrow_and_update().leader_id;
+            let due = match self.last_sent {
+                None => applied.version > self.known_version,
+                Some((version, leader)) => applied.version != version || leader != leader_id,
+            };
+            self.last_sent = Some((applied.version, leader_id));
+            if due {
+                let snapshot = self.service.metadata_view(&applied, leader_id, &[]);
+                return Some((Ok(snapshot), self));
+            }
+            tokio::select! {
+                changed = self.metadata.changed() => if changed.is_err() { return None },
+                changed = self.role.changed() => if changed.is_err() { return None },
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+}
+
+type MetadataStream = Pin<Box<dyn Stream<Item = Result<ClusterMetadata, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn register_broker(
+        &self,
+        request: Request<RegisterBrokerRequest>,
+    ) -> Result<Response<RegisterBrokerResponse>, Status> {
+        let error = match self.register(request.into_inner()).await {
+            Ok(()) => success(),
+            Err(refusal) => refusal.to_proto(),
+        };
+        Ok(Response::new(RegisterBrokerResponse { error: Some(error) }))
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: Request<BrokerHeartbeatRequest>,
+    ) -> Result<Response<BrokerHeartbeatResponse>, Status> {
+        let response = match self.heartbeat(request.into_inner()).await {
+            Ok((is_fenced, should_shutdown)) => BrokerHeartbeatResponse {
+                error: Some(success()),
+                is_fenced,
+                should_shutdown,
+            },
+            Err(refusal) => BrokerHeartbeatResponse {
+                error: Some(refusal.to_proto()),
+                is_fenced: true,
+                should_shutdown: false,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let response = match self.create(request.into_inner()).await {
+            Ok(topic) => CreateTopicResponse {
+                error_code: ErrorCode::NONE.code(),
+                error_message: String::new(),
+                topic: Some(topic),
+            },
+            Err(refusal) => CreateTopicResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                topic: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn alter_partition(
+        &self,
+        request: Request<AlterPartitionRequest>,
+    ) -> Result<Response<AlterPartitionResponse>, Status> {
+        let response = match self.alter(request.into_inner()).await {
+            Ok(partition) => AlterPartitionResponse {
+                error: Some(success()),
+                partition: Some(partition),
+            },
+            Err(refusal) => AlterPartitionResponse {
+                error: Some(refusal.to_proto()),
+                partition: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn get_metadata(
+        &self,
+        request: Request<MetadataRequest>,
+    ) -> Result<Response<MetadataResponse>, Status> {
+        let applied = self.applied();
+        let leader_id = self.shared.role.borrow().leader_id;
+        let metadata = self.metadata_view(&applied, leader_id, &request.into_inner().topics);
+        Ok(Response::new(MetadataResponse {
+            metadata: Some(metadata),
+        }))
+    }
+
+    type WatchMetadataStream = MetadataStream;
+
+    async fn watch_metadata(
+        &self,
+        request: Request<WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let progress = WatchProgress {
+            service: self.clone(),
+            metadata: self.shared.metadata.clone(),
+            role: self.shared.role.clone(),
+            shutdown: self.shared.shutdown.clone(),
+            known_version: request.into_inner().known_version,
+            last_sent: None,
+        };
+        // Pull-based: a snapshot is built only when the client asks for the next item, and
+        // the watch channels keep only the latest value, so a slow watcher costs no memory.
+        let stream = futures::stream::unfold(progress, WatchProgress::next);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn raft_append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.into_inner())?;
+        encode(&self.shared.raft.append_entries(rpc).await)
+    }
+
+    async fn raft_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.into_inner())?;
+        encode(&self.shared.raft.vote(rpc).await)
+    }
+
+    async fn raft_install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
+        encode(&self.shared.raft.install_snapshot(rpc).await)
+    }
+}

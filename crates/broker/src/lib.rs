@@ -1,1 +1,10 @@
-//! placeholder
+//! insync broker library: the replica manager, follower fetchers, the controller link and
+//! the gRPC service, assembled by `server::run` (the `insync-broker` binary is a thin
+//! wrapper that parses flags and waits for a signal).
+pub mod config;
+pub mod controller_link;
+pub mod fetcher;
+pub mod partition;
+pub mod replica_manager;
+pub mod server;
+pub mod service;

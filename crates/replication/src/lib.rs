@@ -8,8 +8,14 @@
 pub mod follower;
 pub mod leader;
 
-pub use follower::{check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset, EpochEndOffset};
-pub use leader::{Action, FollowerProgress, IsrChange, IsrChangeKind, IsrState, LeaderParams, LeaderPartition, WaiterId};
+pub use follower::{
+    check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset,
+    EpochEndOffset,
+};
+pub use leader::{
+    Action, FollowerProgress, IsrChange, IsrChangeKind, IsrState, LeaderParams, LeaderPartition,
+    WaiterId,
+};
 
 /// Kafka's "effective" min ISR: min(min.insync.replicas, replication factor), so a topic
 /// whose min.insync.replicas exceeds its RF is not unwritable forever (Kafka 3.x

@@ -1,0 +1,144 @@
+//! `insync-broker` command line: Kafka-named settings with insync's laptop-sized defaults
+//! (see DESIGN.md "Defaults worth keeping Kafka-like").
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Kafka's `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl std::str::FromStr for Roles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => {
+                    return Err(format!(
+                        "unknown role '{other}': expected broker, controller or broker,controller"
+                    ))
+                }
+            }
+        }
+        Ok(roles)
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "insync-broker",
+    version,
+    about = "insync broker and/or controller node (Kafka process.roles)"
+)]
+pub struct BrokerArgs {
+    /// broker, controller, or broker,controller (Kafka process.roles).
+    #[arg(long, default_value = "broker")]
+    pub roles: Roles,
+    /// Kafka node.id. Broker ids and controller ids are separate namespaces here, so
+    /// `--node-id 1` may be both broker 1 and controller 1.
+    #[arg(long)]
+    pub node_id: i32,
+    /// Address to bind (gRPC).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Address clients and peers dial; defaults to --listen.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Controller voters, Kafka controller.quorum.voters: `1@127.0.0.1:9191,2@...`.
+    #[arg(long, default_value = "1@127.0.0.1:9191")]
+    pub controller_quorum: String,
+    /// Kafka replica.lag.time.max.ms (Kafka default 30000).
+    #[arg(long, default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka replica.fetch.wait.max.ms: how long a follower fetch long-polls.
+    #[arg(long, default_value_t = 500)]
+    pub replica_fetch_wait_max_ms: u64,
+    /// Kafka min.insync.replicas, cluster default (topics may override).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub min_insync_replicas: i32,
+    /// Kafka message.max.bytes: the largest record batch accepted.
+    #[arg(long, default_value_t = 1_048_576)]
+    pub message_max_bytes: usize,
+    /// Kafka broker.session.timeout.ms (Kafka default 9000): controller fences a broker
+    /// silent for longer.
+    #[arg(long, default_value_t = 3_000)]
+    pub broker_session_timeout_ms: u64,
+    /// Kafka broker.heartbeat.interval.ms (Kafka default 2000).
+    #[arg(long, default_value_t = 500)]
+    pub broker_heartbeat_interval_ms: u64,
+    /// Kafka log.segment.bytes.
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub log_segment_bytes: u64,
+    /// Kafka log.flush.interval.messages: fsync after this many messages (default: never,
+    /// durability comes from replication, as in Kafka).
+    #[arg(long)]
+    pub flush_every_messages: Option<u64>,
+    /// Kafka replica.high.watermark.checkpoint.interval.ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub high_watermark_checkpoint_interval_ms: u64,
+    /// How long a SIGTERM'd broker waits for the controller to move its leaderships away.
+    #[arg(long, default_value_t = 10_000)]
+    pub controlled_shutdown_timeout_ms: u64,
+}
+
+impl BrokerArgs {
+    pub fn advertised_address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_like_kafka_process_roles() {
+        assert_eq!(
+            "broker".parse::<Roles>(),
+            Ok(Roles {
+                broker: true,
+                controller: false
+            })
+        );
+        assert_eq!(
+            "broker,controller".parse::<Roles>(),
+            Ok(Roles {
+                broker: true,
+                controller: true
+            })
+        );
+        assert!("brokr".parse::<Roles>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let a = BrokerArgs::parse_from([
+            "insync-broker",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:9092",
+            "--data-dir",
+            "/tmp/x",
+        ]);
+        assert_eq!(a.replica_lag_time_max_ms, 10_000);
+        assert_eq!(a.replica_fetch_wait_max_ms, 500);
+        assert_eq!(a.min_insync_replicas, 1);
+        assert_eq!(a.message_max_bytes, 1_048_576);
+        assert_eq!(a.broker_session_timeout_ms, 3_000);
+    }
+}

@@ -1,0 +1,446 @@
+//! The broker's side of the controller protocol (Kafka `BrokerLifecycleManager`,
+//! `BrokerToControllerChannelManager`): register, heartbeat, controlled shutdown, the
+//! metadata feed, and AlterPartition — always to the active controller, following
+//! NOT_CONTROLLER hints and rotating through the quorum on transport errors.
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use insync_proto as pb;
+use insync_proto::controller_client::ControllerClient;
+use insync_types::ErrorCode;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::replica_manager::{AlterPartitionJob, ReplicaManager};
+
+/// Replies that carry a `ControllerError`.
+pub trait ControllerReply {
+    fn controller_error(&self) -> (ErrorCode, String, String);
+}
+
+fn split(e: &Option<pb::ControllerError>) -> (ErrorCode, String, String) {
+    match e {
+        Some(e) => (
+            ErrorCode::from_code(e.error_code),
+            e.error_message.clone(),
+            e.leader_address.clone(),
+        ),
+        None => (ErrorCode::NONE, String::new(), String::new()),
+    }
+}
+
+impl ControllerReply for pb::RegisterBrokerResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        split(&self.error)
+    }
+}
+impl ControllerReply for pb::BrokerHeartbeatResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        split(&self.error)
+    }
+}
+impl ControllerReply for pb::AlterPartitionResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        split(&self.error)
+    }
+}
+impl ControllerReply for pb::CreateTopicResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        (
+            ErrorCode::from_code(self.error_code),
+            self.error_message.clone(),
+            String::new(),
+        )
+    }
+}
+
+/// Error of a controller call that could not reach an active controller in time.
+#[derive(Debug, thiserror::Error)]
+#[error("no active controller answered within {0:?}: {1}")]
+pub struct NoController(pub Duration, pub String);
+
+/// A handle on the controller quorum.
+pub struct ControllerLink {
+    voters: Vec<String>,
+    /// The address believed to be the active controller (from NOT_CONTROLLER hints).
+    active: Mutex<Option<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    next_voter: Mutex<usize>,
+}
+
+impl ControllerLink {
+    /// `quorum` in Kafka's controller.quorum.voters form: `1@host:port,2@host:port`.
+    pub fn new(quorum: &str) -> anyhow::Result<ControllerLink> {
+        let mut voters = Vec::new();
+        for entry in quorum.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (id, address) = entry.split_once('@').ok_or_else(|| {
+                anyhow::anyhow!("bad --controller-quorum entry '{entry}': expected ID@HOST:PORT")
+            })?;
+            id.parse::<u64>().map_err(|_| {
+                anyhow::anyhow!("bad --controller-quorum entry '{entry}': '{id}' is not a node id")
+            })?;
+            voters.push(address.to_string());
+        }
+        anyhow::ensure!(
+            !voters.is_empty(),
+            "--controller-quorum names no controller"
+        );
+        Ok(ControllerLink {
+            voters,
+            active: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+            next_voter: Mutex::new(0),
+        })
+    }
+
+    fn candidate(&self) -> String {
+        if let Some(active) = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return active;
+        }
+        let mut next = self.next_voter.lock().unwrap_or_else(|p| p.into_inner());
+        let address = self.voters[*next % self.voters.len()].clone();
+        *next = next.wrapping_add(1);
+        address
+    }
+
+    fn forget(&self, address: &str) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_deref() == Some(address) {
+            *active = None;
+        }
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(address);
+    }
+
+    async fn client(
+        &self,
+        address: &str,
+    ) -> Result<ControllerClient<Channel>, tonic::transport::Error> {
+        let cached = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .cloned();
+        let channel = match cached {
+            Some(c) => c,
+            None => {
+                let c = Endpoint::from_shared(format!("http://{address}"))?
+                    .connect_timeout(Duration::from_millis(1_000))
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?;
+                self.channels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(address.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(ControllerClient::new(channel)
+            .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    /// Calls the active controller until it answers something other than NOT_CONTROLLER,
+    /// or `timeout` passes.
+    pub async fn call<T, F, Fut>(&self, timeout: Duration, mut f: F) -> Result<T, NoController>
+    where
+        T: ControllerReply,
+        F: FnMut(ControllerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = String::from("no attempt");
+        let mut attempts = 0usize;
+        while Instant::now() < deadline {
+            attempts += 1;
+            if attempts > 1 && attempts % self.voters.len().max(1) == 1 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let address = self.candidate();
+            let client = match self.client(&address).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = format!("{address}: {e}");
+                    self.forget(&address);
+                    continue;
+                }
+            };
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
+            match tokio::time::timeout(remaining.min(Duration::from_secs(5)), f(client)).await {
+                Ok(Ok(response)) => {
+                    let reply = response.into_inner();
+                    let (code, message, leader_address) = reply.controller_error();
+                    if code == ErrorCode::NOT_CONTROLLER {
+                        last_error = format!("{address}: not the active controller ({message})");
+                        self.forget(&address);
+                        if !leader_address.is_empty() && leader_address != address {
+                            *self.active.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(leader_address);
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        continue;
+                    }
+                    *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(address);
+                    return Ok(reply);
+                }
+                Ok(Err(status)) => {
+                    last_error = format!("{address}: {status}");
+                    self.forget(&address);
+                }
+                Err(_) => {
+                    last_error = format!("{address}: timed out");
+                    self.forget(&address);
+                }
+            }
+        }
+        Err(NoController(timeout, last_error))
+    }
+
+    /// Some controller to read metadata from (the active one if known).
+    pub async fn any_client(&self) -> Option<(String, ControllerClient<Channel>)> {
+        let address = self.candidate();
+        match self.client(&address).await {
+            Ok(c) => Some((address, c)),
+            Err(e) => {
+                debug!("controller {address} unreachable: {e}");
+                self.forget(&address);
+                None
+            }
+        }
+    }
+
+    pub fn forget_address(&self, address: &str) {
+        self.forget(address);
+    }
+}
+
+/// Registers, heartbeats every interval, and on shutdown performs a controlled shutdown
+/// (Kafka `BrokerLifecycleManager`). Returns when the controlled shutdown completes or
+/// times out.
+pub async fn run_lifecycle(
+    link: Arc<ControllerLink>,
+    rm: Arc<ReplicaManager>,
+    address: String,
+    incarnation: u64,
+    mut shutdown: watch::Receiver<bool>,
+    registered: watch::Sender<bool>,
+) {
+    let broker_id = rm.broker_id;
+    let interval = Duration::from_millis(rm.config.broker_heartbeat_interval_ms);
+    let mut is_registered = false;
+    let mut fenced = true;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if !is_registered {
+            let request = pb::RegisterBrokerRequest {
+                broker_id,
+                address: address.clone(),
+                incarnation,
+            };
+            match link
+                .call(Duration::from_secs(3), |mut c| {
+                    let r = request.clone();
+                    async move { c.register_broker(r).await }
+                })
+                .await
+            {
+                Ok(reply) => {
+                    let (code, message, _) = reply.controller_error();
+                    if code == ErrorCode::NONE {
+                        info!("registered broker {broker_id} at {address} (incarnation {incarnation}) with the controller");
+                        is_registered = true;
+                        let _ = registered.send(true);
+                    } else {
+                        warn!("broker registration refused: {code}: {message}");
+                    }
+                }
+                Err(e) => debug!("registration: {e}"),
+            }
+        } else {
+            let request = pb::BrokerHeartbeatRequest {
+                broker_id,
+                incarnation,
+                want_shutdown: false,
+            };
+            match link
+                .call(Duration::from_secs(2), |mut c| {
+                    let r = request.clone();
+                    async move { c.broker_heartbeat(r).await }
+                })
+                .await
+            {
+                Ok(reply) => {
+                    let (code, message, _) = reply.controller_error();
+                    match code {
+                        ErrorCode::NONE => {
+                            if fenced != reply.is_fenced {
+                                info!(
+                                    "broker {broker_id} is now {}",
+                                    if reply.is_fenced {
+                                        "fenced"
+                                    } else {
+                                        "unfenced (active)"
+                                    }
+                                );
+                                fenced = reply.is_fenced;
+                            }
+                        }
+                        ErrorCode::STALE_BROKER_EPOCH => {
+                            warn!("controller does not know this incarnation ({message}); registering again");
+                            is_registered = false;
+                            continue;
+                        }
+                        other => warn!("heartbeat answered {other}: {message}"),
+                    }
+                }
+                Err(e) => warn!("heartbeat failed: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    if !is_registered {
+        return;
+    }
+    // Controlled shutdown: ask the controller to move leadership away and take us out of
+    // the ISRs before we stop serving (Kafka BrokerHeartbeat WantShutDown, KIP-631).
+    let deadline = Instant::now() + Duration::from_millis(rm.config.controlled_shutdown_timeout_ms);
+    info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
+    while Instant::now() < deadline {
+        let request = pb::BrokerHeartbeatRequest {
+            broker_id,
+            incarnation,
+            want_shutdown: true,
+        };
+        if let Ok(reply) = link
+            .call(Duration::from_secs(2), |mut c| {
+                let r = request.clone();
+                async move { c.broker_heartbeat(r).await }
+            })
+            .await
+        {
+            if reply.should_shutdown {
+                info!("broker {broker_id}: controlled shutdown complete: the controller moved every leadership away");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    warn!("broker {broker_id}: controlled shutdown timed out; stopping anyway");
+}
+
+/// Follows the metadata feed of the quorum and applies every snapshot.
+pub async fn run_metadata_watch(
+    link: Arc<ControllerLink>,
+    rm: Arc<ReplicaManager>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some((address, mut client)) = link.any_client().await else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let known_version = rm.metadata().version;
+        let stream = match client
+            .watch_metadata(pb::WatchMetadataRequest { known_version })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                debug!("metadata watch on {address} failed: {status}");
+                link.forget_address(&address);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut stream = stream;
+        loop {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                _ = shutdown.changed() => return,
+            };
+            match next {
+                Ok(Some(metadata)) => {
+                    if metadata.version < rm.metadata().version {
+                        continue; // a lagging controller: never go back
+                    }
+                    if let Err(e) = rm.apply_metadata(metadata) {
+                        warn!("applying metadata failed: {e:#}");
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    link.forget_address(&address);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends the leader cores' ISR proposals to the controller, one at a time.
+pub async fn run_alter_partition(
+    link: Arc<ControllerLink>,
+    rm: Arc<ReplicaManager>,
+    mut jobs: mpsc::Receiver<AlterPartitionJob>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let AlterPartitionJob {
+            topic_partition,
+            change,
+        } = job;
+        let request = pb::AlterPartitionRequest {
+            broker_id: rm.broker_id,
+            topic: topic_partition.topic.clone(),
+            partition: topic_partition.partition,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.new_isr.clone(),
+        };
+        let result = link
+            .call(Duration::from_secs(5), |mut c| {
+                let r = request.clone();
+                async move { c.alter_partition(r).await }
+            })
+            .await;
+        let outcome = match result {
+            Ok(reply) => {
+                let (code, message, _) = reply.controller_error();
+                match (code, reply.partition) {
+                    (ErrorCode::NONE, Some(pm)) => Ok(pm),
+                    (ErrorCode::NONE, None) => Err((
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        "no partition in reply".into(),
+                    )),
+                    (code, _) => Err((code, message)),
+                }
+            }
+            Err(e) => Err((ErrorCode::REQUEST_TIMED_OUT, e.to_string())),
+        };
+        rm.on_alter_partition_result(&topic_partition, change.leader_epoch, outcome);
+    }
+}

@@ -1,0 +1,233 @@
+//! Follower replication: one fetcher task per leader broker (Kafka `ReplicaFetcherThread` /
+//! `AbstractFetcherThread`), long-polling Fetch for every partition this broker follows
+//! from that leader, appending what comes back, adopting the leader's HW, and truncating
+//! by leader epoch when the leader reports a diverging epoch (KIP-101/KIP-279/KIP-320).
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use insync_proto as pb;
+use insync_proto::broker_client::BrokerClient;
+use insync_replication::{follower_high_watermark, truncation_offset, EpochEndOffset};
+use insync_types::{BrokerId, ErrorCode, TopicPartition};
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::replica_manager::{FollowerAssignment, ReplicaManager};
+
+/// Starts and stops fetchers as the follower assignment changes; ends with `shutdown`.
+pub async fn run_fetcher_manager(
+    rm: Arc<ReplicaManager>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut assignment = rm.subscribe_follower_assignment();
+    let mut fetchers: HashMap<BrokerId, JoinHandle<()>> = HashMap::new();
+    loop {
+        let leaders: Vec<BrokerId> = assignment.borrow_and_update().keys().copied().collect();
+        fetchers.retain(|leader, handle| {
+            let keep = leaders.contains(leader) && !handle.is_finished();
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for leader in leaders {
+            fetchers.entry(leader).or_insert_with(|| {
+                info!("starting fetcher for leader broker {leader}");
+                tokio::spawn(run_fetcher(
+                    rm.clone(),
+                    leader,
+                    rm.subscribe_follower_assignment(),
+                ))
+            });
+        }
+        tokio::select! {
+            changed = assignment.changed() => if changed.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, handle) in fetchers {
+        handle.abort();
+    }
+}
+
+async fn connect(address: &str) -> Result<BrokerClient<Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_millis(1_000))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(BrokerClient::new(channel)
+        .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES))
+}
+
+/// Fetches from one leader until it leads nothing this broker follows.
+async fn run_fetcher(
+    rm: Arc<ReplicaManager>,
+    leader: BrokerId,
+    assignment: tokio::sync::watch::Receiver<FollowerAssignment>,
+) {
+    let mut client: Option<(String, BrokerClient<Channel>)> = None;
+    let max_wait_ms = rm.config.replica_fetch_wait_max_ms;
+    loop {
+        let partitions = match assignment.borrow().get(&leader) {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => return,
+        };
+        let Some(address) = rm.broker_address(leader) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if client.as_ref().map(|(a, _)| a != &address).unwrap_or(true) {
+            match connect(&address).await {
+                Ok(c) => client = Some((address.clone(), c)),
+                Err(e) => {
+                    debug!("fetcher for leader {leader}: cannot connect to {address}: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            }
+        }
+        let mut request = pb::FetchRequest {
+            replica_id: rm.broker_id,
+            max_wait_ms: max_wait_ms as u32,
+            min_bytes: 1,
+            max_bytes: 16 * 1024 * 1024,
+            partitions: Vec::with_capacity(partitions.len()),
+        };
+        for (tp, leader_epoch) in &partitions {
+            let Some(partition) = rm.partition(tp) else {
+                continue;
+            };
+            let state = partition.lock();
+            if !state.is_follower_of(leader, *leader_epoch) {
+                continue;
+            }
+            request.partitions.push(pb::FetchPartition {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                fetch_offset: state.log.log_end_offset(),
+                current_leader_epoch: *leader_epoch,
+                last_fetched_epoch: state.log.last_batch_epoch().unwrap_or(-1),
+                partition_max_bytes: (rm.config.message_max_bytes as u32).max(1024 * 1024),
+            });
+        }
+        if request.partitions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let (_, c) = client.as_mut().expect("connected above");
+        let mut grpc_request = tonic::Request::new(request);
+        grpc_request.set_timeout(Duration::from_millis(max_wait_ms + 5_000));
+        let response = match c.fetch(grpc_request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                debug!("fetch from leader {leader} failed: {status}");
+                client = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut back_off = false;
+        for pr in response.partitions {
+            let tp = TopicPartition::new(pr.topic.clone(), pr.partition);
+            let Some(&leader_epoch) = partitions.get(&tp) else {
+                continue;
+            };
+            back_off |= apply_fetched(&rm, leader, leader_epoch, &tp, pr);
+        }
+        if back_off {
+            // Epoch or leadership disagreement: wait for metadata to catch up.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Applies one partition's fetch response. Returns true when the fetcher should back off.
+fn apply_fetched(
+    rm: &ReplicaManager,
+    leader: BrokerId,
+    leader_epoch: i32,
+    tp: &TopicPartition,
+    pr: pb::FetchPartitionResponse,
+) -> bool {
+    let Some(partition) = rm.partition(tp) else {
+        return false;
+    };
+    let mut state = partition.lock();
+    if !state.is_follower_of(leader, leader_epoch) {
+        return false; // the role changed while the fetch was in flight
+    }
+    let error = ErrorCode::from_code(pr.error_code);
+    match error {
+        ErrorCode::NONE => {}
+        ErrorCode::OFFSET_OUT_OF_RANGE
+            if pr.log_end_offset >= 0 && state.log.log_end_offset() > pr.log_end_offset =>
+        {
+            // We are ahead of the leader with no epoch to locate the divergence (Kafka
+            // `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
+            let leo = state.log.log_end_offset();
+            match state.log.truncate_to(pr.log_end_offset) {
+                Ok(t) => info!(
+                    "{tp}: truncated log from {leo} to leader {leader}'s log end offset {}: {} records ({} bytes) dropped (fetch offset out of range)",
+                    pr.log_end_offset, t.records_removed, t.bytes_removed
+                ),
+                Err(e) => warn!("{tp}: truncation failed: {e}"),
+            }
+            return false;
+        }
+        other => {
+            debug!("{tp}: fetch from leader {leader} answered {other}");
+            return true;
+        }
+    }
+    if let Some(d) = pr.diverging_epoch {
+        let diverging = EpochEndOffset {
+            epoch: d.epoch,
+            end_offset: d.end_offset,
+        };
+        let leo = state.log.log_end_offset();
+        let our_last_epoch = state.log.last_batch_epoch().unwrap_or(-1);
+        let (epoch, end_offset) = state.log.end_offset_for_epoch(d.epoch);
+        let (offset, complete) =
+            truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo);
+        if offset < leo {
+            match state.log.truncate_to(offset) {
+                Ok(t) => info!(
+                    "{tp}: truncated log from {leo} to {offset}: {} records ({} bytes) dropped; leader {leader} (epoch {leader_epoch}) says our epoch {} diverged, its epoch {} ends at {}{}",
+                    t.records_removed,
+                    t.bytes_removed,
+                    our_last_epoch,
+                    d.epoch,
+                    d.end_offset,
+                    if complete { "" } else { " (will look further back on the next fetch)" }
+                ),
+                Err(e) => warn!("{tp}: truncation to {offset} failed: {e}"),
+            }
+            let hw = state
+                .follower_high_watermark
+                .min(state.log.log_end_offset());
+            state.follower_high_watermark = hw;
+        }
+        return false;
+    }
+    if !pr.records.is_empty() {
+        if let Err(e) = state.log.append_as_follower(&pr.records) {
+            warn!(
+                "{tp}: cannot append {} fetched bytes from leader {leader}: {e}",
+                pr.records.len()
+            );
+            return true;
+        }
+    }
+    let new_hw = follower_high_watermark(pr.high_watermark, state.log.log_end_offset());
+    let changed = new_hw != state.follower_high_watermark;
+    state.follower_high_watermark = new_hw;
+    drop(state);
+    if changed {
+        rm.bump_changes();
+    }
+    false
+}

@@ -1,0 +1,939 @@
+//! The broker's replica manager (Kafka `ReplicaManager`): hosts partitions, applies
+//! controller metadata (become leader / follower), serves produce and fetch on the leader,
+//! and turns the replication core's actions into I/O (answer waiters, propose ISR changes,
+//! wake long-polling fetches).
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use insync_log::{LogConfig, LogError, OffsetCheckpointFile, PartitionLog};
+use insync_proto as pb;
+use insync_replication::{
+    check_current_leader_epoch, diverging_epoch, Action, EpochEndOffset, IsrChange, LeaderParams,
+    LeaderPartition, WaiterId,
+};
+use insync_types::{Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::BrokerArgs;
+use crate::partition::{Partition, PartitionState, Role};
+
+/// An ISR change for the controller, produced by the leader core.
+#[derive(Debug)]
+pub struct AlterPartitionJob {
+    pub topic_partition: TopicPartition,
+    pub change: IsrChange,
+}
+
+/// Which partitions this broker follows, grouped by leader: the fetcher manager's input.
+pub type FollowerAssignment = BTreeMap<BrokerId, BTreeMap<TopicPartition, i32>>;
+
+/// Outcome of a produce, as the service answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceOutcome {
+    pub error: ErrorCode,
+    pub message: String,
+    pub base_offset: Offset,
+    pub appended: bool,
+    pub leader_epoch: i32,
+}
+
+impl ProduceOutcome {
+    fn rejected(error: ErrorCode, message: impl Into<String>) -> Self {
+        ProduceOutcome {
+            error,
+            message: message.into(),
+            base_offset: -1,
+            appended: false,
+            leader_epoch: NO_EPOCH,
+        }
+    }
+}
+
+pub struct ReplicaManager {
+    pub config: Arc<BrokerArgs>,
+    pub broker_id: BrokerId,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    waiters: Mutex<HashMap<WaiterId, oneshot::Sender<ErrorCode>>>,
+    next_waiter: AtomicU64,
+    /// Bumped on every append and HW change: long-polling fetches wait on it.
+    changes: watch::Sender<u64>,
+    metadata: RwLock<Arc<pb::ClusterMetadata>>,
+    /// Metadata versions as they are applied (for CreateTopic to wait on).
+    metadata_version: watch::Sender<u64>,
+    follower_assignment: watch::Sender<FollowerAssignment>,
+    alter_partition_tx: mpsc::Sender<AlterPartitionJob>,
+    hw_checkpoint: Mutex<OffsetCheckpointFile>,
+    checkpointed_high_watermarks: BTreeMap<TopicPartition, Offset>,
+    started: Instant,
+}
+
+impl ReplicaManager {
+    pub fn new(
+        config: Arc<BrokerArgs>,
+        alter_partition_tx: mpsc::Sender<AlterPartitionJob>,
+    ) -> anyhow::Result<Arc<ReplicaManager>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let hw_checkpoint =
+            OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
+        let checkpointed_high_watermarks = hw_checkpoint.read()?;
+        Ok(Arc::new(ReplicaManager {
+            broker_id: config.node_id,
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+            changes: watch::channel(0).0,
+            metadata: RwLock::new(Arc::new(pb::ClusterMetadata::default())),
+            metadata_version: watch::channel(0).0,
+            follower_assignment: watch::channel(FollowerAssignment::new()).0,
+            alter_partition_tx,
+            hw_checkpoint: Mutex::new(hw_checkpoint),
+            checkpointed_high_watermarks,
+            started: Instant::now(),
+        }))
+    }
+
+    /// Monotonic milliseconds since start: the clock the replication core runs on.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn metadata(&self) -> Arc<pb::ClusterMetadata> {
+        self.metadata
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn subscribe_metadata_version(&self) -> watch::Receiver<u64> {
+        self.metadata_version.subscribe()
+    }
+
+    pub fn subscribe_follower_assignment(&self) -> watch::Receiver<FollowerAssignment> {
+        self.follower_assignment.subscribe()
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn broker_address(&self, broker: BrokerId) -> Option<String> {
+        self.metadata()
+            .brokers
+            .iter()
+            .find(|b| b.id == broker)
+            .map(|b| b.address.clone())
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tp)
+            .cloned()
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        let mut all: Vec<_> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.topic_partition.cmp(&b.topic_partition));
+        all
+    }
+
+    fn log_dir(&self, tp: &TopicPartition) -> PathBuf {
+        self.config
+            .data_dir
+            .join(format!("{}-{}", tp.topic, tp.partition))
+    }
+
+    fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.config.log_segment_bytes,
+            flush_every_messages: self.config.flush_every_messages,
+            max_batch_bytes: self.config.message_max_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    fn min_insync_replicas(&self, topic: &pb::TopicMetadata) -> usize {
+        if topic.min_insync_replicas > 0 {
+            topic.min_insync_replicas as usize
+        } else {
+            self.config.min_insync_replicas as usize
+        }
+    }
+
+    /// Applies a metadata snapshot from the controller (Kafka `ReplicaManager.applyDelta`):
+    /// opens logs for new replicas, makes this broker leader or follower as assigned, feeds
+    /// committed ISR changes to the leader core, and updates the fetchers' assignment.
+    pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) -> anyhow::Result<()> {
+        let now_ms = self.now_ms();
+        let eligible: BTreeSet<BrokerId> = metadata
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+            .map(|b| b.id)
+            .collect();
+        let mut assignment = FollowerAssignment::new();
+        for topic in &metadata.topics {
+            let min_isr = self.min_insync_replicas(topic);
+            for pm in &topic.partitions {
+                if !pm.replicas.contains(&self.broker_id) {
+                    continue;
+                }
+                let tp = TopicPartition::new(topic.name.clone(), pm.partition);
+                let partition = match self.partition(&tp) {
+                    Some(p) => p,
+                    None => self.open_partition(&tp, pm)?,
+                };
+                let actions =
+                    self.apply_partition_metadata(&partition, pm, min_isr, &eligible, now_ms);
+                self.run_actions(&tp, actions);
+                if pm.leader != self.broker_id && pm.leader != NO_BROKER {
+                    assignment
+                        .entry(pm.leader)
+                        .or_default()
+                        .insert(tp, pm.leader_epoch);
+                }
+            }
+        }
+        let version = metadata.version;
+        *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(metadata);
+        self.follower_assignment.send_if_modified(|current| {
+            let changed = *current != assignment;
+            *current = assignment;
+            changed
+        });
+        self.metadata_version.send_replace(version);
+        Ok(())
+    }
+
+    fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        pm: &pb::PartitionMetadata,
+    ) -> anyhow::Result<Arc<Partition>> {
+        let log = PartitionLog::open(&self.log_dir(tp), self.log_config())?;
+        let checkpointed = self
+            .checkpointed_high_watermarks
+            .get(tp)
+            .copied()
+            .unwrap_or(0);
+        let high_watermark = checkpointed.min(log.log_end_offset());
+        info!(
+            "{tp}: opened replica (log end offset {}, high watermark {high_watermark}, replicas {:?})",
+            log.log_end_offset(),
+            pm.replicas
+        );
+        let partition = Arc::new(Partition {
+            topic_partition: tp.clone(),
+            state: Mutex::new(PartitionState {
+                log,
+                role: Role::Follower { leader: NO_BROKER },
+                follower_high_watermark: high_watermark,
+                leader_epoch: NO_EPOCH,
+                partition_epoch: -1,
+                replicas: pm.replicas.clone(),
+                isr: pm.isr.clone(),
+            }),
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.clone(), partition.clone());
+        Ok(partition)
+    }
+
+    fn apply_partition_metadata(
+        &self,
+        partition: &Partition,
+        pm: &pb::PartitionMetadata,
+        min_isr: usize,
+        eligible: &BTreeSet<BrokerId>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let tp = &partition.topic_partition;
+        let mut state = partition.lock();
+        let mut actions = Vec::new();
+        if pm.leader_epoch < state.leader_epoch
+            || (pm.leader_epoch == state.leader_epoch
+                && pm.partition_epoch <= state.partition_epoch)
+        {
+            // Stale or already applied; still refresh eligibility (fencing changes it).
+            if let Some(leader) = state.leader_mut() {
+                leader.set_eligible_followers(eligible.iter().copied());
+            }
+            return actions;
+        }
+        let new_epoch = pm.leader_epoch != state.leader_epoch;
+        state.replicas = pm.replicas.clone();
+        state.isr = pm.isr.clone();
+        if pm.leader == self.broker_id {
+            if new_epoch || state.leader().is_none() {
+                // Kafka Partition.makeLeader: the new epoch starts at our LEO (recorded in
+                // the epoch cache so followers can find where they diverged).
+                let log_end_offset = state.log.log_end_offset();
+                if let Err(e) = state
+                    .log
+                    .assign_epoch_start_offset(pm.leader_epoch, log_end_offset)
+                {
+                    warn!(
+                        "{tp}: cannot record leader epoch {} start: {e}",
+                        pm.leader_epoch
+                    );
+                }
+                let high_watermark = state.high_watermark();
+                let mut leader = LeaderPartition::new(
+                    LeaderParams {
+                        local_broker: self.broker_id,
+                        replicas: pm.replicas.clone(),
+                        isr: pm.isr.clone(),
+                        leader_epoch: pm.leader_epoch,
+                        partition_epoch: pm.partition_epoch,
+                        leader_epoch_start_offset: log_end_offset,
+                        log_end_offset,
+                        high_watermark,
+                        min_insync_replicas: min_isr,
+                        replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
+                    },
+                    now_ms,
+                );
+                leader.set_eligible_followers(eligible.iter().copied());
+                info!(
+                    "{tp}: became leader at epoch {} (partition epoch {}), log end offset {log_end_offset}, high watermark {high_watermark}, replicas {:?}, ISR {:?}",
+                    pm.leader_epoch, pm.partition_epoch, pm.replicas, pm.isr
+                );
+                if let Some(old) = state.leader_mut() {
+                    actions.extend(old.resign());
+                }
+                state.role = Role::Leader(Box::new(leader));
+            } else if let Some(leader) = state.leader_mut() {
+                leader.set_eligible_followers(eligible.iter().copied());
+                actions.extend(commit_isr(
+                    tp,
+                    leader,
+                    &pm.isr,
+                    pm.partition_epoch,
+                    "the metadata feed",
+                    now_ms,
+                ));
+                actions.extend(leader.set_min_insync_replicas(min_isr, now_ms));
+            }
+        } else {
+            if let Some(old) = state.leader_mut() {
+                let resigned = old.resign();
+                info!(
+                    "{tp}: resigned leadership at epoch {} -> {} (new leader {}); {} waiting acks=all requests answered NOT_LEADER_OR_FOLLOWER",
+                    state.leader_epoch,
+                    pm.leader_epoch,
+                    pm.leader,
+                    resigned.len()
+                );
+                // A follower's HW starts at what the leader had; never above our LEO.
+                let high_watermark = state.high_watermark().min(state.log.log_end_offset());
+                state.follower_high_watermark = high_watermark;
+                actions.extend(resigned);
+            } else if new_epoch {
+                info!(
+                    "{tp}: following leader {} at epoch {}",
+                    pm.leader, pm.leader_epoch
+                );
+            }
+            state.role = Role::Follower { leader: pm.leader };
+        }
+        state.leader_epoch = pm.leader_epoch;
+        state.partition_epoch = pm.partition_epoch;
+        actions
+    }
+
+    /// Executes the replication core's actions for one partition (outside its lock).
+    pub fn run_actions(&self, tp: &TopicPartition, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::HighWatermarkAdvanced { .. } => {
+                    self.changes.send_modify(|v| *v = v.wrapping_add(1));
+                }
+                Action::CompleteProduce { waiter, error } => {
+                    let sender = self
+                        .waiters
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&waiter);
+                    if let Some(sender) = sender {
+                        let _ = sender.send(error);
+                    }
+                }
+                Action::ProposeIsr(change) => {
+                    info!("{tp}: {change}");
+                    let job = AlterPartitionJob {
+                        topic_partition: tp.clone(),
+                        change,
+                    };
+                    if let Err(e) = self.alter_partition_tx.try_send(job) {
+                        // Bounded queue full or closed: drop the proposal and reset the
+                        // pending state so the next check proposes again.
+                        warn!("{tp}: could not queue AlterPartition ({e}); will retry");
+                        if let Some(p) = self.partition(tp) {
+                            if let Some(l) = p.lock().leader_mut() {
+                                l.on_isr_change_rejected();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The controller answered an AlterPartition.
+    pub fn on_alter_partition_result(
+        &self,
+        tp: &TopicPartition,
+        leader_epoch: i32,
+        result: Result<pb::PartitionMetadata, (ErrorCode, String)>,
+    ) {
+        let Some(partition) = self.partition(tp) else {
+            return;
+        };
+        let now_ms = self.now_ms();
+        let mut state = partition.lock();
+        if state.leader_epoch != leader_epoch {
+            return; // leadership moved on while the request was in flight
+        }
+        let actions = match result {
+            Ok(pm) => {
+                let Some(leader) = state.leader_mut() else {
+                    return;
+                };
+                let actions = commit_isr(
+                    tp,
+                    leader,
+                    &pm.isr,
+                    pm.partition_epoch,
+                    "AlterPartition",
+                    now_ms,
+                );
+                if pm.partition_epoch > state.partition_epoch {
+                    state.partition_epoch = pm.partition_epoch;
+                    state.isr = pm.isr.clone();
+                }
+                actions
+            }
+            Err((code, message)) => {
+                warn!("{tp}: AlterPartition rejected by the controller: {code}: {message}; waiting for fresh metadata");
+                if let Some(leader) = state.leader_mut() {
+                    leader.on_isr_change_rejected();
+                }
+                Vec::new()
+            }
+        };
+        drop(state);
+        self.run_actions(tp, actions);
+    }
+
+    /// Periodic ISR shrink check (Kafka runs it every replica.lag.time.max.ms / 2).
+    pub fn shrink_isr_tick(&self) {
+        let now_ms = self.now_ms();
+        for partition in self.all_partitions() {
+            let actions = match partition.lock().leader_mut() {
+                Some(leader) => leader.on_tick(now_ms),
+                None => continue,
+            };
+            self.run_actions(&partition.topic_partition, actions);
+        }
+    }
+
+    /// Produce on the leader (Kafka `ReplicaManager.appendRecords` + `DelayedProduce`).
+    pub async fn produce(&self, request: pb::ProduceRequest) -> ProduceOutcome {
+        let acks = match Acks::from_wire(request.acks) {
+            Ok(acks) => acks,
+            Err(code) => {
+                return ProduceOutcome::rejected(
+                    code,
+                    format!("acks must be -1 (all), 0 or 1, got {}", request.acks),
+                )
+            }
+        };
+        let tp = TopicPartition::new(request.topic.clone(), request.partition);
+        if request.records.len() > self.config.message_max_bytes {
+            return ProduceOutcome::rejected(
+                ErrorCode::MESSAGE_TOO_LARGE,
+                format!(
+                    "record batch of {} bytes exceeds message.max.bytes {}",
+                    request.records.len(),
+                    self.config.message_max_bytes
+                ),
+            );
+        }
+        let Some(partition) = self.partition(&tp) else {
+            return self.missing_partition_outcome(&tp);
+        };
+        let now_ms = self.now_ms();
+        let mut records = request.records.to_vec();
+        let (outcome, waiter, actions) = {
+            let mut state = partition.lock();
+            let leader_epoch = state.leader_epoch;
+            let Role::Leader(leader) = &mut state.role else {
+                let leader_id = state.leader_id(self.broker_id);
+                return ProduceOutcome::rejected(
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    format!(
+                        "broker {} is not the leader of {tp} (leader: {leader_id})",
+                        self.broker_id
+                    ),
+                );
+            };
+            if let Err(code) = leader.check_produce(acks) {
+                let isr: Vec<_> = leader.isr_state().committed().iter().copied().collect();
+                return ProduceOutcome::rejected(
+                    code,
+                    format!(
+                        "ISR {isr:?} has {} member(s), below min.insync.replicas {}; nothing was written",
+                        isr.len(),
+                        leader.effective_min_isr()
+                    ),
+                );
+            }
+            let append = match state.log.append_as_leader(&mut records, leader_epoch) {
+                Ok(info) => info,
+                Err(e) => {
+                    return ProduceOutcome::rejected(
+                        log_error_code(&e),
+                        format!("append rejected: {e}"),
+                    )
+                }
+            };
+            let log_end_offset = state.log.log_end_offset();
+            let leader = state.leader_mut().expect("checked above");
+            let mut actions = leader.on_local_append(log_end_offset, now_ms);
+            let outcome = ProduceOutcome {
+                error: ErrorCode::NONE,
+                message: String::new(),
+                base_offset: append.base_offset,
+                appended: true,
+                leader_epoch,
+            };
+            let mut waiter = None;
+            if acks == Acks::All {
+                let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, tx);
+                actions.extend(leader.add_waiter(id, append.last_offset + 1));
+                waiter = Some((id, rx));
+            }
+            (outcome, waiter, actions)
+        };
+        // Wake fetchers: new data for followers (and HW, if it moved, for consumers).
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.run_actions(&tp, actions);
+        let Some((id, rx)) = waiter else {
+            if acks == Acks::None {
+                debug!("{tp}: acks=0 append at {}", outcome.base_offset);
+            }
+            return outcome;
+        };
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+        let mut rx = rx;
+        let error = match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(error)) => error,
+            Ok(Err(_)) => ErrorCode::NOT_LEADER_OR_FOLLOWER, // sender dropped: partition gone
+            Err(_) => {
+                if let Some(l) = partition.lock().leader_mut() {
+                    l.remove_waiter(id);
+                }
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                // It may have completed in the instant between the deadline and the lock.
+                rx.try_recv().unwrap_or(ErrorCode::REQUEST_TIMED_OUT)
+            }
+        };
+        let message = match error {
+            ErrorCode::NONE => String::new(),
+            ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+                "written to the leader's log, but the ISR shrank below min.insync.replicas before enough replicas had it".into()
+            }
+            ErrorCode::REQUEST_TIMED_OUT => {
+                format!("written to the leader's log, but not replicated to the ISR within {} ms", request.timeout_ms)
+            }
+            ErrorCode::NOT_LEADER_OR_FOLLOWER => {
+                "written to the leader's log, but leadership moved before the ISR had it".into()
+            }
+            other => format!("{other}"),
+        };
+        ProduceOutcome {
+            error,
+            message,
+            ..outcome
+        }
+    }
+
+    fn missing_partition_outcome(&self, tp: &TopicPartition) -> ProduceOutcome {
+        let metadata = self.metadata();
+        let known = metadata
+            .topics
+            .iter()
+            .find(|t| t.name == tp.topic)
+            .and_then(|t| t.partitions.iter().find(|p| p.partition == tp.partition));
+        match known {
+            Some(pm) => ProduceOutcome::rejected(
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "broker {} does not host {tp} (leader: {})",
+                    self.broker_id, pm.leader
+                ),
+            ),
+            None => ProduceOutcome::rejected(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("unknown topic or partition {tp}"),
+            ),
+        }
+    }
+
+    /// Reads one partition for a fetch (Kafka `Partition.fetchRecords`). `update_follower`
+    /// is true only on the first pass of a request, so a long-polled fetch counts once.
+    fn fetch_partition(
+        &self,
+        replica_id: BrokerId,
+        fp: &pb::FetchPartition,
+        max_bytes: usize,
+        update_follower: bool,
+    ) -> (pb::FetchPartitionResponse, Vec<Action>) {
+        let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
+        let mut response = pb::FetchPartitionResponse {
+            topic: fp.topic.clone(),
+            partition: fp.partition,
+            high_watermark: -1,
+            log_start_offset: -1,
+            log_end_offset: -1,
+            ..Default::default()
+        };
+        let Some(partition) = self.partition(&tp) else {
+            response.error_code = if self.metadata().topics.iter().any(|t| {
+                t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition)
+            }) {
+                ErrorCode::NOT_LEADER_OR_FOLLOWER.code()
+            } else {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
+            };
+            return (response, Vec::new());
+        };
+        let now_ms = self.now_ms();
+        let mut state = partition.lock();
+        response.leader_epoch = state.leader_epoch;
+        if state.leader().is_none() {
+            response.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.code();
+            return (response, Vec::new());
+        }
+        if let Err(code) = check_current_leader_epoch(fp.current_leader_epoch, state.leader_epoch) {
+            response.error_code = code.code();
+            return (response, Vec::new());
+        }
+        let log_start_offset = state.log.log_start_offset();
+        let log_end_offset = state.log.log_end_offset();
+        response.log_start_offset = log_start_offset;
+        response.log_end_offset = log_end_offset;
+        response.high_watermark = state.high_watermark();
+        let is_replica = replica_id != insync_types::CONSUMER_REPLICA_ID;
+        if is_replica && !state.replicas.contains(&replica_id) {
+            response.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.code();
+            return (response, Vec::new());
+        }
+        if is_replica && fp.last_fetched_epoch != NO_EPOCH {
+            let (epoch, end_offset) = state.log.end_offset_for_epoch(fp.last_fetched_epoch);
+            if let Some(d) = diverging_epoch(
+                fp.last_fetched_epoch,
+                fp.fetch_offset,
+                EpochEndOffset { epoch, end_offset },
+                log_start_offset,
+            ) {
+                response.diverging_epoch = Some(pb::EpochEndOffset {
+                    epoch: d.epoch,
+                    end_offset: d.end_offset,
+                });
+                return (response, Vec::new());
+            }
+        }
+        if fp.fetch_offset < log_start_offset || fp.fetch_offset > log_end_offset {
+            response.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
+            return (response, Vec::new());
+        }
+        let mut actions = Vec::new();
+        if is_replica && update_follower {
+            if let Some(leader) = state.leader_mut() {
+                actions = leader.on_follower_fetch(replica_id, fp.fetch_offset, now_ms);
+            }
+            response.high_watermark = state.high_watermark();
+        }
+        // Consumers read only below the HW; followers up to the LEO.
+        let upper = if is_replica {
+            log_end_offset
+        } else {
+            state.high_watermark()
+        };
+        if fp.fetch_offset < upper {
+            let limit = if fp.partition_max_bytes > 0 {
+                (fp.partition_max_bytes as usize).min(max_bytes)
+            } else {
+                max_bytes
+            };
+            match state.log.read(fp.fetch_offset, upper, limit.max(1)) {
+                Ok(bytes) => response.records = bytes.into(),
+                Err(e) => response.error_code = log_error_code(&e).code(),
+            }
+        }
+        (response, actions)
+    }
+
+    /// Serves a Fetch, long-polling up to max_wait_ms until some partition has data, or
+    /// (for followers) a HW change to pass on (Kafka `DelayedFetch`).
+    pub async fn fetch(&self, request: pb::FetchRequest) -> pb::FetchResponse {
+        let mut changes = self.changes.subscribe();
+        changes.borrow_and_update();
+        let max_bytes = if request.max_bytes == 0 {
+            16 * 1024 * 1024
+        } else {
+            request.max_bytes as usize
+        };
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.min(30_000)));
+        let mut first = true;
+        let mut initial_hw: Vec<i64> = Vec::new();
+        loop {
+            let mut responses = Vec::with_capacity(request.partitions.len());
+            let mut total = 0usize;
+            for fp in &request.partitions {
+                let (response, actions) = self.fetch_partition(
+                    request.replica_id,
+                    fp,
+                    max_bytes.saturating_sub(total),
+                    first,
+                );
+                total += response.records.len();
+                if !actions.is_empty() {
+                    self.run_actions(
+                        &TopicPartition::new(fp.topic.clone(), fp.partition),
+                        actions,
+                    );
+                }
+                responses.push(response);
+            }
+            let hw_moved = !first
+                && responses
+                    .iter()
+                    .zip(initial_hw.iter())
+                    .any(|(r, hw)| r.high_watermark != *hw);
+            let has_error_or_divergence = responses
+                .iter()
+                .any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
+            if first {
+                initial_hw = responses.iter().map(|r| r.high_watermark).collect();
+            }
+            first = false;
+            if total >= request.min_bytes.max(1) as usize
+                || hw_moved
+                || has_error_or_divergence
+                || Instant::now() >= deadline
+            {
+                return pb::FetchResponse {
+                    error_code: 0,
+                    partitions: responses,
+                };
+            }
+            if tokio::time::timeout_at(deadline.into(), changes.changed())
+                .await
+                .is_err()
+            {
+                // Deadline: answer with what there is (nothing).
+                return pb::FetchResponse {
+                    error_code: 0,
+                    partitions: responses,
+                };
+            }
+        }
+    }
+
+    pub fn list_offsets(&self, request: &pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
+        let tp = TopicPartition::new(request.topic.clone(), request.partition);
+        let Some(partition) = self.partition(&tp) else {
+            let outcome = self.missing_partition_outcome(&tp);
+            return pb::ListOffsetsResponse {
+                error_code: outcome.error.code(),
+                error_message: outcome.message,
+                offset: -1,
+            };
+        };
+        let state = partition.lock();
+        if state.leader().is_none() {
+            return pb::ListOffsetsResponse {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER.code(),
+                error_message: format!("broker {} is not the leader of {tp}", self.broker_id),
+                offset: -1,
+            };
+        }
+        let offset = match request.timestamp {
+            -2 => state.log.log_start_offset(),
+            -1 => state.high_watermark(),
+            other => {
+                return pb::ListOffsetsResponse {
+                    error_code: ErrorCode::INVALID_REQUEST.code(),
+                    error_message: format!(
+                        "timestamp {other}: only -2 (earliest) and -1 (latest) are supported"
+                    ),
+                    offset: -1,
+                }
+            }
+        };
+        pb::ListOffsetsResponse {
+            error_code: 0,
+            error_message: String::new(),
+            offset,
+        }
+    }
+
+    pub fn describe_replicas(&self, topics: &[String]) -> pb::DescribeReplicasResponse {
+        let now_ms = self.now_ms();
+        let replicas = self
+            .all_partitions()
+            .into_iter()
+            .filter(|p| topics.is_empty() || topics.contains(&p.topic_partition.topic))
+            .map(|p| {
+                let state = p.lock();
+                let mut d = pb::ReplicaDescription {
+                    topic: p.topic_partition.topic.clone(),
+                    partition: p.topic_partition.partition,
+                    is_leader: state.leader().is_some(),
+                    leader_epoch: state.leader_epoch,
+                    log_start_offset: state.log.log_start_offset(),
+                    log_end_offset: state.log.log_end_offset(),
+                    high_watermark: state.high_watermark(),
+                    ..Default::default()
+                };
+                if let Some(leader) = state.leader() {
+                    d.isr = leader.isr_state().committed().iter().copied().collect();
+                    d.maximal_isr = leader.isr_state().maximal().into_iter().collect();
+                    d.effective_min_isr = leader.effective_min_isr() as i32;
+                    d.followers = leader
+                        .followers()
+                        .map(|(id, f)| pb::FollowerDescription {
+                            broker_id: id,
+                            log_end_offset: f.log_end_offset,
+                            last_caught_up_ms_ago: if f.last_caught_up_ms == 0 {
+                                -1
+                            } else {
+                                now_ms.saturating_sub(f.last_caught_up_ms) as i64
+                            },
+                        })
+                        .collect();
+                    if leader.is_under_min_isr() {
+                        d.note = format!(
+                            "HW held: ISR below min.insync.replicas ({} < {})",
+                            leader.isr_state().committed().len(),
+                            leader.effective_min_isr()
+                        );
+                    }
+                }
+                d
+            })
+            .collect();
+        pb::DescribeReplicasResponse {
+            broker_id: self.broker_id,
+            replicas,
+        }
+    }
+
+    /// Writes every hosted partition's HW to the checkpoint (Kafka
+    /// `ReplicaManager.checkpointHighWatermarks`).
+    pub fn checkpoint_high_watermarks(&self) {
+        let map: BTreeMap<TopicPartition, Offset> = self
+            .all_partitions()
+            .into_iter()
+            .map(|p| {
+                let hw = p.lock().high_watermark();
+                (p.topic_partition.clone(), hw)
+            })
+            .collect();
+        if map.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .hw_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&map)
+        {
+            warn!("high watermark checkpoint failed: {e}");
+        }
+    }
+
+    /// Clean shutdown: checkpoint HWs and flush every log (fsync).
+    pub fn shutdown(&self) {
+        self.checkpoint_high_watermarks();
+        for partition in self.all_partitions() {
+            let mut state = partition.lock();
+            if let Err(e) = state.log.flush() {
+                warn!(
+                    "{}: flush on shutdown failed: {e}",
+                    partition.topic_partition
+                );
+            }
+            if let Some(leader) = state.leader_mut() {
+                let actions = leader.resign();
+                drop(state);
+                self.run_actions(&partition.topic_partition, actions);
+            }
+        }
+    }
+
+    pub fn bump_changes(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Applies an ISR committed by the controller to the leader core, logging the change once
+/// (the AlterPartition answer and the metadata feed both carry it; whichever arrives first
+/// applies it, the other finds the partition epoch already seen).
+fn commit_isr(
+    tp: &TopicPartition,
+    leader: &mut LeaderPartition,
+    isr: &[BrokerId],
+    partition_epoch: i32,
+    source: &str,
+    now_ms: u64,
+) -> Vec<Action> {
+    if partition_epoch <= leader.partition_epoch() {
+        return Vec::new();
+    }
+    let old_isr: Vec<BrokerId> = leader.isr_state().committed().iter().copied().collect();
+    let actions = leader.on_isr_committed(isr, partition_epoch, now_ms);
+    info!(
+        "{tp}: ISR {:?} -> {:?} committed at partition epoch {partition_epoch} (seen via {source}); leader LEO {}, HW {}{}",
+        old_isr,
+        isr,
+        leader.log_end_offset(),
+        leader.high_watermark(),
+        if leader.is_under_min_isr() {
+            format!(", below min.insync.replicas {}: acks=all refused, HW held", leader.effective_min_isr())
+        } else {
+            String::new()
+        }
+    );
+    actions
+}
+
+/// Maps a log error to Kafka's code.
+pub fn log_error_code(e: &LogError) -> ErrorCode {
+    e.error_code()
+}

@@ -1,0 +1,170 @@
+//! Assembles a node from its roles (Kafka `KafkaRaftServer`: `BrokerServer` and/or
+//! `ControllerServer`) on one gRPC listener, and shuts it down in order: controlled
+//! shutdown first (leadership moves away while we still serve), then fetchers, then the
+//! listener, then HW checkpoint and log flush.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use insync_controller::{ControllerConfig, ControllerNode};
+use insync_proto as pb;
+use insync_proto::broker_server::BrokerServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::BrokerArgs;
+use crate::controller_link::{
+    run_alter_partition, run_lifecycle, run_metadata_watch, ControllerLink,
+};
+use crate::fetcher::run_fetcher_manager;
+use crate::replica_manager::ReplicaManager;
+use crate::service::BrokerService;
+
+/// Runs the node until `shutdown_signal` resolves, then shuts down cleanly.
+pub async fn run(
+    args: BrokerArgs,
+    shutdown_signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let args = Arc::new(args);
+    std::fs::create_dir_all(&args.data_dir)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+
+    let controller = if args.roles.controller {
+        let voters = insync_controller::parse_quorum(&args.controller_quorum)?;
+        let node_id = u64::try_from(args.node_id)
+            .map_err(|_| anyhow::anyhow!("--node-id must be ≥ 0 for a controller"))?;
+        anyhow::ensure!(
+            voters.contains_key(&node_id),
+            "controller {node_id} is not among the voters of --controller-quorum {}",
+            args.controller_quorum
+        );
+        Some(
+            ControllerNode::start(ControllerConfig {
+                node_id,
+                data_dir: args.data_dir.clone(),
+                voters,
+                broker_session_timeout_ms: args.broker_session_timeout_ms,
+                default_min_insync_replicas: args.min_insync_replicas,
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop_serving_tx, mut stop_serving_rx) = watch::channel(false);
+    let mut broker_parts = None;
+    let broker_service = if args.roles.broker {
+        let (alter_tx, alter_rx) = mpsc::channel(1024);
+        let rm = ReplicaManager::new(args.clone(), alter_tx)?;
+        let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
+        let incarnation = incarnation_id();
+        let (registered_tx, _registered_rx) = watch::channel(false);
+        let lifecycle = tokio::spawn(run_lifecycle(
+            link.clone(),
+            rm.clone(),
+            args.advertised_address(),
+            incarnation,
+            shutdown_rx.clone(),
+            registered_tx,
+        ));
+        tokio::spawn(run_metadata_watch(
+            link.clone(),
+            rm.clone(),
+            stop_serving_rx.clone(),
+        ));
+        tokio::spawn(run_alter_partition(link.clone(), rm.clone(), alter_rx));
+        let fetchers = tokio::spawn(run_fetcher_manager(rm.clone(), stop_serving_rx.clone()));
+        tokio::spawn(run_periodic(rm.clone(), stop_serving_rx.clone()));
+        broker_parts = Some((rm.clone(), lifecycle, fetchers));
+        Some(
+            BrokerServer::new(BrokerService { rm, link })
+                .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES),
+        )
+    } else {
+        None
+    };
+
+    let controller_service = controller.as_ref().map(|c| c.service());
+    info!(
+        "node {} listening on {} (roles:{}{})",
+        args.node_id,
+        args.listen,
+        if args.roles.broker { " broker" } else { "" },
+        if args.roles.controller {
+            " controller"
+        } else {
+            ""
+        }
+    );
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_optional_service(broker_service)
+        .add_optional_service(controller_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop_serving_rx.wait_for(|stop| *stop).await;
+        });
+    let server = tokio::spawn(server);
+
+    shutdown_signal.await;
+    info!("node {}: shutting down", args.node_id);
+    let _ = shutdown_tx.send(true);
+    if let Some((_, lifecycle, _)) = &mut broker_parts {
+        // Controlled shutdown runs inside the lifecycle task; bounded by its own timeout.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(args.controlled_shutdown_timeout_ms + 2_000),
+            lifecycle,
+        )
+        .await;
+    }
+    // The controller goes first: it ends its WatchMetadata streams, which a graceful
+    // server stop would otherwise wait on.
+    if let Some(controller) = &controller {
+        controller.shutdown().await;
+    }
+    let _ = stop_serving_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some((rm, _, fetchers)) = broker_parts {
+        let _ = tokio::time::timeout(Duration::from_secs(2), fetchers).await;
+        rm.shutdown();
+    }
+    info!("node {}: stopped", args.node_id);
+    Ok(())
+}
+
+/// Periodic broker chores: the ISR shrink check every replica.lag.time.max.ms / 2 (Kafka
+/// `ReplicaManager.startup` schedules "isr-expiration" so) and the HW checkpoint.
+async fn run_periodic(rm: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
+    let shrink_every = Duration::from_millis((rm.config.replica_lag_time_max_ms / 2).max(10));
+    let checkpoint_every =
+        Duration::from_millis(rm.config.high_watermark_checkpoint_interval_ms.max(100));
+    let mut shrink = tokio::time::interval(shrink_every);
+    let mut checkpoint = tokio::time::interval(checkpoint_every);
+    shrink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shrink.tick() => rm.shrink_isr_tick(),
+            _ = checkpoint.tick() => {
+                let rm = rm.clone();
+                let _ = tokio::task::spawn_blocking(move || rm.checkpoint_high_watermarks()).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A number unique to this process start (Kafka's broker epoch / incarnation id).
+fn incarnation_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}

@@ -1,0 +1,478 @@
+//! `insync`: the admin and consumer command line — topics (create, list, describe with
+//! per-replica LEO and HW), a consumer that reads below the HW, and cluster status.
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use insync_cli::{init_logging, show_bytes, DEFAULT_BOOTSTRAP};
+use insync_client::Cluster;
+use insync_log::batch::{decode_records, iter_batches};
+use insync_proto as pb;
+use insync_types::ErrorCode;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "insync",
+    version,
+    about = "insync admin, consumer and cluster tools"
+)]
+struct Cli {
+    /// Comma-separated broker addresses.
+    #[arg(long, global = true, env = "INSYNC_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
+    bootstrap: String,
+    /// One JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list and describe topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Read records (only below the high watermark, as Kafka consumers do).
+    Consume(ConsumeArgs),
+    /// Cluster-wide views.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 3)]
+        replication_factor: i32,
+        /// Topic override of min.insync.replicas (default: the cluster's).
+        #[arg(long)]
+        min_insync_replicas: Option<i32>,
+        /// Kafka unclean.leader.election.enable for this topic.
+        #[arg(long)]
+        unclean_leader_election_enable: bool,
+    },
+    List,
+    /// Leader, epochs, replicas, ISR, HW and every replica's LEO per partition.
+    Describe {
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Brokers (alive / fenced) and the active controller.
+    Status,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ConsumeArgs {
+    topic: String,
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Start at the earliest offset (default: the end, as Kafka's console consumer).
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset.
+    #[arg(long)]
+    offset: Option<i64>,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop after this long without a new record (default: run until interrupted).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Topic(t) => topic(&cli, t).await,
+        Command::Consume(c) => consume(&cli, c).await,
+        Command::Cluster(ClusterCommand::Status) => cluster_status(&cli).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
+    let cluster = Cluster::new(&cli.bootstrap)?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            min_insync_replicas,
+            unclean_leader_election_enable,
+        } => {
+            let topic = cluster
+                .create_topic(pb::CreateTopicRequest {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                    min_insync_replicas: min_insync_replicas.unwrap_or(0),
+                    unclean_leader_election_enable: *unclean_leader_election_enable,
+                })
+                .await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"created": topic.name, "partitions": topic.partitions.len()})
+                );
+            } else {
+                println!(
+                    "created topic {} with {} partition(s)",
+                    topic.name,
+                    topic.partitions.len()
+                );
+                for p in &topic.partitions {
+                    println!(
+                        "  partition {}: leader {} replicas {:?}",
+                        p.partition, p.leader, p.replicas
+                    );
+                }
+            }
+        }
+        TopicCommand::List => {
+            let metadata = cluster.refresh_metadata().await?;
+            for t in &metadata.topics {
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({"topic": t.name, "partitions": t.partitions.len()})
+                    );
+                } else {
+                    println!("{}", t.name);
+                }
+            }
+        }
+        TopicCommand::Describe { name } => describe(cli, &cluster, name.as_deref()).await?,
+    }
+    Ok(())
+}
+
+fn list(ids: &[i32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::Result<()> {
+    let metadata = cluster.refresh_metadata().await?;
+    let topics: Vec<&pb::TopicMetadata> = metadata
+        .topics
+        .iter()
+        .filter(|t| name.is_none_or(|n| n == t.name))
+        .collect();
+    if let Some(n) = name {
+        anyhow::ensure!(
+            !topics.is_empty(),
+            "{}: unknown topic '{n}'",
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        );
+    }
+    let wanted: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    // Each broker's own report of the replicas it hosts: (topic, partition) → broker → desc.
+    let mut replicas: BTreeMap<(String, i32), BTreeMap<i32, pb::ReplicaDescription>> =
+        BTreeMap::new();
+    for report in cluster.describe_replicas(&wanted).await {
+        for r in report.replicas {
+            replicas
+                .entry((r.topic.clone(), r.partition))
+                .or_default()
+                .insert(report.broker_id, r);
+        }
+    }
+    for t in topics {
+        let min_isr = if t.min_insync_replicas > 0 {
+            t.min_insync_replicas
+        } else {
+            metadata.default_min_insync_replicas
+        };
+        let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0);
+        if !cli.json {
+            println!(
+                "Topic: {}  Partitions: {}  ReplicationFactor: {}  min.insync.replicas: {}{}",
+                t.name,
+                t.partitions.len(),
+                rf,
+                min_isr,
+                if t.unclean_leader_election_enable {
+                    "  unclean.leader.election.enable: true"
+                } else {
+                    ""
+                }
+            );
+        }
+        let mut table = Table::new();
+        table.load_preset(UTF8_BORDERS_ONLY);
+        table.set_header(vec![
+            "Partition",
+            "Leader",
+            "Epoch",
+            "Replicas",
+            "ISR",
+            "HW",
+            "LEO per replica",
+            "Note",
+        ]);
+        for p in &t.partitions {
+            let reports = replicas.get(&(t.name.clone(), p.partition));
+            let leader_report = reports.and_then(|r| r.get(&p.leader));
+            let hw = leader_report.map(|r| r.high_watermark);
+            let leos: Vec<(i32, Option<i64>)> = p
+                .replicas
+                .iter()
+                .map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset)))
+                .collect();
+            let mut notes = Vec::new();
+            if p.leader < 0 {
+                notes.push("OFFLINE: no leader".to_string());
+            }
+            if p.unclean_elected {
+                notes.push("UNCLEAN leader election: acknowledged records may be lost".to_string());
+            }
+            if let Some(r) = leader_report {
+                if !r.note.is_empty() {
+                    notes.push(r.note.clone());
+                }
+            }
+            if p.isr.len() < p.replicas.len() {
+                notes.push("under-replicated".into());
+            }
+            if cli.json {
+                let leo_map: serde_json::Map<String, serde_json::Value> = leos
+                    .iter()
+                    .map(|(b, l)| (b.to_string(), json!(l)))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+                           "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
+                           "high_watermark": hw, "log_end_offsets": leo_map, "min_insync_replicas": min_isr,
+                           "unclean_elected": p.unclean_elected, "notes": notes})
+                );
+            } else {
+                let leo_text = leos
+                    .iter()
+                    .map(|(b, l)| {
+                        format!(
+                            "{b}:{}",
+                            l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                table.add_row(vec![
+                    p.partition.to_string(),
+                    if p.leader < 0 {
+                        "none".into()
+                    } else {
+                        p.leader.to_string()
+                    },
+                    p.leader_epoch.to_string(),
+                    list(&p.replicas),
+                    list(&p.isr),
+                    hw.map(|h| h.to_string()).unwrap_or_else(|| "?".into()),
+                    leo_text,
+                    notes.join("; "),
+                ]);
+            }
+        }
+        if !cli.json {
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
+    let cluster = Cluster::new(&cli.bootstrap)?;
+    let metadata = cluster.refresh_metadata().await?;
+    if cli.json {
+        println!(
+            "{}",
+            json!({"controller": {"id": metadata.controller_id, "address": metadata.controller_address},
+                   "metadata_version": metadata.version})
+        );
+        for b in &metadata.brokers {
+            println!(
+                "{}",
+                json!({"broker": b.id, "address": b.address, "status": broker_status(b), "fenced": b.fenced,
+                       "in_controlled_shutdown": b.in_controlled_shutdown})
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "active controller: {} ({})  metadata version {}",
+        metadata.controller_id,
+        if metadata.controller_address.is_empty() {
+            "unknown"
+        } else {
+            &metadata.controller_address
+        },
+        metadata.version
+    );
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec!["Broker", "Address", "Status"]);
+    for b in &metadata.brokers {
+        table.add_row(vec![
+            b.id.to_string(),
+            b.address.clone(),
+            broker_status(b).to_string(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn broker_status(b: &pb::BrokerMetadata) -> &'static str {
+    if b.fenced {
+        "fenced"
+    } else if b.in_controlled_shutdown {
+        "shutting down"
+    } else {
+        "alive"
+    }
+}
+
+async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
+    let cluster = Cluster::new(&cli.bootstrap)?;
+    let count = cluster.partition_count(&args.topic).await?;
+    let partitions: Vec<i32> = match args.partition {
+        Some(p) => {
+            anyhow::ensure!(
+                p >= 0 && p < count,
+                "{}: topic '{}' has no partition {p} (it has {count})",
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                args.topic
+            );
+            vec![p]
+        }
+        None => (0..count).collect(),
+    };
+    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for &p in &partitions {
+        let start = match (args.offset, args.from_beginning) {
+            (Some(o), _) => o,
+            (None, true) => retry_offset(&cluster, &args.topic, p, -2).await?,
+            (None, false) => retry_offset(&cluster, &args.topic, p, -1).await?,
+        };
+        offsets.insert(p, start);
+    }
+    let mut printed = 0u64;
+    let mut last_progress = Instant::now();
+    let idle = args.idle_timeout_ms.map(Duration::from_millis);
+    let max_wait = Duration::from_millis(
+        idle.map(|d| d.as_millis() as u64)
+            .unwrap_or(500)
+            .clamp(10, 500),
+    );
+    loop {
+        let mut got_any = false;
+        for &p in &partitions {
+            let offset = offsets[&p];
+            let response = match cluster
+                .fetch(
+                    &args.topic,
+                    p,
+                    offset,
+                    max_wait / partitions.len().max(1) as u32,
+                    1 << 20,
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!("fetch {}-{p}: {e}", args.topic);
+                    let _ = cluster.refresh_metadata().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match ErrorCode::from_code(response.error_code) {
+                ErrorCode::NONE => {}
+                ErrorCode::OFFSET_OUT_OF_RANGE => {
+                    anyhow::bail!(
+                        "{}: offset {offset} is outside [{}, {}] for {}-{p}",
+                        ErrorCode::OFFSET_OUT_OF_RANGE,
+                        response.log_start_offset,
+                        response.log_end_offset,
+                        args.topic
+                    );
+                }
+                other => {
+                    tracing::debug!("fetch {}-{p}: {other}", args.topic);
+                    let _ = cluster.refresh_metadata().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            for batch in iter_batches(&response.records) {
+                let (header, bytes) = batch?;
+                for record in decode_records(bytes)? {
+                    if record.offset < offset {
+                        continue; // the batch began before the requested offset
+                    }
+                    got_any = true;
+                    offsets.insert(p, record.offset + 1);
+                    let value = record.value.as_deref().map(show_bytes);
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"partition": p, "offset": record.offset, "key": record.key.as_deref().map(show_bytes),
+                                   "value": value, "leader_epoch": header.partition_leader_epoch,
+                                   "timestamp_ms": record.timestamp_ms})
+                        );
+                    } else {
+                        println!("{}", value.unwrap_or_default());
+                    }
+                    printed += 1;
+                    if args.max_messages.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if got_any {
+            last_progress = Instant::now();
+        } else if idle.is_some_and(|d| last_progress.elapsed() >= d) {
+            return Ok(());
+        }
+    }
+}
+
+/// ListOffsets, following leadership for a few seconds (metadata may be settling).
+async fn retry_offset(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster.list_offset(topic, partition, timestamp).await {
+            Ok(o) => return Ok(o),
+            Err(e)
+                if Instant::now() < deadline
+                    && e.code() != Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) =>
+            {
+                tracing::debug!("list offsets {topic}-{partition}: {e}");
+                let _ = cluster.refresh_metadata().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

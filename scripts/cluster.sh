@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+#! scripts/cluster.sh — run a local insync cluster: 1 (or 3) controllers + brokers 1–3 as
+#! background processes, with data and logs under .cluster/ in the repo.
+#
+# Usage:
+#   scripts/cluster.sh up [--controllers 1|3] [--replica-lag-time-max-ms MS]
+#                         [--min-insync-replicas N] [--broker-session-timeout-ms MS]
+#   scripts/cluster.sh down [--clean]        stop everything (SIGTERM, then SIGKILL); --clean wipes .cluster/
+#   scripts/cluster.sh status                processes and the cluster's own view
+#   scripts/cluster.sh kill N                SIGKILL broker N   (N, broker-N or controller-N)
+#   scripts/cluster.sh stop N                SIGTERM (controlled shutdown) and wait
+#   scripts/cluster.sh start N               start a stopped/killed node again, same flags
+#   scripts/cluster.sh pause N | resume N    SIGSTOP / SIGCONT
+#   scripts/cluster.sh logs N [-f]           the node's log
+#
+# Addresses (DESIGN.md): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N).
+# INSYNC_CLUSTER_DIR overrides .cluster/; INSYNC_PORT_OFFSET shifts every port (for running
+# a second cluster beside the first).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${INSYNC_CLUSTER_DIR:-$ROOT/.cluster}"
+OFFSET="${INSYNC_PORT_OFFSET:-0}"
+BIN="${INSYNC_BIN_DIR:-$ROOT/target/release}"
+BROKERS=(1 2 3)
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+broker_port() { echo $((9091 + $1 + OFFSET)); }
+controller_port() { echo $((9190 + $1 + OFFSET)); }
+bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_port "$n")"; done; echo "$out"; }
+
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  fi
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) first"
+}
+
+build() {
+  if [ -n "${INSYNC_BIN_DIR:-}" ]; then return; fi
+  ensure_cargo
+  echo "building release binaries (first time takes a few minutes)..." >&2
+  (cd "$ROOT" && cargo build --release --quiet -p insync-broker -p insync-cli) || die "build failed"
+}
+
+# node name normalisation: "2" / "broker-2" → broker-2; "controller-2" → controller-2
+node_name() {
+  case "$1" in
+    [0-9]*) echo "broker-$1" ;;
+    broker-[0-9]*|controller-[0-9]*) echo "$1" ;;
+    *) die "unknown node '$1': use N, broker-N or controller-N" ;;
+  esac
+}
+
+pid_of() { local f="$STATE/pids/$1.pid"; [ -f "$f" ] && cat "$f" || true; }
+is_running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+proc_state() { local pid; pid=$(pid_of "$1"); awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true; }
+
+load_config() {
+  CONTROLLERS=1; EXTRA=()
+  if [ -f "$STATE/config" ]; then
+    # shellcheck disable=SC1091
+    . "$STATE/config"
+  fi
+}
+
+quorum() { local out="" i; for ((i = 1; i <= CONTROLLERS; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done; echo "$out"; }
+
+start_node() {
+  local name="$1" kind="${1%%-*}" n="${1##*-}" port args
+  if is_running "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
+  [ -x "$BIN/insync-broker" ] || build
+  mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/$name"
+  if [ "$kind" = controller ]; then
+    (( n >= 1 && n <= CONTROLLERS )) || die "no controller-$n in a $CONTROLLERS-controller cluster"
+    port=$(controller_port "$n"); args=(--roles controller)
+  else
+    (( n >= 1 && n <= 3 )) || die "no broker $n: brokers are 1, 2, 3"
+    port=$(broker_port "$n"); args=(--roles broker)
+  fi
+  nohup "$BIN/insync-broker" "${args[@]}" --node-id "$n" --listen "127.0.0.1:$port" \
+    --data-dir "$STATE/$name" --controller-quorum "$(quorum)" "${EXTRA[@]}" \
+    >>"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name.pid"
+  echo "started $name (pid $!) on 127.0.0.1:$port"
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + ${1:-60})) alive
+  while ((SECONDS < deadline)); do
+    alive=$("$BIN/insync" --bootstrap "$(bootstrap)" cluster status --json 2>/dev/null | grep -c '"status":"alive"' || true)
+    if [ "$alive" -ge 3 ]; then return 0; fi
+    sleep 0.3
+  done
+  return 1
+}
+
+cmd_up() {
+  local controllers=1 extra=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --controllers) controllers="${2:?}"; shift 2 ;;
+      --replica-lag-time-max-ms|--min-insync-replicas|--broker-session-timeout-ms|--replica-fetch-wait-max-ms|--message-max-bytes)
+        extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+      *) die "up: unknown option '$1'" ;;
+    esac
+  done
+  [[ "$controllers" = 1 || "$controllers" = 3 ]] || die "--controllers must be 1 or 3"
+  build
+  mkdir -p "$STATE"
+  if ls "$STATE"/pids/*.pid >/dev/null 2>&1 && any_running; then
+    load_config
+    if [ "$CONTROLLERS" != "$controllers" ]; then die "a $CONTROLLERS-controller cluster is running: 'down' it first"; fi
+  else
+    { echo "CONTROLLERS=$controllers"; printf 'EXTRA=('; [ ${#extra[@]} -gt 0 ] && printf '%q ' "${extra[@]}"; echo ')'; } >"$STATE/config"
+  fi
+  load_config
+  local i
+  for ((i = 1; i <= CONTROLLERS; i++)); do start_node "controller-$i"; done
+  for i in "${BROKERS[@]}"; do start_node "broker-$i"; done
+  echo "waiting for brokers 1-3 to register..."
+  wait_ready 60 || die "brokers did not all register within 60 s; see $STATE/logs/"
+  echo "cluster up. bootstrap: $(bootstrap)"
+  echo "  export INSYNC_BOOTSTRAP=$(bootstrap)"
+}
+
+any_running() { local f; for f in "$STATE"/pids/*.pid; do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0; done; return 1; }
+
+stop_pid_file() {
+  local f="$1" sig="$2" pid name
+  pid=$(cat "$f"); name=$(basename "$f" .pid)
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true
+    kill "-$sig" "$pid" 2>/dev/null || true
+    echo "$name: sent SIG$sig to $pid"
+  fi
+}
+
+wait_gone() { local pid="$1" deadline=$((SECONDS + $2)); while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done; ! kill -0 "$pid" 2>/dev/null; }
+
+cmd_down() {
+  local f pid
+  if [ -d "$STATE/pids" ]; then
+    # Brokers first (controlled shutdown needs a controller), then controllers.
+    for f in "$STATE"/pids/broker-*.pid; do [ -f "$f" ] && stop_pid_file "$f" TERM; done
+    for f in "$STATE"/pids/broker-*.pid; do [ -f "$f" ] && { wait_gone "$(cat "$f")" 20 || kill -KILL "$(cat "$f")" 2>/dev/null || true; }; done
+    for f in "$STATE"/pids/controller-*.pid; do [ -f "$f" ] && stop_pid_file "$f" TERM; done
+    for f in "$STATE"/pids/controller-*.pid; do [ -f "$f" ] && { wait_gone "$(cat "$f")" 10 || kill -KILL "$(cat "$f")" 2>/dev/null || true; }; done
+    rm -f "$STATE"/pids/*.pid
+  fi
+  if [ "${1:-}" = "--clean" ]; then rm -rf "$STATE"; echo "removed $STATE"; fi
+  echo "cluster down"
+}
+
+cmd_status() {
+  load_config
+  local name i st
+  for name in $(for ((i = 1; i <= CONTROLLERS; i++)); do echo "controller-$i"; done) broker-1 broker-2 broker-3; do
+    if is_running "$name"; then
+      st=$(proc_state "$name"); [ "$st" = T ] && st="paused" || st="running"
+      echo "$name: $st (pid $(pid_of "$name"))"
+    else
+      echo "$name: stopped"
+    fi
+  done
+  "$BIN/insync" --bootstrap "$(bootstrap)" cluster status 2>&1 || true
+}
+
+main() {
+  local cmd="${1:-}"; shift || true
+  case "$cmd" in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    status) cmd_status ;;
+    kill|stop|start|pause|resume|logs)
+      [ $# -ge 1 ] || die "$cmd needs a node: N, broker-N or controller-N"
+      local name; name=$(node_name "$1"); load_config
+      case "$cmd" in
+        kill) is_running "$name" || die "$name is not running"; kill -KILL "$(pid_of "$name")"; echo "$name: SIGKILL sent" ;;
+        stop) is_running "$name" || { echo "$name is not running"; return 0; }
+              local pid; pid=$(pid_of "$name"); kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid"
+              echo "$name: SIGTERM sent, waiting for it to exit..."
+              wait_gone "$pid" 30 || die "$name did not exit within 30 s"; echo "$name stopped" ;;
+        start) start_node "$name" ;;
+        pause) is_running "$name" || die "$name is not running"; kill -STOP "$(pid_of "$name")"; echo "$name: paused (SIGSTOP)" ;;
+        resume) is_running "$name" || die "$name is not running"; kill -CONT "$(pid_of "$name")"; echo "$name: resumed (SIGCONT)" ;;
+        logs) [ -f "$STATE/logs/$name.log" ] || die "no log for $name"
+              if [ "${2:-}" = "-f" ]; then tail -n 100 -f "$STATE/logs/$name.log"; else cat "$STATE/logs/$name.log"; fi ;;
+      esac ;;
+    ""|-h|--help|help) sed -n '2,20p' "$0" | sed 's/^#! \{0,1\}//; s/^# \{0,1\}//' ;;
+    *) die "unknown command '$cmd' (try: up, down, status, kill, stop, start, pause, resume, logs)" ;;
+  esac
+}
+
+main "$@"

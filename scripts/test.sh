@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+#! scripts/test.sh — the project's test command: builds the binaries that the cluster
+#! tests launch as real processes, then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+# `kill` (procps) sends the tests' SIGSTOP/SIGCONT/SIGTERM; install it where missing.
+if ! type -P kill >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then apt-get update -qq && apt-get install -y -qq procps; fi
+fi
+cargo build --workspace --bins
+# Cluster tests each run four broker processes: two at a time fits a 2-core machine.
+cargo test --workspace -- --test-threads "${INSYNC_TEST_THREADS:-2}"

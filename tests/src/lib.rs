@@ -18,10 +18,7 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -36,21 +33,12 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// `n` distinct free loopback ports (bound to :0, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 /// Polls `f` every 100 ms until it returns Some, or fails after `timeout`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -156,12 +144,7 @@ impl TestCluster {
                 child: None,
             });
         }
-        let mut cluster = TestCluster {
-            dir,
-            controller,
-            brokers,
-            broker_ports: ports[1..].to_vec(),
-        };
+        let mut cluster = TestCluster { dir, controller, brokers, broker_ports: ports[1..].to_vec() };
         spawn(&mut cluster.controller)?;
         for n in 1..=3 {
             cluster.start_broker(n)?;
@@ -171,11 +154,7 @@ impl TestCluster {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.broker_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.broker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
     pub fn broker_address(&self, n: usize) -> String {
@@ -247,42 +226,18 @@ impl TestCluster {
 
     /// Runs `insync <args>` against this cluster.
     pub fn insync(&self, args: &[&str]) -> Output {
-        run_bounded(
-            Command::new(bin("insync"))
-                .env("INSYNC_BOOTSTRAP", self.bootstrap())
-                .args(args),
-            None,
-        )
+        run_bounded(Command::new(bin("insync")).env("INSYNC_BOOTSTRAP", self.bootstrap()).args(args), None)
     }
 
     /// Runs `insync-producer <args>`, feeding `stdin` if given.
     pub fn producer(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        run_bounded(
-            Command::new(bin("insync-producer"))
-                .env("INSYNC_BOOTSTRAP", self.bootstrap())
-                .args(args),
-            stdin,
-        )
+        run_bounded(Command::new(bin("insync-producer")).env("INSYNC_BOOTSTRAP", self.bootstrap()).args(args), stdin)
     }
 
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        rf: u32,
-        min_isr: Option<u32>,
-    ) -> anyhow::Result<()> {
+    pub fn create_topic(&self, name: &str, partitions: u32, rf: u32, min_isr: Option<u32>) -> anyhow::Result<()> {
         let partitions = partitions.to_string();
         let rf = rf.to_string();
-        let mut args = vec![
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            &partitions,
-            "--replication-factor",
-            &rf,
-        ];
+        let mut args = vec!["topic", "create", name, "--partitions", &partitions, "--replication-factor", &rf];
         let min;
         if let Some(m) = min_isr {
             min = m.to_string();
@@ -290,11 +245,7 @@ impl TestCluster {
         }
         let out = self.insync(&args);
         if !out.status.success() {
-            bail!(
-                "topic create failed: {}{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
+            bail!("topic create failed: {}{}", text(&out.stdout), text(&out.stderr));
         }
         Ok(())
     }
@@ -305,10 +256,7 @@ impl TestCluster {
         if !out.status.success() {
             bail!("describe failed: {}", text(&out.stderr));
         }
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).context("describe json"))
-            .collect()
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).context("describe json")).collect()
     }
 
     pub fn partition(&self, topic: &str, partition: i64) -> anyhow::Result<Value> {
@@ -320,49 +268,27 @@ impl TestCluster {
 
     pub fn leader_of(&self, topic: &str, partition: i64) -> anyhow::Result<usize> {
         let p = self.partition(topic, partition)?;
-        p["leader"]
-            .as_i64()
-            .filter(|l| *l > 0)
-            .map(|l| l as usize)
-            .context("no leader")
+        p["leader"].as_i64().filter(|l| *l > 0).map(|l| l as usize).context("no leader")
     }
 
     pub fn isr_of(&self, topic: &str, partition: i64) -> anyhow::Result<Vec<i64>> {
         let p = self.partition(topic, partition)?;
-        Ok(p["isr"]
-            .as_array()
-            .context("isr")?
-            .iter()
-            .filter_map(|v| v.as_i64())
-            .collect())
+        Ok(p["isr"].as_array().context("isr")?.iter().filter_map(|v| v.as_i64()).collect())
     }
 
     /// Waits until the ISR of the partition is exactly `isr` (sorted).
-    pub fn wait_isr(
-        &self,
-        topic: &str,
-        partition: i64,
-        isr: &[i64],
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        wait_for(
-            &format!("ISR of {topic}-{partition} to be {isr:?}"),
-            timeout,
-            || {
-                let mut got = self.isr_of(topic, partition).ok()?;
-                got.sort_unstable();
-                (got == isr).then_some(())
-            },
-        )
+    pub fn wait_isr(&self, topic: &str, partition: i64, isr: &[i64], timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("ISR of {topic}-{partition} to be {isr:?}"), timeout, || {
+            let mut got = self.isr_of(topic, partition).ok()?;
+            got.sort_unstable();
+            (got == isr).then_some(())
+        })
     }
 
     pub fn wait_alive_brokers(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         wait_for(&format!("{n} alive brokers"), timeout, || {
             let out = self.insync(&["cluster", "status", "--json"]);
-            let alive = text(&out.stdout)
-                .lines()
-                .filter(|l| l.contains("\"status\":\"alive\""))
-                .count();
+            let alive = text(&out.stdout).lines().filter(|l| l.contains("\"status\":\"alive\"")).count();
             (alive >= n).then_some(())
         })
     }
@@ -381,20 +307,13 @@ impl TestCluster {
             &idle,
             "--json",
         ]);
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        text(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for node in self
-            .brokers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.controller))
-        {
+        for node in self.brokers.iter_mut().chain(std::iter::once(&mut self.controller)) {
             if let Some(mut child) = node.child.take() {
                 signal(child.id(), "CONT");
                 let _ = child.kill();
@@ -419,10 +338,7 @@ fn spawn(node: &mut Node) -> anyhow::Result<()> {
     if node.child.is_some() {
         bail!("{} is already running", node.name);
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
     let child = Command::new(bin("insync-broker"))
         .args(&node.args)
         .stdin(Stdio::null())
@@ -437,21 +353,14 @@ fn spawn(node: &mut Node) -> anyhow::Result<()> {
 /// Sends a signal by name with the `kill` command: the workspace forbids `unsafe`, and
 /// `libc::kill` needs it.
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
 /// Runs a command to completion, killing it after 120 s (no test waits forever).
 pub fn run_bounded(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn CLI");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin");

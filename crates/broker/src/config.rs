@@ -15,18 +15,13 @@ pub struct Roles {
 impl std::str::FromStr for Roles {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut roles = Roles {
-            broker: false,
-            controller: false,
-        };
+        let mut roles = Roles { broker: false, controller: false };
         for part in s.split(',').map(str::trim) {
             match part {
                 "broker" => roles.broker = true,
                 "controller" => roles.controller = true,
                 other => {
-                    return Err(format!(
-                        "unknown role '{other}': expected broker, controller or broker,controller"
-                    ))
+                    return Err(format!("unknown role '{other}': expected broker, controller or broker,controller"))
                 }
             }
         }
@@ -35,11 +30,7 @@ impl std::str::FromStr for Roles {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "insync-broker",
-    version,
-    about = "insync broker and/or controller node (Kafka process.roles)"
-)]
+#[command(name = "insync-broker", version, about = "insync broker and/or controller node (Kafka process.roles)")]
 pub struct BrokerArgs {
     /// broker, controller, or broker,controller (Kafka process.roles).
     #[arg(long, default_value = "broker")]
@@ -95,9 +86,7 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn advertised_address(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -107,20 +96,8 @@ mod tests {
 
     #[test]
     fn roles_parse_like_kafka_process_roles() {
-        assert_eq!(
-            "broker".parse::<Roles>(),
-            Ok(Roles {
-                broker: true,
-                controller: false
-            })
-        );
-        assert_eq!(
-            "broker,controller".parse::<Roles>(),
-            Ok(Roles {
-                broker: true,
-                controller: true
-            })
-        );
+        assert_eq!("broker".parse::<Roles>(), Ok(Roles { broker: true, controller: false }));
+        assert_eq!("broker,controller".parse::<Roles>(), Ok(Roles { broker: true, controller: true }));
         assert!("brokr".parse::<Roles>().is_err());
     }
 

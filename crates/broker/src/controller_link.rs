@@ -23,11 +23,7 @@ pub trait ControllerReply {
 
 fn split(e: &Option<pb::ControllerError>) -> (ErrorCode, String, String) {
     match e {
-        Some(e) => (
-            ErrorCode::from_code(e.error_code),
-            e.error_message.clone(),
-            e.leader_address.clone(),
-        ),
+        Some(e) => (ErrorCode::from_code(e.error_code), e.error_message.clone(), e.leader_address.clone()),
         None => (ErrorCode::NONE, String::new(), String::new()),
     }
 }
@@ -49,11 +45,7 @@ impl ControllerReply for pb::AlterPartitionResponse {
 }
 impl ControllerReply for pb::CreateTopicResponse {
     fn controller_error(&self) -> (ErrorCode, String, String) {
-        (
-            ErrorCode::from_code(self.error_code),
-            self.error_message.clone(),
-            String::new(),
-        )
+        (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())
     }
 }
 
@@ -76,18 +68,14 @@ impl ControllerLink {
     pub fn new(quorum: &str) -> anyhow::Result<ControllerLink> {
         let mut voters = Vec::new();
         for entry in quorum.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (id, address) = entry.split_once('@').ok_or_else(|| {
-                anyhow::anyhow!("bad --controller-quorum entry '{entry}': expected ID@HOST:PORT")
-            })?;
-            id.parse::<u64>().map_err(|_| {
-                anyhow::anyhow!("bad --controller-quorum entry '{entry}': '{id}' is not a node id")
-            })?;
+            let (id, address) = entry
+                .split_once('@')
+                .ok_or_else(|| anyhow::anyhow!("bad --controller-quorum entry '{entry}': expected ID@HOST:PORT"))?;
+            id.parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("bad --controller-quorum entry '{entry}': '{id}' is not a node id"))?;
             voters.push(address.to_string());
         }
-        anyhow::ensure!(
-            !voters.is_empty(),
-            "--controller-quorum names no controller"
-        );
+        anyhow::ensure!(!voters.is_empty(), "--controller-quorum names no controller");
         Ok(ControllerLink {
             voters,
             active: Mutex::new(None),
@@ -97,12 +85,7 @@ impl ControllerLink {
     }
 
     fn candidate(&self) -> String {
-        if let Some(active) = self
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(active) = self.active.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return active;
         }
         let mut next = self.next_voter.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,22 +99,11 @@ impl ControllerLink {
         if active.as_deref() == Some(address) {
             *active = None;
         }
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(address);
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
     }
 
-    async fn client(
-        &self,
-        address: &str,
-    ) -> Result<ControllerClient<Channel>, tonic::transport::Error> {
-        let cached = self
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(address)
-            .cloned();
+    async fn client(&self, address: &str) -> Result<ControllerClient<Channel>, tonic::transport::Error> {
+        let cached = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(address).cloned();
         let channel = match cached {
             Some(c) => c,
             None => {
@@ -140,10 +112,7 @@ impl ControllerLink {
                     .tcp_nodelay(true)
                     .connect()
                     .await?;
-                self.channels
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(address.to_string(), c.clone());
+                self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(address.to_string(), c.clone());
                 c
             }
         };
@@ -177,9 +146,7 @@ impl ControllerLink {
                     continue;
                 }
             };
-            let remaining = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10));
+            let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
             match tokio::time::timeout(remaining.min(Duration::from_secs(5)), f(client)).await {
                 Ok(Ok(response)) => {
                     let reply = response.into_inner();
@@ -188,8 +155,7 @@ impl ControllerLink {
                         last_error = format!("{address}: not the active controller ({message})");
                         self.forget(&address);
                         if !leader_address.is_empty() && leader_address != address {
-                            *self.active.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(leader_address);
+                            *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader_address);
                         } else {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -249,11 +215,7 @@ pub async fn run_lifecycle(
             break;
         }
         if !is_registered {
-            let request = pb::RegisterBrokerRequest {
-                broker_id,
-                address: address.clone(),
-                incarnation,
-            };
+            let request = pb::RegisterBrokerRequest { broker_id, address: address.clone(), incarnation };
             match link
                 .call(Duration::from_secs(3), |mut c| {
                     let r = request.clone();
@@ -274,11 +236,7 @@ pub async fn run_lifecycle(
                 Err(e) => debug!("registration: {e}"),
             }
         } else {
-            let request = pb::BrokerHeartbeatRequest {
-                broker_id,
-                incarnation,
-                want_shutdown: false,
-            };
+            let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: false };
             match link
                 .call(Duration::from_secs(2), |mut c| {
                     let r = request.clone();
@@ -293,11 +251,7 @@ pub async fn run_lifecycle(
                             if fenced != reply.is_fenced {
                                 info!(
                                     "broker {broker_id} is now {}",
-                                    if reply.is_fenced {
-                                        "fenced"
-                                    } else {
-                                        "unfenced (active)"
-                                    }
+                                    if reply.is_fenced { "fenced" } else { "unfenced (active)" }
                                 );
                                 fenced = reply.is_fenced;
                             }
@@ -326,11 +280,7 @@ pub async fn run_lifecycle(
     let deadline = Instant::now() + Duration::from_millis(rm.config.controlled_shutdown_timeout_ms);
     info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
     while Instant::now() < deadline {
-        let request = pb::BrokerHeartbeatRequest {
-            broker_id,
-            incarnation,
-            want_shutdown: true,
-        };
+        let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: true };
         if let Ok(reply) = link
             .call(Duration::from_secs(2), |mut c| {
                 let r = request.clone();
@@ -365,10 +315,7 @@ pub async fn run_metadata_watch(
             }
         };
         let known_version = rm.metadata().version;
-        let stream = match client
-            .watch_metadata(pb::WatchMetadataRequest { known_version })
-            .await
-        {
+        let stream = match client.watch_metadata(pb::WatchMetadataRequest { known_version }).await {
             Ok(s) => s.into_inner(),
             Err(status) => {
                 debug!("metadata watch on {address} failed: {status}");
@@ -409,10 +356,7 @@ pub async fn run_alter_partition(
     mut jobs: mpsc::Receiver<AlterPartitionJob>,
 ) {
     while let Some(job) = jobs.recv().await {
-        let AlterPartitionJob {
-            topic_partition,
-            change,
-        } = job;
+        let AlterPartitionJob { topic_partition, change } = job;
         let request = pb::AlterPartitionRequest {
             broker_id: rm.broker_id,
             topic: topic_partition.topic.clone(),
@@ -432,10 +376,7 @@ pub async fn run_alter_partition(
                 let (code, message, _) = reply.controller_error();
                 match (code, reply.partition) {
                     (ErrorCode::NONE, Some(pm)) => Ok(pm),
-                    (ErrorCode::NONE, None) => Err((
-                        ErrorCode::UNKNOWN_SERVER_ERROR,
-                        "no partition in reply".into(),
-                    )),
+                    (ErrorCode::NONE, None) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "no partition in reply".into())),
                     (code, _) => Err((code, message)),
                 }
             }

@@ -17,10 +17,7 @@ use tracing::{debug, info, warn};
 use crate::replica_manager::{FollowerAssignment, ReplicaManager};
 
 /// Starts and stops fetchers as the follower assignment changes; ends with `shutdown`.
-pub async fn run_fetcher_manager(
-    rm: Arc<ReplicaManager>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run_fetcher_manager(rm: Arc<ReplicaManager>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut assignment = rm.subscribe_follower_assignment();
     let mut fetchers: HashMap<BrokerId, JoinHandle<()>> = HashMap::new();
     loop {
@@ -35,11 +32,7 @@ pub async fn run_fetcher_manager(
         for leader in leaders {
             fetchers.entry(leader).or_insert_with(|| {
                 info!("starting fetcher for leader broker {leader}");
-                tokio::spawn(run_fetcher(
-                    rm.clone(),
-                    leader,
-                    rm.subscribe_follower_assignment(),
-                ))
+                tokio::spawn(run_fetcher(rm.clone(), leader, rm.subscribe_follower_assignment()))
             });
         }
         tokio::select! {
@@ -163,9 +156,7 @@ fn apply_fetched(
     let error = ErrorCode::from_code(pr.error_code);
     match error {
         ErrorCode::NONE => {}
-        ErrorCode::OFFSET_OUT_OF_RANGE
-            if pr.log_end_offset >= 0 && state.log.log_end_offset() > pr.log_end_offset =>
-        {
+        ErrorCode::OFFSET_OUT_OF_RANGE if pr.log_end_offset >= 0 && state.log.log_end_offset() > pr.log_end_offset => {
             // We are ahead of the leader with no epoch to locate the divergence (Kafka
             // `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
             let leo = state.log.log_end_offset();
@@ -184,15 +175,11 @@ fn apply_fetched(
         }
     }
     if let Some(d) = pr.diverging_epoch {
-        let diverging = EpochEndOffset {
-            epoch: d.epoch,
-            end_offset: d.end_offset,
-        };
+        let diverging = EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset };
         let leo = state.log.log_end_offset();
         let our_last_epoch = state.log.last_batch_epoch().unwrap_or(-1);
         let (epoch, end_offset) = state.log.end_offset_for_epoch(d.epoch);
-        let (offset, complete) =
-            truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo);
+        let (offset, complete) = truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo);
         if offset < leo {
             match state.log.truncate_to(offset) {
                 Ok(t) => info!(
@@ -206,19 +193,14 @@ fn apply_fetched(
                 ),
                 Err(e) => warn!("{tp}: truncation to {offset} failed: {e}"),
             }
-            let hw = state
-                .follower_high_watermark
-                .min(state.log.log_end_offset());
+            let hw = state.follower_high_watermark.min(state.log.log_end_offset());
             state.follower_high_watermark = hw;
         }
         return false;
     }
     if !pr.records.is_empty() {
         if let Err(e) = state.log.append_as_follower(&pr.records) {
-            warn!(
-                "{tp}: cannot append {} fetched bytes from leader {leader}: {e}",
-                pr.records.len()
-            );
+            warn!("{tp}: cannot append {} fetched bytes from leader {leader}: {e}", pr.records.len());
             return true;
         }
     }

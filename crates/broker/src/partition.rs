@@ -77,8 +77,6 @@ impl Partition {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionState> {
         // A panic while holding the lock is a bug; keep serving the data rather than
         // cascading panics into every request for this partition.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use insync_log::{LogConfig, LogError, OffsetCheckpointFile, PartitionLog};
 use insync_proto as pb;
 use insync_replication::{
-    check_current_leader_epoch, diverging_epoch, Action, EpochEndOffset, IsrChange, LeaderParams,
-    LeaderPartition, WaiterId,
+    check_current_leader_epoch, diverging_epoch, Action, EpochEndOffset, IsrChange, LeaderParams, LeaderPartition,
+    WaiterId,
 };
 use insync_types::{Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,13 +43,7 @@ pub struct ProduceOutcome {
 
 impl ProduceOutcome {
     fn rejected(error: ErrorCode, message: impl Into<String>) -> Self {
-        ProduceOutcome {
-            error,
-            message: message.into(),
-            base_offset: -1,
-            appended: false,
-            leader_epoch: NO_EPOCH,
-        }
+        ProduceOutcome { error, message: message.into(), base_offset: -1, appended: false, leader_epoch: NO_EPOCH }
     }
 }
 
@@ -77,8 +71,7 @@ impl ReplicaManager {
         alter_partition_tx: mpsc::Sender<AlterPartitionJob>,
     ) -> anyhow::Result<Arc<ReplicaManager>> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let hw_checkpoint =
-            OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
+        let hw_checkpoint = OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
         let checkpointed_high_watermarks = hw_checkpoint.read()?;
         Ok(Arc::new(ReplicaManager {
             broker_id: config.node_id,
@@ -103,10 +96,7 @@ impl ReplicaManager {
     }
 
     pub fn metadata(&self) -> Arc<pb::ClusterMetadata> {
-        self.metadata
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.metadata.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn subscribe_metadata_version(&self) -> watch::Receiver<u64> {
@@ -122,37 +112,21 @@ impl ReplicaManager {
     }
 
     pub fn broker_address(&self, broker: BrokerId) -> Option<String> {
-        self.metadata()
-            .brokers
-            .iter()
-            .find(|b| b.id == broker)
-            .map(|b| b.address.clone())
+        self.metadata().brokers.iter().find(|b| b.id == broker).map(|b| b.address.clone())
     }
 
     pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tp)
-            .cloned()
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(tp).cloned()
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        let mut all: Vec<_> = self
-            .partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<_> = self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         all.sort_by(|a, b| a.topic_partition.cmp(&b.topic_partition));
         all
     }
 
     fn log_dir(&self, tp: &TopicPartition) -> PathBuf {
-        self.config
-            .data_dir
-            .join(format!("{}-{}", tp.topic, tp.partition))
+        self.config.data_dir.join(format!("{}-{}", tp.topic, tp.partition))
     }
 
     fn log_config(&self) -> LogConfig {
@@ -177,12 +151,8 @@ impl ReplicaManager {
     /// committed ISR changes to the leader core, and updates the fetchers' assignment.
     pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) -> anyhow::Result<()> {
         let now_ms = self.now_ms();
-        let eligible: BTreeSet<BrokerId> = metadata
-            .brokers
-            .iter()
-            .filter(|b| !b.fenced && !b.in_controlled_shutdown)
-            .map(|b| b.id)
-            .collect();
+        let eligible: BTreeSet<BrokerId> =
+            metadata.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).map(|b| b.id).collect();
         let mut assignment = FollowerAssignment::new();
         for topic in &metadata.topics {
             let min_isr = self.min_insync_replicas(topic);
@@ -195,14 +165,10 @@ impl ReplicaManager {
                     Some(p) => p,
                     None => self.open_partition(&tp, pm)?,
                 };
-                let actions =
-                    self.apply_partition_metadata(&partition, pm, min_isr, &eligible, now_ms);
+                let actions = self.apply_partition_metadata(&partition, pm, min_isr, &eligible, now_ms);
                 self.run_actions(&tp, actions);
                 if pm.leader != self.broker_id && pm.leader != NO_BROKER {
-                    assignment
-                        .entry(pm.leader)
-                        .or_default()
-                        .insert(tp, pm.leader_epoch);
+                    assignment.entry(pm.leader).or_default().insert(tp, pm.leader_epoch);
                 }
             }
         }
@@ -217,17 +183,9 @@ impl ReplicaManager {
         Ok(())
     }
 
-    fn open_partition(
-        &self,
-        tp: &TopicPartition,
-        pm: &pb::PartitionMetadata,
-    ) -> anyhow::Result<Arc<Partition>> {
+    fn open_partition(&self, tp: &TopicPartition, pm: &pb::PartitionMetadata) -> anyhow::Result<Arc<Partition>> {
         let log = PartitionLog::open(&self.log_dir(tp), self.log_config())?;
-        let checkpointed = self
-            .checkpointed_high_watermarks
-            .get(tp)
-            .copied()
-            .unwrap_or(0);
+        let checkpointed = self.checkpointed_high_watermarks.get(tp).copied().unwrap_or(0);
         let high_watermark = checkpointed.min(log.log_end_offset());
         info!(
             "{tp}: opened replica (log end offset {}, high watermark {high_watermark}, replicas {:?})",
@@ -246,10 +204,7 @@ impl ReplicaManager {
                 isr: pm.isr.clone(),
             }),
         });
-        self.partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tp.clone(), partition.clone());
+        self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), partition.clone());
         Ok(partition)
     }
 
@@ -265,8 +220,7 @@ impl ReplicaManager {
         let mut state = partition.lock();
         let mut actions = Vec::new();
         if pm.leader_epoch < state.leader_epoch
-            || (pm.leader_epoch == state.leader_epoch
-                && pm.partition_epoch <= state.partition_epoch)
+            || (pm.leader_epoch == state.leader_epoch && pm.partition_epoch <= state.partition_epoch)
         {
             // Stale or already applied; still refresh eligibility (fencing changes it).
             if let Some(leader) = state.leader_mut() {
@@ -282,14 +236,8 @@ impl ReplicaManager {
                 // Kafka Partition.makeLeader: the new epoch starts at our LEO (recorded in
                 // the epoch cache so followers can find where they diverged).
                 let log_end_offset = state.log.log_end_offset();
-                if let Err(e) = state
-                    .log
-                    .assign_epoch_start_offset(pm.leader_epoch, log_end_offset)
-                {
-                    warn!(
-                        "{tp}: cannot record leader epoch {} start: {e}",
-                        pm.leader_epoch
-                    );
+                if let Err(e) = state.log.assign_epoch_start_offset(pm.leader_epoch, log_end_offset) {
+                    warn!("{tp}: cannot record leader epoch {} start: {e}", pm.leader_epoch);
                 }
                 let high_watermark = state.high_watermark();
                 let mut leader = LeaderPartition::new(
@@ -318,14 +266,7 @@ impl ReplicaManager {
                 state.role = Role::Leader(Box::new(leader));
             } else if let Some(leader) = state.leader_mut() {
                 leader.set_eligible_followers(eligible.iter().copied());
-                actions.extend(commit_isr(
-                    tp,
-                    leader,
-                    &pm.isr,
-                    pm.partition_epoch,
-                    "the metadata feed",
-                    now_ms,
-                ));
+                actions.extend(commit_isr(tp, leader, &pm.isr, pm.partition_epoch, "the metadata feed", now_ms));
                 actions.extend(leader.set_min_insync_replicas(min_isr, now_ms));
             }
         } else {
@@ -343,10 +284,7 @@ impl ReplicaManager {
                 state.follower_high_watermark = high_watermark;
                 actions.extend(resigned);
             } else if new_epoch {
-                info!(
-                    "{tp}: following leader {} at epoch {}",
-                    pm.leader, pm.leader_epoch
-                );
+                info!("{tp}: following leader {} at epoch {}", pm.leader, pm.leader_epoch);
             }
             state.role = Role::Follower { leader: pm.leader };
         }
@@ -363,21 +301,14 @@ impl ReplicaManager {
                     self.changes.send_modify(|v| *v = v.wrapping_add(1));
                 }
                 Action::CompleteProduce { waiter, error } => {
-                    let sender = self
-                        .waiters
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&waiter);
+                    let sender = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&waiter);
                     if let Some(sender) = sender {
                         let _ = sender.send(error);
                     }
                 }
                 Action::ProposeIsr(change) => {
                     info!("{tp}: {change}");
-                    let job = AlterPartitionJob {
-                        topic_partition: tp.clone(),
-                        change,
-                    };
+                    let job = AlterPartitionJob { topic_partition: tp.clone(), change };
                     if let Err(e) = self.alter_partition_tx.try_send(job) {
                         // Bounded queue full or closed: drop the proposal and reset the
                         // pending state so the next check proposes again.
@@ -413,14 +344,7 @@ impl ReplicaManager {
                 let Some(leader) = state.leader_mut() else {
                     return;
                 };
-                let actions = commit_isr(
-                    tp,
-                    leader,
-                    &pm.isr,
-                    pm.partition_epoch,
-                    "AlterPartition",
-                    now_ms,
-                );
+                let actions = commit_isr(tp, leader, &pm.isr, pm.partition_epoch, "AlterPartition", now_ms);
                 if pm.partition_epoch > state.partition_epoch {
                     state.partition_epoch = pm.partition_epoch;
                     state.isr = pm.isr.clone();
@@ -456,10 +380,7 @@ impl ReplicaManager {
         let acks = match Acks::from_wire(request.acks) {
             Ok(acks) => acks,
             Err(code) => {
-                return ProduceOutcome::rejected(
-                    code,
-                    format!("acks must be -1 (all), 0 or 1, got {}", request.acks),
-                )
+                return ProduceOutcome::rejected(code, format!("acks must be -1 (all), 0 or 1, got {}", request.acks))
             }
         };
         let tp = TopicPartition::new(request.topic.clone(), request.partition);
@@ -485,10 +406,7 @@ impl ReplicaManager {
                 let leader_id = state.leader_id(self.broker_id);
                 return ProduceOutcome::rejected(
                     ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    format!(
-                        "broker {} is not the leader of {tp} (leader: {leader_id})",
-                        self.broker_id
-                    ),
+                    format!("broker {} is not the leader of {tp} (leader: {leader_id})", self.broker_id),
                 );
             };
             if let Err(code) = leader.check_produce(acks) {
@@ -504,12 +422,7 @@ impl ReplicaManager {
             }
             let append = match state.log.append_as_leader(&mut records, leader_epoch) {
                 Ok(info) => info,
-                Err(e) => {
-                    return ProduceOutcome::rejected(
-                        log_error_code(&e),
-                        format!("append rejected: {e}"),
-                    )
-                }
+                Err(e) => return ProduceOutcome::rejected(log_error_code(&e), format!("append rejected: {e}")),
             };
             let log_end_offset = state.log.log_end_offset();
             let leader = state.leader_mut().expect("checked above");
@@ -525,10 +438,7 @@ impl ReplicaManager {
             if acks == Acks::All {
                 let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, tx);
+                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
                 actions.extend(leader.add_waiter(id, append.last_offset + 1));
                 waiter = Some((id, rx));
             }
@@ -552,10 +462,7 @@ impl ReplicaManager {
                 if let Some(l) = partition.lock().leader_mut() {
                     l.remove_waiter(id);
                 }
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 // It may have completed in the instant between the deadline and the lock.
                 rx.try_recv().unwrap_or(ErrorCode::REQUEST_TIMED_OUT)
             }
@@ -573,11 +480,7 @@ impl ReplicaManager {
             }
             other => format!("{other}"),
         };
-        ProduceOutcome {
-            error,
-            message,
-            ..outcome
-        }
+        ProduceOutcome { error, message, ..outcome }
     }
 
     fn missing_partition_outcome(&self, tp: &TopicPartition) -> ProduceOutcome {
@@ -590,10 +493,7 @@ impl ReplicaManager {
         match known {
             Some(pm) => ProduceOutcome::rejected(
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                format!(
-                    "broker {} does not host {tp} (leader: {})",
-                    self.broker_id, pm.leader
-                ),
+                format!("broker {} does not host {tp} (leader: {})", self.broker_id, pm.leader),
             ),
             None => ProduceOutcome::rejected(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -621,9 +521,12 @@ impl ReplicaManager {
             ..Default::default()
         };
         let Some(partition) = self.partition(&tp) else {
-            response.error_code = if self.metadata().topics.iter().any(|t| {
-                t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition)
-            }) {
+            response.error_code = if self
+                .metadata()
+                .topics
+                .iter()
+                .any(|t| t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition))
+            {
                 ErrorCode::NOT_LEADER_OR_FOLLOWER.code()
             } else {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
@@ -659,10 +562,7 @@ impl ReplicaManager {
                 EpochEndOffset { epoch, end_offset },
                 log_start_offset,
             ) {
-                response.diverging_epoch = Some(pb::EpochEndOffset {
-                    epoch: d.epoch,
-                    end_offset: d.end_offset,
-                });
+                response.diverging_epoch = Some(pb::EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset });
                 return (response, Vec::new());
             }
         }
@@ -678,17 +578,10 @@ impl ReplicaManager {
             response.high_watermark = state.high_watermark();
         }
         // Consumers read only below the HW; followers up to the LEO.
-        let upper = if is_replica {
-            log_end_offset
-        } else {
-            state.high_watermark()
-        };
+        let upper = if is_replica { log_end_offset } else { state.high_watermark() };
         if fp.fetch_offset < upper {
-            let limit = if fp.partition_max_bytes > 0 {
-                (fp.partition_max_bytes as usize).min(max_bytes)
-            } else {
-                max_bytes
-            };
+            let limit =
+                if fp.partition_max_bytes > 0 { (fp.partition_max_bytes as usize).min(max_bytes) } else { max_bytes };
             match state.log.read(fp.fetch_offset, upper, limit.max(1)) {
                 Ok(bytes) => response.records = bytes.into(),
                 Err(e) => response.error_code = log_error_code(&e).code(),
@@ -702,42 +595,24 @@ impl ReplicaManager {
     pub async fn fetch(&self, request: pb::FetchRequest) -> pb::FetchResponse {
         let mut changes = self.changes.subscribe();
         changes.borrow_and_update();
-        let max_bytes = if request.max_bytes == 0 {
-            16 * 1024 * 1024
-        } else {
-            request.max_bytes as usize
-        };
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.min(30_000)));
+        let max_bytes = if request.max_bytes == 0 { 16 * 1024 * 1024 } else { request.max_bytes as usize };
+        let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.min(30_000)));
         let mut first = true;
         let mut initial_hw: Vec<i64> = Vec::new();
         loop {
             let mut responses = Vec::with_capacity(request.partitions.len());
             let mut total = 0usize;
             for fp in &request.partitions {
-                let (response, actions) = self.fetch_partition(
-                    request.replica_id,
-                    fp,
-                    max_bytes.saturating_sub(total),
-                    first,
-                );
+                let (response, actions) =
+                    self.fetch_partition(request.replica_id, fp, max_bytes.saturating_sub(total), first);
                 total += response.records.len();
                 if !actions.is_empty() {
-                    self.run_actions(
-                        &TopicPartition::new(fp.topic.clone(), fp.partition),
-                        actions,
-                    );
+                    self.run_actions(&TopicPartition::new(fp.topic.clone(), fp.partition), actions);
                 }
                 responses.push(response);
             }
-            let hw_moved = !first
-                && responses
-                    .iter()
-                    .zip(initial_hw.iter())
-                    .any(|(r, hw)| r.high_watermark != *hw);
-            let has_error_or_divergence = responses
-                .iter()
-                .any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
+            let hw_moved = !first && responses.iter().zip(initial_hw.iter()).any(|(r, hw)| r.high_watermark != *hw);
+            let has_error_or_divergence = responses.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
             if first {
                 initial_hw = responses.iter().map(|r| r.high_watermark).collect();
             }
@@ -747,20 +622,11 @@ impl ReplicaManager {
                 || has_error_or_divergence
                 || Instant::now() >= deadline
             {
-                return pb::FetchResponse {
-                    error_code: 0,
-                    partitions: responses,
-                };
+                return pb::FetchResponse { error_code: 0, partitions: responses };
             }
-            if tokio::time::timeout_at(deadline.into(), changes.changed())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline.into(), changes.changed()).await.is_err() {
                 // Deadline: answer with what there is (nothing).
-                return pb::FetchResponse {
-                    error_code: 0,
-                    partitions: responses,
-                };
+                return pb::FetchResponse { error_code: 0, partitions: responses };
             }
         }
     }
@@ -789,18 +655,12 @@ impl ReplicaManager {
             other => {
                 return pb::ListOffsetsResponse {
                     error_code: ErrorCode::INVALID_REQUEST.code(),
-                    error_message: format!(
-                        "timestamp {other}: only -2 (earliest) and -1 (latest) are supported"
-                    ),
+                    error_message: format!("timestamp {other}: only -2 (earliest) and -1 (latest) are supported"),
                     offset: -1,
                 }
             }
         };
-        pb::ListOffsetsResponse {
-            error_code: 0,
-            error_message: String::new(),
-            offset,
-        }
+        pb::ListOffsetsResponse { error_code: 0, error_message: String::new(), offset }
     }
 
     pub fn describe_replicas(&self, topics: &[String]) -> pb::DescribeReplicasResponse {
@@ -848,10 +708,7 @@ impl ReplicaManager {
                 d
             })
             .collect();
-        pb::DescribeReplicasResponse {
-            broker_id: self.broker_id,
-            replicas,
-        }
+        pb::DescribeReplicasResponse { broker_id: self.broker_id, replicas }
     }
 
     /// Writes every hosted partition's HW to the checkpoint (Kafka
@@ -868,12 +725,7 @@ impl ReplicaManager {
         if map.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .hw_checkpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&map)
-        {
+        if let Err(e) = self.hw_checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(&map) {
             warn!("high watermark checkpoint failed: {e}");
         }
     }
@@ -884,10 +736,7 @@ impl ReplicaManager {
         for partition in self.all_partitions() {
             let mut state = partition.lock();
             if let Err(e) = state.log.flush() {
-                warn!(
-                    "{}: flush on shutdown failed: {e}",
-                    partition.topic_partition
-                );
+                warn!("{}: flush on shutdown failed: {e}", partition.topic_partition);
             }
             if let Some(leader) = state.leader_mut() {
                 let actions = leader.resign();

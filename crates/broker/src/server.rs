@@ -15,28 +15,22 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::config::BrokerArgs;
-use crate::controller_link::{
-    run_alter_partition, run_lifecycle, run_metadata_watch, ControllerLink,
-};
+use crate::controller_link::{run_alter_partition, run_lifecycle, run_metadata_watch, ControllerLink};
 use crate::fetcher::run_fetcher_manager;
 use crate::replica_manager::ReplicaManager;
 use crate::service::BrokerService;
 
 /// Runs the node until `shutdown_signal` resolves, then shuts down cleanly.
-pub async fn run(
-    args: BrokerArgs,
-    shutdown_signal: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let args = Arc::new(args);
     std::fs::create_dir_all(&args.data_dir)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
 
     let controller = if args.roles.controller {
         let voters = insync_controller::parse_quorum(&args.controller_quorum)?;
-        let node_id = u64::try_from(args.node_id)
-            .map_err(|_| anyhow::anyhow!("--node-id must be ≥ 0 for a controller"))?;
+        let node_id =
+            u64::try_from(args.node_id).map_err(|_| anyhow::anyhow!("--node-id must be ≥ 0 for a controller"))?;
         anyhow::ensure!(
             voters.contains_key(&node_id),
             "controller {node_id} is not among the voters of --controller-quorum {}",
@@ -73,11 +67,7 @@ pub async fn run(
             shutdown_rx.clone(),
             registered_tx,
         ));
-        tokio::spawn(run_metadata_watch(
-            link.clone(),
-            rm.clone(),
-            stop_serving_rx.clone(),
-        ));
+        tokio::spawn(run_metadata_watch(link.clone(), rm.clone(), stop_serving_rx.clone()));
         tokio::spawn(run_alter_partition(link.clone(), rm.clone(), alter_rx));
         let fetchers = tokio::spawn(run_fetcher_manager(rm.clone(), stop_serving_rx.clone()));
         tokio::spawn(run_periodic(rm.clone(), stop_serving_rx.clone()));
@@ -97,11 +87,7 @@ pub async fn run(
         args.node_id,
         args.listen,
         if args.roles.broker { " broker" } else { "" },
-        if args.roles.controller {
-            " controller"
-        } else {
-            ""
-        }
+        if args.roles.controller { " controller" } else { "" }
     );
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -117,11 +103,8 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     if let Some((_, lifecycle, _)) = &mut broker_parts {
         // Controlled shutdown runs inside the lifecycle task; bounded by its own timeout.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(args.controlled_shutdown_timeout_ms + 2_000),
-            lifecycle,
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(args.controlled_shutdown_timeout_ms + 2_000), lifecycle).await;
     }
     // The controller goes first: it ends its WatchMetadata streams, which a graceful
     // server stop would otherwise wait on.
@@ -142,8 +125,7 @@ pub async fn run(
 /// `ReplicaManager.startup` schedules "isr-expiration" so) and the HW checkpoint.
 async fn run_periodic(rm: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
     let shrink_every = Duration::from_millis((rm.config.replica_lag_time_max_ms / 2).max(10));
-    let checkpoint_every =
-        Duration::from_millis(rm.config.high_watermark_checkpoint_interval_ms.max(100));
+    let checkpoint_every = Duration::from_millis(rm.config.high_watermark_checkpoint_interval_ms.max(100));
     let mut shrink = tokio::time::interval(shrink_every);
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     shrink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,9 +144,7 @@ async fn run_periodic(rm: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) 
 
 /// A number unique to this process start (Kafka's broker epoch / incarnation id).
 fn incarnation_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -19,20 +19,14 @@ pub struct BrokerService {
 
 #[tonic::async_trait]
 impl Broker for BrokerService {
-    async fn produce(
-        &self,
-        request: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
+    async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let request = request.into_inner();
         let acks = request.acks;
         let tp = format!("{}-{}", request.topic, request.partition);
         let outcome = self.rm.produce(request).await;
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
-            warn!(
-                "{tp}: acks=0 produce failed: {}: {}",
-                outcome.error, outcome.message
-            );
+            warn!("{tp}: acks=0 produce failed: {}: {}", outcome.error, outcome.message);
         }
         Ok(Response::new(pb::ProduceResponse {
             error_code: outcome.error.code(),
@@ -43,25 +37,17 @@ impl Broker for BrokerService {
         }))
     }
 
-    async fn fetch(
-        &self,
-        request: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::FetchResponse>, Status> {
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         Ok(Response::new(self.rm.fetch(request.into_inner()).await))
     }
 
-    async fn metadata(
-        &self,
-        request: Request<pb::MetadataRequest>,
-    ) -> Result<Response<pb::MetadataResponse>, Status> {
+    async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
         let wanted = request.into_inner().topics;
         let mut metadata = (*self.rm.metadata()).clone();
         if !wanted.is_empty() {
             metadata.topics.retain(|t| wanted.contains(&t.name));
         }
-        Ok(Response::new(pb::MetadataResponse {
-            metadata: Some(metadata),
-        }))
+        Ok(Response::new(pb::MetadataResponse { metadata: Some(metadata) }))
     }
 
     async fn list_offsets(
@@ -90,15 +76,13 @@ impl Broker for BrokerService {
             let mut versions = self.rm.subscribe_metadata_version();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
-                let ready =
-                    self.rm.metadata().topics.iter().any(|t| {
-                        t.name == request.name && t.partitions.iter().all(|p| p.leader >= 0)
-                    });
-                if ready
-                    || tokio::time::timeout_at(deadline, versions.changed())
-                        .await
-                        .is_err()
-                {
+                let ready = self
+                    .rm
+                    .metadata()
+                    .topics
+                    .iter()
+                    .any(|t| t.name == request.name && t.partitions.iter().all(|p| p.leader >= 0));
+                if ready || tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
                     break;
                 }
             }
@@ -110,8 +94,6 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeReplicasRequest>,
     ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
-        Ok(Response::new(
-            self.rm.describe_replicas(&request.into_inner().topics),
-        ))
+        Ok(Response::new(self.rm.describe_replicas(&request.into_inner().topics)))
     }
 }

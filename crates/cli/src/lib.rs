@@ -6,10 +6,7 @@ pub use insync_client::DEFAULT_BOOTSTRAP;
 
 /// Wall-clock milliseconds, for record timestamps (Kafka CreateTime).
 pub fn now_epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Logs to stderr, quiet unless INSYNC_LOG says otherwise (stdout is for results).

@@ -79,13 +79,7 @@ pub struct ProduceFailure {
 
 impl std::fmt::Display for ProduceFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (appended={}): {}",
-            self.code,
-            self.appended.as_str(),
-            self.message
-        )
+        write!(f, "{} (appended={}): {}", self.code, self.appended.as_str(), self.message)
     }
 }
 
@@ -107,17 +101,10 @@ pub struct Cluster {
 impl Cluster {
     /// `bootstrap`: comma-separated host:port list.
     pub fn new(bootstrap: &str) -> Result<Arc<Cluster>, ClientError> {
-        let list: Vec<String> = bootstrap
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let list: Vec<String> =
+            bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
         if list.is_empty() {
-            return Err(ClientError::NoBroker {
-                tried: String::new(),
-                last: "empty bootstrap list".into(),
-            });
+            return Err(ClientError::NoBroker { tried: String::new(), last: "empty bootstrap list".into() });
         }
         Ok(Arc::new(Cluster {
             bootstrap: list,
@@ -129,33 +116,19 @@ impl Cluster {
 
     /// A client for one broker (connections are cached and reused).
     pub async fn broker(&self, address: &str) -> Result<BrokerClient<Channel>, ClientError> {
-        let cached = self
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(address)
-            .cloned();
+        let cached = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(address).cloned();
         let channel = match cached {
             Some(c) => c,
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| ClientError::Transport {
-                        address: address.into(),
-                        message: e.to_string(),
-                    })?
+                    .map_err(|e| ClientError::Transport { address: address.into(), message: e.to_string() })?
                     .connect_timeout(Duration::from_millis(1_000))
                     .tcp_nodelay(true);
                 let c = endpoint
                     .connect()
                     .await
-                    .map_err(|e| ClientError::Transport {
-                        address: address.into(),
-                        message: source_chain(&e),
-                    })?;
-                self.channels
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(address.to_string(), c.clone());
+                    .map_err(|e| ClientError::Transport { address: address.into(), message: source_chain(&e) })?;
+                self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(address.to_string(), c.clone());
                 c
             }
         };
@@ -165,36 +138,20 @@ impl Cluster {
     }
 
     fn forget(&self, address: &str) {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(address);
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
     }
 
     fn transport_error(&self, address: &str, status: &tonic::Status) -> ClientError {
         self.forget(address);
-        ClientError::Transport {
-            address: address.into(),
-            message: status.message().to_string(),
-        }
+        ClientError::Transport { address: address.into(), message: status.message().to_string() }
     }
 
     /// Fresh metadata from the first broker that answers (known brokers first, then the
     /// bootstrap list, as Kafka's `NetworkClient` picks the least-loaded known node).
     pub async fn refresh_metadata(&self) -> Result<Arc<pb::ClusterMetadata>, ClientError> {
         let mut candidates: Vec<String> = Vec::new();
-        if let Some(m) = self
-            .metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            candidates.extend(
-                m.brokers
-                    .iter()
-                    .filter(|b| !b.fenced)
-                    .map(|b| b.address.clone()),
-            );
+        if let Some(m) = self.metadata.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            candidates.extend(m.brokers.iter().filter(|b| !b.fenced).map(|b| b.address.clone()));
         }
         for b in &self.bootstrap {
             if !candidates.contains(b) {
@@ -220,27 +177,18 @@ impl Cluster {
                         continue;
                     }
                     let metadata = Arc::new(metadata);
-                    *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(metadata.clone());
+                    *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = Some(metadata.clone());
                     return Ok(metadata);
                 }
                 Err(status) => last = self.transport_error(address, &status).to_string(),
             }
         }
-        Err(ClientError::NoBroker {
-            tried: candidates.join(","),
-            last,
-        })
+        Err(ClientError::NoBroker { tried: candidates.join(","), last })
     }
 
     /// Cached metadata, fetched on first use.
     pub async fn metadata(&self) -> Result<Arc<pb::ClusterMetadata>, ClientError> {
-        if let Some(m) = self
-            .metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(m) = self.metadata.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(m);
         }
         self.refresh_metadata().await
@@ -262,17 +210,10 @@ impl Cluster {
         let Some(p) = t.partitions.iter().find(|p| p.partition == partition) else {
             return Err(ClientError::Kafka {
                 code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                message: format!(
-                    "topic '{topic}' has no partition {partition} (it has {})",
-                    t.partitions.len()
-                ),
+                message: format!("topic '{topic}' has no partition {partition} (it has {})", t.partitions.len()),
             });
         };
-        let address = metadata
-            .brokers
-            .iter()
-            .find(|b| b.id == p.leader)
-            .map(|b| b.address.clone());
+        let address = metadata.brokers.iter().find(|b| b.id == p.leader).map(|b| b.address.clone());
         match (p.leader, address) {
             (leader, Some(address)) if leader >= 0 => Ok((leader, address)),
             _ => Err(ClientError::Kafka {
@@ -289,15 +230,12 @@ impl Cluster {
             Some(t) => Ok(t.partitions.len() as i32),
             None => {
                 let metadata = self.refresh_metadata().await?;
-                metadata
-                    .topics
-                    .iter()
-                    .find(|t| t.name == topic)
-                    .map(|t| t.partitions.len() as i32)
-                    .ok_or_else(|| ClientError::Kafka {
+                metadata.topics.iter().find(|t| t.name == topic).map(|t| t.partitions.len() as i32).ok_or_else(|| {
+                    ClientError::Kafka {
                         code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         message: format!("unknown topic '{topic}'"),
-                    })
+                    }
+                })
             }
         }
     }
@@ -344,16 +282,7 @@ impl Cluster {
         let mut backoff = Duration::from_millis(50);
         let mut refresh = false;
         loop {
-            let outcome = self
-                .produce_once(
-                    topic,
-                    partition,
-                    acks,
-                    request_timeout,
-                    records.clone(),
-                    refresh,
-                )
-                .await;
+            let outcome = self.produce_once(topic, partition, acks, request_timeout, records.clone(), refresh).await;
             let failure = match outcome {
                 Ok(ack) => return Ok(ack),
                 Err(f) => f,
@@ -389,25 +318,12 @@ impl Cluster {
             message,
             appended,
         };
-        let metadata = if refresh {
-            self.refresh_metadata().await
-        } else {
-            self.metadata().await
-        };
-        let metadata = metadata
-            .map_err(|e| fail(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
+        let metadata = if refresh { self.refresh_metadata().await } else { self.metadata().await };
+        let metadata = metadata.map_err(|e| fail(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
         let (_, address) = match Self::leader_of(&metadata, topic, partition) {
             Ok(l) => l,
-            Err(ClientError::Kafka { code, message }) => {
-                return Err(fail(code, message, Appended::No))
-            }
-            Err(e) => {
-                return Err(fail(
-                    ErrorCode::BROKER_NOT_AVAILABLE,
-                    e.to_string(),
-                    Appended::No,
-                ))
-            }
+            Err(ClientError::Kafka { code, message }) => return Err(fail(code, message, Appended::No)),
+            Err(e) => return Err(fail(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No)),
         };
         let mut client = self
             .broker(&address)
@@ -427,26 +343,14 @@ impl Cluster {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 let e = self.transport_error(&address, &status);
-                return Err(fail(
-                    ErrorCode::REQUEST_TIMED_OUT,
-                    e.to_string(),
-                    Appended::Unknown,
-                ));
+                return Err(fail(ErrorCode::REQUEST_TIMED_OUT, e.to_string(), Appended::Unknown));
             }
         };
         let code = ErrorCode::from_code(response.error_code);
         if code == ErrorCode::NONE {
-            Ok(ProduceAck {
-                partition,
-                base_offset: response.base_offset,
-                leader_epoch: response.leader_epoch,
-            })
+            Ok(ProduceAck { partition, base_offset: response.base_offset, leader_epoch: response.leader_epoch })
         } else {
-            let appended = if response.appended {
-                Appended::Yes
-            } else {
-                Appended::No
-            };
+            let appended = if response.appended { Appended::Yes } else { Appended::No };
             Err(fail(code, response.error_message, appended))
         }
     }
@@ -478,58 +382,32 @@ impl Cluster {
             }],
         });
         request.set_timeout(max_wait + Duration::from_secs(5));
-        let response = client
-            .fetch(request)
-            .await
-            .map_err(|s| self.transport_error(&address, &s))?
-            .into_inner();
-        response
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Kafka {
-                code: ErrorCode::UNKNOWN_SERVER_ERROR,
-                message: "empty fetch response".into(),
-            })
+        let response = client.fetch(request).await.map_err(|s| self.transport_error(&address, &s))?.into_inner();
+        response.partitions.into_iter().next().ok_or_else(|| ClientError::Kafka {
+            code: ErrorCode::UNKNOWN_SERVER_ERROR,
+            message: "empty fetch response".into(),
+        })
     }
 
     /// Kafka ListOffsets: -2 earliest, -1 latest (the HW), asked of the leader.
-    pub async fn list_offset(
-        &self,
-        topic: &str,
-        partition: i32,
-        timestamp: i64,
-    ) -> Result<i64, ClientError> {
+    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64, ClientError> {
         let metadata = self.metadata().await?;
         let (_, address) = Self::leader_of(&metadata, topic, partition)?;
         let mut client = self.broker(&address).await?;
         let response = client
-            .list_offsets(pb::ListOffsetsRequest {
-                topic: topic.into(),
-                partition,
-                timestamp,
-            })
+            .list_offsets(pb::ListOffsetsRequest { topic: topic.into(), partition, timestamp })
             .await
             .map_err(|s| self.transport_error(&address, &s))?
             .into_inner();
         match ErrorCode::from_code(response.error_code) {
             ErrorCode::NONE => Ok(response.offset),
-            code => Err(ClientError::Kafka {
-                code,
-                message: response.error_message,
-            }),
+            code => Err(ClientError::Kafka { code, message: response.error_message }),
         }
     }
 
     /// Creates a topic through any broker (forwarded to the active controller).
-    pub async fn create_topic(
-        &self,
-        request: pb::CreateTopicRequest,
-    ) -> Result<pb::TopicMetadata, ClientError> {
-        let mut last = ClientError::NoBroker {
-            tried: self.bootstrap.join(","),
-            last: "no answer".into(),
-        };
+    pub async fn create_topic(&self, request: pb::CreateTopicRequest) -> Result<pb::TopicMetadata, ClientError> {
+        let mut last = ClientError::NoBroker { tried: self.bootstrap.join(","), last: "no answer".into() };
         let mut candidates = self.bootstrap.clone();
         if let Ok(m) = self.metadata().await {
             for b in m.brokers.iter().filter(|b| !b.fenced) {
@@ -552,10 +430,7 @@ impl Cluster {
                     let _ = self.refresh_metadata().await;
                     return match ErrorCode::from_code(r.error_code) {
                         ErrorCode::NONE => Ok(r.topic.unwrap_or_default()),
-                        code => Err(ClientError::Kafka {
-                            code,
-                            message: r.error_message,
-                        }),
+                        code => Err(ClientError::Kafka { code, message: r.error_message }),
                     };
                 }
                 Err(status) => last = self.transport_error(&address, &status),
@@ -574,9 +449,7 @@ impl Cluster {
             let Ok(mut client) = self.broker(&broker.address).await else {
                 continue;
             };
-            let mut request = tonic::Request::new(pb::DescribeReplicasRequest {
-                topics: topics.to_vec(),
-            });
+            let mut request = tonic::Request::new(pb::DescribeReplicasRequest { topics: topics.to_vec() });
             request.set_timeout(Duration::from_secs(2));
             match client.describe_replicas(request).await {
                 Ok(r) => out.push(r.into_inner()),

@@ -6,8 +6,7 @@
 //! applied fencing, election, ISR change and topic creation is logged here in one line.
 use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
 use crate::rules::{
-    self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind,
-    RuleRejection,
+    self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind, RuleRejection,
 };
 use insync_types::{BrokerId, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -16,28 +15,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Kafka RegisterBrokerRecord: (re)register, fenced.
-    RegisterBroker {
-        broker_id: BrokerId,
-        address: String,
-        incarnation: u64,
-    },
+    RegisterBroker { broker_id: BrokerId, address: String, incarnation: u64 },
     /// First heartbeat of a registered incarnation (KIP-631 UNFENCED transition).
-    UnfenceBroker {
-        broker_id: BrokerId,
-        incarnation: u64,
-    },
+    UnfenceBroker { broker_id: BrokerId, incarnation: u64 },
     /// Session expired (Kafka `maybeFenceOneStaleBroker`). `reason` is computed by the active
     /// controller from its clock so that every replica logs the same words.
-    FenceBroker {
-        broker_id: BrokerId,
-        incarnation: u64,
-        reason: String,
-    },
+    FenceBroker { broker_id: BrokerId, incarnation: u64, reason: String },
     /// Heartbeat with want_shutdown (KIP-631 CONTROLLED_SHUTDOWN).
-    ControlledShutdown {
-        broker_id: BrokerId,
-        incarnation: u64,
-    },
+    ControlledShutdown { broker_id: BrokerId, incarnation: u64 },
     /// A topic whose replica assignment the active controller already computed.
     CreateTopic {
         name: String,
@@ -73,28 +58,15 @@ pub struct CommandResult {
 
 impl CommandResult {
     pub fn ok() -> Self {
-        Self {
-            error_code: ErrorCode::NONE,
-            error_message: String::new(),
-            partition: None,
-            topic: None,
-            broker: None,
-        }
+        Self { error_code: ErrorCode::NONE, error_message: String::new(), partition: None, topic: None, broker: None }
     }
 
     fn rejected(rejection: RuleRejection) -> Self {
-        Self {
-            error_code: rejection.code,
-            error_message: rejection.message,
-            ..Self::ok()
-        }
+        Self { error_code: rejection.code, error_message: rejection.message, ..Self::ok() }
     }
 
     fn with_broker(state: &ClusterState, broker_id: BrokerId) -> Self {
-        Self {
-            broker: state.brokers.get(&broker_id).cloned(),
-            ..Self::ok()
-        }
+        Self { broker: state.brokers.get(&broker_id).cloned(), ..Self::ok() }
     }
 
     pub fn is_ok(&self) -> bool {
@@ -105,20 +77,14 @@ impl CommandResult {
 /// Applies one command at Raft log `index` (used in log lines to tie a change to its entry).
 pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) -> CommandResult {
     match command {
-        Command::RegisterBroker {
-            broker_id,
-            address,
-            incarnation,
-        } => match rules::register_broker(state, *broker_id, address, *incarnation) {
-            Err(rejection) => {
-                tracing::info!(
-                    index,
-                    "rejected registration of broker {broker_id}: {rejection}"
-                );
-                CommandResult::rejected(rejection)
-            }
-            Ok(outcome) => {
-                match outcome.kind {
+        Command::RegisterBroker { broker_id, address, incarnation } => {
+            match rules::register_broker(state, *broker_id, address, *incarnation) {
+                Err(rejection) => {
+                    tracing::info!(index, "rejected registration of broker {broker_id}: {rejection}");
+                    CommandResult::rejected(rejection)
+                }
+                Ok(outcome) => {
+                    match outcome.kind {
                         RegistrationKind::New => tracing::info!(
                             index,
                             "registered broker {broker_id} at {address} (incarnation {incarnation}), fenced until its first heartbeat"
@@ -133,14 +99,12 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                             describe_changes(&outcome.changes)
                         ),
                     }
-                log_unclean_elections(&outcome.changes, "a restart");
-                CommandResult::with_broker(state, *broker_id)
+                    log_unclean_elections(&outcome.changes, "a restart");
+                    CommandResult::with_broker(state, *broker_id)
+                }
             }
-        },
-        Command::UnfenceBroker {
-            broker_id,
-            incarnation,
-        } => {
+        }
+        Command::UnfenceBroker { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
                 return CommandResult::rejected(rejection);
             }
@@ -156,11 +120,7 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
             log_unclean_elections(&changes, "an unfencing");
             CommandResult::with_broker(state, *broker_id)
         }
-        Command::FenceBroker {
-            broker_id,
-            incarnation,
-            reason,
-        } => {
+        Command::FenceBroker { broker_id, incarnation, reason } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
                 return CommandResult::rejected(rejection);
             }
@@ -168,18 +128,11 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                 return CommandResult::with_broker(state, *broker_id);
             }
             let changes = rules::fence_broker(state, *broker_id);
-            tracing::info!(
-                index,
-                "fenced broker {broker_id}: {reason}; {}",
-                describe_changes(&changes)
-            );
+            tracing::info!(index, "fenced broker {broker_id}: {reason}; {}", describe_changes(&changes));
             log_unclean_elections(&changes, "a fencing");
             CommandResult::with_broker(state, *broker_id)
         }
-        Command::ControlledShutdown {
-            broker_id,
-            incarnation,
-        } => {
+        Command::ControlledShutdown { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
                 return CommandResult::rejected(rejection);
             }
@@ -195,19 +148,8 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
             log_unclean_elections(&changes, "a controlled shutdown");
             CommandResult::with_broker(state, *broker_id)
         }
-        Command::CreateTopic {
-            name,
-            assignment,
-            min_insync_replicas,
-            unclean_leader_election_enable,
-        } => {
-            match rules::create_topic(
-                state,
-                name,
-                assignment,
-                *min_insync_replicas,
-                *unclean_leader_election_enable,
-            ) {
+        Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable } => {
+            match rules::create_topic(state, name, assignment, *min_insync_replicas, *unclean_leader_election_enable) {
                 Err(rejection) => {
                     tracing::info!(index, "rejected creation of topic {name}: {rejection}");
                     CommandResult::rejected(rejection)
@@ -216,14 +158,7 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                     let layout: Vec<String> = topic
                         .partitions
                         .iter()
-                        .map(|p| {
-                            format!(
-                                "{}: replicas {} leader {}",
-                                p.partition,
-                                format_ids(&p.replicas),
-                                p.leader
-                            )
-                        })
+                        .map(|p| format!("{}: replicas {} leader {}", p.partition, format_ids(&p.replicas), p.leader))
                         .collect();
                     tracing::info!(
                         index,
@@ -234,21 +169,11 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                         unclean_leader_election_enable,
                         layout.join(", ")
                     );
-                    CommandResult {
-                        topic: Some(topic),
-                        ..CommandResult::ok()
-                    }
+                    CommandResult { topic: Some(topic), ..CommandResult::ok() }
                 }
             }
         }
-        Command::AlterPartition {
-            broker_id,
-            topic,
-            partition,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
-        } => {
+        Command::AlterPartition { broker_id, topic, partition, leader_epoch, partition_epoch, new_isr } => {
             let spec = AlterPartitionSpec {
                 broker_id: *broker_id,
                 topic: topic.clone(),
@@ -268,15 +193,9 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                 }
                 Ok((committed, change)) => {
                     if let Some(change) = change {
-                        tracing::info!(
-                            index,
-                            "ISR change requested by leader {broker_id}: {change}"
-                        );
+                        tracing::info!(index, "ISR change requested by leader {broker_id}: {change}");
                     }
-                    CommandResult {
-                        partition: Some(committed),
-                        ..CommandResult::ok()
-                    }
+                    CommandResult { partition: Some(committed), ..CommandResult::ok() }
                 }
             }
         }
@@ -307,11 +226,8 @@ mod tests {
     use super::*;
 
     fn register(state: &mut ClusterState, broker_id: BrokerId, incarnation: u64) -> CommandResult {
-        let command = Command::RegisterBroker {
-            broker_id,
-            address: format!("127.0.0.1:{}", 9091 + broker_id),
-            incarnation,
-        };
+        let command =
+            Command::RegisterBroker { broker_id, address: format!("127.0.0.1:{}", 9091 + broker_id), incarnation };
         apply_command(state, &command, 1)
     }
 
@@ -322,33 +238,15 @@ mod tests {
         assert!(register(&mut state, 1, 7).is_ok());
         assert!(state.brokers[&1].fenced, "KIP-631: brokers register fenced");
 
-        let stale = apply_command(
-            &mut state,
-            &Command::UnfenceBroker {
-                broker_id: 1,
-                incarnation: 6,
-            },
-            2,
-        );
+        let stale = apply_command(&mut state, &Command::UnfenceBroker { broker_id: 1, incarnation: 6 }, 2);
         assert_eq!(stale.error_code, ErrorCode::STALE_BROKER_EPOCH);
         assert!(state.brokers[&1].fenced);
 
-        let unfenced = apply_command(
-            &mut state,
-            &Command::UnfenceBroker {
-                broker_id: 1,
-                incarnation: 7,
-            },
-            3,
-        );
+        let unfenced = apply_command(&mut state, &Command::UnfenceBroker { broker_id: 1, incarnation: 7 }, 3);
         assert!(unfenced.is_ok());
         assert!(!unfenced.broker.unwrap().fenced);
 
-        let fence = Command::FenceBroker {
-            broker_id: 1,
-            incarnation: 7,
-            reason: "test".to_string(),
-        };
+        let fence = Command::FenceBroker { broker_id: 1, incarnation: 7, reason: "test".to_string() };
         assert!(apply_command(&mut state, &fence, 4).is_ok());
         assert!(state.brokers[&1].fenced);
         // Fencing again is a no-op success: two racing proposals both end fenced.
@@ -360,14 +258,7 @@ mod tests {
         let mut state = ClusterState::default();
         for id in 1..=3 {
             register(&mut state, id, 1);
-            apply_command(
-                &mut state,
-                &Command::UnfenceBroker {
-                    broker_id: id,
-                    incarnation: 1,
-                },
-                2,
-            );
+            apply_command(&mut state, &Command::UnfenceBroker { broker_id: id, incarnation: 1 }, 2);
         }
         let create = Command::CreateTopic {
             name: "foo".to_string(),
@@ -377,11 +268,7 @@ mod tests {
         };
         let mut replica = state.clone();
         let first = apply_command(&mut state, &create, 3);
-        assert_eq!(
-            first,
-            apply_command(&mut replica, &create, 3),
-            "same entry, same result on every controller"
-        );
+        assert_eq!(first, apply_command(&mut replica, &create, 3), "same entry, same result on every controller");
         assert_eq!(state, replica);
         assert_eq!(first.topic.unwrap().partitions[1].leader, 2);
         let second = apply_command(&mut state, &create, 4);

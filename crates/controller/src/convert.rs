@@ -54,24 +54,13 @@ pub fn cluster_metadata(
     let selected: Vec<TopicMetadata> = if topics.is_empty() {
         applied.state.topics.values().map(topic_to_proto).collect()
     } else {
-        applied
-            .state
-            .topics
-            .values()
-            .filter(|t| topics.contains(&t.name))
-            .map(topic_to_proto)
-            .collect()
+        applied.state.topics.values().filter(|t| topics.contains(&t.name)).map(topic_to_proto).collect()
     };
     ClusterMetadata {
         version: applied.version,
         controller_id: controller.controller_id,
         controller_address: controller.controller_address.clone(),
-        brokers: applied
-            .state
-            .brokers
-            .values()
-            .map(broker_to_proto)
-            .collect(),
+        brokers: applied.state.brokers.values().map(broker_to_proto).collect(),
         topics: selected,
         default_min_insync_replicas,
     }
@@ -105,25 +94,11 @@ mod tests {
             );
         }
         let applied = AppliedMetadata { version: 12, state };
-        let controller = ControllerIdentity {
-            controller_id: 1,
-            controller_address: "127.0.0.1:9191".to_string(),
-        };
+        let controller = ControllerIdentity { controller_id: 1, controller_address: "127.0.0.1:9191".to_string() };
         let all = cluster_metadata(&applied, &controller, 1, &[]);
         assert_eq!(all.version, 12);
-        assert_eq!(
-            all.topics
-                .iter()
-                .map(|t| t.min_insync_replicas)
-                .collect::<Vec<_>>(),
-            vec![0, 2]
-        );
-        let only_b = cluster_metadata(
-            &applied,
-            &controller,
-            1,
-            &["b".to_string(), "zz".to_string()],
-        );
+        assert_eq!(all.topics.iter().map(|t| t.min_insync_replicas).collect::<Vec<_>>(), vec![0, 2]);
+        let only_b = cluster_metadata(&applied, &controller, 1, &["b".to_string(), "zz".to_string()]);
         assert_eq!(only_b.topics.len(), 1);
         assert_eq!(only_b.topics[0].name, "b");
     }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub enum QuorumError {
     #[error("the controller quorum is empty: expected id@host:port[,id@host:port...], e.g. 1@127.0.0.1:9191")]
     Empty,
-    #[error("invalid voter '{entry}' in the controller quorum: {reason}; expected id@host:port, e.g. 1@127.0.0.1:9191")]
+    #[error(
+        "invalid voter '{entry}' in the controller quorum: {reason}; expected id@host:port, e.g. 1@127.0.0.1:9191"
+    )]
     InvalidVoter { entry: String, reason: String },
     #[error("voter id {id} appears more than once in the controller quorum")]
     DuplicateVoter { id: u64 },
@@ -26,14 +28,8 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "corrupt record in {path} at byte {offset}: {reason} (not a torn tail: valid data follows)"
-    )]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    #[error("corrupt record in {path} at byte {offset}: {reason} (not a torn tail: valid data follows)")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("cannot decode {path}: {source}")]
     Decode {
         path: PathBuf,
@@ -52,9 +48,6 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io {
-            path: path.into(),
-            source,
-        }
+        StorageError::Io { path: path.into(), source }
     }
 }

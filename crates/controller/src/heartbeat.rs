@@ -25,10 +25,7 @@ pub struct BrokerHeartbeatManager {
 
 impl BrokerHeartbeatManager {
     pub fn new(session_timeout_ms: u64) -> Self {
-        Self {
-            session_timeout_ms,
-            last_contact: BTreeMap::new(),
-        }
+        Self { session_timeout_ms, last_contact: BTreeMap::new() }
     }
 
     pub fn session_timeout_ms(&self) -> u64 {
@@ -51,8 +48,7 @@ impl BrokerHeartbeatManager {
     /// `findOneStaleBroker`, all at once here; they are fenced one proposal at a time).
     /// Brokers never seen get a grace period starting now; departed ones are forgotten.
     pub fn stale_brokers(&mut self, state: &ClusterState, now: Instant) -> Vec<StaleBroker> {
-        self.last_contact
-            .retain(|id, _| state.brokers.contains_key(id));
+        self.last_contact.retain(|id, _| state.brokers.contains_key(id));
         let timeout = Duration::from_millis(self.session_timeout_ms);
         let mut stale = Vec::new();
         for broker in state.brokers.values().filter(|b| !b.fenced) {
@@ -71,10 +67,7 @@ impl BrokerHeartbeatManager {
 
     /// "no heartbeat for 3012 ms (session timeout 3000 ms)": the reason carried by FenceBroker.
     pub fn fence_reason(&self, stale: &StaleBroker) -> String {
-        format!(
-            "no heartbeat for {} ms (session timeout {} ms)",
-            stale.silent_ms, self.session_timeout_ms
-        )
+        format!("no heartbeat for {} ms (session timeout {} ms)", stale.silent_ms, self.session_timeout_ms)
     }
 }
 
@@ -109,24 +102,12 @@ mod tests {
         let mut manager = BrokerHeartbeatManager::new(3000);
         manager.touch(1, start);
         manager.touch(2, start);
-        assert!(manager
-            .stale_brokers(&state, start + Duration::from_millis(3000))
-            .is_empty());
+        assert!(manager.stale_brokers(&state, start + Duration::from_millis(3000)).is_empty());
 
         manager.touch(2, start + Duration::from_millis(2000));
         let stale = manager.stale_brokers(&state, start + Duration::from_millis(3012));
-        assert_eq!(
-            stale,
-            vec![StaleBroker {
-                broker_id: 1,
-                incarnation: 3,
-                silent_ms: 3012
-            }]
-        );
-        assert_eq!(
-            manager.fence_reason(&stale[0]),
-            "no heartbeat for 3012 ms (session timeout 3000 ms)"
-        );
+        assert_eq!(stale, vec![StaleBroker { broker_id: 1, incarnation: 3, silent_ms: 3012 }]);
+        assert_eq!(manager.fence_reason(&stale[0]), "no heartbeat for 3012 ms (session timeout 3000 ms)");
     }
 
     #[test]
@@ -137,17 +118,10 @@ mod tests {
         manager.touch(1, start);
         let activation = start + Duration::from_millis(10_000);
         manager.reset_all(state.brokers.keys().copied(), activation);
-        assert!(manager
-            .stale_brokers(&state, activation + Duration::from_millis(2999))
-            .is_empty());
+        assert!(manager.stale_brokers(&state, activation + Duration::from_millis(2999)).is_empty());
         // Never-seen brokers also get a grace period from the first check.
         let mut fresh = BrokerHeartbeatManager::new(3000);
         assert!(fresh.stale_brokers(&state, start).is_empty());
-        assert_eq!(
-            fresh
-                .stale_brokers(&state, start + Duration::from_millis(3001))
-                .len(),
-            1
-        );
+        assert_eq!(fresh.stale_brokers(&state, start + Duration::from_millis(3001)).len(), 1);
     }
 }

@@ -81,17 +81,11 @@ impl PartitionState {
 impl ClusterState {
     /// Brokers that may host new replicas and lead, sorted by id (BTreeMap order).
     pub fn eligible_broker_ids(&self) -> Vec<BrokerId> {
-        self.brokers
-            .values()
-            .filter(|b| b.is_eligible())
-            .map(|b| b.id)
-            .collect()
+        self.brokers.values().filter(|b| b.is_eligible()).map(|b| b.id).collect()
     }
 
     pub fn is_eligible(&self, broker_id: BrokerId) -> bool {
-        self.brokers
-            .get(&broker_id)
-            .is_some_and(BrokerRegistration::is_eligible)
+        self.brokers.get(&broker_id).is_some_and(BrokerRegistration::is_eligible)
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
@@ -101,11 +95,7 @@ impl ClusterState {
 
     /// Number of partitions this broker leads (Kafka `BrokersToIsrs.hasLeaderships`).
     pub fn leadership_count(&self, broker_id: BrokerId) -> usize {
-        self.topics
-            .values()
-            .flat_map(|t| t.partitions.iter())
-            .filter(|p| p.leader == broker_id)
-            .count()
+        self.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.leader == broker_id).count()
     }
 }
 

@@ -7,9 +7,7 @@
 use crate::command::Command;
 use crate::error::QuorumError;
 use crate::heartbeat::{BrokerHeartbeatManager, StaleBroker};
-use crate::raft::{
-    raft_config, ControllerNetworkFactory, ControllerRaft, LogStore, NodeId, StateMachineStore,
-};
+use crate::raft::{raft_config, ControllerNetworkFactory, ControllerRaft, LogStore, NodeId, StateMachineStore};
 use crate::role::{role_from_metrics, ControllerRole};
 use crate::service::{ControllerService, ServiceShared};
 use insync_proto::controller_server::ControllerServer;
@@ -85,45 +83,23 @@ impl ControllerNode {
             }
             .into());
         }
-        anyhow::ensure!(
-            config.broker_session_timeout_ms > 0,
-            "broker session timeout must be positive"
-        );
-        anyhow::ensure!(
-            config.default_min_insync_replicas >= 1,
-            "default min.insync.replicas must be at least 1"
-        );
+        anyhow::ensure!(config.broker_session_timeout_ms > 0, "broker session timeout must be positive");
+        anyhow::ensure!(config.default_min_insync_replicas >= 1, "default min.insync.replicas must be at least 1");
 
         let raft_directory = config.data_dir.join("raft");
         let log_store = LogStore::open(&raft_directory).await?;
         let state_machine = StateMachineStore::open(&raft_directory).await?;
         let metadata = state_machine.subscribe();
         let network = ControllerNetworkFactory::new(config.node_id, config.voters.clone());
-        let raft = ControllerRaft::new(
-            config.node_id,
-            Arc::new(raft_config()?),
-            network,
-            log_store,
-            state_machine,
-        )
-        .await?;
+        let raft =
+            ControllerRaft::new(config.node_id, Arc::new(raft_config()?), network, log_store, state_machine).await?;
 
         // KRaft bootstraps the quorum once (`kafka-storage format`); here the smallest voter id
         // initializes a fresh store with every voter and the others wait to be contacted.
         let smallest_voter = config.voters.keys().next().copied();
         if smallest_voter == Some(config.node_id) && !raft.is_initialized().await? {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .voters
-                .iter()
-                .map(|(id, address)| {
-                    (
-                        *id,
-                        BasicNode {
-                            addr: address.clone(),
-                        },
-                    )
-                })
-                .collect();
+            let members: BTreeMap<NodeId, BasicNode> =
+                config.voters.iter().map(|(id, address)| (*id, BasicNode { addr: address.clone() })).collect();
             match raft.initialize(members).await {
                 Ok(()) => tracing::info!(
                     "controller {} initialized the quorum with voters {:?}",
@@ -145,19 +121,12 @@ impl ControllerNode {
             raft: raft.clone(),
             metadata,
             role,
-            heartbeats: Arc::new(Mutex::new(BrokerHeartbeatManager::new(
-                config.broker_session_timeout_ms,
-            ))),
+            heartbeats: Arc::new(Mutex::new(BrokerHeartbeatManager::new(config.broker_session_timeout_ms))),
             default_min_insync_replicas: config.default_min_insync_replicas,
             shutdown: shutdown.clone(),
         });
         let tasks = vec![
-            tokio::spawn(track_role(
-                config.node_id,
-                raft.clone(),
-                role_sender,
-                shutdown.clone(),
-            )),
+            tokio::spawn(track_role(config.node_id, raft.clone(), role_sender, shutdown.clone())),
             tokio::spawn(fence_expired_sessions(service.clone(), shutdown)),
         ];
         tracing::info!(
@@ -197,10 +166,7 @@ impl ControllerNode {
         self.raft.trigger().snapshot().await?;
         self.raft
             .wait(Some(SNAPSHOT_WAIT))
-            .metrics(
-                move |metrics| metrics.snapshot >= applied,
-                "snapshot covers the applied log",
-            )
+            .metrics(move |metrics| metrics.snapshot >= applied, "snapshot covers the applied log")
             .await?;
         Ok(())
     }
@@ -225,20 +191,13 @@ impl ControllerNode {
                 RAFT_SHUTDOWN_TIMEOUT.as_millis()
             ),
         }
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
             // The tasks watch the shutdown flag; a proposal in flight is bounded by
             // PROPOSAL_TIMEOUT, but Raft is already down so it fails at once.
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "controller {}: a background task did not stop within 1 s; aborting it",
-                    self.node_id
-                );
+            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+                tracing::warn!("controller {}: a background task did not stop within 1 s; aborting it", self.node_id);
                 abort.abort();
             }
         }
@@ -251,12 +210,7 @@ impl Drop for ControllerNode {
     /// itself stops when its last handle, held by the gRPC service, is gone).
     fn drop(&mut self) {
         self.shutdown_sender.send_replace(true);
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
     }
@@ -280,7 +234,10 @@ async fn track_role(
             }
             if role.leader_id != current.leader_id {
                 match role.leader_id {
-                    Some(leader) => tracing::info!("controller {node_id}: controller {leader} is the active controller (term {})", role.term),
+                    Some(leader) => tracing::info!(
+                        "controller {node_id}: controller {leader} is the active controller (term {})",
+                        role.term
+                    ),
                     None => tracing::info!("controller {node_id}: no active controller (term {})", role.term),
                 }
             }
@@ -325,11 +282,7 @@ async fn fence_expired_sessions(service: ControllerService, mut shutdown: watch:
             )
         };
         for (broker, reason) in fencings {
-            let command = Command::FenceBroker {
-                broker_id: broker.broker_id,
-                incarnation: broker.incarnation,
-                reason,
-            };
+            let command = Command::FenceBroker { broker_id: broker.broker_id, incarnation: broker.incarnation, reason };
             match service.propose(command).await {
                 Ok(result) if !result.is_ok() => tracing::debug!(
                     "fencing broker {} was refused: {} {}",
@@ -339,12 +292,7 @@ async fn fence_expired_sessions(service: ControllerService, mut shutdown: watch:
                 ),
                 Ok(_) => {}
                 Err(refusal) => {
-                    tracing::warn!(
-                        "could not fence broker {}: {} {}",
-                        broker.broker_id,
-                        refusal.code,
-                        refusal.message
-                    );
+                    tracing::warn!("could not fence broker {}: {} {}", broker.broker_id, refusal.code, refusal.message);
                     break;
                 }
             }

@@ -8,20 +8,10 @@ use std::collections::BTreeMap;
 pub fn parse_quorum(voters: &str) -> Result<BTreeMap<u64, String>, QuorumError> {
     let mut parsed = BTreeMap::new();
     for entry in voters.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let invalid = |reason: &str| QuorumError::InvalidVoter {
-            entry: entry.to_string(),
-            reason: reason.to_string(),
-        };
-        let (id, address) = entry
-            .split_once('@')
-            .ok_or_else(|| invalid("missing '@'"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| invalid("the id is not a non-negative integer"))?;
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| invalid("missing ':port'"))?;
+        let invalid = |reason: &str| QuorumError::InvalidVoter { entry: entry.to_string(), reason: reason.to_string() };
+        let (id, address) = entry.split_once('@').ok_or_else(|| invalid("missing '@'"))?;
+        let id: u64 = id.trim().parse().map_err(|_| invalid("the id is not a non-negative integer"))?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid("missing ':port'"))?;
         if host.is_empty() {
             return Err(invalid("empty host"));
         }
@@ -45,8 +35,7 @@ mod tests {
 
     #[test]
     fn parses_kafka_controller_quorum_voters() {
-        let voters =
-            parse_quorum("1@127.0.0.1:9191, 2@127.0.0.1:9192,3@controller-3:9193").unwrap();
+        let voters = parse_quorum("1@127.0.0.1:9191, 2@127.0.0.1:9192,3@controller-3:9193").unwrap();
         assert_eq!(voters.len(), 3);
         assert_eq!(voters[&1], "127.0.0.1:9191");
         assert_eq!(voters[&3], "controller-3:9193");
@@ -55,23 +44,10 @@ mod tests {
     #[test]
     fn rejects_bad_input_with_a_clear_error() {
         assert_eq!(parse_quorum(""), Err(QuorumError::Empty));
-        assert_eq!(
-            parse_quorum("1@a:1,1@b:2"),
-            Err(QuorumError::DuplicateVoter { id: 1 })
-        );
-        for bad in [
-            "127.0.0.1:9191",
-            "x@127.0.0.1:9191",
-            "1@127.0.0.1",
-            "1@:9191",
-            "1@h:port",
-            "1@h:0",
-        ] {
+        assert_eq!(parse_quorum("1@a:1,1@b:2"), Err(QuorumError::DuplicateVoter { id: 1 }));
+        for bad in ["127.0.0.1:9191", "x@127.0.0.1:9191", "1@127.0.0.1", "1@:9191", "1@h:port", "1@h:0"] {
             let error = parse_quorum(bad).expect_err(bad);
-            assert!(
-                matches!(error, QuorumError::InvalidVoter { .. }),
-                "{bad}: {error}"
-            );
+            assert!(matches!(error, QuorumError::InvalidVoter { .. }), "{bad}: {error}");
             assert!(error.to_string().contains("id@host:port"), "{error}");
         }
     }

@@ -18,14 +18,9 @@ pub struct ControllerRole {
     pub is_active: bool,
 }
 
-pub fn role_from_metrics(
-    node_id: NodeId,
-    metrics: &RaftMetrics<NodeId, BasicNode>,
-) -> ControllerRole {
+pub fn role_from_metrics(node_id: NodeId, metrics: &RaftMetrics<NodeId, BasicNode>) -> ControllerRole {
     let leads = metrics.state == ServerState::Leader && metrics.current_leader == Some(node_id);
-    let applied_own_term = metrics
-        .last_applied
-        .is_some_and(|applied| applied.leader_id.term == metrics.current_term);
+    let applied_own_term = metrics.last_applied.is_some_and(|applied| applied.leader_id.term == metrics.current_term);
     ControllerRole {
         leader_id: metrics.current_leader,
         term: metrics.current_term,
@@ -46,14 +41,7 @@ mod tests {
         metrics.state = ServerState::Leader;
         metrics.last_applied = Some(log_id(4, 1, 40));
         let elected = role_from_metrics(2, &metrics);
-        assert_eq!(
-            elected,
-            ControllerRole {
-                leader_id: Some(2),
-                term: 5,
-                is_active: false
-            }
-        );
+        assert_eq!(elected, ControllerRole { leader_id: Some(2), term: 5, is_active: false });
 
         metrics.last_applied = Some(log_id(5, 2, 41));
         assert!(role_from_metrics(2, &metrics).is_active);

@@ -23,10 +23,7 @@ pub struct RuleRejection {
 
 impl RuleRejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -42,12 +39,7 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
 /// Kafka `Topic.validate`: 1..=249 characters from [a-zA-Z0-9._-], and not "." or "..".
 pub fn validate_topic_name(name: &str) -> Result<(), RuleRejection> {
-    let invalid = |message: String| {
-        Err(RuleRejection::new(
-            ErrorCode::INVALID_TOPIC_EXCEPTION,
-            message,
-        ))
-    };
+    let invalid = |message: String| Err(RuleRejection::new(ErrorCode::INVALID_TOPIC_EXCEPTION, message));
     if name.is_empty() {
         return invalid("Topic name is illegal, it can't be empty".to_string());
     }
@@ -59,10 +51,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), RuleRejection> {
             "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters, topic name: {name}"
         ));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
         return invalid(format!(
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         ));
@@ -84,10 +73,7 @@ pub struct CreateTopicSpec {
 /// Validates a CreateTopic request against the current state (Kafka
 /// `ReplicationControlManager.createTopic`): name, existence, partition count, replication
 /// factor against the usable brokers, and min.insync.replicas.
-pub fn validate_create_topic(
-    state: &ClusterState,
-    spec: &CreateTopicSpec,
-) -> Result<(), RuleRejection> {
+pub fn validate_create_topic(state: &ClusterState, spec: &CreateTopicSpec) -> Result<(), RuleRejection> {
     validate_topic_name(&spec.name)?;
     if state.topics.contains_key(&spec.name) {
         return Err(RuleRejection::new(
@@ -107,10 +93,7 @@ pub fn validate_create_topic(
     if spec.replication_factor < 1 {
         return Err(RuleRejection::new(
             ErrorCode::INVALID_REPLICATION_FACTOR,
-            format!(
-                "Replication factor must be larger than 0, got {}.",
-                spec.replication_factor
-            ),
+            format!("Replication factor must be larger than 0, got {}.", spec.replication_factor),
         ));
     }
     let usable_brokers = state.eligible_broker_ids().len();
@@ -167,17 +150,9 @@ pub fn assign_replicas(
 
 /// Validation plus placement: what the active controller computes before proposing a
 /// CreateTopic command, so that applying it needs no further choices.
-pub fn plan_topic(
-    state: &ClusterState,
-    spec: &CreateTopicSpec,
-) -> Result<Vec<Vec<BrokerId>>, RuleRejection> {
+pub fn plan_topic(state: &ClusterState, spec: &CreateTopicSpec) -> Result<Vec<Vec<BrokerId>>, RuleRejection> {
     validate_create_topic(state, spec)?;
-    Ok(assign_replicas(
-        &state.eligible_broker_ids(),
-        state.topics.len(),
-        spec.partitions,
-        spec.replication_factor,
-    ))
+    Ok(assign_replicas(&state.eligible_broker_ids(), state.topics.len(), spec.partitions, spec.replication_factor))
 }
 
 /// Applies a planned topic. Re-validates what may have changed since planning (another
@@ -191,53 +166,33 @@ pub fn create_topic(
     min_insync_replicas: Option<i32>,
     unclean_leader_election_enable: bool,
 ) -> Result<TopicState, RuleRejection> {
-    let replication_factor = assignment
-        .first()
-        .map_or(0, |replicas| replicas.len() as i32);
+    let replication_factor = assignment.first().map_or(0, |replicas| replicas.len() as i32);
     validate_topic_name(name)?;
     if state.topics.contains_key(name) {
-        return Err(RuleRejection::new(
-            ErrorCode::TOPIC_ALREADY_EXISTS,
-            format!("Topic '{name}' already exists."),
-        ));
+        return Err(RuleRejection::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
     }
     if assignment.is_empty() || assignment.len() > MAX_PARTITIONS_PER_TOPIC as usize {
         return Err(RuleRejection::new(
             ErrorCode::INVALID_PARTITIONS,
-            format!(
-                "a topic needs 1 to {MAX_PARTITIONS_PER_TOPIC} partitions, got {}",
-                assignment.len()
-            ),
+            format!("a topic needs 1 to {MAX_PARTITIONS_PER_TOPIC} partitions, got {}", assignment.len()),
         ));
     }
     let mut partitions = Vec::with_capacity(assignment.len());
     for (index, replicas) in assignment.iter().enumerate() {
         let distinct: BTreeSet<BrokerId> = replicas.iter().copied().collect();
-        if replicas.is_empty()
-            || replicas.len() as i32 != replication_factor
-            || distinct.len() != replicas.len()
-        {
+        if replicas.is_empty() || replicas.len() as i32 != replication_factor || distinct.len() != replicas.len() {
             return Err(RuleRejection::new(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "partition {index} has an invalid replica list {}",
-                    format_ids(replicas)
-                ),
+                format!("partition {index} has an invalid replica list {}", format_ids(replicas)),
             ));
         }
         if let Some(unknown) = replicas.iter().find(|id| !state.brokers.contains_key(id)) {
             return Err(RuleRejection::new(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "partition {index} is assigned to broker {unknown}, which is not registered"
-                ),
+                format!("partition {index} is assigned to broker {unknown}, which is not registered"),
             ));
         }
-        let isr: Vec<BrokerId> = replicas
-            .iter()
-            .copied()
-            .filter(|id| state.is_eligible(*id))
-            .collect();
+        let isr: Vec<BrokerId> = replicas.iter().copied().filter(|id| state.is_eligible(*id)).collect();
         let Some(&leader) = isr.first() else {
             return Err(RuleRejection::new(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
@@ -267,12 +222,7 @@ pub fn create_topic(
             ));
         }
     }
-    let topic = TopicState {
-        name: name.to_string(),
-        min_insync_replicas,
-        unclean_leader_election_enable,
-        partitions,
-    };
+    let topic = TopicState { name: name.to_string(), min_insync_replicas, unclean_leader_election_enable, partitions };
     state.topics.insert(name.to_string(), topic.clone());
     Ok(topic)
 }
@@ -318,12 +268,7 @@ impl fmt::Display for PartitionChange {
                 self.after.leader_epoch
             )?;
             if self.isr_changed() {
-                write!(
-                    f,
-                    ", isr {} -> {}",
-                    format_ids(&self.before.isr),
-                    format_ids(&self.after.isr)
-                )?;
+                write!(f, ", isr {} -> {}", format_ids(&self.before.isr), format_ids(&self.after.isr))?;
             }
             if self.after.unclean_elected {
                 write!(f, ", UNCLEAN: elected outside the ISR")?;
@@ -361,11 +306,7 @@ pub fn describe_changes(changes: &[PartitionChange]) -> String {
     if changes.is_empty() {
         return "no partition changed".to_string();
     }
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Recomputes one partition's leader and ISR (Kafka
@@ -393,33 +334,20 @@ pub fn recompute_partition(
     unclean_leader_election_enable: bool,
 ) -> PartitionState {
     let acceptable = |id: BrokerId| Some(id) != broker_to_remove && is_acceptable_leader(id);
-    let target_isr: Vec<BrokerId> = partition
-        .isr
-        .iter()
-        .copied()
-        .filter(|id| Some(*id) != broker_to_remove)
-        .collect();
+    let target_isr: Vec<BrokerId> = partition.isr.iter().copied().filter(|id| Some(*id) != broker_to_remove).collect();
 
-    let (leader, unclean) = if partition.leader != NO_BROKER
-        && target_isr.contains(&partition.leader)
-        && acceptable(partition.leader)
-    {
-        (partition.leader, false)
-    } else if let Some(&clean) = partition
-        .replicas
-        .iter()
-        .find(|id| target_isr.contains(id) && acceptable(**id))
-    {
-        (clean, false)
-    } else if let Some(&unclean) = partition
-        .replicas
-        .iter()
-        .find(|id| unclean_leader_election_enable && acceptable(**id))
-    {
-        (unclean, true)
-    } else {
-        (NO_BROKER, false)
-    };
+    let (leader, unclean) =
+        if partition.leader != NO_BROKER && target_isr.contains(&partition.leader) && acceptable(partition.leader) {
+            (partition.leader, false)
+        } else if let Some(&clean) = partition.replicas.iter().find(|id| target_isr.contains(id) && acceptable(**id)) {
+            (clean, false)
+        } else if let Some(&unclean) =
+            partition.replicas.iter().find(|id| unclean_leader_election_enable && acceptable(**id))
+        {
+            (unclean, true)
+        } else {
+            (NO_BROKER, false)
+        };
 
     let isr = if unclean {
         // PartitionChangeBuilder.tryElection: "If the election was unclean, we have to
@@ -443,10 +371,7 @@ pub fn recompute_partition(
         next.isr = isr;
     }
     debug_assert!(!next.isr.is_empty(), "the ISR is never empty");
-    debug_assert!(
-        next.leader == NO_BROKER || next.isr.contains(&next.leader),
-        "the leader is in the ISR"
-    );
+    debug_assert!(next.leader == NO_BROKER || next.isr.contains(&next.leader), "the leader is in the ISR");
     next
 }
 
@@ -458,11 +383,7 @@ fn recompute_partitions(
     affected: &dyn Fn(&PartitionState) -> bool,
 ) -> Vec<PartitionChange> {
     let brokers: &BTreeMap<BrokerId, BrokerRegistration> = &state.brokers;
-    let is_acceptable_leader = |id: BrokerId| {
-        brokers
-            .get(&id)
-            .is_some_and(BrokerRegistration::is_eligible)
-    };
+    let is_acceptable_leader = |id: BrokerId| brokers.get(&id).is_some_and(BrokerRegistration::is_eligible);
     let mut changes = Vec::new();
     for topic in state.topics.values_mut() {
         for partition in topic.partitions.iter_mut() {
@@ -519,9 +440,7 @@ pub fn fence_broker(state: &mut ClusterState, broker_id: BrokerId) -> Vec<Partit
         return Vec::new();
     };
     registration.fenced = true;
-    recompute_partitions(state, Some(broker_id), &|p| {
-        p.isr.contains(&broker_id) || p.leader == broker_id
-    })
+    recompute_partitions(state, Some(broker_id), &|p| p.isr.contains(&broker_id) || p.leader == broker_id)
 }
 
 /// Unfences a broker (Kafka `handleBrokerUnfenced`): marks it unfenced, then elects a leader
@@ -539,17 +458,12 @@ pub fn unfence_broker(state: &mut ClusterState, broker_id: BrokerId) -> Vec<Part
 /// the broker, moves leadership of its partitions to another acceptable ISR member and
 /// removes it from every ISR, by the same rules as fencing (a partition whose only ISR member
 /// is this broker goes offline, keeping the ISR [it], exactly as in Kafka).
-pub fn begin_controlled_shutdown(
-    state: &mut ClusterState,
-    broker_id: BrokerId,
-) -> Vec<PartitionChange> {
+pub fn begin_controlled_shutdown(state: &mut ClusterState, broker_id: BrokerId) -> Vec<PartitionChange> {
     let Some(registration) = state.brokers.get_mut(&broker_id) else {
         return Vec::new();
     };
     registration.in_controlled_shutdown = true;
-    recompute_partitions(state, Some(broker_id), &|p| {
-        p.isr.contains(&broker_id) || p.leader == broker_id
-    })
+    recompute_partitions(state, Some(broker_id), &|p| p.isr.contains(&broker_id) || p.leader == broker_id)
 }
 
 /// Whether a broker in controlled shutdown may stop (Kafka `BrokerHeartbeatManager`:
@@ -590,10 +504,7 @@ pub fn register_broker(
     incarnation: u64,
 ) -> Result<RegistrationOutcome, RuleRejection> {
     if broker_id < 0 {
-        return Err(RuleRejection::new(
-            ErrorCode::INVALID_REQUEST,
-            format!("invalid broker id {broker_id}"),
-        ));
+        return Err(RuleRejection::new(ErrorCode::INVALID_REQUEST, format!("invalid broker id {broker_id}")));
     }
     if address.is_empty() {
         return Err(RuleRejection::new(
@@ -608,23 +519,11 @@ pub fn register_broker(
             if let Some(registration) = state.brokers.get_mut(&broker_id) {
                 registration.address = address.to_string();
             }
-            return Ok(RegistrationOutcome {
-                kind: RegistrationKind::Repeated,
-                changes: Vec::new(),
-            });
+            return Ok(RegistrationOutcome { kind: RegistrationKind::Repeated, changes: Vec::new() });
         }
         Some(previous) => {
-            let changes = if previous.fenced {
-                Vec::new()
-            } else {
-                fence_broker(state, broker_id)
-            };
-            (
-                RegistrationKind::Restarted {
-                    previous_incarnation: previous.incarnation,
-                },
-                changes,
-            )
+            let changes = if previous.fenced { Vec::new() } else { fence_broker(state, broker_id) };
+            (RegistrationKind::Restarted { previous_incarnation: previous.incarnation }, changes)
         }
     };
     state.brokers.insert(
@@ -683,10 +582,7 @@ pub fn alter_partition(
             format!("unknown partition {}-{}", spec.topic, spec.partition),
         )
     };
-    let current = state
-        .partition(&spec.topic, spec.partition)
-        .ok_or_else(unknown)?
-        .clone();
+    let current = state.partition(&spec.topic, spec.partition).ok_or_else(unknown)?.clone();
     let name = format!("{}-{}", spec.topic, spec.partition);
 
     if spec.leader_epoch != current.leader_epoch {
@@ -721,17 +617,10 @@ pub fn alter_partition(
     if distinct.len() != spec.new_isr.len() {
         return Err(RuleRejection::new(
             ErrorCode::INVALID_REQUEST,
-            format!(
-                "{name}: new ISR {} has duplicates",
-                format_ids(&spec.new_isr)
-            ),
+            format!("{name}: new ISR {} has duplicates", format_ids(&spec.new_isr)),
         ));
     }
-    if let Some(outsider) = spec
-        .new_isr
-        .iter()
-        .find(|id| !current.replicas.contains(id))
-    {
+    if let Some(outsider) = spec.new_isr.iter().find(|id| !current.replicas.contains(id)) {
         return Err(RuleRejection::new(
             ErrorCode::INVALID_REQUEST,
             format!(
@@ -744,11 +633,7 @@ pub fn alter_partition(
     if !spec.new_isr.contains(&current.leader) {
         return Err(RuleRejection::new(
             ErrorCode::INVALID_REQUEST,
-            format!(
-                "{name}: new ISR {} does not include the leader {}",
-                format_ids(&spec.new_isr),
-                current.leader
-            ),
+            format!("{name}: new ISR {} does not include the leader {}", format_ids(&spec.new_isr), current.leader),
         ));
     }
     for added in spec.new_isr.iter().filter(|id| !current.isr.contains(id)) {
@@ -771,18 +656,12 @@ pub fn alter_partition(
     let mut next = current.clone();
     next.isr = spec.new_isr.clone();
     next.partition_epoch += 1;
-    if let Some(slot) = state
-        .topics
-        .get_mut(&spec.topic)
-        .and_then(|topic| topic.partitions.get_mut(spec.partition as usize))
+    if let Some(slot) =
+        state.topics.get_mut(&spec.topic).and_then(|topic| topic.partitions.get_mut(spec.partition as usize))
     {
         *slot = next.clone();
     }
-    let change = PartitionChange {
-        topic: spec.topic.clone(),
-        before: current,
-        after: next.clone(),
-    };
+    let change = PartitionChange { topic: spec.topic.clone(), before: current, after: next.clone() };
     Ok((next, Some(change)))
 }
 
@@ -818,14 +697,8 @@ mod tests {
         }
     }
 
-    fn create(
-        state: &mut ClusterState,
-        name: &str,
-        partitions: i32,
-        replication_factor: i32,
-    ) -> TopicState {
-        let assignment =
-            plan_topic(state, &spec(name, partitions, replication_factor)).expect("valid topic");
+    fn create(state: &mut ClusterState, name: &str, partitions: i32, replication_factor: i32) -> TopicState {
+        let assignment = plan_topic(state, &spec(name, partitions, replication_factor)).expect("valid topic");
         create_topic(state, name, &assignment, None, false).expect("created")
     }
 
@@ -842,12 +715,7 @@ mod tests {
     }
 
     /// A state with brokers 1..=3 and topic `foo` (1 partition) with the given layout.
-    fn state_with_partition(
-        replicas: &[BrokerId],
-        isr: &[BrokerId],
-        leader: BrokerId,
-        unclean: bool,
-    ) -> ClusterState {
+    fn state_with_partition(replicas: &[BrokerId], isr: &[BrokerId], leader: BrokerId, unclean: bool) -> ClusterState {
         let mut state = state_with_brokers(&[1, 2, 3]);
         state.topics.insert(
             "foo".to_string(),
@@ -872,11 +740,7 @@ mod tests {
         assert!(validate_topic_name(&"a".repeat(249)).is_ok());
         for bad in ["", ".", "..", "with space", "slash/", "ünïcode"] {
             let rejection = validate_topic_name(bad).expect_err(bad);
-            assert_eq!(
-                rejection.code,
-                ErrorCode::INVALID_TOPIC_EXCEPTION,
-                "{bad:?}"
-            );
+            assert_eq!(rejection.code, ErrorCode::INVALID_TOPIC_EXCEPTION, "{bad:?}");
         }
         let too_long = validate_topic_name(&"a".repeat(250)).expect_err("250 chars");
         assert_eq!(too_long.code, ErrorCode::INVALID_TOPIC_EXCEPTION);
@@ -890,24 +754,13 @@ mod tests {
         let mut state = state_with_brokers(&[1, 2, 3]);
         state.brokers.get_mut(&3).unwrap().fenced = true;
 
-        let code = |state: &ClusterState, s: CreateTopicSpec| {
-            validate_create_topic(state, &s).unwrap_err().code
-        };
-        assert_eq!(
-            code(&state, spec("foo", 0, 1)),
-            ErrorCode::INVALID_PARTITIONS
-        );
-        assert_eq!(
-            code(&state, spec("foo", 1, 0)),
-            ErrorCode::INVALID_REPLICATION_FACTOR
-        );
+        let code = |state: &ClusterState, s: CreateTopicSpec| validate_create_topic(state, &s).unwrap_err().code;
+        assert_eq!(code(&state, spec("foo", 0, 1)), ErrorCode::INVALID_PARTITIONS);
+        assert_eq!(code(&state, spec("foo", 1, 0)), ErrorCode::INVALID_REPLICATION_FACTOR);
 
         let too_many = validate_create_topic(&state, &spec("foo", 1, 3)).unwrap_err();
         assert_eq!(too_many.code, ErrorCode::INVALID_REPLICATION_FACTOR);
-        assert!(
-            too_many.message.contains("3 time(s)") && too_many.message.contains("only 2 unfenced"),
-            "{too_many}"
-        );
+        assert!(too_many.message.contains("3 time(s)") && too_many.message.contains("only 2 unfenced"), "{too_many}");
 
         let mut min_isr_zero = spec("foo", 1, 2);
         min_isr_zero.min_insync_replicas = Some(0);
@@ -920,28 +773,16 @@ mod tests {
         assert!(validate_create_topic(&state, &min_isr_ok).is_ok());
 
         create(&mut state, "foo", 1, 2);
-        assert_eq!(
-            code(&state, spec("foo", 1, 1)),
-            ErrorCode::TOPIC_ALREADY_EXISTS
-        );
-        assert_eq!(
-            code(&state, spec("bad name", 1, 1)),
-            ErrorCode::INVALID_TOPIC_EXCEPTION
-        );
+        assert_eq!(code(&state, spec("foo", 1, 1)), ErrorCode::TOPIC_ALREADY_EXISTS);
+        assert_eq!(code(&state, spec("bad name", 1, 1)), ErrorCode::INVALID_TOPIC_EXCEPTION);
     }
 
     #[test]
     fn assignment_is_round_robin_over_usable_brokers_sorted_by_id() {
         // A rackless StripedReplicaPlacer: partition p, replica i → brokers[(start+p+i) % n].
-        assert_eq!(
-            assign_replicas(&[1, 2, 3], 0, 3, 3),
-            vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]
-        );
+        assert_eq!(assign_replicas(&[1, 2, 3], 0, 3, 3), vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
         // The second topic starts one broker later, so leaders spread across topics.
-        assert_eq!(
-            assign_replicas(&[1, 2, 3], 1, 2, 2),
-            vec![vec![2, 3], vec![3, 1]]
-        );
+        assert_eq!(assign_replicas(&[1, 2, 3], 1, 2, 2), vec![vec![2, 3], vec![3, 1]]);
 
         // Fenced brokers get no replicas; the leader is replica 0, ISR = replicas, epochs 0.
         let mut state = state_with_brokers(&[3, 1, 2, 4]);
@@ -973,12 +814,7 @@ mod tests {
         assert_eq!(again.code, ErrorCode::TOPIC_ALREADY_EXISTS);
     }
 
-    fn alter(
-        leader: BrokerId,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: &[BrokerId],
-    ) -> AlterPartitionSpec {
+    fn alter(leader: BrokerId, leader_epoch: i32, partition_epoch: i32, new_isr: &[BrokerId]) -> AlterPartitionSpec {
         AlterPartitionSpec {
             broker_id: leader,
             topic: "foo".to_string(),
@@ -993,75 +829,29 @@ mod tests {
     fn alter_partition_rejections_follow_validate_alter_partition_data() {
         // ReplicationControlManager.validateAlterPartitionData + KIP-841.
         let mut state = state_with_partition(&[1, 2, 3], &[1, 2], 1, false);
-        let code = |state: &mut ClusterState, s: AlterPartitionSpec| {
-            alter_partition(state, &s).unwrap_err().code
-        };
+        let code = |state: &mut ClusterState, s: AlterPartitionSpec| alter_partition(state, &s).unwrap_err().code;
 
         let mut unknown = alter(1, 4, 7, &[1]);
         unknown.partition = 5;
-        assert_eq!(
-            code(&mut state, unknown),
-            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 3, 7, &[1])),
-            ErrorCode::FENCED_LEADER_EPOCH
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 5, 7, &[1])),
-            ErrorCode::FENCED_LEADER_EPOCH
-        );
-        assert_eq!(
-            code(&mut state, alter(2, 4, 7, &[2])),
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 4, 6, &[1])),
-            ErrorCode::INVALID_UPDATE_VERSION
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[2])),
-            ErrorCode::INVALID_REQUEST,
-            "leader missing"
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[1, 1])),
-            ErrorCode::INVALID_REQUEST,
-            "duplicate"
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[1, 9])),
-            ErrorCode::INVALID_REQUEST,
-            "not a replica"
-        );
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[])),
-            ErrorCode::INVALID_REQUEST,
-            "empty"
-        );
+        assert_eq!(code(&mut state, unknown), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        assert_eq!(code(&mut state, alter(1, 3, 7, &[1])), ErrorCode::FENCED_LEADER_EPOCH);
+        assert_eq!(code(&mut state, alter(1, 5, 7, &[1])), ErrorCode::FENCED_LEADER_EPOCH);
+        assert_eq!(code(&mut state, alter(2, 4, 7, &[2])), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(code(&mut state, alter(1, 4, 6, &[1])), ErrorCode::INVALID_UPDATE_VERSION);
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[2])), ErrorCode::INVALID_REQUEST, "leader missing");
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[1, 1])), ErrorCode::INVALID_REQUEST, "duplicate");
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[1, 9])), ErrorCode::INVALID_REQUEST, "not a replica");
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[])), ErrorCode::INVALID_REQUEST, "empty");
 
         state.brokers.get_mut(&3).unwrap().fenced = true;
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[1, 2, 3])),
-            ErrorCode::INELIGIBLE_REPLICA
-        );
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[1, 2, 3])), ErrorCode::INELIGIBLE_REPLICA);
         state.brokers.get_mut(&3).unwrap().fenced = false;
         state.brokers.get_mut(&3).unwrap().in_controlled_shutdown = true;
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[1, 2, 3])),
-            ErrorCode::INELIGIBLE_REPLICA
-        );
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[1, 2, 3])), ErrorCode::INELIGIBLE_REPLICA);
         state.brokers.remove(&3);
-        assert_eq!(
-            code(&mut state, alter(1, 4, 7, &[1, 2, 3])),
-            ErrorCode::INELIGIBLE_REPLICA
-        );
+        assert_eq!(code(&mut state, alter(1, 4, 7, &[1, 2, 3])), ErrorCode::INELIGIBLE_REPLICA);
 
-        assert_eq!(
-            *foo0(&state),
-            partition_with(&[1, 2, 3], &[1, 2], 1),
-            "rejections change nothing"
-        );
+        assert_eq!(*foo0(&state), partition_with(&[1, 2, 3], &[1, 2], 1), "rejections change nothing");
     }
 
     #[test]
@@ -1070,10 +860,7 @@ mod tests {
         let (committed, change) = alter_partition(&mut state, &alter(1, 4, 7, &[1, 2, 3])).unwrap();
         assert_eq!(committed.isr, vec![1, 2, 3]);
         assert_eq!((committed.leader_epoch, committed.partition_epoch), (4, 8));
-        assert_eq!(
-            change.unwrap().to_string(),
-            "foo-0 isr [1,2] -> [1,2,3] (partition epoch 7 -> 8)"
-        );
+        assert_eq!(change.unwrap().to_string(), "foo-0 isr [1,2] -> [1,2,3] (partition epoch 7 -> 8)");
         assert_eq!(*foo0(&state), committed);
 
         // Unchanged ISR: PartitionChangeBuilder produces no record, so no bump.
@@ -1092,28 +879,19 @@ mod tests {
         let mut state = state_with_partition(&[2, 1, 3], &[2, 3, 1], 2, false);
         let changes = fence_broker(&mut state, 2);
         let p = foo0(&state);
-        assert_eq!(
-            p.leader, 1,
-            "first replica in assignment order that is in the ISR"
-        );
+        assert_eq!(p.leader, 1, "first replica in assignment order that is in the ISR");
         assert_eq!(p.isr, vec![3, 1]);
         assert_eq!((p.leader_epoch, p.partition_epoch), (5, 8));
         assert!(state.brokers[&2].fenced);
         assert_eq!(changes.len(), 1);
-        assert_eq!(
-            changes[0].to_string(),
-            "foo-0 leader 2 -> 1 (epoch 4 -> 5), isr [2,3,1] -> [3,1]"
-        );
+        assert_eq!(changes[0].to_string(), "foo-0 leader 2 -> 1 (epoch 4 -> 5), isr [2,3,1] -> [3,1]");
 
         // A follower's fencing is an ISR-only change: partition epoch only.
         let changes = fence_broker(&mut state, 3);
         let p = foo0(&state);
         assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
         assert_eq!((p.leader_epoch, p.partition_epoch), (5, 9));
-        assert_eq!(
-            changes[0].to_string(),
-            "foo-0 isr [3,1] -> [1] (partition epoch 8 -> 9)"
-        );
+        assert_eq!(changes[0].to_string(), "foo-0 isr [3,1] -> [1] (partition epoch 8 -> 9)");
     }
 
     #[test]
@@ -1127,10 +905,7 @@ mod tests {
         assert_eq!(p.leader, NO_BROKER);
         assert_eq!(p.isr, vec![1]);
         assert_eq!((p.leader_epoch, p.partition_epoch), (5, 8));
-        assert_eq!(
-            changes[0].to_string(),
-            "foo-0 leader 1 -> none (epoch 4 -> 5)"
-        );
+        assert_eq!(changes[0].to_string(), "foo-0 leader 1 -> none (epoch 4 -> 5)");
     }
 
     #[test]
@@ -1148,10 +923,7 @@ mod tests {
         assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
         assert_eq!((p.leader_epoch, p.partition_epoch), (6, 9));
         assert!(!p.unclean_elected);
-        assert_eq!(
-            changes[0].to_string(),
-            "foo-0 leader none -> 1 (epoch 5 -> 6)"
-        );
+        assert_eq!(changes[0].to_string(), "foo-0 leader none -> 1 (epoch 5 -> 6)");
     }
 
     #[test]
@@ -1174,12 +946,7 @@ mod tests {
 
         // Registering again (new incarnation) clears controlled shutdown; it starts fenced.
         let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", 2).unwrap();
-        assert_eq!(
-            outcome.kind,
-            RegistrationKind::Restarted {
-                previous_incarnation: 1
-            }
-        );
+        assert_eq!(outcome.kind, RegistrationKind::Restarted { previous_incarnation: 1 });
         assert!(!state.brokers[&1].in_controlled_shutdown);
         assert!(state.brokers[&1].fenced);
     }
@@ -1190,10 +957,7 @@ mod tests {
         // leader: with no other ISR member the partition has no leader, ISR stays [it].
         let mut state = state_with_partition(&[1, 2], &[1], 1, false);
         begin_controlled_shutdown(&mut state, 1);
-        assert_eq!(
-            (foo0(&state).leader, foo0(&state).isr.clone()),
-            (NO_BROKER, vec![1])
-        );
+        assert_eq!((foo0(&state).leader, foo0(&state).isr.clone()), (NO_BROKER, vec![1]));
         assert!(should_shutdown(&state, 1));
     }
 
@@ -1235,14 +999,8 @@ mod tests {
         assert_eq!(repeated.kind, RegistrationKind::Repeated);
         assert!(repeated.changes.is_empty());
 
-        assert_eq!(
-            check_incarnation(&state, 1, 8).unwrap_err().code,
-            ErrorCode::STALE_BROKER_EPOCH
-        );
-        assert_eq!(
-            check_incarnation(&state, 7, 1).unwrap_err().code,
-            ErrorCode::STALE_BROKER_EPOCH
-        );
+        assert_eq!(check_incarnation(&state, 1, 8).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);
+        assert_eq!(check_incarnation(&state, 7, 1).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);
         assert!(check_incarnation(&state, 1, 9).is_ok());
     }
 }

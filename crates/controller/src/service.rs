@@ -19,10 +19,9 @@ use crate::rules::{self, CreateTopicSpec, RuleRejection};
 use futures::Stream;
 use insync_proto::controller_server::Controller;
 use insync_proto::{
-    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-    ClusterMetadata, ControllerError, CreateTopicRequest, CreateTopicResponse, MetadataRequest,
-    MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
-    WatchMetadataRequest,
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata,
+    ControllerError, CreateTopicRequest, CreateTopicResponse, MetadataRequest, MetadataResponse, RaftMessage,
+    RegisterBrokerRequest, RegisterBrokerResponse, WatchMetadataRequest,
 };
 use insync_types::{ErrorCode, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
@@ -56,10 +55,7 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
-            leader: ControllerIdentity {
-                controller_id: NO_BROKER,
-                controller_address: String::new(),
-            },
+            leader: ControllerIdentity { controller_id: NO_BROKER, controller_address: String::new() },
         }
     }
 
@@ -114,9 +110,7 @@ pub struct ControllerService {
 
 impl ControllerService {
     pub(crate) fn new(shared: ServiceShared) -> Self {
-        ControllerService {
-            shared: Arc::new(shared),
-        }
+        ControllerService { shared: Arc::new(shared) }
     }
 
     pub(crate) fn shared(&self) -> &ServiceShared {
@@ -129,10 +123,7 @@ impl ControllerService {
                 controller_id: i32::try_from(id).unwrap_or(NO_BROKER),
                 controller_address: self.shared.voters.get(&id).cloned().unwrap_or_default(),
             },
-            None => ControllerIdentity {
-                controller_id: NO_BROKER,
-                controller_address: String::new(),
-            },
+            None => ControllerIdentity { controller_id: NO_BROKER, controller_address: String::new() },
         }
     }
 
@@ -151,11 +142,7 @@ impl ControllerService {
                 self.shared.node_id
             ),
         };
-        Refusal {
-            code: ErrorCode::NOT_CONTROLLER,
-            message,
-            leader,
-        }
+        Refusal { code: ErrorCode::NOT_CONTROLLER, message, leader }
     }
 
     /// Waits (bounded) until this node is the active controller, or says who is.
@@ -216,16 +203,12 @@ impl ControllerService {
         }
         // A registration starts the session (Kafka ClusterControlManager.registerBroker
         // touches the heartbeat manager).
-        self.lock_heartbeats()
-            .touch(request.broker_id, Instant::now());
+        self.lock_heartbeats().touch(request.broker_id, Instant::now());
         Ok(())
     }
 
     fn lock_heartbeats(&self) -> std::sync::MutexGuard<'_, BrokerHeartbeatManager> {
-        self.shared
-            .heartbeats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.heartbeats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Kafka `ReplicationControlManager.processBrokerHeartbeat` +
@@ -234,55 +217,35 @@ impl ControllerService {
     async fn heartbeat(&self, request: BrokerHeartbeatRequest) -> Result<(bool, bool), Refusal> {
         self.await_active().await?;
         let broker_id = request.broker_id;
-        let registration =
-            rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?
-                .clone();
+        let registration = rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?.clone();
         self.lock_heartbeats().touch(broker_id, Instant::now());
 
         if request.want_shutdown && !registration.in_controlled_shutdown {
-            let result = self
-                .propose(Command::ControlledShutdown {
-                    broker_id,
-                    incarnation: request.incarnation,
-                })
-                .await?;
+            let result =
+                self.propose(Command::ControlledShutdown { broker_id, incarnation: request.incarnation }).await?;
             if let Some(refusal) = command_refusal(&result) {
                 return Err(refusal);
             }
-        } else if !request.want_shutdown
-            && registration.fenced
-            && !registration.in_controlled_shutdown
-        {
-            let result = self
-                .propose(Command::UnfenceBroker {
-                    broker_id,
-                    incarnation: request.incarnation,
-                })
-                .await?;
+        } else if !request.want_shutdown && registration.fenced && !registration.in_controlled_shutdown {
+            let result = self.propose(Command::UnfenceBroker { broker_id, incarnation: request.incarnation }).await?;
             if let Some(refusal) = command_refusal(&result) {
                 return Err(refusal);
             }
         }
         // The state machine publishes before the proposal returns: this includes our change.
         let applied = self.applied();
-        let registration =
-            rules::check_incarnation(&applied.state, broker_id, request.incarnation)?;
-        let should_shutdown = registration.in_controlled_shutdown
-            && rules::should_shutdown(&applied.state, broker_id);
+        let registration = rules::check_incarnation(&applied.state, broker_id, request.incarnation)?;
+        let should_shutdown = registration.in_controlled_shutdown && rules::should_shutdown(&applied.state, broker_id);
         Ok((registration.fenced, should_shutdown))
     }
 
-    async fn create(
-        &self,
-        request: CreateTopicRequest,
-    ) -> Result<insync_proto::TopicMetadata, Refusal> {
+    async fn create(&self, request: CreateTopicRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
         self.await_active().await?;
         let spec = CreateTopicSpec {
             name: request.name,
             partitions: request.partitions,
             replication_factor: request.replication_factor,
-            min_insync_replicas: (request.min_insync_replicas != 0)
-                .then_some(request.min_insync_replicas),
+            min_insync_replicas: (request.min_insync_replicas != 0).then_some(request.min_insync_replicas),
             unclean_leader_election_enable: request.unclean_leader_election_enable,
         };
         // Placement is decided here, from the applied state, so applying is deterministic;
@@ -299,16 +262,12 @@ impl ControllerService {
         if let Some(refusal) = command_refusal(&result) {
             return Err(refusal);
         }
-        let topic = result.topic.ok_or_else(|| {
-            Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result")
-        })?;
+        let topic =
+            result.topic.ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result"))?;
         Ok(topic_to_proto(&topic))
     }
 
-    async fn alter(
-        &self,
-        request: AlterPartitionRequest,
-    ) -> Result<insync_proto::PartitionMetadata, Refusal> {
+    async fn alter(&self, request: AlterPartitionRequest) -> Result<insync_proto::PartitionMetadata, Refusal> {
         self.await_active().await?;
         let result = self
             .propose(Command::AlterPartition {
@@ -327,12 +286,7 @@ impl ControllerService {
             .partition
             .as_ref()
             .map(partition_to_proto)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::UNKNOWN_SERVER_ERROR,
-                    "partition missing from result",
-                )
-            })
+            .ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "partition missing from result"))
     }
 
     fn metadata_view(
@@ -341,12 +295,7 @@ impl ControllerService {
         leader_id: Option<NodeId>,
         topics: &[String],
     ) -> ClusterMetadata {
-        cluster_metadata(
-            applied,
-            &self.identity(leader_id),
-            self.shared.default_min_insync_replicas,
-            topics,
-        )
+        cluster_metadata(applied, &self.identity(leader_id), self.shared.default_min_insync_replicas, topics)
     }
 }
 
@@ -357,11 +306,7 @@ fn decode<T: DeserializeOwned>(message: RaftMessage) -> Result<T, Status> {
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     serde_json::to_vec(value)
-        .map(|payload| {
-            Response::new(RaftMessage {
-                payload: payload.into(),
-            })
-        })
+        .map(|payload| Response::new(RaftMessage { payload: payload.into() }))
         .map_err(|e| Status::internal(format!("cannot encode raft response: {e}")))
 }
 
@@ -424,16 +369,12 @@ impl Controller for ControllerService {
         request: Request<BrokerHeartbeatRequest>,
     ) -> Result<Response<BrokerHeartbeatResponse>, Status> {
         let response = match self.heartbeat(request.into_inner()).await {
-            Ok((is_fenced, should_shutdown)) => BrokerHeartbeatResponse {
-                error: Some(success()),
-                is_fenced,
-                should_shutdown,
-            },
-            Err(refusal) => BrokerHeartbeatResponse {
-                error: Some(refusal.to_proto()),
-                is_fenced: true,
-                should_shutdown: false,
-            },
+            Ok((is_fenced, should_shutdown)) => {
+                BrokerHeartbeatResponse { error: Some(success()), is_fenced, should_shutdown }
+            }
+            Err(refusal) => {
+                BrokerHeartbeatResponse { error: Some(refusal.to_proto()), is_fenced: true, should_shutdown: false }
+            }
         };
         Ok(Response::new(response))
     }
@@ -448,11 +389,9 @@ impl Controller for ControllerService {
                 error_message: String::new(),
                 topic: Some(topic),
             },
-            Err(refusal) => CreateTopicResponse {
-                error_code: refusal.code.code(),
-                error_message: refusal.message,
-                topic: None,
-            },
+            Err(refusal) => {
+                CreateTopicResponse { error_code: refusal.code.code(), error_message: refusal.message, topic: None }
+            }
         };
         Ok(Response::new(response))
     }
@@ -462,28 +401,17 @@ impl Controller for ControllerService {
         request: Request<AlterPartitionRequest>,
     ) -> Result<Response<AlterPartitionResponse>, Status> {
         let response = match self.alter(request.into_inner()).await {
-            Ok(partition) => AlterPartitionResponse {
-                error: Some(success()),
-                partition: Some(partition),
-            },
-            Err(refusal) => AlterPartitionResponse {
-                error: Some(refusal.to_proto()),
-                partition: None,
-            },
+            Ok(partition) => AlterPartitionResponse { error: Some(success()), partition: Some(partition) },
+            Err(refusal) => AlterPartitionResponse { error: Some(refusal.to_proto()), partition: None },
         };
         Ok(Response::new(response))
     }
 
-    async fn get_metadata(
-        &self,
-        request: Request<MetadataRequest>,
-    ) -> Result<Response<MetadataResponse>, Status> {
+    async fn get_metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
         let applied = self.applied();
         let leader_id = self.shared.role.borrow().leader_id;
         let metadata = self.metadata_view(&applied, leader_id, &request.into_inner().topics);
-        Ok(Response::new(MetadataResponse {
-            metadata: Some(metadata),
-        }))
+        Ok(Response::new(MetadataResponse { metadata: Some(metadata) }))
     }
 
     type WatchMetadataStream = MetadataStream;
@@ -506,26 +434,17 @@ impl Controller for ControllerService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn raft_append_entries(
-        &self,
-        request: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn raft_append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.into_inner())?;
         encode(&self.shared.raft.append_entries(rpc).await)
     }
 
-    async fn raft_vote(
-        &self,
-        request: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn raft_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<NodeId> = decode(request.into_inner())?;
         encode(&self.shared.raft.vote(rpc).await)
     }
 
-    async fn raft_install_snapshot(
-        &self,
-        request: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn raft_install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
         encode(&self.shared.raft.install_snapshot(rpc).await)
     }

@@ -37,17 +37,14 @@ fn alter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_voter_controller_serves_the_broker_lifecycle_and_survives_a_restart() {
     support::init_tracing();
-    tokio::time::timeout(Duration::from_secs(90), scenario())
-        .await
-        .expect("scenario finishes within 90 s");
+    tokio::time::timeout(Duration::from_secs(90), scenario()).await.expect("scenario finishes within 90 s");
 }
 
 async fn scenario() {
     let data_dir = tempfile::tempdir().unwrap();
     let (listener, address) = support::bind().await;
     let voters = BTreeMap::from([(1u64, address.clone())]);
-    let mut controller =
-        RunningController::start(1, data_dir.path(), voters, listener, SESSION_TIMEOUT_MS).await;
+    let mut controller = RunningController::start(1, data_dir.path(), voters, listener, SESSION_TIMEOUT_MS).await;
     let node = controller.node.clone();
     eventually(Duration::from_secs(10), "controller 1 to lead", || async {
         (node.metrics_leader() == Some(1)).then_some(())
@@ -55,34 +52,22 @@ async fn scenario() {
     .await;
 
     let mut client = controller.client().await;
-    let mut watch = client
-        .watch_metadata(WatchMetadataRequest { known_version: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = client.watch_metadata(WatchMetadataRequest { known_version: 0 }).await.unwrap().into_inner();
 
     // Brokers register fenced (KIP-631) and the first heartbeat unfences them.
     for broker_id in 1..=3 {
         register(&mut client, broker_id, 100 + broker_id as u64).await;
         let registered = metadata(&mut client).await;
-        assert!(registered
-            .brokers
-            .iter()
-            .any(|b| b.id == broker_id && b.fenced));
+        assert!(registered.brokers.iter().any(|b| b.id == broker_id && b.fenced));
         let response = heartbeat(&mut client, broker_id, 100 + broker_id as u64, false).await;
         assert_eq!(response.error.unwrap().error_code, 0);
         assert!(!response.is_fenced);
     }
     let stale = heartbeat(&mut client, 2, 7, false).await;
-    assert_eq!(
-        stale.error.unwrap().error_code,
-        STALE_BROKER_EPOCH,
-        "an old incarnation must re-register"
-    );
+    assert_eq!(stale.error.unwrap().error_code, STALE_BROKER_EPOCH, "an old incarnation must re-register");
 
-    let beating: Vec<Heartbeater> = (1..=3)
-        .map(|id| Heartbeater::start(vec![client.clone()], id, 100 + id as u64))
-        .collect();
+    let beating: Vec<Heartbeater> =
+        (1..=3).map(|id| Heartbeater::start(vec![client.clone()], id, 100 + id as u64)).collect();
 
     // CreateTopic: round-robin over the 3 unfenced brokers, first replica leads.
     let create = CreateTopicRequest {
@@ -92,11 +77,7 @@ async fn scenario() {
         min_insync_replicas: 2,
         unclean_leader_election_enable: false,
     };
-    let created = client
-        .create_topic(create.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let created = client.create_topic(create.clone()).await.unwrap().into_inner();
     assert_eq!(created.error_code, 0, "{}", created.error_message);
     let topic = created.topic.unwrap();
     assert_eq!(topic.min_insync_replicas, 2);
@@ -105,26 +86,14 @@ async fn scenario() {
         assert_eq!(partition.isr, partition.replicas);
         assert_eq!(partition.leader, partition.replicas[0]);
     }
-    let again = client
-        .create_topic(create.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let again = client.create_topic(create.clone()).await.unwrap().into_inner();
     assert_eq!(again.error_code, TOPIC_ALREADY_EXISTS);
     let too_wide = client
-        .create_topic(CreateTopicRequest {
-            name: "wide".to_string(),
-            replication_factor: 4,
-            ..create.clone()
-        })
+        .create_topic(CreateTopicRequest { name: "wide".to_string(), replication_factor: 4, ..create.clone() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        too_wide.error_code, INVALID_REPLICATION_FACTOR,
-        "{}",
-        too_wide.error_message
-    );
+    assert_eq!(too_wide.error_code, INVALID_REPLICATION_FACTOR, "{}", too_wide.error_message);
 
     // WatchMetadata delivers the topic.
     let watch_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -147,29 +116,14 @@ async fn scenario() {
     let leader = partition.leader;
     let follower = partition.replicas[1];
     let code = |response: insync_proto::AlterPartitionResponse| response.error.unwrap().error_code;
-    let stale_leader_epoch = client
-        .alter_partition(alter(leader, &partition, -1, 0, vec![leader]))
-        .await
-        .unwrap();
+    let stale_leader_epoch = client.alter_partition(alter(leader, &partition, -1, 0, vec![leader])).await.unwrap();
     assert_eq!(code(stale_leader_epoch.into_inner()), FENCED_LEADER_EPOCH);
-    let stale_partition_epoch = client
-        .alter_partition(alter(leader, &partition, 0, 5, vec![leader]))
-        .await
-        .unwrap();
-    assert_eq!(
-        code(stale_partition_epoch.into_inner()),
-        INVALID_UPDATE_VERSION
-    );
-    let not_leader = client
-        .alter_partition(alter(follower, &partition, 0, 0, vec![follower]))
-        .await
-        .unwrap();
+    let stale_partition_epoch = client.alter_partition(alter(leader, &partition, 0, 5, vec![leader])).await.unwrap();
+    assert_eq!(code(stale_partition_epoch.into_inner()), INVALID_UPDATE_VERSION);
+    let not_leader = client.alter_partition(alter(follower, &partition, 0, 0, vec![follower])).await.unwrap();
     assert_eq!(code(not_leader.into_inner()), NOT_LEADER_OR_FOLLOWER);
-    let shrink = client
-        .alter_partition(alter(leader, &partition, 0, 0, vec![leader, follower]))
-        .await
-        .unwrap()
-        .into_inner();
+    let shrink =
+        client.alter_partition(alter(leader, &partition, 0, 0, vec![leader, follower])).await.unwrap().into_inner();
     assert_eq!(shrink.error.as_ref().unwrap().error_code, 0);
     let committed = shrink.partition.unwrap();
     assert_eq!((committed.leader_epoch, committed.partition_epoch), (0, 1));
@@ -186,45 +140,26 @@ async fn scenario() {
             let mut client = client.clone();
             async move {
                 let snapshot = metadata(&mut client).await;
-                snapshot
-                    .brokers
-                    .iter()
-                    .any(|b| b.id == 3 && b.fenced)
-                    .then_some(snapshot)
+                snapshot.brokers.iter().any(|b| b.id == 3 && b.fenced).then_some(snapshot)
             }
         },
     )
     .await;
     let fenced_after = silent_since.elapsed();
-    assert!(
-        fenced_after >= Duration::from_millis(SESSION_TIMEOUT_MS - 250),
-        "fenced too early: {fenced_after:?}"
-    );
+    assert!(fenced_after >= Duration::from_millis(SESSION_TIMEOUT_MS - 250), "fenced too early: {fenced_after:?}");
     for partition in &fenced_metadata.topics[0].partitions {
-        assert!(
-            !partition.isr.contains(&3),
-            "broker 3 left every ISR: {partition:?}"
-        );
+        assert!(!partition.isr.contains(&3), "broker 3 left every ISR: {partition:?}");
         assert_ne!(partition.leader, 3);
         assert_ne!(partition.leader, -1, "another ISR member took over");
     }
-    assert!(
-        !fenced_metadata
-            .brokers
-            .iter()
-            .any(|b| b.id != 3 && b.fenced),
-        "the others stay unfenced"
-    );
+    assert!(!fenced_metadata.brokers.iter().any(|b| b.id != 3 && b.fenced), "the others stay unfenced");
 
     // Controlled shutdown of broker 2 (KIP-631): leadership moves, then it may stop.
     let shutdown = heartbeat(&mut client, 2, 102, true).await;
     assert_eq!(shutdown.error.unwrap().error_code, 0);
     assert!(shutdown.should_shutdown);
     let after_shutdown = metadata(&mut client).await;
-    assert!(after_shutdown
-        .brokers
-        .iter()
-        .any(|b| b.id == 2 && b.in_controlled_shutdown));
+    assert!(after_shutdown.brokers.iter().any(|b| b.id == 2 && b.in_controlled_shutdown));
     for partition in &after_shutdown.topics[0].partitions {
         assert_ne!(partition.leader, 2);
     }
@@ -249,48 +184,24 @@ async fn scenario() {
     let (listener, address) = support::bind().await;
     let voters = BTreeMap::from([(1u64, address)]);
     // A long session so that no fencing changes the state while it is compared.
-    let mut restarted =
-        RunningController::start(1, data_dir.path(), voters, listener, 60_000).await;
+    let mut restarted = RunningController::start(1, data_dir.path(), voters, listener, 60_000).await;
     let mut client = restarted.client().await;
-    let after_restart = eventually(
-        Duration::from_secs(10),
-        "the restarted controller to lead",
-        || {
-            let mut client = client.clone();
-            async move {
-                let snapshot = metadata(&mut client).await;
-                (snapshot.controller_id == 1 && snapshot.version >= before_restart.version)
-                    .then_some(snapshot)
-            }
-        },
-    )
+    let after_restart = eventually(Duration::from_secs(10), "the restarted controller to lead", || {
+        let mut client = client.clone();
+        async move {
+            let snapshot = metadata(&mut client).await;
+            (snapshot.controller_id == 1 && snapshot.version >= before_restart.version).then_some(snapshot)
+        }
+    })
     .await;
+    assert_eq!(after_restart.topics, before_restart.topics, "every topic survives the restart");
     assert_eq!(
-        after_restart.topics, before_restart.topics,
-        "every topic survives the restart"
+        after_restart.brokers.iter().map(|b| (b.id, b.incarnation)).collect::<Vec<_>>(),
+        before_restart.brokers.iter().map(|b| (b.id, b.incarnation)).collect::<Vec<_>>()
     );
-    assert_eq!(
-        after_restart
-            .brokers
-            .iter()
-            .map(|b| (b.id, b.incarnation))
-            .collect::<Vec<_>>(),
-        before_restart
-            .brokers
-            .iter()
-            .map(|b| (b.id, b.incarnation))
-            .collect::<Vec<_>>()
-    );
-    let mut names: Vec<String> = after_restart
-        .topics
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let mut names: Vec<String> = after_restart.topics.iter().map(|t| t.name.clone()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec!["after-snapshot".to_string(), "orders".to_string()]
-    );
+    assert_eq!(names, vec!["after-snapshot".to_string(), "orders".to_string()]);
     let duplicate = client.create_topic(create).await.unwrap().into_inner();
     assert_eq!(duplicate.error_code, TOPIC_ALREADY_EXISTS);
     restarted.stop().await;

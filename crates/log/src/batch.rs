@@ -74,10 +74,7 @@ pub enum BatchError {
     BadMagic(i8),
     /// `batchLength` is below the header size or does not match the bytes given.
     #[error("bad batch length {batch_length} for a buffer of {buffer_bytes} bytes")]
-    BadLength {
-        batch_length: i32,
-        buffer_bytes: usize,
-    },
+    BadLength { batch_length: i32, buffer_bytes: usize },
     /// The CRC-32C stored in the batch does not match its content.
     #[error("CRC-32C mismatch: batch says {expected:#010x}, content gives {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
@@ -142,8 +139,7 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Offset of the last record: `baseOffset + lastOffsetDelta`.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// The offset right after this batch; the log end offset once it is appended.
@@ -194,10 +190,7 @@ fn be_i64(buf: &[u8], at: usize) -> i64 {
 /// [`validate_batch`].
 pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if buf.len() < BATCH_HEADER_BYTES {
-        return Err(BatchError::TooShort {
-            needed: BATCH_HEADER_BYTES,
-            available: buf.len(),
-        });
+        return Err(BatchError::TooShort { needed: BATCH_HEADER_BYTES, available: buf.len() });
     }
     let magic = buf[MAGIC_OFFSET] as i8;
     if magic != MAGIC_V2 {
@@ -205,10 +198,7 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let batch_length = be_i32(buf, LENGTH_OFFSET);
     if batch_length < MIN_BATCH_LENGTH {
-        return Err(BatchError::BadLength {
-            batch_length,
-            buffer_bytes: buf.len(),
-        });
+        return Err(BatchError::BadLength { batch_length, buffer_bytes: buf.len() });
     }
     Ok(BatchHeader {
         base_offset: be_i64(buf, BASE_OFFSET_OFFSET),
@@ -241,25 +231,16 @@ fn compute_crc(batch: &[u8]) -> u32 {
 pub(crate) fn check_batch_integrity(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(buf)?;
     if header.total_size_bytes() != buf.len() {
-        return Err(BatchError::BadLength {
-            batch_length: header.batch_length,
-            buffer_bytes: buf.len(),
-        });
+        return Err(BatchError::BadLength { batch_length: header.batch_length, buffer_bytes: buf.len() });
     }
     let actual = compute_crc(buf);
     if actual != header.crc {
-        return Err(BatchError::CrcMismatch {
-            expected: header.crc,
-            actual,
-        });
+        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
     }
     // Kafka LogValidator.validateBatch: "Record count must be > 0" and the offset range
     // implied by lastOffsetDelta must equal the record count.
     if header.records_count <= 0 {
-        return Err(BatchError::BadRecords(format!(
-            "records count {} must be positive",
-            header.records_count
-        )));
+        return Err(BatchError::BadRecords(format!("records count {} must be positive", header.records_count)));
     }
     if i64::from(header.last_offset_delta) + 1 != i64::from(header.records_count) {
         return Err(BatchError::BadRecords(format!(
@@ -289,11 +270,7 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// fields lie before `attributes`, outside the CRC, so the CRC stays valid and is not
 /// recomputed. `buf` must hold at least a header; callers validate first.
 pub fn stamp_batch(buf: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
-    debug_assert!(
-        buf.len() >= BATCH_HEADER_BYTES,
-        "stamp_batch on {} bytes",
-        buf.len()
-    );
+    debug_assert!(buf.len() >= BATCH_HEADER_BYTES, "stamp_batch on {} bytes", buf.len());
     if buf.len() < PARTITION_LEADER_EPOCH_OFFSET + 4 {
         return;
     }
@@ -319,18 +296,13 @@ fn nullable_bytes<'a>(
     what: &str,
     record_index: usize,
 ) -> Result<Option<&'a [u8]>, BatchError> {
-    let length = cursor
-        .varint()
-        .map_err(|e| records_error(what, record_index, e))?;
+    let length = cursor.varint().map_err(|e| records_error(what, record_index, e))?;
     match length {
         -1 => Ok(None),
-        length if length < 0 => Err(BatchError::BadRecords(format!(
-            "record {record_index}: {what} length {length} is negative"
-        ))),
-        length => cursor
-            .take(length as usize)
-            .map(Some)
-            .map_err(|e| records_error(what, record_index, e)),
+        length if length < 0 => {
+            Err(BatchError::BadRecords(format!("record {record_index}: {what} length {length} is negative")))
+        }
+        length => cursor.take(length as usize).map(Some).map_err(|e| records_error(what, record_index, e)),
     }
 }
 
@@ -344,20 +316,15 @@ fn walk_headers<'a>(
 ) -> Result<usize, BatchError> {
     let mut cursor = Cursor::new(headers);
     for _ in 0..count {
-        let key_length = cursor
-            .varint()
-            .map_err(|e| records_error("header key", record_index, e))?;
+        let key_length = cursor.varint().map_err(|e| records_error("header key", record_index, e))?;
         if key_length < 0 {
             return Err(BatchError::BadRecords(format!(
                 "record {record_index}: header key length {key_length} is negative"
             )));
         }
-        let key = cursor
-            .take(key_length as usize)
-            .map_err(|e| records_error("header key", record_index, e))?;
-        let key = std::str::from_utf8(key).map_err(|_| {
-            BatchError::BadRecords(format!("record {record_index}: header key is not UTF-8"))
-        })?;
+        let key = cursor.take(key_length as usize).map_err(|e| records_error("header key", record_index, e))?;
+        let key = std::str::from_utf8(key)
+            .map_err(|_| BatchError::BadRecords(format!("record {record_index}: header key is not UTF-8")))?;
         let value = nullable_bytes(&mut cursor, "header value", record_index)?;
         visit(key, value);
     }
@@ -366,36 +333,19 @@ fn walk_headers<'a>(
 
 /// Decodes one record at the cursor (Kafka `DefaultRecord.readFrom`), checking that the
 /// fields consume exactly the record's declared length.
-fn read_record<'a>(
-    cursor: &mut Cursor<'a>,
-    record_index: usize,
-) -> Result<RawRecord<'a>, BatchError> {
-    let length = cursor
-        .varint()
-        .map_err(|e| records_error("length", record_index, e))?;
+fn read_record<'a>(cursor: &mut Cursor<'a>, record_index: usize) -> Result<RawRecord<'a>, BatchError> {
+    let length = cursor.varint().map_err(|e| records_error("length", record_index, e))?;
     if length < 0 {
-        return Err(BatchError::BadRecords(format!(
-            "record {record_index}: length {length} is negative"
-        )));
+        return Err(BatchError::BadRecords(format!("record {record_index}: length {length} is negative")));
     }
-    let body = cursor
-        .take(length as usize)
-        .map_err(|e| records_error("body", record_index, e))?;
+    let body = cursor.take(length as usize).map_err(|e| records_error("body", record_index, e))?;
     let mut body_cursor = Cursor::new(body);
-    let _attributes = body_cursor
-        .i8()
-        .map_err(|e| records_error("attributes", record_index, e))?;
-    let timestamp_delta = body_cursor
-        .varlong()
-        .map_err(|e| records_error("timestamp delta", record_index, e))?;
-    let offset_delta = body_cursor
-        .varint()
-        .map_err(|e| records_error("offset delta", record_index, e))?;
+    let _attributes = body_cursor.i8().map_err(|e| records_error("attributes", record_index, e))?;
+    let timestamp_delta = body_cursor.varlong().map_err(|e| records_error("timestamp delta", record_index, e))?;
+    let offset_delta = body_cursor.varint().map_err(|e| records_error("offset delta", record_index, e))?;
     let key = nullable_bytes(&mut body_cursor, "key", record_index)?;
     let value = nullable_bytes(&mut body_cursor, "value", record_index)?;
-    let headers_count = body_cursor
-        .varint()
-        .map_err(|e| records_error("headers count", record_index, e))?;
+    let headers_count = body_cursor.varint().map_err(|e| records_error("headers count", record_index, e))?;
     if headers_count < 0 {
         return Err(BatchError::BadRecords(format!(
             "record {record_index}: headers count {headers_count} is negative"
@@ -412,14 +362,7 @@ fn read_record<'a>(
             headers_start + headers_bytes
         )));
     }
-    Ok(RawRecord {
-        offset_delta,
-        timestamp_delta,
-        key,
-        value,
-        headers,
-        headers_count,
-    })
+    Ok(RawRecord { offset_delta, timestamp_delta, key, value, headers, headers_count })
 }
 
 /// Decodes every record of a batch whose header and CRC are already checked, enforcing the
@@ -472,9 +415,7 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
             headers.push((key.to_owned(), value.map(Bytes::copy_from_slice)));
         })?;
         out.push(Record {
-            offset: header
-                .base_offset
-                .saturating_add(i64::from(raw.offset_delta)),
+            offset: header.base_offset.saturating_add(i64::from(raw.offset_delta)),
             timestamp_ms: header.base_timestamp.wrapping_add(raw.timestamp_delta),
             key: raw.key.map(Bytes::copy_from_slice),
             value: raw.value.map(Bytes::copy_from_slice),
@@ -498,11 +439,7 @@ pub struct BatchIter<'a> {
 
 /// Iterates the whole batches in `buf`; see [`BatchIter`].
 pub fn iter_batches(buf: &[u8]) -> BatchIter<'_> {
-    BatchIter {
-        buf,
-        position: 0,
-        failed: false,
-    }
+    BatchIter { buf, position: 0, failed: false }
 }
 
 impl<'a> BatchIter<'a> {
@@ -531,10 +468,7 @@ impl<'a> Iterator for BatchIter<'a> {
         }
         let batch_length = be_i32(rest, LENGTH_OFFSET);
         if batch_length < MIN_BATCH_LENGTH {
-            return self.fail(BatchError::BadLength {
-                batch_length,
-                buffer_bytes: rest.len(),
-            });
+            return self.fail(BatchError::BadLength { batch_length, buffer_bytes: rest.len() });
         }
         if rest.len() <= MAGIC_OFFSET {
             return None;
@@ -628,10 +562,7 @@ impl BatchBuilder {
         headers: &[(&str, Option<&[u8]>)],
     ) {
         let base_timestamp = *self.base_timestamp.get_or_insert(timestamp_ms);
-        self.max_timestamp = Some(
-            self.max_timestamp
-                .map_or(timestamp_ms, |m| m.max(timestamp_ms)),
-        );
+        self.max_timestamp = Some(self.max_timestamp.map_or(timestamp_ms, |m| m.max(timestamp_ms)));
         let timestamp_delta = timestamp_ms.wrapping_sub(base_timestamp);
         let offset_delta = self.records_count;
 
@@ -641,10 +572,7 @@ impl BatchBuilder {
             + nullable_size(key)
             + nullable_size(value)
             + varint_size(headers.len() as i32)
-            + headers
-                .iter()
-                .map(|(k, v)| varint_size(k.len() as i32) + k.len() + nullable_size(*v))
-                .sum::<usize>();
+            + headers.iter().map(|(k, v)| varint_size(k.len() as i32) + k.len() + nullable_size(*v)).sum::<usize>();
         self.buf.reserve(varint_size(body_size as i32) + body_size);
 
         put_varint(&mut self.buf, body_size as i32);
@@ -695,15 +623,12 @@ impl BatchBuilder {
         let header = &mut buf[..BATCH_HEADER_BYTES];
         header[BASE_OFFSET_OFFSET..8].copy_from_slice(&0i64.to_be_bytes());
         header[LENGTH_OFFSET..12].copy_from_slice(&batch_length.to_be_bytes());
-        header[PARTITION_LEADER_EPOCH_OFFSET..16]
-            .copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
+        header[PARTITION_LEADER_EPOCH_OFFSET..16].copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
         header[MAGIC_OFFSET] = MAGIC_V2 as u8;
         header[ATTRIBUTES_OFFSET..23].copy_from_slice(&0i16.to_be_bytes());
         header[LAST_OFFSET_DELTA_OFFSET..27].copy_from_slice(&(records_count - 1).to_be_bytes());
-        header[BASE_TIMESTAMP_OFFSET..35]
-            .copy_from_slice(&base_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
-        header[MAX_TIMESTAMP_OFFSET..43]
-            .copy_from_slice(&max_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
+        header[BASE_TIMESTAMP_OFFSET..35].copy_from_slice(&base_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
+        header[MAX_TIMESTAMP_OFFSET..43].copy_from_slice(&max_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
         header[PRODUCER_ID_OFFSET..51].copy_from_slice(&producer_id.to_be_bytes());
         header[PRODUCER_EPOCH_OFFSET..53].copy_from_slice(&producer_epoch.to_be_bytes());
         header[BASE_SEQUENCE_OFFSET..57].copy_from_slice(&base_sequence.to_be_bytes());
@@ -857,23 +782,14 @@ mod tests {
         let good = builder.build().to_vec();
         assert!(validate_batch(&good).is_ok());
 
-        assert!(matches!(
-            validate_batch(&good[..60]),
-            Err(BatchError::TooShort { .. })
-        ));
-        assert!(matches!(
-            validate_batch(&good[..good.len() - 1]),
-            Err(BatchError::BadLength { .. })
-        ));
+        assert!(matches!(validate_batch(&good[..60]), Err(BatchError::TooShort { .. })));
+        assert!(matches!(validate_batch(&good[..good.len() - 1]), Err(BatchError::BadLength { .. })));
         let mut bad_magic = good.clone();
         bad_magic[16] = 1;
         assert_eq!(validate_batch(&bad_magic), Err(BatchError::BadMagic(1)));
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 0x40;
-        assert!(matches!(
-            validate_batch(&flipped),
-            Err(BatchError::CrcMismatch { .. })
-        ));
+        assert!(matches!(validate_batch(&flipped), Err(BatchError::CrcMismatch { .. })));
 
         // Compression: set the codec bits and fix the CRC so only compression is wrong.
         let mut compressed = good.clone();
@@ -895,10 +811,7 @@ mod tests {
         assert_eq!(error.error_code(), ErrorCode::CORRUPT_MESSAGE);
 
         let empty = BatchBuilder::new().build();
-        assert!(matches!(
-            validate_batch(&empty),
-            Err(BatchError::BadRecords(_))
-        ));
+        assert!(matches!(validate_batch(&empty), Err(BatchError::BadRecords(_))));
     }
 
     #[test]
@@ -924,12 +837,7 @@ mod tests {
     }
 
     /// (key, value, timestamp, headers) of one generated record.
-    type TestRecord = (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        i64,
-        Vec<(String, Option<Vec<u8>>)>,
-    );
+    type TestRecord = (Option<Vec<u8>>, Option<Vec<u8>>, i64, Vec<(String, Option<Vec<u8>>)>);
 
     fn arb_record() -> impl Strategy<Value = TestRecord> {
         (
@@ -937,10 +845,7 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             any::<i64>(),
             proptest::collection::vec(
-                (
-                    "[a-z.-]{0,12}",
-                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
-                ),
+                ("[a-z.-]{0,12}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20))),
                 0..3,
             ),
         )
@@ -949,10 +854,7 @@ mod tests {
     fn build(records: &[TestRecord]) -> Bytes {
         let mut builder = BatchBuilder::new().producer(77, 3, 10);
         for (key, value, timestamp_ms, headers) in records {
-            let headers: Vec<(&str, Option<&[u8]>)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_deref()))
-                .collect();
+            let headers: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
             builder.push_with_headers(key.as_deref(), value.as_deref(), *timestamp_ms, &headers);
         }
         assert_eq!(builder.len_records(), records.len());

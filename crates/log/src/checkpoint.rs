@@ -27,21 +27,13 @@ pub(crate) fn write_checkpoint(path: &Path, entries: &[String]) -> Result<(), Lo
     }
     let temp_path = temp_path_for(path);
     let write_temp = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)?;
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp_path)?;
         file.write_all(body.as_bytes())?;
         file.sync_all()
     };
     write_temp().map_err(|e| LogError::io(format!("writing {}", temp_path.display()), e))?;
-    fs::rename(&temp_path, path).map_err(|e| {
-        LogError::io(
-            format!("renaming {} to {}", temp_path.display(), path.display()),
-            e,
-        )
-    })?;
+    fs::rename(&temp_path, path)
+        .map_err(|e| LogError::io(format!("renaming {} to {}", temp_path.display(), path.display()), e))?;
     sync_parent_dir(path)
 }
 
@@ -75,43 +67,26 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Vec<String>>, LogErr
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == ErrorKind::InvalidData => {
-            return Err(corrupt(path, "not UTF-8 text".to_owned()))
-        }
+        Err(e) if e.kind() == ErrorKind::InvalidData => return Err(corrupt(path, "not UTF-8 text".to_owned())),
         Err(e) => return Err(LogError::io(format!("reading {}", path.display()), e)),
     };
     let mut lines = text.lines();
-    let version = lines
-        .next()
-        .ok_or_else(|| corrupt(path, "empty file".to_owned()))?;
+    let version = lines.next().ok_or_else(|| corrupt(path, "empty file".to_owned()))?;
     if version.trim().parse::<u32>().ok() != Some(CHECKPOINT_VERSION) {
         return Err(corrupt(path, format!("unrecognised version {version:?}")));
     }
-    let count_line = lines
-        .next()
-        .ok_or_else(|| corrupt(path, "missing entry count".to_owned()))?;
-    let expected: usize = count_line
-        .trim()
-        .parse()
-        .map_err(|_| corrupt(path, format!("bad entry count {count_line:?}")))?;
-    let entries: Vec<String> = lines
-        .filter(|line| !line.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
+    let count_line = lines.next().ok_or_else(|| corrupt(path, "missing entry count".to_owned()))?;
+    let expected: usize =
+        count_line.trim().parse().map_err(|_| corrupt(path, format!("bad entry count {count_line:?}")))?;
+    let entries: Vec<String> = lines.filter(|line| !line.trim().is_empty()).map(str::to_owned).collect();
     if entries.len() != expected {
-        return Err(corrupt(
-            path,
-            format!("expected {expected} entries but found {}", entries.len()),
-        ));
+        return Err(corrupt(path, format!("expected {expected} entries but found {}", entries.len())));
     }
     Ok(Some(entries))
 }
 
 pub(crate) fn corrupt(path: &Path, reason: String) -> LogError {
-    LogError::CorruptCheckpoint {
-        path: path.to_owned(),
-        reason,
-    }
+    LogError::CorruptCheckpoint { path: path.to_owned(), reason }
 }
 
 /// A per-broker map of partition → offset (Kafka `OffsetCheckpointFile`), used for the
@@ -176,10 +151,7 @@ mod tests {
     fn offsets_round_trip_in_kafka_text_format() {
         let dir = tempfile::tempdir().unwrap();
         let file = OffsetCheckpointFile::new(dir.path().join("replication-offset-checkpoint"));
-        assert!(
-            file.read().unwrap().is_empty(),
-            "missing file reads as empty"
-        );
+        assert!(file.read().unwrap().is_empty(), "missing file reads as empty");
 
         let mut offsets = BTreeMap::new();
         offsets.insert(TopicPartition::new("orders.v2-eu", 0), 1234);
@@ -188,10 +160,7 @@ mod tests {
         file.write(&offsets).unwrap();
         assert_eq!(file.read().unwrap(), offsets);
         let text = fs::read_to_string(file.path()).unwrap();
-        assert_eq!(
-            text,
-            "0\n3\na 3 99\norders.v2-eu 0 1234\norders.v2-eu 11 0\n"
-        );
+        assert_eq!(text, "0\n3\na 3 99\norders.v2-eu 0 1234\norders.v2-eu 11 0\n");
         assert!(!temp_path_for(file.path()).exists());
 
         offsets.clear();
@@ -204,29 +173,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp");
         let file = OffsetCheckpointFile::new(&path);
-        for bad in [
-            "1\n0\n",
-            "0\n2\nt 0 5\n",
-            "0\n1\nt x 5\n",
-            "0\n1\nt 0\n",
-            "",
-        ] {
+        for bad in ["1\n0\n", "0\n2\nt 0 5\n", "0\n1\nt x 5\n", "0\n1\nt 0\n", ""] {
             fs::write(&path, bad).unwrap();
             let error = file.read().unwrap_err();
-            assert!(
-                matches!(error, LogError::CorruptCheckpoint { .. }),
-                "{bad:?}: {error}"
-            );
-            assert_eq!(
-                error.error_code(),
-                insync_types::ErrorCode::KAFKA_STORAGE_ERROR
-            );
+            assert!(matches!(error, LogError::CorruptCheckpoint { .. }), "{bad:?}: {error}");
+            assert_eq!(error.error_code(), insync_types::ErrorCode::KAFKA_STORAGE_ERROR);
         }
         let mut offsets = BTreeMap::new();
         offsets.insert(TopicPartition::new("has space", 0), 1);
-        assert!(matches!(
-            file.write(&offsets),
-            Err(LogError::InvalidArgument(_))
-        ));
+        assert!(matches!(file.write(&offsets), Err(LogError::InvalidArgument(_))));
     }
 }

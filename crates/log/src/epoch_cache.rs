@@ -48,10 +48,7 @@ impl LeaderEpochCache {
     /// invariant.
     pub fn load(dir: &Path) -> Result<LeaderEpochCache, LogError> {
         let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-        let mut cache = LeaderEpochCache {
-            path,
-            entries: Vec::new(),
-        };
+        let mut cache = LeaderEpochCache { path, entries: Vec::new() };
         let Some(lines) = read_checkpoint(&cache.path)? else {
             return Ok(cache);
         };
@@ -66,10 +63,7 @@ impl LeaderEpochCache {
             if epoch < 0 || start_offset < 0 {
                 return Err(malformed());
             }
-            cache.assign_in_memory(EpochEntry {
-                epoch,
-                start_offset,
-            });
+            cache.assign_in_memory(EpochEntry { epoch, start_offset });
         }
         Ok(cache)
     }
@@ -111,10 +105,7 @@ impl LeaderEpochCache {
                 "invalid leader epoch entry (epoch {epoch}, start offset {start_offset})"
             )));
         }
-        let entry = EpochEntry {
-            epoch,
-            start_offset,
-        };
+        let entry = EpochEntry { epoch, start_offset };
         if !self.assign_in_memory(entry) {
             return Ok(false);
         }
@@ -138,11 +129,7 @@ impl LeaderEpochCache {
         let removed = self.entries.split_off(keep);
         // Like Kafka, warn only for non-trivial removals: replacing an entry that started
         // at the same offset just means that epoch never wrote anything.
-        if removed.len() > 1
-            || removed
-                .first()
-                .is_some_and(|r| r.start_offset != entry.start_offset)
-        {
+        if removed.len() > 1 || removed.first().is_some_and(|r| r.start_offset != entry.start_offset) {
             tracing::warn!(
                 path = %self.path.display(),
                 "new epoch entry {entry:?} caused truncation of conflicting entries {removed:?}"
@@ -156,11 +143,7 @@ impl LeaderEpochCache {
     /// Removes entries with `start_offset >= end_offset` (Kafka `truncateFromEnd`), after
     /// the log was truncated to `end_offset` or recovered to it.
     pub fn truncate_from_end(&mut self, end_offset: i64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .iter()
-            .position(|e| e.start_offset >= end_offset)
-            .unwrap_or(self.entries.len());
+        let keep = self.entries.iter().position(|e| e.start_offset >= end_offset).unwrap_or(self.entries.len());
         if end_offset < 0 || keep == self.entries.len() {
             return Ok(());
         }
@@ -172,20 +155,13 @@ impl LeaderEpochCache {
     /// `start_offset` (Kafka `truncateFromStart`; exclusive: an entry at `start_offset`
     /// stays). Used when the log start offset moves forward.
     pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<(), LogError> {
-        let removed = self
-            .entries
-            .iter()
-            .take_while(|e| e.start_offset <= start_offset)
-            .count();
+        let removed = self.entries.iter().take_while(|e| e.start_offset <= start_offset).count();
         // Nothing to do when no entry starts before `start_offset` (an entry exactly at it
         // would be replaced by itself; skip the rewrite and its fsync on every open).
         if removed == 0 || (removed == 1 && self.entries[0].start_offset == start_offset) {
             return Ok(());
         }
-        let moved = EpochEntry {
-            epoch: self.entries[removed - 1].epoch,
-            start_offset,
-        };
+        let moved = EpochEntry { epoch: self.entries[removed - 1].epoch, start_offset };
         self.entries.drain(..removed);
         self.entries.insert(0, moved);
         self.debug_check_invariant();
@@ -234,19 +210,13 @@ impl LeaderEpochCache {
     }
 
     fn write(&self) -> Result<(), LogError> {
-        let lines: Vec<String> = self
-            .entries
-            .iter()
-            .map(|e| format!("{} {}", e.epoch, e.start_offset))
-            .collect();
+        let lines: Vec<String> = self.entries.iter().map(|e| format!("{} {}", e.epoch, e.start_offset)).collect();
         write_checkpoint(&self.path, &lines)
     }
 
     fn debug_check_invariant(&self) {
         debug_assert!(
-            self.entries
-                .windows(2)
-                .all(|w| w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset),
+            self.entries.windows(2).all(|w| w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset),
             "leader epoch entries must strictly increase: {:?}",
             self.entries
         );
@@ -266,11 +236,7 @@ mod tests {
     }
 
     fn pairs(cache: &LeaderEpochCache) -> Vec<(i32, i64)> {
-        cache
-            .entries()
-            .iter()
-            .map(|e| (e.epoch, e.start_offset))
-            .collect()
+        cache.entries().iter().map(|e| (e.epoch, e.start_offset)).collect()
     }
 
     #[test]
@@ -348,9 +314,6 @@ mod tests {
         assert_eq!(reloaded.epoch_for_offset(25), Some(5));
 
         std::fs::write(cache.path(), "0\n1\n5 x\n").unwrap();
-        assert!(matches!(
-            LeaderEpochCache::load(dir.path()),
-            Err(LogError::CorruptCheckpoint { .. })
-        ));
+        assert!(matches!(LeaderEpochCache::load(dir.path()), Err(LogError::CorruptCheckpoint { .. })));
     }
 }

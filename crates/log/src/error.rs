@@ -31,11 +31,7 @@ pub enum LogError {
 
     /// A read asked for an offset outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}] of this log")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start_offset: i64,
-        log_end_offset: i64,
-    },
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
 
     /// A follower append did not start at the log end offset, or its batches were not
     /// contiguous (Kafka `UnexpectedAppendOffsetException` / `OffsetsOutOfOrderException`).
@@ -60,27 +56,20 @@ pub enum LogError {
 impl LogError {
     /// Wraps an `io::Error` with what we were doing, so the log line says which file.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> LogError {
-        LogError::Io {
-            context: context.into(),
-            source,
-        }
+        LogError::Io { context: context.into(), source }
     }
 
     /// The Kafka error code a broker answers with.
     pub fn error_code(&self) -> ErrorCode {
         match self {
-            LogError::Io { .. } | LogError::CorruptCheckpoint { .. } => {
-                ErrorCode::KAFKA_STORAGE_ERROR
-            }
+            LogError::Io { .. } | LogError::CorruptCheckpoint { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
             LogError::CorruptBatch(batch_error) => batch_error.error_code(),
             LogError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             LogError::FencedLeaderEpoch { .. } => ErrorCode::FENCED_LEADER_EPOCH,
             // Kafka has no wire code for these: UnexpectedAppendOffsetException and
             // IllegalArgumentException surface as UNKNOWN_SERVER_ERROR.
-            LogError::OffsetMismatch { .. } | LogError::InvalidArgument(_) => {
-                ErrorCode::UNKNOWN_SERVER_ERROR
-            }
+            LogError::OffsetMismatch { .. } | LogError::InvalidArgument(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
         }
     }
 }

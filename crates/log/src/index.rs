@@ -48,11 +48,7 @@ impl OffsetIndex {
     /// [`sanity_check`](Self::sanity_check) against `log_size_bytes`; otherwise returns the
     /// index empty with `false`, and the caller rebuilds it from the log (Kafka
     /// `LogLoader` rebuilds an index whose `sanityCheck` fails).
-    pub fn open(
-        path: &Path,
-        base_offset: i64,
-        log_size_bytes: u64,
-    ) -> Result<(OffsetIndex, bool), LogError> {
+    pub fn open(path: &Path, base_offset: i64, log_size_bytes: u64) -> Result<(OffsetIndex, bool), LogError> {
         // A missing index is not "valid and empty": its segment may be large.
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -62,17 +58,10 @@ impl OffsetIndex {
             .truncate(false)
             .open(path)
             .map_err(|e| LogError::io(format!("opening index {}", path.display()), e))?;
-        let file_bytes = file
-            .metadata()
-            .map_err(|e| LogError::io(format!("stat of index {}", path.display()), e))?
-            .len();
-        let mut index = OffsetIndex {
-            path: path.to_owned(),
-            file,
-            base_offset,
-            entries: Vec::new(),
-            persisted_entries: 0,
-        };
+        let file_bytes =
+            file.metadata().map_err(|e| LogError::io(format!("stat of index {}", path.display()), e))?.len();
+        let mut index =
+            OffsetIndex { path: path.to_owned(), file, base_offset, entries: Vec::new(), persisted_entries: 0 };
         // An index larger than the log it indexes cannot be right (at most one entry per
         // batch, and a batch is at least 61 bytes), so never allocate more than that.
         if !existed || file_bytes % INDEX_ENTRY_BYTES as u64 != 0 || file_bytes > log_size_bytes {
@@ -101,12 +90,8 @@ impl OffsetIndex {
     /// Kafka `OffsetIndex.sanityCheck`, a bit stricter: offsets and positions strictly
     /// increasing, every position inside the log.
     pub fn sanity_check(entries: &[IndexEntry], log_size_bytes: u64) -> bool {
-        entries
-            .windows(2)
-            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
-            && entries
-                .last()
-                .is_none_or(|last| u64::from(last.position) < log_size_bytes)
+        entries.windows(2).all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && entries.last().is_none_or(|last| u64::from(last.position) < log_size_bytes)
     }
 
     pub fn path(&self) -> &Path {
@@ -131,14 +116,11 @@ impl OffsetIndex {
             "offset {offset} not relative to {}",
             self.base_offset
         );
-        let entry = IndexEntry {
-            relative_offset: relative as u32,
-            position,
-        };
+        let entry = IndexEntry { relative_offset: relative as u32, position };
         debug_assert!(
-            self.entries.last().is_none_or(|last| {
-                last.relative_offset < entry.relative_offset && last.position < entry.position
-            }),
+            self.entries
+                .last()
+                .is_none_or(|last| { last.relative_offset < entry.relative_offset && last.position < entry.position }),
             "index entries must increase: {:?} then {entry:?}",
             self.entries.last()
         );
@@ -148,20 +130,14 @@ impl OffsetIndex {
     /// Position of the greatest entry with offset ≤ `target_offset`, or 0 (the segment
     /// start) when there is none (Kafka `OffsetIndex.lookup`).
     pub fn lookup(&self, target_offset: i64) -> u32 {
-        let count = self
-            .entries
-            .partition_point(|entry| self.absolute_offset(*entry) <= target_offset);
-        count
-            .checked_sub(1)
-            .map_or(0, |index| self.entries[index].position)
+        let count = self.entries.partition_point(|entry| self.absolute_offset(*entry) <= target_offset);
+        count.checked_sub(1).map_or(0, |index| self.entries[index].position)
     }
 
     /// Drops entries at or after `offset` (Kafka `OffsetIndex.truncateTo`), in memory and
     /// in the file.
     pub fn truncate_to_offset(&mut self, offset: i64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .partition_point(|entry| self.absolute_offset(*entry) < offset);
+        let keep = self.entries.partition_point(|entry| self.absolute_offset(*entry) < offset);
         self.truncate_entries(keep)
     }
 
@@ -178,9 +154,7 @@ impl OffsetIndex {
             self.persisted_entries = keep;
             self.file
                 .set_len((keep * INDEX_ENTRY_BYTES) as u64)
-                .map_err(|e| {
-                    LogError::io(format!("truncating index {}", self.path.display()), e)
-                })?;
+                .map_err(|e| LogError::io(format!("truncating index {}", self.path.display()), e))?;
         }
         Ok(())
     }
@@ -200,9 +174,7 @@ impl OffsetIndex {
                 .map_err(|e| LogError::io(format!("writing index {}", self.path.display()), e))?;
             self.persisted_entries = self.entries.len();
         }
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("fsyncing index {}", self.path.display()), e))
+        self.file.sync_data().map_err(|e| LogError::io(format!("fsyncing index {}", self.path.display()), e))
     }
 }
 

@@ -21,8 +21,8 @@ pub mod segment;
 mod varint;
 
 pub use batch::{
-    decode_records, iter_batches, parse_header, stamp_batch, validate_batch, BatchBuilder,
-    BatchError, BatchHeader, BatchIter, Record, BATCH_HEADER_BYTES, LOG_OVERHEAD,
+    decode_records, iter_batches, parse_header, stamp_batch, validate_batch, BatchBuilder, BatchError, BatchHeader,
+    BatchIter, Record, BATCH_HEADER_BYTES, LOG_OVERHEAD,
 };
 pub use checkpoint::OffsetCheckpointFile;
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};

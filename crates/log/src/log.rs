@@ -98,8 +98,7 @@ impl PartitionLog {
             flush_every_messages: config.flush_every_messages,
             max_batch_bytes: config.max_batch_bytes,
         };
-        fs::create_dir_all(dir)
-            .map_err(|e| LogError::io(format!("creating log directory {}", dir.display()), e))?;
+        fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating log directory {}", dir.display()), e))?;
         let base_offsets = Self::scan_directory(dir)?;
         let mut epoch_cache = LeaderEpochCache::load(dir)?;
 
@@ -117,29 +116,21 @@ impl PartitionLog {
             });
         };
         for &base_offset in older_bases {
-            segments.push(LogSegment::open(
-                dir,
-                base_offset,
-                config.index_interval_bytes,
-            )?);
+            segments.push(LogSegment::open(dir, base_offset, config.index_interval_bytes)?);
         }
 
         // Kafka LogSegment.recover assigns an epoch entry for each batch whose epoch is
         // newer than the cache's latest, which restores entries lost with a crash.
         let mut latest_epoch = epoch_cache.latest_epoch();
         let mut epoch_starts = Vec::new();
-        let (last_segment, outcome) = LogSegment::open_and_recover(
-            dir,
-            last_base,
-            config.index_interval_bytes,
-            |header: &BatchHeader| {
+        let (last_segment, outcome) =
+            LogSegment::open_and_recover(dir, last_base, config.index_interval_bytes, |header: &BatchHeader| {
                 let epoch = header.partition_leader_epoch;
                 if epoch >= 0 && latest_epoch.is_none_or(|latest| epoch > latest) {
                     epoch_starts.push((epoch, header.base_offset));
                     latest_epoch = Some(epoch);
                 }
-            },
-        )?;
+            })?;
         segments.push(last_segment);
         let log_end_offset = outcome.next_offset;
         if outcome.truncated_bytes > 0 {
@@ -170,14 +161,8 @@ impl PartitionLog {
         let log_start_offset = segments[0].base_offset();
         epoch_cache.truncate_from_start(log_start_offset)?;
 
-        let log = PartitionLog {
-            dir: dir.to_owned(),
-            config,
-            segments,
-            log_end_offset,
-            epoch_cache,
-            unflushed_messages: 0,
-        };
+        let log =
+            PartitionLog { dir: dir.to_owned(), config, segments, log_end_offset, epoch_cache, unflushed_messages: 0 };
         log.debug_check_invariants();
         Ok(log)
     }
@@ -186,8 +171,7 @@ impl PartitionLog {
     /// a later open: index files without a log file and checkpoint temp files (Kafka
     /// `LogLoader` likewise deletes stray and temporary files).
     fn scan_directory(dir: &Path) -> Result<Vec<i64>, LogError> {
-        let entries =
-            fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        let entries = fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
         let mut base_offsets = Vec::new();
         let mut index_files = Vec::new();
         for entry in entries {
@@ -249,9 +233,7 @@ impl PartitionLog {
     }
 
     fn active_mut(&mut self) -> &mut LogSegment {
-        self.segments
-            .last_mut()
-            .expect("a log always has a segment")
+        self.segments.last_mut().expect("a log always has a segment")
     }
 
     /// Leader append (Kafka `UnifiedLog.appendAsLeader`): checks the size against
@@ -260,28 +242,16 @@ impl PartitionLog {
     /// what was stored), records the epoch's start offset if it is new (Kafka
     /// `maybeAssignEpochStartOffset`), and appends. A `leader_epoch` older than the newest
     /// one in the cache means a stale leader: `FencedLeaderEpoch`, nothing written.
-    pub fn append_as_leader(
-        &mut self,
-        batch: &mut [u8],
-        leader_epoch: i32,
-    ) -> Result<AppendInfo, LogError> {
+    pub fn append_as_leader(&mut self, batch: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         if batch.len() > self.config.max_batch_bytes {
-            return Err(LogError::MessageTooLarge {
-                size_bytes: batch.len(),
-                max_bytes: self.config.max_batch_bytes,
-            });
+            return Err(LogError::MessageTooLarge { size_bytes: batch.len(), max_bytes: self.config.max_batch_bytes });
         }
         if leader_epoch < 0 {
-            return Err(LogError::InvalidArgument(format!(
-                "leader epoch {leader_epoch} is negative"
-            )));
+            return Err(LogError::InvalidArgument(format!("leader epoch {leader_epoch} is negative")));
         }
         if let Some(latest_epoch) = self.epoch_cache.latest_epoch() {
             if leader_epoch < latest_epoch {
-                return Err(LogError::FencedLeaderEpoch {
-                    epoch: leader_epoch,
-                    latest_epoch,
-                });
+                return Err(LogError::FencedLeaderEpoch { epoch: leader_epoch, latest_epoch });
             }
         }
         let header = validate_batch(batch)?;
@@ -290,11 +260,7 @@ impl PartitionLog {
             .checked_add(i64::from(header.last_offset_delta) + 1)
             .ok_or_else(|| LogError::InvalidArgument("offsets would overflow i64".to_owned()))?;
         stamp_batch(batch, base_offset, leader_epoch);
-        let header = BatchHeader {
-            base_offset,
-            partition_leader_epoch: leader_epoch,
-            ..header
-        };
+        let header = BatchHeader { base_offset, partition_leader_epoch: leader_epoch, ..header };
         debug_assert_eq!(crate::batch::parse_header(batch).ok(), Some(header));
 
         self.maybe_roll(batch.len(), header.last_offset())?;
@@ -326,10 +292,7 @@ impl PartitionLog {
             let (header, bytes) = item?;
             check_batch_integrity(bytes)?;
             if header.base_offset != expected_offset {
-                return Err(LogError::OffsetMismatch {
-                    expected: expected_offset,
-                    actual: header.base_offset,
-                });
+                return Err(LogError::OffsetMismatch { expected: expected_offset, actual: header.base_offset });
             }
             expected_offset = header.next_offset();
             records += header.records_count as u64;
@@ -340,12 +303,7 @@ impl PartitionLog {
         debug_assert_eq!(consumed, start);
         let base_offset = self.log_end_offset;
         let Some((last_header, _)) = headers.last().copied() else {
-            return Ok(AppendInfo {
-                base_offset,
-                last_offset: base_offset - 1,
-                records: 0,
-                bytes: 0,
-            });
+            return Ok(AppendInfo { base_offset, last_offset: base_offset - 1, records: 0, bytes: 0 });
         };
         let records = u32::try_from(records)
             .map_err(|_| LogError::InvalidArgument(format!("{records} records in one append")))?;
@@ -354,25 +312,16 @@ impl PartitionLog {
         self.maybe_roll(consumed, last_header.last_offset())?;
         for (header, _) in &headers {
             if header.partition_leader_epoch >= 0 {
-                self.epoch_cache
-                    .assign(header.partition_leader_epoch, header.base_offset)?;
+                self.epoch_cache.assign(header.partition_leader_epoch, header.base_offset)?;
             }
         }
         self.active_mut().append(&batches[..consumed], &headers)?;
         self.finish_append(last_header.next_offset(), records)?;
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: last_header.last_offset(),
-            records,
-            bytes: consumed,
-        })
+        Ok(AppendInfo { base_offset, last_offset: last_header.last_offset(), records, bytes: consumed })
     }
 
     fn finish_append(&mut self, next_offset: i64, records: u32) -> Result<(), LogError> {
-        debug_assert!(
-            next_offset > self.log_end_offset,
-            "the log end offset only grows on append"
-        );
+        debug_assert!(next_offset > self.log_end_offset, "the log end offset only grows on append");
         self.log_end_offset = next_offset;
         self.unflushed_messages += u64::from(records);
         if let Some(every) = self.config.flush_every_messages {
@@ -382,10 +331,7 @@ impl PartitionLog {
         }
         // O(1) checks only on this hot path; the full set runs on open and truncation.
         debug_assert!(self.active().base_offset() <= self.log_end_offset);
-        debug_assert!(self
-            .epoch_cache
-            .latest_entry()
-            .is_none_or(|e| e.start_offset < self.log_end_offset));
+        debug_assert!(self.epoch_cache.latest_entry().is_none_or(|e| e.start_offset < self.log_end_offset));
         Ok(())
     }
 
@@ -400,16 +346,8 @@ impl PartitionLog {
         if !active.is_empty() && (too_big || offsets_overflow) {
             self.active_mut().flush()?;
             self.unflushed_messages = 0;
-            let segment = LogSegment::create(
-                &self.dir,
-                self.log_end_offset,
-                self.config.index_interval_bytes,
-            )?;
-            tracing::debug!(
-                "rolled log {} to a new segment at offset {}",
-                self.dir.display(),
-                self.log_end_offset
-            );
+            let segment = LogSegment::create(&self.dir, self.log_end_offset, self.config.index_interval_bytes)?;
+            tracing::debug!("rolled log {} to a new segment at offset {}", self.dir.display(), self.log_end_offset);
             self.segments.push(segment);
         }
         if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
@@ -428,12 +366,7 @@ impl PartitionLog {
     /// `start_offset == log_end_offset` → empty; outside `[log_start_offset,
     /// log_end_offset]` → `OffsetOutOfRange`. One allocation, one positional read (plus
     /// header reads to find the start from the sparse index).
-    pub fn read(
-        &self,
-        start_offset: i64,
-        max_offset_exclusive: i64,
-        max_bytes: usize,
-    ) -> Result<Bytes, LogError> {
+    pub fn read(&self, start_offset: i64, max_offset_exclusive: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let log_start_offset = self.log_start_offset();
         if start_offset < log_start_offset || start_offset > self.log_end_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -448,10 +381,7 @@ impl PartitionLog {
         }
         let segment = self.segment_for(start_offset);
         let Some((position, first)) = segment.find_batch(start_offset)? else {
-            debug_assert!(
-                false,
-                "offset {start_offset} below the log end has no batch"
-            );
+            debug_assert!(false, "offset {start_offset} below the log end has no batch");
             return Ok(Bytes::new());
         };
         if first.last_offset() >= bound {
@@ -472,10 +402,7 @@ impl PartitionLog {
             }
             end += bytes.len();
         }
-        debug_assert!(
-            end as u64 >= first_bytes,
-            "the first batch is always returned"
-        );
+        debug_assert!(end as u64 >= first_bytes, "the first batch is always returned");
         buffer.truncate(end);
         Ok(Bytes::from(buffer))
     }
@@ -496,9 +423,7 @@ impl PartitionLog {
     /// and restarts it there (Kafka `truncateFullyAndStartAt`).
     pub fn truncate_to(&mut self, offset: i64) -> Result<TruncateInfo, LogError> {
         if offset < 0 {
-            return Err(LogError::InvalidArgument(format!(
-                "cannot truncate to negative offset {offset}"
-            )));
+            return Err(LogError::InvalidArgument(format!("cannot truncate to negative offset {offset}")));
         }
         if offset >= self.log_end_offset {
             self.epoch_cache.truncate_from_end(self.log_end_offset)?;
@@ -547,9 +472,7 @@ impl PartitionLog {
     /// leader's log starts after the follower's log end.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<TruncateInfo, LogError> {
         if offset < 0 {
-            return Err(LogError::InvalidArgument(format!(
-                "cannot restart the log at negative offset {offset}"
-            )));
+            return Err(LogError::InvalidArgument(format!("cannot restart the log at negative offset {offset}")));
         }
         let info = TruncateInfo {
             records_removed: (self.log_end_offset - self.log_start_offset()) as u64,
@@ -564,10 +487,7 @@ impl PartitionLog {
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
         self.epoch_cache.clear()?;
-        tracing::info!(
-            "truncated log {} fully and restarted it at offset {offset}",
-            self.dir.display()
-        );
+        tracing::info!("truncated log {} fully and restarted it at offset {offset}", self.dir.display());
         self.debug_check_invariants();
         Ok(info)
     }
@@ -593,11 +513,7 @@ impl PartitionLog {
     /// end offset before it appends anything (Kafka `Partition.makeLeader` →
     /// `UnifiedLog.maybeAssignEpochStartOffset`), so OffsetsForLeaderEpoch answers for
     /// the new epoch at once.
-    pub fn assign_epoch_start_offset(
-        &mut self,
-        epoch: i32,
-        start_offset: i64,
-    ) -> Result<(), LogError> {
+    pub fn assign_epoch_start_offset(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
         if start_offset > self.log_end_offset {
             return Err(LogError::InvalidArgument(format!(
                 "epoch {epoch} cannot start at {start_offset}, past the log end {}",
@@ -616,11 +532,7 @@ impl PartitionLog {
 
     /// The epoch cache as (epoch, start offset) pairs, oldest first.
     pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
-        self.epoch_cache
-            .entries()
-            .iter()
-            .map(|e| (e.epoch, e.start_offset))
-            .collect()
+        self.epoch_cache.entries().iter().map(|e| (e.epoch, e.start_offset)).collect()
     }
 
     /// Epoch of the last batch in the log, for Fetch's `last_fetched_epoch`: the cache
@@ -637,9 +549,7 @@ impl PartitionLog {
     fn debug_check_invariants(&self) {
         debug_assert!(!self.segments.is_empty());
         debug_assert!(
-            self.segments
-                .windows(2)
-                .all(|w| w[0].base_offset() < w[1].base_offset()),
+            self.segments.windows(2).all(|w| w[0].base_offset() < w[1].base_offset()),
             "segments sorted by base offset"
         );
         debug_assert!(self.log_start_offset() <= self.log_end_offset);
@@ -649,18 +559,14 @@ impl PartitionLog {
             "an empty active segment starts at the log end offset"
         );
         debug_assert!(
-            self.epoch_cache
-                .latest_entry()
-                .is_none_or(|e| e.start_offset <= self.log_end_offset),
+            self.epoch_cache.latest_entry().is_none_or(|e| e.start_offset <= self.log_end_offset),
             "no epoch starts past the log end"
         );
     }
 }
 
 fn file_name(path: Option<&Path>) -> String {
-    path.and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn remove_file_logged(path: &Path) -> Result<(), LogError> {

@@ -86,14 +86,7 @@ struct BatchScanner<'a> {
 
 impl<'a> BatchScanner<'a> {
     fn new(file: &'a File, file_bytes: u64, start: u64, verify_crc: bool) -> BatchScanner<'a> {
-        BatchScanner {
-            file,
-            file_bytes,
-            position: start,
-            buffer: Vec::new(),
-            buffer_start: start,
-            verify_crc,
-        }
+        BatchScanner { file, file_bytes, position: start, buffer: Vec::new(), buffer_start: start, verify_crc }
     }
 
     /// Makes `len` bytes from `self.position` available in the buffer; false if the file
@@ -126,10 +119,7 @@ impl<'a> BatchScanner<'a> {
         }
         let bad = |reason: String| Ok(Scanned::Bad { position, reason });
         if !self.fill(BATCH_HEADER_BYTES)? {
-            return bad(format!(
-                "{} trailing bytes are shorter than a batch header",
-                self.file_bytes - position
-            ));
+            return bad(format!("{} trailing bytes are shorter than a batch header", self.file_bytes - position));
         }
         let header = match parse_header(self.slice(BATCH_HEADER_BYTES)) {
             Ok(header) => header,
@@ -174,20 +164,10 @@ pub struct LogSegment {
 impl LogSegment {
     /// Creates a new empty segment at `base_offset` (replacing stale files of that name)
     /// and fsyncs the directory so the new file survives a crash.
-    pub fn create(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<LogSegment, LogError> {
+    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<LogSegment, LogError> {
         debug_assert!(base_offset >= 0);
-        let log_path = dir.join(format!(
-            "{}{LOG_FILE_SUFFIX}",
-            file_name_prefix(base_offset)
-        ));
-        let index_path = dir.join(format!(
-            "{}{INDEX_FILE_SUFFIX}",
-            file_name_prefix(base_offset)
-        ));
+        let log_path = dir.join(format!("{}{LOG_FILE_SUFFIX}", file_name_prefix(base_offset)));
+        let index_path = dir.join(format!("{}{INDEX_FILE_SUFFIX}", file_name_prefix(base_offset)));
         let log_file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -211,11 +191,7 @@ impl LogSegment {
 
     /// Opens an existing older segment. Its index is loaded if sane, else rebuilt by a header
     /// scan (no CRC: older segments were fsynced whole when they rolled).
-    pub fn open(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<LogSegment, LogError> {
+    pub fn open(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<LogSegment, LogError> {
         let (mut segment, index_valid) = Self::open_files(dir, base_offset, index_interval_bytes)?;
         let last_entry = segment.index.entries().last().copied();
         let index_usable = index_valid
@@ -231,10 +207,7 @@ impl LogSegment {
             let last_entry_position = last_entry.map_or(0, |e| u64::from(e.position));
             segment.bytes_since_last_index_entry = segment.size_bytes - last_entry_position;
         } else {
-            tracing::info!(
-                "rebuilding offset index {} (missing or invalid)",
-                segment.index.path().display()
-            );
+            tracing::info!("rebuilding offset index {} (missing or invalid)", segment.index.path().display());
             segment.rebuild_index()?;
         }
         Ok(segment)
@@ -252,28 +225,16 @@ impl LogSegment {
         Ok((segment, outcome))
     }
 
-    fn open_files(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<(LogSegment, bool), LogError> {
-        let log_path = dir.join(format!(
-            "{}{LOG_FILE_SUFFIX}",
-            file_name_prefix(base_offset)
-        ));
-        let index_path = dir.join(format!(
-            "{}{INDEX_FILE_SUFFIX}",
-            file_name_prefix(base_offset)
-        ));
+    fn open_files(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<(LogSegment, bool), LogError> {
+        let log_path = dir.join(format!("{}{LOG_FILE_SUFFIX}", file_name_prefix(base_offset)));
+        let index_path = dir.join(format!("{}{INDEX_FILE_SUFFIX}", file_name_prefix(base_offset)));
         let log_file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&log_path)
             .map_err(|e| LogError::io(format!("opening segment {}", log_path.display()), e))?;
-        let size_bytes = log_file
-            .metadata()
-            .map_err(|e| LogError::io(format!("stat of segment {}", log_path.display()), e))?
-            .len();
+        let size_bytes =
+            log_file.metadata().map_err(|e| LogError::io(format!("stat of segment {}", log_path.display()), e))?.len();
         let (index, index_valid) = OffsetIndex::open(&index_path, base_offset, size_bytes)?;
         let segment = LogSegment {
             base_offset,
@@ -311,53 +272,27 @@ impl LogSegment {
     /// from the base offset, truncates the file at the first bad batch, and rebuilds the
     /// index (Kafka `LogSegment.recover`). `on_batch` sees every valid batch, in order, so
     /// the caller can rebuild the leader-epoch cache as Kafka does.
-    pub fn recover(
-        &mut self,
-        mut on_batch: impl FnMut(&BatchHeader),
-    ) -> Result<RecoveryOutcome, LogError> {
-        let ScanResult {
-            valid_bytes,
-            next_offset,
-            entries,
-            stop_reason,
-        } = self.scan(true, &mut on_batch)?;
+    pub fn recover(&mut self, mut on_batch: impl FnMut(&BatchHeader)) -> Result<RecoveryOutcome, LogError> {
+        let ScanResult { valid_bytes, next_offset, entries, stop_reason } = self.scan(true, &mut on_batch)?;
         let truncated_bytes = self.size_bytes - valid_bytes;
         if truncated_bytes > 0 {
-            self.log_file.set_len(valid_bytes).map_err(|e| {
-                LogError::io(
-                    format!("truncating torn tail of {}", self.log_path.display()),
-                    e,
-                )
-            })?;
             self.log_file
-                .sync_data()
-                .map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
+                .set_len(valid_bytes)
+                .map_err(|e| LogError::io(format!("truncating torn tail of {}", self.log_path.display()), e))?;
+            self.log_file.sync_data().map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
             self.size_bytes = valid_bytes;
         }
         self.install_index(entries)?;
         self.index.flush()?;
-        Ok(RecoveryOutcome {
-            valid_bytes,
-            truncated_bytes,
-            next_offset,
-            stop_reason,
-        })
+        Ok(RecoveryOutcome { valid_bytes, truncated_bytes, next_offset, stop_reason })
     }
 
     fn rebuild_index(&mut self) -> Result<(), LogError> {
-        let ScanResult {
-            valid_bytes,
-            entries,
-            stop_reason,
-            ..
-        } = self.scan(false, &mut |_| {})?;
+        let ScanResult { valid_bytes, entries, stop_reason, .. } = self.scan(false, &mut |_| {})?;
         if let Some(reason) = stop_reason {
             // An older segment should be whole; index what is readable and say so loudly
             // rather than refusing to start.
-            tracing::warn!(
-                "segment {} is unreadable after byte {valid_bytes}: {reason}",
-                self.log_path.display()
-            );
+            tracing::warn!("segment {} is unreadable after byte {valid_bytes}: {reason}", self.log_path.display());
         }
         self.install_index(entries)?;
         self.index.flush()
@@ -371,24 +306,15 @@ impl LogSegment {
 
     /// Scans batches from the start of the segment, stopping at the first one that is not
     /// whole or not contiguous in offsets; with `verify` also at the first bad CRC.
-    fn scan(
-        &self,
-        verify: bool,
-        on_batch: &mut dyn FnMut(&BatchHeader),
-    ) -> Result<ScanResult, LogError> {
+    fn scan(&self, verify: bool, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<ScanResult, LogError> {
         let mut scanner = BatchScanner::new(&self.log_file, self.size_bytes, 0, verify);
-        let mut result = ScanResult {
-            valid_bytes: 0,
-            next_offset: self.base_offset,
-            entries: Vec::new(),
-            stop_reason: None,
-        };
+        let mut result =
+            ScanResult { valid_bytes: 0, next_offset: self.base_offset, entries: Vec::new(), stop_reason: None };
         let mut bytes_since_entry: u64 = 0;
         // Bounded: every iteration advances by at least one batch header or stops.
         loop {
-            let scanned = scanner
-                .next()
-                .map_err(|e| LogError::io(format!("reading {}", self.log_path.display()), e))?;
+            let scanned =
+                scanner.next().map_err(|e| LogError::io(format!("reading {}", self.log_path.display()), e))?;
             let (position, header) = match scanned {
                 Scanned::End => {
                     result.valid_bytes = scanner.position;
@@ -402,15 +328,9 @@ impl LogSegment {
                 Scanned::Batch { position, header } => (position, header),
             };
             let misplaced = if header.base_offset != result.next_offset {
-                Some(format!(
-                    "batch at offset {} where {} was expected",
-                    header.base_offset, result.next_offset
-                ))
+                Some(format!("batch at offset {} where {} was expected", header.base_offset, result.next_offset))
             } else if header.last_offset() - self.base_offset > i64::from(u32::MAX) {
-                Some(format!(
-                    "offset {} does not fit this segment",
-                    header.last_offset()
-                ))
+                Some(format!("offset {} does not fit this segment", header.last_offset()))
             } else {
                 None
             };
@@ -439,27 +359,14 @@ impl LogSegment {
     /// (Kafka `LogSegment.append`: an entry when more than `index_interval_bytes` were
     /// written since the last one). On a write error the file is cut back to its old size
     /// and nothing in memory changes.
-    pub fn append(
-        &mut self,
-        bytes: &[u8],
-        batches: &[(BatchHeader, usize)],
-    ) -> Result<(), LogError> {
+    pub fn append(&mut self, bytes: &[u8], batches: &[(BatchHeader, usize)]) -> Result<(), LogError> {
         debug_assert!(!batches.is_empty());
-        debug_assert_eq!(
-            batches
-                .iter()
-                .map(|(h, _)| h.total_size_bytes())
-                .sum::<usize>(),
-            bytes.len()
-        );
+        debug_assert_eq!(batches.iter().map(|(h, _)| h.total_size_bytes()).sum::<usize>(), bytes.len());
         debug_assert!(self.size_bytes + bytes.len() as u64 <= u64::from(u32::MAX));
         if let Err(error) = self.log_file.write_all_at(bytes, self.size_bytes) {
             // Best effort: leave no partial batch behind for the next append to follow.
             let _ = self.log_file.set_len(self.size_bytes);
-            return Err(LogError::io(
-                format!("appending to {}", self.log_path.display()),
-                error,
-            ));
+            return Err(LogError::io(format!("appending to {}", self.log_path.display()), error));
         }
         for (header, relative_position) in batches {
             debug_assert!(header.base_offset >= self.base_offset);
@@ -486,12 +393,10 @@ impl LogSegment {
             .map_err(|e| LogError::io(format!("reading {}", self.log_path.display()), e))?;
         let header = parse_header(&raw[..available])?;
         if position + header.total_size_bytes() as u64 > self.size_bytes {
-            return Err(LogError::CorruptBatch(
-                crate::batch::BatchError::BadLength {
-                    batch_length: header.batch_length,
-                    buffer_bytes: (self.size_bytes - position) as usize,
-                },
-            ));
+            return Err(LogError::CorruptBatch(crate::batch::BatchError::BadLength {
+                batch_length: header.batch_length,
+                buffer_bytes: (self.size_bytes - position) as usize,
+            }));
         }
         Ok(Some(header))
     }
@@ -527,20 +432,14 @@ impl LogSegment {
             .map_err(|e| LogError::io(format!("truncating {}", self.log_path.display()), e))?;
         self.size_bytes = position;
         self.index.truncate_to_offset(offset)?;
-        let last_entry_position = self
-            .index
-            .entries()
-            .last()
-            .map_or(0, |e| u64::from(e.position));
+        let last_entry_position = self.index.entries().last().map_or(0, |e| u64::from(e.position));
         self.bytes_since_last_index_entry = position.saturating_sub(last_entry_position);
         Ok(())
     }
 
     /// Fsyncs the log file, then writes and fsyncs the index (Kafka `LogSegment.flush`).
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.log_file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
+        self.log_file.sync_data().map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
         self.index.flush()
     }
 
@@ -578,19 +477,10 @@ mod tests {
     #[test]
     fn file_names_are_twenty_digit_base_offsets() {
         assert_eq!(file_name_prefix(42), "00000000000000000042");
-        assert_eq!(
-            parse_base_offset("00000000000000000042.log", LOG_FILE_SUFFIX),
-            Some(42)
-        );
+        assert_eq!(parse_base_offset("00000000000000000042.log", LOG_FILE_SUFFIX), Some(42));
         assert_eq!(parse_base_offset("42.log", LOG_FILE_SUFFIX), None);
-        assert_eq!(
-            parse_base_offset("0000000000000000004x.log", LOG_FILE_SUFFIX),
-            None
-        );
-        assert_eq!(
-            parse_base_offset("00000000000000000042.index", LOG_FILE_SUFFIX),
-            None
-        );
+        assert_eq!(parse_base_offset("0000000000000000004x.log", LOG_FILE_SUFFIX), None);
+        assert_eq!(parse_base_offset("00000000000000000042.index", LOG_FILE_SUFFIX), None);
     }
 
     #[test]
@@ -606,10 +496,7 @@ mod tests {
             segment.append(&batch, &[(header, 0)]).unwrap();
             offset += 3;
         }
-        assert!(
-            segment.index().entries().len() > 5,
-            "sparse index has entries"
-        );
+        assert!(segment.index().entries().len() > 5, "sparse index has entries");
         for (base, position) in &positions {
             for target in *base..*base + 3 {
                 let (found_position, header) = segment.find_batch(target).unwrap().unwrap();
@@ -623,10 +510,6 @@ mod tests {
 
         std::fs::remove_file(dir.path().join("00000000000000000100.index")).unwrap();
         let reopened = LogSegment::open(dir.path(), 100, 256).unwrap();
-        assert_eq!(
-            reopened.index().entries(),
-            &entries[..],
-            "rebuilt index equals original"
-        );
+        assert_eq!(reopened.index().entries(), &entries[..], "rebuilt index equals original");
     }
 }

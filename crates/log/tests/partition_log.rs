@@ -8,17 +8,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use insync_log::{
-    decode_records, iter_batches, validate_batch, BatchBuilder, LogConfig, LogError, PartitionLog,
-};
+use insync_log::{decode_records, iter_batches, validate_batch, BatchBuilder, LogConfig, LogError, PartitionLog};
 use proptest::prelude::*;
 
 fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 2048,
-        index_interval_bytes: 256,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes: 2048, index_interval_bytes: 256, ..LogConfig::default() }
 }
 
 /// A batch of `records` records whose values name their batch and index.
@@ -40,10 +34,7 @@ fn values(bytes: &[u8]) -> Vec<(i64, String)> {
     for item in iter_batches(bytes) {
         let (_, batch) = item.unwrap();
         for record in decode_records(batch).unwrap() {
-            out.push((
-                record.offset,
-                String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
-            ));
+            out.push((record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap()));
         }
     }
     out
@@ -86,10 +77,7 @@ fn leader_appends_assign_offsets_and_read_back() {
 
     let mut first = batch("a", 3);
     let info = log.append_as_leader(&mut first, 4).unwrap();
-    assert_eq!(
-        (info.base_offset, info.last_offset, info.records),
-        (0, 2, 3)
-    );
+    assert_eq!((info.base_offset, info.last_offset, info.records), (0, 2, 3));
     assert_eq!(info.bytes, first.len());
     let mut second = batch("b", 2);
     let info = log.append_as_leader(&mut second, 4).unwrap();
@@ -107,13 +95,7 @@ fn leader_appends_assign_offsets_and_read_back() {
     assert_eq!(&all[..], &expected[..], "the log stores batches untouched");
     assert_eq!(
         values(&all),
-        vec![
-            (0, "a-0".into()),
-            (1, "a-1".into()),
-            (2, "a-2".into()),
-            (3, "b-0".into()),
-            (4, "b-1".into())
-        ]
+        vec![(0, "a-0".into()), (1, "a-1".into()), (2, "a-2".into()), (3, "b-0".into()), (4, "b-1".into())]
     );
     assert_eq!(log.epoch_entries(), vec![(4, 0)]);
     assert_eq!(log.last_batch_epoch(), Some(4));
@@ -122,21 +104,11 @@ fn leader_appends_assign_offsets_and_read_back() {
 #[test]
 fn leader_rejects_invalid_batches_without_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = PartitionLog::open(
-        dir.path(),
-        LogConfig {
-            max_batch_bytes: 200,
-            ..LogConfig::default()
-        },
-    )
-    .unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig { max_batch_bytes: 200, ..LogConfig::default() }).unwrap();
     let mut big = batch(&"x".repeat(300), 1);
     let error = log.append_as_leader(&mut big, 0).unwrap_err();
     assert!(matches!(error, LogError::MessageTooLarge { .. }));
-    assert_eq!(
-        error.error_code(),
-        insync_types::ErrorCode::MESSAGE_TOO_LARGE
-    );
+    assert_eq!(error.error_code(), insync_types::ErrorCode::MESSAGE_TOO_LARGE);
 
     let mut corrupt = batch("c", 1);
     let last = corrupt.len() - 2;
@@ -150,13 +122,7 @@ fn leader_rejects_invalid_batches_without_writing() {
     log.append_as_leader(&mut ok, 3).unwrap();
     let mut stale = batch("stale", 1);
     let error = log.append_as_leader(&mut stale, 2).unwrap_err();
-    assert!(matches!(
-        error,
-        LogError::FencedLeaderEpoch {
-            epoch: 2,
-            latest_epoch: 3
-        }
-    ));
+    assert!(matches!(error, LogError::FencedLeaderEpoch { epoch: 2, latest_epoch: 3 }));
     assert_eq!(log.log_end_offset(), 1);
     assert_eq!(log.size_bytes(), ok.len() as u64);
 }
@@ -171,10 +137,7 @@ fn index_lookups_find_every_offset_across_many_segments() {
         let mut bytes = batch(&format!("b{batch_number}"), records);
         let info = log.append_as_leader(&mut bytes, 0).unwrap();
         for index in 0..records {
-            expected.push((
-                info.base_offset + index as i64,
-                format!("b{batch_number}-{index}"),
-            ));
+            expected.push((info.base_offset + index as i64, format!("b{batch_number}-{index}")));
         }
     }
     let segments = log.segment_base_offsets();
@@ -188,16 +151,9 @@ fn index_lookups_find_every_offset_across_many_segments() {
     for (offset, value) in &expected {
         let bytes = log.read(*offset, i64::MAX, 1).unwrap();
         let got = values(&bytes);
-        assert!(
-            got.iter().any(|(o, v)| o == offset && v == value),
-            "offset {offset}"
-        );
+        assert!(got.iter().any(|(o, v)| o == offset && v == value), "offset {offset}");
         assert!(got[0].0 <= *offset);
-        assert_eq!(
-            iter_batches(&bytes).count(),
-            1,
-            "max_bytes 1 still returns one batch"
-        );
+        assert_eq!(iter_batches(&bytes).count(), 1, "max_bytes 1 still returns one batch");
     }
     assert_eq!(read_all(&log), expected);
 
@@ -228,10 +184,7 @@ fn read_respects_the_offset_bound_and_byte_budget() {
     assert!(log.read(4, 4, 1 << 20).unwrap().is_empty());
     assert!(log.read(4, 5, 1 << 20).unwrap().is_empty());
     // Mid-batch start returns the whole batch holding it.
-    assert_eq!(
-        offsets(&log.read(3, i64::MAX, 1 << 20).unwrap()),
-        vec![2, 3, 4, 5, 6, 7]
-    );
+    assert_eq!(offsets(&log.read(3, i64::MAX, 1 << 20).unwrap()), vec![2, 3, 4, 5, 6, 7]);
     // max_bytes: whole batches that fit, but always the first one (KIP-74).
     let two = sizes[0] + sizes[1];
     assert_eq!(log.read(0, i64::MAX, two).unwrap().len(), two);
@@ -241,14 +194,8 @@ fn read_respects_the_offset_bound_and_byte_budget() {
     // At the log end: empty; past it or before the start: out of range.
     assert!(log.read(8, i64::MAX, 100).unwrap().is_empty());
     let error = log.read(9, i64::MAX, 100).unwrap_err();
-    assert!(matches!(
-        error,
-        LogError::OffsetOutOfRange { offset: 9, .. }
-    ));
-    assert_eq!(
-        error.error_code(),
-        insync_types::ErrorCode::OFFSET_OUT_OF_RANGE
-    );
+    assert!(matches!(error, LogError::OffsetOutOfRange { offset: 9, .. }));
+    assert_eq!(error.error_code(), insync_types::ErrorCode::OFFSET_OUT_OF_RANGE);
     assert!(log.read(-1, i64::MAX, 100).is_err());
 }
 
@@ -279,20 +226,14 @@ fn recovery_truncates_garbage_after_the_last_batch() {
     // other tests run in parallel threads is racy.
     let dir = tempfile::tempdir().unwrap();
     let (_, total) = write_five_batches(dir.path());
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(first_segment(dir.path()))
-        .unwrap();
+    let mut file = OpenOptions::new().append(true).open(first_segment(dir.path())).unwrap();
     file.write_all(&[0xde; 100]).unwrap();
     drop(file);
 
     let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(log.log_end_offset(), 10);
     assert_eq!(log.size_bytes(), total);
-    assert_eq!(
-        std::fs::metadata(first_segment(dir.path())).unwrap().len(),
-        total
-    );
+    assert_eq!(std::fs::metadata(first_segment(dir.path())).unwrap().len(), total);
     assert_eq!(read_all(&log).len(), 10);
 }
 
@@ -300,10 +241,7 @@ fn recovery_truncates_garbage_after_the_last_batch() {
 fn recovery_truncates_a_torn_last_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (good, total) = write_five_batches(dir.path());
-    let file = OpenOptions::new()
-        .write(true)
-        .open(first_segment(dir.path()))
-        .unwrap();
+    let file = OpenOptions::new().write(true).open(first_segment(dir.path())).unwrap();
     file.set_len(good + (total - good) / 2).unwrap();
     drop(file);
 
@@ -332,11 +270,7 @@ fn recovery_truncates_a_corrupt_last_batch_and_its_epoch_entries() {
     log.close().unwrap();
 
     // Flip one byte inside the last batch's records: the CRC no longer matches.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(first_segment(dir.path()))
-        .unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(first_segment(dir.path())).unwrap();
     let at = good + 70;
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, at).unwrap();
@@ -359,8 +293,7 @@ fn recovery_only_touches_the_last_segment_and_rebuilds_lost_epoch_entries() {
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
     for number in 0..40 {
         let mut bytes = batch(&format!("b{number}"), 3);
-        log.append_as_leader(&mut bytes, if number < 30 { 0 } else { 2 })
-            .unwrap();
+        log.append_as_leader(&mut bytes, if number < 30 { 0 } else { 2 }).unwrap();
     }
     let expected = read_all(&log);
     let segments = log.segment_base_offsets();
@@ -455,10 +388,7 @@ fn truncate_past_the_end_still_drops_an_unused_epoch() {
     assert_eq!(log.end_offset_for_epoch(4), (4, 2));
     log.truncate_to(2).unwrap();
     assert_eq!(log.epoch_entries(), vec![(3, 0)]);
-    assert!(
-        log.assign_epoch_start_offset(5, 3).is_err(),
-        "past the log end"
-    );
+    assert!(log.assign_epoch_start_offset(5, 3).is_err(), "past the log end");
 }
 
 #[test]
@@ -472,16 +402,10 @@ fn truncate_fully_restarts_the_log_at_an_offset() {
     let info = log.truncate_fully_and_start_at(1000).unwrap();
     assert_eq!(info.records_removed, 60);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (1000, 1000));
-    assert!(matches!(
-        log.read(0, i64::MAX, 10),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(0, i64::MAX, 10), Err(LogError::OffsetOutOfRange { .. })));
     assert!(log.epoch_entries().is_empty());
     let mut bytes = batch("y", 1);
-    assert_eq!(
-        log.append_as_leader(&mut bytes, 2).unwrap().base_offset,
-        1000
-    );
+    assert_eq!(log.append_as_leader(&mut bytes, 2).unwrap().base_offset, 1000);
     log.close().unwrap();
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (1000, 1001));
@@ -503,25 +427,14 @@ fn follower_appends_keep_offsets_and_learn_epochs() {
     let fetched = leader.read(0, leader.log_end_offset(), 1 << 20).unwrap();
     let partial = &fetched[..fetched.len() - 20];
     let info = follower.append_as_follower(partial).unwrap();
-    assert_eq!(
-        (info.base_offset, info.last_offset, info.records),
-        (0, 11, 12)
-    );
-    let whole_batches = iter_batches(partial)
-        .map(|b| b.unwrap().1.len())
-        .sum::<usize>();
+    assert_eq!((info.base_offset, info.last_offset, info.records), (0, 11, 12));
+    let whole_batches = iter_batches(partial).map(|b| b.unwrap().1.len()).sum::<usize>();
     assert_eq!(info.bytes, whole_batches);
     assert_eq!(follower.epoch_entries(), vec![(0, 0), (2, 6)]);
 
     // Wrong start offset: nothing appended.
     let error = follower.append_as_follower(&fetched).unwrap_err();
-    assert!(matches!(
-        error,
-        LogError::OffsetMismatch {
-            expected: 12,
-            actual: 0
-        }
-    ));
+    assert!(matches!(error, LogError::OffsetMismatch { expected: 12, actual: 0 }));
     assert_eq!(follower.log_end_offset(), 12);
 
     let rest = leader.read(12, leader.log_end_offset(), 1 << 20).unwrap();
@@ -566,9 +479,7 @@ fn diverged_follower_truncates_by_leader_epoch_not_high_watermark() {
     let last_fetched_epoch = follower.last_batch_epoch().unwrap();
     let (epoch, end_offset) = leader.end_offset_for_epoch(last_fetched_epoch);
     assert_eq!((epoch, end_offset), (1, 4));
-    follower
-        .truncate_to(end_offset.min(follower.log_end_offset()))
-        .unwrap();
+    follower.truncate_to(end_offset.min(follower.log_end_offset())).unwrap();
     assert_eq!(follower.log_end_offset(), 4);
     let missing = leader.read(4, leader.log_end_offset(), 1 << 20).unwrap();
     follower.append_as_follower(&missing).unwrap();
@@ -581,10 +492,7 @@ fn flush_every_messages_and_stray_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("00000000000000000099.index"), [0u8; 8]).unwrap();
     std::fs::write(dir.path().join("leader-epoch-checkpoint.tmp"), "junk").unwrap();
-    let config = LogConfig {
-        flush_every_messages: Some(2),
-        ..LogConfig::default()
-    };
+    let config = LogConfig { flush_every_messages: Some(2), ..LogConfig::default() };
     let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
     assert!(!dir.path().join("00000000000000000099.index").exists());
     assert!(!dir.path().join("leader-epoch-checkpoint.tmp").exists());
@@ -599,24 +507,11 @@ fn flush_every_messages_and_stray_files() {
 
 #[derive(Debug, Clone)]
 enum Operation {
-    Append {
-        records: usize,
-        value_bytes: usize,
-        epoch_bump: bool,
-    },
-    Truncate {
-        fraction: f64,
-    },
-    Reopen {
-        clean: bool,
-    },
-    Read {
-        fraction: f64,
-        max_bytes: usize,
-    },
-    TearTail {
-        cut: usize,
-    },
+    Append { records: usize, value_bytes: usize, epoch_bump: bool },
+    Truncate { fraction: f64 },
+    Reopen { clean: bool },
+    Read { fraction: f64, max_bytes: usize },
+    TearTail { cut: usize },
 }
 
 fn operation() -> impl Strategy<Value = Operation> {

@@ -55,32 +55,19 @@ fn first_segment(dir: &std::path::Path) -> std::path::PathBuf {
 fn recovery_logs_one_line_with_bytes_position_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let total = write_five_batches(dir.path());
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(first_segment(dir.path()))
-        .unwrap();
+    let mut file = OpenOptions::new().append(true).open(first_segment(dir.path())).unwrap();
     file.write_all(&[0xde; 100]).unwrap();
     drop(file);
 
-    let (log, logs) =
-        capture_logs(|| PartitionLog::open(dir.path(), LogConfig::default()).unwrap());
+    let (log, logs) = capture_logs(|| PartitionLog::open(dir.path(), LogConfig::default()).unwrap());
     assert_eq!(log.log_end_offset(), 10);
     assert_eq!(log.size_bytes(), total);
-    assert_eq!(
-        std::fs::metadata(first_segment(dir.path())).unwrap().len(),
-        total
-    );
-    let recovery_lines: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("recovered log"))
-        .collect();
+    assert_eq!(std::fs::metadata(first_segment(dir.path())).unwrap().len(), total);
+    let recovery_lines: Vec<&str> = logs.lines().filter(|l| l.contains("recovered log")).collect();
     assert_eq!(recovery_lines.len(), 1, "{logs}");
     let line = recovery_lines[0];
     assert!(line.contains("truncated 100 torn/corrupt bytes"), "{line}");
-    assert!(
-        line.contains(&format!("at position {total} (offset 10)")),
-        "{line}"
-    );
+    assert!(line.contains(&format!("at position {total} (offset 10)")), "{line}");
     assert!(line.contains("log end offset now 10"), "{line}");
 
     // A clean reopen logs no recovery at all.

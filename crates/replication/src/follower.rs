@@ -15,10 +15,7 @@ pub struct EpochEndOffset {
 /// epoch (Kafka `Partition.checkCurrentLeaderEpoch`): older → FENCED_LEADER_EPOCH (the
 /// sender is a zombie or behind), newer → UNKNOWN_LEADER_EPOCH (we are behind on
 /// metadata), -1 → no check (old clients and consumers).
-pub fn check_current_leader_epoch(
-    requested: LeaderEpoch,
-    local: LeaderEpoch,
-) -> Result<(), ErrorCode> {
+pub fn check_current_leader_epoch(requested: LeaderEpoch, local: LeaderEpoch) -> Result<(), ErrorCode> {
     if requested == NO_EPOCH || requested == local {
         Ok(())
     } else if requested < local {
@@ -47,14 +44,9 @@ pub fn diverging_epoch(
     if leader_end_for_epoch.epoch == NO_EPOCH {
         // The leader knows no epoch ≤ the follower's: everything the follower has is from
         // a history the leader does not share. Truncate to the leader's log start.
-        return Some(EpochEndOffset {
-            epoch: NO_EPOCH,
-            end_offset: leader_log_start_offset,
-        });
+        return Some(EpochEndOffset { epoch: NO_EPOCH, end_offset: leader_log_start_offset });
     }
-    if leader_end_for_epoch.epoch < last_fetched_epoch
-        || leader_end_for_epoch.end_offset < fetch_offset
-    {
+    if leader_end_for_epoch.epoch < last_fetched_epoch || leader_end_for_epoch.end_offset < fetch_offset {
         return Some(leader_end_for_epoch);
     }
     None
@@ -76,28 +68,16 @@ pub fn truncation_offset(
         return (diverging.end_offset.min(local_log_end_offset), true);
     }
     if local_end_for_epoch.epoch == diverging.epoch {
-        (
-            diverging
-                .end_offset
-                .min(local_end_for_epoch.end_offset)
-                .min(local_log_end_offset),
-            true,
-        )
+        (diverging.end_offset.min(local_end_for_epoch.end_offset).min(local_log_end_offset), true)
     } else {
-        (
-            local_end_for_epoch.end_offset.min(local_log_end_offset),
-            false,
-        )
+        (local_end_for_epoch.end_offset.min(local_log_end_offset), false)
     }
 }
 
 /// A follower's high watermark: the leader's, but never past what it holds itself
 /// (Kafka `ReplicaFetcherThread.processPartitionData`: `log.updateHighWatermark(
 /// partitionData.highWatermark)` bounded by the log end offset).
-pub fn follower_high_watermark(
-    leader_high_watermark: Offset,
-    local_log_end_offset: Offset,
-) -> Offset {
+pub fn follower_high_watermark(leader_high_watermark: Offset, local_log_end_offset: Offset) -> Offset {
     leader_high_watermark.min(local_log_end_offset)
 }
 
@@ -114,14 +94,8 @@ mod tests {
         // Kafka Partition.checkCurrentLeaderEpoch.
         assert_eq!(check_current_leader_epoch(-1, 5), Ok(()));
         assert_eq!(check_current_leader_epoch(5, 5), Ok(()));
-        assert_eq!(
-            check_current_leader_epoch(4, 5),
-            Err(ErrorCode::FENCED_LEADER_EPOCH)
-        );
-        assert_eq!(
-            check_current_leader_epoch(6, 5),
-            Err(ErrorCode::UNKNOWN_LEADER_EPOCH)
-        );
+        assert_eq!(check_current_leader_epoch(4, 5), Err(ErrorCode::FENCED_LEADER_EPOCH));
+        assert_eq!(check_current_leader_epoch(6, 5), Err(ErrorCode::UNKNOWN_LEADER_EPOCH));
     }
 
     #[test]

@@ -40,12 +40,7 @@ impl FollowerProgress {
     }
 
     /// Kafka `Replica.isCaughtUp`: at the leader's end, or caught up within the lag bound.
-    fn is_caught_up(
-        &self,
-        leader_log_end_offset: Offset,
-        now_ms: u64,
-        replica_lag_time_max_ms: u64,
-    ) -> bool {
+    fn is_caught_up(&self, leader_log_end_offset: Offset, now_ms: u64, replica_lag_time_max_ms: u64) -> bool {
         self.log_end_offset == leader_log_end_offset
             || now_ms.saturating_sub(self.last_caught_up_ms) <= replica_lag_time_max_ms
     }
@@ -55,26 +50,18 @@ impl FollowerProgress {
 /// `PendingExpandIsr`, `PendingShrinkIsr`). One change in flight at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IsrState {
-    Committed {
-        isr: BTreeSet<BrokerId>,
-    },
-    PendingExpand {
-        isr: BTreeSet<BrokerId>,
-        new_member: BrokerId,
-    },
-    PendingShrink {
-        isr: BTreeSet<BrokerId>,
-        removed: BTreeSet<BrokerId>,
-    },
+    Committed { isr: BTreeSet<BrokerId> },
+    PendingExpand { isr: BTreeSet<BrokerId>, new_member: BrokerId },
+    PendingShrink { isr: BTreeSet<BrokerId>, removed: BTreeSet<BrokerId> },
 }
 
 impl IsrState {
     /// The ISR last committed by the controller.
     pub fn committed(&self) -> &BTreeSet<BrokerId> {
         match self {
-            IsrState::Committed { isr }
-            | IsrState::PendingExpand { isr, .. }
-            | IsrState::PendingShrink { isr, .. } => isr,
+            IsrState::Committed { isr } | IsrState::PendingExpand { isr, .. } | IsrState::PendingShrink { isr, .. } => {
+                isr
+            }
         }
     }
 
@@ -102,14 +89,9 @@ impl IsrState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IsrChangeKind {
     /// Followers dropped for lagging: (broker, its LEO, ms since last caught up).
-    Shrink {
-        dropped: Vec<(BrokerId, Offset, u64)>,
-    },
+    Shrink { dropped: Vec<(BrokerId, Offset, u64)> },
     /// A follower caught up: (broker, its LEO).
-    Expand {
-        added: BrokerId,
-        follower_log_end_offset: Offset,
-    },
+    Expand { added: BrokerId, follower_log_end_offset: Offset },
 }
 
 /// A proposed ISR change, to be sent to the controller as AlterPartition.
@@ -151,15 +133,8 @@ impl fmt::Display for IsrChange {
                     )?;
                 }
             }
-            IsrChangeKind::Expand {
-                added,
-                follower_log_end_offset,
-            } => {
-                write!(
-                    f,
-                    "; broker {added} caught up: LEO {follower_log_end_offset} >= HW {}",
-                    self.high_watermark
-                )?;
+            IsrChangeKind::Expand { added, follower_log_end_offset } => {
+                write!(f, "; broker {added} caught up: LEO {follower_log_end_offset} >= HW {}", self.high_watermark)?;
             }
         }
         Ok(())
@@ -233,12 +208,7 @@ impl LeaderPartition {
             .collect();
         let mut state = LeaderPartition {
             local_broker: params.local_broker,
-            eligible: params
-                .replicas
-                .iter()
-                .copied()
-                .filter(|&b| b != params.local_broker)
-                .collect(),
+            eligible: params.replicas.iter().copied().filter(|&b| b != params.local_broker).collect(),
             replicas: params.replicas,
             leader_epoch: params.leader_epoch,
             partition_epoch: params.partition_epoch,
@@ -252,10 +222,7 @@ impl LeaderPartition {
             waiters: BTreeMap::new(),
         };
         // The leader is always in the ISR (Kafka asserts it; the controller guarantees it).
-        debug_assert!(
-            state.isr.committed().contains(&state.local_broker),
-            "leader not in its ISR"
-        );
+        debug_assert!(state.isr.committed().contains(&state.local_broker), "leader not in its ISR");
         if let IsrState::Committed { isr } = &mut state.isr {
             isr.insert(state.local_broker);
         }
@@ -303,11 +270,7 @@ impl LeaderPartition {
     }
 
     /// Changes min.insync.replicas (topic config change).
-    pub fn set_min_insync_replicas(
-        &mut self,
-        min_insync_replicas: usize,
-        now_ms: u64,
-    ) -> Vec<Action> {
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize, now_ms: u64) -> Vec<Action> {
         self.min_insync_replicas = min_insync_replicas;
         let mut actions = Vec::new();
         self.fail_waiters_if_under_min(&mut actions);
@@ -317,10 +280,7 @@ impl LeaderPartition {
 
     /// Updates which followers may join the ISR (from broker registrations in metadata).
     pub fn set_eligible_followers(&mut self, eligible: impl IntoIterator<Item = BrokerId>) {
-        self.eligible = eligible
-            .into_iter()
-            .filter(|&b| b != self.local_broker)
-            .collect();
+        self.eligible = eligible.into_iter().filter(|&b| b != self.local_broker).collect();
     }
 
     /// Pre-append check (Kafka `Partition.appendRecordsToLeader`): acks=all with a
@@ -334,10 +294,7 @@ impl LeaderPartition {
 
     /// The local log grew to `log_end_offset` (after a leader append).
     pub fn on_local_append(&mut self, log_end_offset: Offset, now_ms: u64) -> Vec<Action> {
-        debug_assert!(
-            log_end_offset >= self.log_end_offset,
-            "leader LEO went back"
-        );
+        debug_assert!(log_end_offset >= self.log_end_offset, "leader LEO went back");
         self.log_end_offset = log_end_offset;
         let mut actions = Vec::new();
         self.maybe_increment_high_watermark(now_ms, &mut actions);
@@ -366,22 +323,14 @@ impl LeaderPartition {
     pub fn resign(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.waiters)
             .into_keys()
-            .map(|waiter| Action::CompleteProduce {
-                waiter,
-                error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-            })
+            .map(|waiter| Action::CompleteProduce { waiter, error: ErrorCode::NOT_LEADER_OR_FOLLOWER })
             .collect()
     }
 
     /// A follower fetched from `fetch_offset` (its LEO). `leader_log_end_offset_at_fetch`
     /// is the leader's LEO when the fetch was served (Kafka `Partition.updateFollowerFetchState`
     /// → `Replica.updateFetchStateOrThrow`, then `maybeExpandIsr`, `maybeIncrementLeaderHW`).
-    pub fn on_follower_fetch(
-        &mut self,
-        follower: BrokerId,
-        fetch_offset: Offset,
-        now_ms: u64,
-    ) -> Vec<Action> {
+    pub fn on_follower_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         let leader_log_end_offset = self.log_end_offset;
         let Some(progress) = self.followers.get_mut(&follower) else {
@@ -417,15 +366,8 @@ impl LeaderPartition {
             .filter(|&&b| b != self.local_broker)
             .filter_map(|&b| {
                 let p = self.followers.get(&b)?;
-                (!p.is_caught_up(self.log_end_offset, now_ms, self.replica_lag_time_max_ms)).then(
-                    || {
-                        (
-                            b,
-                            p.log_end_offset,
-                            now_ms.saturating_sub(p.last_caught_up_ms),
-                        )
-                    },
-                )
+                (!p.is_caught_up(self.log_end_offset, now_ms, self.replica_lag_time_max_ms))
+                    .then(|| (b, p.log_end_offset, now_ms.saturating_sub(p.last_caught_up_ms)))
             })
             .collect();
         if dropped.is_empty() {
@@ -433,25 +375,15 @@ impl LeaderPartition {
         }
         let removed: BTreeSet<BrokerId> = dropped.iter().map(|d| d.0).collect();
         let new_isr: Vec<BrokerId> = committed.difference(&removed).copied().collect();
-        actions.push(Action::ProposeIsr(
-            self.isr_change(new_isr, IsrChangeKind::Shrink { dropped }),
-        ));
-        self.isr = IsrState::PendingShrink {
-            isr: committed,
-            removed,
-        };
+        actions.push(Action::ProposeIsr(self.isr_change(new_isr, IsrChangeKind::Shrink { dropped })));
+        self.isr = IsrState::PendingShrink { isr: committed, removed };
         actions
     }
 
     /// The controller committed a partition state with this leader epoch: our own
     /// AlterPartition, or its own change (fencing a broker removes it from the ISR).
     /// Replaces the ISR, clears any in-flight change, and re-evaluates waiters and HW.
-    pub fn on_isr_committed(
-        &mut self,
-        isr: &[BrokerId],
-        partition_epoch: PartitionEpoch,
-        now_ms: u64,
-    ) -> Vec<Action> {
+    pub fn on_isr_committed(&mut self, isr: &[BrokerId], partition_epoch: PartitionEpoch, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         if partition_epoch <= self.partition_epoch {
             // Stale or already applied (the AlterPartition answer and the metadata feed
@@ -472,9 +404,7 @@ impl LeaderPartition {
     /// AlterPartition was rejected (stale epoch, ineligible replica …): drop the pending
     /// state and wait for fresh metadata (Kafka `Partition.handleAlterPartitionError`).
     pub fn on_isr_change_rejected(&mut self) {
-        self.isr = IsrState::Committed {
-            isr: self.isr.committed().clone(),
-        };
+        self.isr = IsrState::Committed { isr: self.isr.committed().clone() };
     }
 
     fn isr_change(&self, new_isr: Vec<BrokerId>, kind: IsrChangeKind) -> IsrChange {
@@ -494,10 +424,7 @@ impl LeaderPartition {
     /// follower outside the ISR joins once its LEO ≥ HW and ≥ the start offset of the
     /// current leader epoch, if it is eligible and no other change is in flight.
     fn maybe_expand_isr(&mut self, follower: BrokerId, actions: &mut Vec<Action>) {
-        if self.isr.is_in_flight()
-            || self.isr.committed().contains(&follower)
-            || !self.eligible.contains(&follower)
-        {
+        if self.isr.is_in_flight() || self.isr.committed().contains(&follower) || !self.eligible.contains(&follower) {
             return;
         }
         let Some(progress) = self.followers.get(&follower) else {
@@ -511,17 +438,10 @@ impl LeaderPartition {
         let mut new_isr: Vec<BrokerId> = committed.iter().copied().collect();
         new_isr.push(follower);
         new_isr.sort_unstable();
-        actions.push(Action::ProposeIsr(self.isr_change(
-            new_isr,
-            IsrChangeKind::Expand {
-                added: follower,
-                follower_log_end_offset: follower_leo,
-            },
-        )));
-        self.isr = IsrState::PendingExpand {
-            isr: committed,
-            new_member: follower,
-        };
+        actions.push(Action::ProposeIsr(
+            self.isr_change(new_isr, IsrChangeKind::Expand { added: follower, follower_log_end_offset: follower_leo }),
+        ));
+        self.isr = IsrState::PendingExpand { isr: committed, new_member: follower };
     }
 
     /// Kafka `Partition.maybeIncrementLeaderHW`: HW = min LEO over the maximal ISR, also
@@ -543,13 +463,8 @@ impl LeaderPartition {
         }
         if new_high_watermark > self.high_watermark {
             self.high_watermark = new_high_watermark;
-            debug_assert!(
-                self.high_watermark <= self.log_end_offset,
-                "HW past leader LEO"
-            );
-            actions.push(Action::HighWatermarkAdvanced {
-                high_watermark: self.high_watermark,
-            });
+            debug_assert!(self.high_watermark <= self.log_end_offset, "HW past leader LEO");
+            actions.push(Action::HighWatermarkAdvanced { high_watermark: self.high_watermark });
             self.complete_waiters(actions);
         }
     }
@@ -661,10 +576,7 @@ mod tests {
         l.on_local_append(5, 1_000);
         l.on_follower_fetch(2, 5, 1_100);
         l.on_follower_fetch(3, 0, 1_100); // behind, but was caught up at become-leader (1_000)
-        assert!(
-            proposals(&l.on_tick(1_000 + LAG)).is_empty(),
-            "exactly at the bound is in sync"
-        );
+        assert!(proposals(&l.on_tick(1_000 + LAG)).is_empty(), "exactly at the bound is in sync");
         l.on_follower_fetch(2, 5, 1_000 + LAG + 1);
         let p = proposals(&l.on_tick(1_000 + LAG + 1));
         assert_eq!(p.len(), 1);
@@ -680,10 +592,7 @@ mod tests {
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_follower_fetch(2, 0, 1_000);
         l.on_follower_fetch(3, 0, 1_000);
-        assert!(
-            proposals(&l.on_tick(1_000_000)).is_empty(),
-            "idle partition never shrinks"
-        );
+        assert!(proposals(&l.on_tick(1_000_000)).is_empty(), "idle partition never shrinks");
     }
 
     #[test]
@@ -715,22 +624,13 @@ mod tests {
         l.on_local_append(10, 1_000);
         l.on_follower_fetch(2, 10, 1_001);
         assert_eq!(l.high_watermark(), 10);
-        assert!(
-            proposals(&l.on_follower_fetch(3, 9, 1_002)).is_empty(),
-            "below HW"
-        );
+        assert!(proposals(&l.on_follower_fetch(3, 9, 1_002)).is_empty(), "below HW");
         l.set_eligible_followers([2]);
-        assert!(
-            proposals(&l.on_follower_fetch(3, 10, 1_003)).is_empty(),
-            "fenced broker is not eligible"
-        );
+        assert!(proposals(&l.on_follower_fetch(3, 10, 1_003)).is_empty(), "fenced broker is not eligible");
         l.set_eligible_followers([2, 3]);
         let p = proposals(&l.on_follower_fetch(3, 10, 1_004));
         assert_eq!(p[0].new_isr, vec![1, 2, 3]);
-        assert!(matches!(
-            l.isr_state(),
-            IsrState::PendingExpand { new_member: 3, .. }
-        ));
+        assert!(matches!(l.isr_state(), IsrState::PendingExpand { new_member: 3, .. }));
     }
 
     #[test]
@@ -751,10 +651,7 @@ mod tests {
             },
             1_000,
         );
-        assert!(
-            proposals(&l.on_follower_fetch(3, 15, 1_001)).is_empty(),
-            "LEO ≥ HW but < epoch start"
-        );
+        assert!(proposals(&l.on_follower_fetch(3, 15, 1_001)).is_empty(), "LEO ≥ HW but < epoch start");
         assert_eq!(proposals(&l.on_follower_fetch(3, 20, 1_002)).len(), 1);
     }
 
@@ -768,11 +665,7 @@ mod tests {
         assert_eq!(proposals(&l.on_tick(20_000)).len(), 1); // 3 is dropped
         assert!(l.isr_state().is_in_flight());
         assert!(proposals(&l.on_tick(40_000)).is_empty());
-        assert_eq!(
-            l.high_watermark(),
-            0,
-            "removed member 3 (LEO -1) still holds the HW"
-        );
+        assert_eq!(l.high_watermark(), 0, "removed member 3 (LEO -1) still holds the HW");
         let actions = l.on_isr_committed(&[1, 2], 1, 20_001);
         assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 10 }));
         // A pending expand counts the new member at once.
@@ -806,10 +699,7 @@ mod tests {
         // Kafka Partition.appendRecordsToLeader: inSyncSize < minIsr && acks == -1 →
         // NotEnoughReplicasException, nothing written; acks=1 and acks=0 pass.
         let l = leader(&[1], 2, 0);
-        assert_eq!(
-            l.check_produce(Acks::All),
-            Err(ErrorCode::NOT_ENOUGH_REPLICAS)
-        );
+        assert_eq!(l.check_produce(Acks::All), Err(ErrorCode::NOT_ENOUGH_REPLICAS));
         assert_eq!(l.check_produce(Acks::Leader), Ok(()));
         assert_eq!(l.check_produce(Acks::None), Ok(()));
         let l = leader(&[1, 2], 2, 0);
@@ -833,14 +723,8 @@ mod tests {
         let mut l = leader(&[1, 2, 3], 2, 0);
         l.on_local_append(3, 1_000);
         assert!(completions(&l.add_waiter(7, 3)).is_empty());
-        assert!(
-            completions(&l.on_follower_fetch(2, 3, 1_001)).is_empty(),
-            "3 not there yet"
-        );
-        assert_eq!(
-            completions(&l.on_follower_fetch(3, 3, 1_002)),
-            vec![(7, ErrorCode::NONE)]
-        );
+        assert!(completions(&l.on_follower_fetch(2, 3, 1_001)).is_empty(), "3 not there yet");
+        assert_eq!(completions(&l.on_follower_fetch(3, 3, 1_002)), vec![(7, ErrorCode::NONE)]);
         assert_eq!(l.pending_waiters(), 0);
     }
 
@@ -854,16 +738,10 @@ mod tests {
         l.on_isr_committed(&[1, 2], 1, 1_500); // still ≥ 2: keep waiting
         assert_eq!(l.pending_waiters(), 1);
         let actions = l.on_isr_committed(&[1], 2, 2_000);
-        assert_eq!(
-            completions(&actions),
-            vec![(1, ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND)]
-        );
+        assert_eq!(completions(&actions), vec![(1, ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND)]);
         // And the HW stays held (strict min ISR), so consumers do not see the records.
         assert_eq!(l.high_watermark(), 0);
-        assert_eq!(
-            l.check_produce(Acks::All),
-            Err(ErrorCode::NOT_ENOUGH_REPLICAS)
-        );
+        assert_eq!(l.check_produce(Acks::All), Err(ErrorCode::NOT_ENOUGH_REPLICAS));
     }
 
     #[test]
@@ -871,19 +749,11 @@ mod tests {
         // KAFKA-15583 strict min ISR.
         let mut l = leader(&[1], 2, 0);
         l.on_local_append(5, 1_000);
-        assert_eq!(
-            l.high_watermark(),
-            0,
-            "acks=1 record not exposed with ISR [leader], min 2"
-        );
+        assert_eq!(l.high_watermark(), 0, "acks=1 record not exposed with ISR [leader], min 2");
         assert!(l.is_under_min_isr());
         let p = proposals(&l.on_follower_fetch(2, 5, 1_100));
         assert_eq!(p[0].new_isr, vec![1, 2], "caught-up follower rejoins");
-        assert_eq!(
-            l.high_watermark(),
-            0,
-            "still held until the expand is committed"
-        );
+        assert_eq!(l.high_watermark(), 0, "still held until the expand is committed");
         let actions = l.on_isr_committed(&[1, 2], 1, 1_200);
         assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 5 }));
     }
@@ -894,17 +764,10 @@ mod tests {
         // also waits for a caught-up, ISR-eligible replica about to join.
         let mut l = leader(&[1, 2], 1, 0);
         l.on_follower_fetch(3, 0, 1_000); // caught up at LEO 0: expand to [1,2,3] proposed
-        assert!(matches!(
-            l.isr_state(),
-            IsrState::PendingExpand { new_member: 3, .. }
-        ));
+        assert!(matches!(l.isr_state(), IsrState::PendingExpand { new_member: 3, .. }));
         l.on_local_append(4, 1_001);
         l.on_follower_fetch(2, 4, 1_002);
-        assert_eq!(
-            l.high_watermark(),
-            0,
-            "3 may already be in the committed ISR"
-        );
+        assert_eq!(l.high_watermark(), 0, "3 may already be in the committed ISR");
         // The expand is rejected and 3 is fenced: the HW no longer waits for it.
         l.on_isr_change_rejected();
         l.set_eligible_followers([2]);
@@ -917,10 +780,7 @@ mod tests {
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_local_append(1, 1_000);
         l.add_waiter(9, 1);
-        assert_eq!(
-            completions(&l.resign()),
-            vec![(9, ErrorCode::NOT_LEADER_OR_FOLLOWER)]
-        );
+        assert_eq!(completions(&l.resign()), vec![(9, ErrorCode::NOT_LEADER_OR_FOLLOWER)]);
     }
 
     #[test]

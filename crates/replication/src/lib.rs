@@ -9,12 +9,10 @@ pub mod follower;
 pub mod leader;
 
 pub use follower::{
-    check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset,
-    EpochEndOffset,
+    check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset, EpochEndOffset,
 };
 pub use leader::{
-    Action, FollowerProgress, IsrChange, IsrChangeKind, IsrState, LeaderParams, LeaderPartition,
-    WaiterId,
+    Action, FollowerProgress, IsrChange, IsrChangeKind, IsrState, LeaderParams, LeaderPartition, WaiterId,
 };
 
 /// Kafka's "effective" min ISR: min(min.insync.replicas, replication factor), so a topic

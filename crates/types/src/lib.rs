@@ -28,10 +28,7 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
+        Self { topic: topic.into(), partition }
     }
 }
 
@@ -156,10 +153,7 @@ mod tests {
         assert_eq!(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND.code(), 20);
         assert_eq!(ErrorCode::from_code(74), ErrorCode::FENCED_LEADER_EPOCH);
         assert_eq!(ErrorCode::from_code(9999), ErrorCode::UNKNOWN_SERVER_ERROR);
-        assert_eq!(
-            ErrorCode::INVALID_REQUIRED_ACKS.to_string(),
-            "INVALID_REQUIRED_ACKS (21)"
-        );
+        assert_eq!(ErrorCode::INVALID_REQUIRED_ACKS.to_string(), "INVALID_REQUIRED_ACKS (21)");
     }
 
     #[test]

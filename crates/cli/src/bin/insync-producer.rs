@@ -13,11 +13,7 @@ use insync_types::Acks;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "insync-producer",
-    version,
-    about = "Produce records to an insync topic with acks=all|1|0"
-)]
+#[command(name = "insync-producer", version, about = "Produce records to an insync topic with acks=all|1|0")]
 struct Args {
     #[arg(long, env = "INSYNC_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
     bootstrap: String,
@@ -53,10 +49,7 @@ fn print_ok(json: bool, partition: i32, offset: i64, acks: Acks) {
             println!("sent partition={partition}");
         }
     } else if json {
-        println!(
-            "{}",
-            json!({"status": "ok", "partition": partition, "offset": offset})
-        );
+        println!("{}", json!({"status": "ok", "partition": partition, "offset": offset}));
     } else {
         println!("ok partition={partition} offset={offset}");
     }
@@ -103,9 +96,7 @@ async fn main() -> anyhow::Result<()> {
         let partition = match cluster.choose_partition(&args.topic, choice, key).await {
             Ok(p) => p,
             Err(e) => {
-                let code = e
-                    .code()
-                    .unwrap_or(insync_types::ErrorCode::BROKER_NOT_AVAILABLE);
+                let code = e.code().unwrap_or(insync_types::ErrorCode::BROKER_NOT_AVAILABLE);
                 print_failure(
                     args.json,
                     &ProduceFailure {
@@ -135,28 +126,13 @@ async fn main() -> anyhow::Result<()> {
                 let _ = oldest.await;
             }
             acks0.push(tokio::spawn(async move {
-                let _ = cluster
-                    .produce(
-                        &topic,
-                        partition,
-                        Acks::None,
-                        request_timeout,
-                        delivery_timeout,
-                        records,
-                    )
-                    .await;
+                let _ =
+                    cluster.produce(&topic, partition, Acks::None, request_timeout, delivery_timeout, records).await;
             }));
             print_ok(args.json, partition, -1, Acks::None);
             continue;
         }
-        let send = cluster.produce(
-            &args.topic,
-            partition,
-            args.acks,
-            request_timeout,
-            delivery_timeout,
-            records,
-        );
+        let send = cluster.produce(&args.topic, partition, args.acks, request_timeout, delivery_timeout, records);
         match send.await {
             Ok(ack) => print_ok(args.json, ack.partition, ack.base_offset, args.acks),
             Err(f) => {

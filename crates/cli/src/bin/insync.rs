@@ -13,11 +13,7 @@ use insync_types::ErrorCode;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "insync",
-    version,
-    about = "insync admin, consumer and cluster tools"
-)]
+#[command(name = "insync", version, about = "insync admin, consumer and cluster tools")]
 struct Cli {
     /// Comma-separated broker addresses.
     #[arg(long, global = true, env = "INSYNC_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
@@ -123,21 +119,11 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
                 })
                 .await?;
             if cli.json {
-                println!(
-                    "{}",
-                    json!({"created": topic.name, "partitions": topic.partitions.len()})
-                );
+                println!("{}", json!({"created": topic.name, "partitions": topic.partitions.len()}));
             } else {
-                println!(
-                    "created topic {} with {} partition(s)",
-                    topic.name,
-                    topic.partitions.len()
-                );
+                println!("created topic {} with {} partition(s)", topic.name, topic.partitions.len());
                 for p in &topic.partitions {
-                    println!(
-                        "  partition {}: leader {} replicas {:?}",
-                        p.partition, p.leader, p.replicas
-                    );
+                    println!("  partition {}: leader {} replicas {:?}", p.partition, p.leader, p.replicas);
                 }
             }
         }
@@ -145,10 +131,7 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
             let metadata = cluster.refresh_metadata().await?;
             for t in &metadata.topics {
                 if cli.json {
-                    println!(
-                        "{}",
-                        json!({"topic": t.name, "partitions": t.partitions.len()})
-                    );
+                    println!("{}", json!({"topic": t.name, "partitions": t.partitions.len()}));
                 } else {
                     println!("{}", t.name);
                 }
@@ -160,44 +143,26 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
 }
 
 fn list(ids: &[i32]) -> String {
-    ids.iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::Result<()> {
     let metadata = cluster.refresh_metadata().await?;
-    let topics: Vec<&pb::TopicMetadata> = metadata
-        .topics
-        .iter()
-        .filter(|t| name.is_none_or(|n| n == t.name))
-        .collect();
+    let topics: Vec<&pb::TopicMetadata> = metadata.topics.iter().filter(|t| name.is_none_or(|n| n == t.name)).collect();
     if let Some(n) = name {
-        anyhow::ensure!(
-            !topics.is_empty(),
-            "{}: unknown topic '{n}'",
-            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-        );
+        anyhow::ensure!(!topics.is_empty(), "{}: unknown topic '{n}'", ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let wanted: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     // Each broker's own report of the replicas it hosts: (topic, partition) → broker → desc.
-    let mut replicas: BTreeMap<(String, i32), BTreeMap<i32, pb::ReplicaDescription>> =
-        BTreeMap::new();
+    let mut replicas: BTreeMap<(String, i32), BTreeMap<i32, pb::ReplicaDescription>> = BTreeMap::new();
     for report in cluster.describe_replicas(&wanted).await {
         for r in report.replicas {
-            replicas
-                .entry((r.topic.clone(), r.partition))
-                .or_default()
-                .insert(report.broker_id, r);
+            replicas.entry((r.topic.clone(), r.partition)).or_default().insert(report.broker_id, r);
         }
     }
     for t in topics {
-        let min_isr = if t.min_insync_replicas > 0 {
-            t.min_insync_replicas
-        } else {
-            metadata.default_min_insync_replicas
-        };
+        let min_isr =
+            if t.min_insync_replicas > 0 { t.min_insync_replicas } else { metadata.default_min_insync_replicas };
         let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0);
         if !cli.json {
             println!(
@@ -206,34 +171,18 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                 t.partitions.len(),
                 rf,
                 min_isr,
-                if t.unclean_leader_election_enable {
-                    "  unclean.leader.election.enable: true"
-                } else {
-                    ""
-                }
+                if t.unclean_leader_election_enable { "  unclean.leader.election.enable: true" } else { "" }
             );
         }
         let mut table = Table::new();
         table.load_preset(UTF8_BORDERS_ONLY);
-        table.set_header(vec![
-            "Partition",
-            "Leader",
-            "Epoch",
-            "Replicas",
-            "ISR",
-            "HW",
-            "LEO per replica",
-            "Note",
-        ]);
+        table.set_header(vec!["Partition", "Leader", "Epoch", "Replicas", "ISR", "HW", "LEO per replica", "Note"]);
         for p in &t.partitions {
             let reports = replicas.get(&(t.name.clone(), p.partition));
             let leader_report = reports.and_then(|r| r.get(&p.leader));
             let hw = leader_report.map(|r| r.high_watermark);
-            let leos: Vec<(i32, Option<i64>)> = p
-                .replicas
-                .iter()
-                .map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset)))
-                .collect();
+            let leos: Vec<(i32, Option<i64>)> =
+                p.replicas.iter().map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset))).collect();
             let mut notes = Vec::new();
             if p.leader < 0 {
                 notes.push("OFFLINE: no leader".to_string());
@@ -250,10 +199,8 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                 notes.push("under-replicated".into());
             }
             if cli.json {
-                let leo_map: serde_json::Map<String, serde_json::Value> = leos
-                    .iter()
-                    .map(|(b, l)| (b.to_string(), json!(l)))
-                    .collect();
+                let leo_map: serde_json::Map<String, serde_json::Value> =
+                    leos.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
                 println!(
                     "{}",
                     json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
@@ -264,21 +211,12 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
             } else {
                 let leo_text = leos
                     .iter()
-                    .map(|(b, l)| {
-                        format!(
-                            "{b}:{}",
-                            l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
-                        )
-                    })
+                    .map(|(b, l)| format!("{b}:{}", l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())))
                     .collect::<Vec<_>>()
                     .join(" ");
                 table.add_row(vec![
                     p.partition.to_string(),
-                    if p.leader < 0 {
-                        "none".into()
-                    } else {
-                        p.leader.to_string()
-                    },
+                    if p.leader < 0 { "none".into() } else { p.leader.to_string() },
                     p.leader_epoch.to_string(),
                     list(&p.replicas),
                     list(&p.isr),
@@ -316,22 +254,14 @@ async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
     println!(
         "active controller: {} ({})  metadata version {}",
         metadata.controller_id,
-        if metadata.controller_address.is_empty() {
-            "unknown"
-        } else {
-            &metadata.controller_address
-        },
+        if metadata.controller_address.is_empty() { "unknown" } else { &metadata.controller_address },
         metadata.version
     );
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     table.set_header(vec!["Broker", "Address", "Status"]);
     for b in &metadata.brokers {
-        table.add_row(vec![
-            b.id.to_string(),
-            b.address.clone(),
-            broker_status(b).to_string(),
-        ]);
+        table.add_row(vec![b.id.to_string(), b.address.clone(), broker_status(b).to_string()]);
     }
     println!("{table}");
     Ok(())
@@ -374,33 +304,21 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
     let mut printed = 0u64;
     let mut last_progress = Instant::now();
     let idle = args.idle_timeout_ms.map(Duration::from_millis);
-    let max_wait = Duration::from_millis(
-        idle.map(|d| d.as_millis() as u64)
-            .unwrap_or(500)
-            .clamp(10, 500),
-    );
+    let max_wait = Duration::from_millis(idle.map(|d| d.as_millis() as u64).unwrap_or(500).clamp(10, 500));
     loop {
         let mut got_any = false;
         for &p in &partitions {
             let offset = offsets[&p];
-            let response = match cluster
-                .fetch(
-                    &args.topic,
-                    p,
-                    offset,
-                    max_wait / partitions.len().max(1) as u32,
-                    1 << 20,
-                )
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!("fetch {}-{p}: {e}", args.topic);
-                    let _ = cluster.refresh_metadata().await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let response =
+                match cluster.fetch(&args.topic, p, offset, max_wait / partitions.len().max(1) as u32, 1 << 20).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!("fetch {}-{p}: {e}", args.topic);
+                        let _ = cluster.refresh_metadata().await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
             match ErrorCode::from_code(response.error_code) {
                 ErrorCode::NONE => {}
                 ErrorCode::OFFSET_OUT_OF_RANGE => {
@@ -454,20 +372,12 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
 }
 
 /// ListOffsets, following leadership for a few seconds (metadata may be settling).
-async fn retry_offset(
-    cluster: &Cluster,
-    topic: &str,
-    partition: i32,
-    timestamp: i64,
-) -> anyhow::Result<i64> {
+async fn retry_offset(cluster: &Cluster, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match cluster.list_offset(topic, partition, timestamp).await {
             Ok(o) => return Ok(o),
-            Err(e)
-                if Instant::now() < deadline
-                    && e.code() != Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) =>
-            {
+            Err(e) if Instant::now() < deadline && e.code() != Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
                 tracing::debug!("list offsets {topic}-{partition}: {e}");
                 let _ = cluster.refresh_metadata().await;
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -15,9 +15,7 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
 /// fsync a directory so a rename or file creation in it survives a crash.
 pub fn sync_directory(directory: &Path) -> Result<(), StorageError> {
-    File::open(directory)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(directory, e))
+    File::open(directory).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(directory, e))
 }
 
 /// Replaces `path` with `bytes` atomically: readers see the old or the new content, never a
@@ -30,10 +28,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         .truncate(true)
         .open(&temporary)
         .map_err(|e| StorageError::io(&temporary, e))?;
-    file.write_all(bytes)
-        .map_err(|e| StorageError::io(&temporary, e))?;
-    file.sync_all()
-        .map_err(|e| StorageError::io(&temporary, e))?;
+    file.write_all(bytes).map_err(|e| StorageError::io(&temporary, e))?;
+    file.sync_all().map_err(|e| StorageError::io(&temporary, e))?;
     drop(file);
     std::fs::rename(&temporary, path).map_err(|e| StorageError::io(path, e))?;
     if let Some(parent) = path.parent() {
@@ -81,11 +77,7 @@ pub fn decode_frames(bytes: &[u8]) -> DecodedFrames<'_> {
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < FRAME_HEADER_BYTES {
-            return DecodedFrames {
-                payloads,
-                valid_bytes: offset,
-                invalid_tail: Some("truncated header".to_string()),
-            };
+            return DecodedFrames { payloads, valid_bytes: offset, invalid_tail: Some("truncated header".to_string()) };
         }
         let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let checksum = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -97,28 +89,16 @@ pub fn decode_frames(bytes: &[u8]) -> DecodedFrames<'_> {
             };
         }
         if rest.len() < FRAME_HEADER_BYTES + length {
-            return DecodedFrames {
-                payloads,
-                valid_bytes: offset,
-                invalid_tail: Some("truncated record".to_string()),
-            };
+            return DecodedFrames { payloads, valid_bytes: offset, invalid_tail: Some("truncated record".to_string()) };
         }
         let payload = &rest[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length];
         if crc32c::crc32c(payload) != checksum {
-            return DecodedFrames {
-                payloads,
-                valid_bytes: offset,
-                invalid_tail: Some("CRC-32C mismatch".to_string()),
-            };
+            return DecodedFrames { payloads, valid_bytes: offset, invalid_tail: Some("CRC-32C mismatch".to_string()) };
         }
         payloads.push(payload);
         offset += FRAME_HEADER_BYTES + length;
     }
-    DecodedFrames {
-        payloads,
-        valid_bytes: offset,
-        invalid_tail: None,
-    }
+    DecodedFrames { payloads, valid_bytes: offset, invalid_tail: None }
 }
 
 /// Whether the bad frame at `valid_bytes` is the file's last frame (a torn append) rather
@@ -169,9 +149,6 @@ mod tests {
         write_atomically(&path, b"two").unwrap();
         assert_eq!(read_if_exists(&path).unwrap().unwrap(), b"two");
         assert!(!path.with_extension("tmp").exists());
-        assert_eq!(
-            read_if_exists(&directory.path().join("absent")).unwrap(),
-            None
-        );
+        assert_eq!(read_if_exists(&directory.path().join("absent")).unwrap(), None);
     }
 }

@@ -4,16 +4,11 @@
 //! `committed.json` are replaced atomically. Every entry also stays in memory (metadata is
 //! small), which is what readers and replication read. On open the records are replayed;
 //! a torn last record (crash mid-append) is cut off and logged.
-use super::durable::{
-    decode_frames, encode_frame, is_torn_tail, read_if_exists, sync_directory, write_atomically,
-};
+use super::durable::{decode_frames, encode_frame, is_torn_tail, read_if_exists, sync_directory, write_atomically};
 use super::{NodeId, TypeConfig};
 use crate::error::StorageError as ControllerStorageError;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, StorageIOError,
-    Vote,
-};
+use openraft::{AnyError, Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -63,11 +58,7 @@ impl LogMemory {
             LogRecord::PurgeUpTo(log_id) => {
                 let kept = self.entries.split_off(&(log_id.index + 1));
                 let purged = std::mem::replace(&mut self.entries, kept).len();
-                if self
-                    .last_purged
-                    .as_ref()
-                    .is_none_or(|p| p.index < log_id.index)
-                {
+                if self.last_purged.as_ref().is_none_or(|p| p.index < log_id.index) {
                     self.last_purged = Some(log_id);
                 }
                 purged
@@ -92,17 +83,11 @@ impl LogFile {
 
     fn append_record(&mut self, record: &LogRecord) -> Result<(), ControllerStorageError> {
         let path = self.path();
-        let payload = serde_json::to_vec(record).map_err(|e| ControllerStorageError::Encode {
-            path: path.clone(),
-            source: e,
-        })?;
-        self.file
-            .write_all(&encode_frame(&payload))
-            .map_err(|e| ControllerStorageError::io(&path, e))?;
+        let payload =
+            serde_json::to_vec(record).map_err(|e| ControllerStorageError::Encode { path: path.clone(), source: e })?;
+        self.file.write_all(&encode_frame(&payload)).map_err(|e| ControllerStorageError::io(&path, e))?;
         // fdatasync: the data and the file length, which is all an append changes.
-        self.file
-            .sync_data()
-            .map_err(|e| ControllerStorageError::io(&path, e))
+        self.file.sync_data().map_err(|e| ControllerStorageError::io(&path, e))
     }
 
     /// Replaces the file with the live log only (atomic, like a snapshot).
@@ -110,29 +95,19 @@ impl LogFile {
         let path = self.path();
         let mut bytes = Vec::new();
         if let Some(last_purged) = memory.last_purged {
-            let payload = serde_json::to_vec(&LogRecord::PurgeUpTo(last_purged)).map_err(|e| {
-                ControllerStorageError::Encode {
-                    path: path.clone(),
-                    source: e,
-                }
-            })?;
+            let payload = serde_json::to_vec(&LogRecord::PurgeUpTo(last_purged))
+                .map_err(|e| ControllerStorageError::Encode { path: path.clone(), source: e })?;
             bytes.extend(encode_frame(&payload));
         }
         let entries: Vec<&Entry<TypeConfig>> = memory.entries.values().collect();
         for chunk in entries.chunks(ENTRIES_PER_REWRITE_RECORD) {
             let record = LogRecord::Append(chunk.iter().map(|e| (*e).clone()).collect());
-            let payload =
-                serde_json::to_vec(&record).map_err(|e| ControllerStorageError::Encode {
-                    path: path.clone(),
-                    source: e,
-                })?;
+            let payload = serde_json::to_vec(&record)
+                .map_err(|e| ControllerStorageError::Encode { path: path.clone(), source: e })?;
             bytes.extend(encode_frame(&payload));
         }
         write_atomically(&path, &bytes)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| ControllerStorageError::io(&path, e))?;
+        self.file = OpenOptions::new().append(true).open(&path).map_err(|e| ControllerStorageError::io(&path, e))?;
         self.dead_entries = 0;
         Ok(())
     }
@@ -157,16 +132,10 @@ pub struct LogReader {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock means a panic mid-update elsewhere; the in-memory log is still the
     // replay of what was written, so continuing is no worse than the panic itself.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn io_error(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    error: ControllerStorageError,
-) -> StorageError<NodeId> {
+fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, error: ControllerStorageError) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(&error)).into()
 }
 
@@ -174,9 +143,7 @@ fn io_error(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ControllerStorageError> + Send + 'static,
 ) -> Result<T, ControllerStorageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ControllerStorageError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(work).await.map_err(|e| ControllerStorageError::Task(e.to_string()))?
 }
 
 impl LogStore {
@@ -187,11 +154,9 @@ impl LogStore {
     }
 
     fn open_blocking(directory: PathBuf) -> Result<LogStore, ControllerStorageError> {
-        std::fs::create_dir_all(&directory)
-            .map_err(|e| ControllerStorageError::io(&directory, e))?;
+        std::fs::create_dir_all(&directory).map_err(|e| ControllerStorageError::io(&directory, e))?;
         let vote = read_json::<Vote<NodeId>>(&directory.join(VOTE_FILE))?;
-        let committed =
-            read_json::<Option<LogId<NodeId>>>(&directory.join(COMMITTED_FILE))?.flatten();
+        let committed = read_json::<Option<LogId<NodeId>>>(&directory.join(COMMITTED_FILE))?.flatten();
 
         let path = directory.join(LOG_FILE);
         let mut memory = LogMemory::default();
@@ -199,21 +164,13 @@ impl LogStore {
         if let Some(bytes) = read_if_exists(&path)? {
             let decoded = decode_frames(&bytes);
             for payload in &decoded.payloads {
-                let record: LogRecord = serde_json::from_slice(payload).map_err(|e| {
-                    ControllerStorageError::Decode {
-                        path: path.clone(),
-                        source: e,
-                    }
-                })?;
+                let record: LogRecord = serde_json::from_slice(payload)
+                    .map_err(|e| ControllerStorageError::Decode { path: path.clone(), source: e })?;
                 dead_entries += memory.replay(record);
             }
             if let Some(reason) = decoded.invalid_tail {
                 if !is_torn_tail(&bytes, decoded.valid_bytes) {
-                    return Err(ControllerStorageError::Corrupt {
-                        path,
-                        offset: decoded.valid_bytes as u64,
-                        reason,
-                    });
+                    return Err(ControllerStorageError::Corrupt { path, offset: decoded.valid_bytes as u64, reason });
                 }
                 let cut = bytes.len() - decoded.valid_bytes;
                 tracing::warn!(
@@ -221,14 +178,10 @@ impl LogStore {
                     path.display(),
                     decoded.valid_bytes
                 );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| ControllerStorageError::io(&path, e))?;
-                file.set_len(decoded.valid_bytes as u64)
-                    .map_err(|e| ControllerStorageError::io(&path, e))?;
-                file.sync_all()
-                    .map_err(|e| ControllerStorageError::io(&path, e))?;
+                let file =
+                    OpenOptions::new().write(true).open(&path).map_err(|e| ControllerStorageError::io(&path, e))?;
+                file.set_len(decoded.valid_bytes as u64).map_err(|e| ControllerStorageError::io(&path, e))?;
+                file.sync_all().map_err(|e| ControllerStorageError::io(&path, e))?;
             }
         }
         let file = OpenOptions::new()
@@ -248,22 +201,14 @@ impl LogStore {
         Ok(LogStore {
             directory: directory.clone(),
             memory: Arc::new(Mutex::new(memory)),
-            file: Arc::new(Mutex::new(LogFile {
-                directory,
-                file,
-                dead_entries,
-            })),
+            file: Arc::new(Mutex::new(LogFile { directory, file, dead_entries })),
             vote,
             committed,
         })
     }
 
     /// Appends a record durably; rewrites the file when enough of it is dead.
-    async fn persist(
-        &self,
-        record: LogRecord,
-        removed_entries: usize,
-    ) -> Result<(), ControllerStorageError> {
+    async fn persist(&self, record: LogRecord, removed_entries: usize) -> Result<(), ControllerStorageError> {
         let file = Arc::clone(&self.file);
         let memory = Arc::clone(&self.memory);
         blocking(move || {
@@ -284,19 +229,12 @@ impl LogStore {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-) -> Result<Option<T>, ControllerStorageError> {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, ControllerStorageError> {
     match read_if_exists(path)? {
         None => Ok(None),
-        Some(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ControllerStorageError::Decode {
-                    path: path.to_path_buf(),
-                    source: e,
-                })
-        }
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ControllerStorageError::Decode { path: path.to_path_buf(), source: e }),
     }
 }
 
@@ -306,11 +244,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let memory = lock(&self.memory);
-        Ok(memory
-            .entries
-            .range(range)
-            .map(|(_, entry)| entry.clone())
-            .collect())
+        Ok(memory.entries.range(range).map(|(_, entry)| entry.clone()).collect())
     }
 }
 
@@ -320,11 +254,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let memory = lock(&self.memory);
-        Ok(memory
-            .entries
-            .range(range)
-            .map(|(_, entry)| entry.clone())
-            .collect())
+        Ok(memory.entries.range(range).map(|(_, entry)| entry.clone()).collect())
     }
 }
 
@@ -334,22 +264,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let memory = lock(&self.memory);
         let last_purged_log_id = memory.last_purged;
-        let last_log_id = memory
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        let last_log_id = memory.entries.values().next_back().map(|e| e.log_id).or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader {
-            memory: Arc::clone(&self.memory),
-        }
+        LogReader { memory: Arc::clone(&self.memory) }
     }
 
     /// Durable before returning (openraft: "The vote must be persisted on disk before
@@ -360,10 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             io_error(
                 ErrorSubject::Vote,
                 ErrorVerb::Write,
-                ControllerStorageError::Encode {
-                    path: path.clone(),
-                    source: e,
-                },
+                ControllerStorageError::Encode { path: path.clone(), source: e },
             )
         })?;
         blocking(move || write_atomically(&path, &bytes))
@@ -379,10 +296,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Saved so that a restart re-applies committed entries past the last snapshot at once
     /// (openraft re-applies up to `read_committed()` on start-up).
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         if committed == self.committed {
             return Ok(());
         }
@@ -391,10 +305,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             io_error(
                 ErrorSubject::Store,
                 ErrorVerb::Write,
-                ControllerStorageError::Encode {
-                    path: path.clone(),
-                    source: e,
-                },
+                ControllerStorageError::Encode { path: path.clone(), source: e },
             )
         })?;
         blocking(move || write_atomically(&path, &bytes))
@@ -409,11 +320,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Readable in memory at once; the callback fires only after the record is fsynced.
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -425,14 +332,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         {
             let mut memory = lock(&self.memory);
-            if let (Some(last), Some(first)) =
-                (memory.entries.values().next_back(), entries.first())
-            {
-                debug_assert_eq!(
-                    last.log_id.index + 1,
-                    first.log_id.index,
-                    "the log has no holes"
-                );
+            if let (Some(last), Some(first)) = (memory.entries.values().next_back(), entries.first()) {
+                debug_assert_eq!(last.log_id.index + 1, first.log_id.index, "the log has no holes");
             }
             for entry in &entries {
                 memory.entries.insert(entry.log_id.index, entry.clone());
@@ -478,10 +379,7 @@ mod tests {
     use openraft::{EntryPayload, RaftLogReader};
 
     fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
-        Entry {
-            log_id: log_id(term, 1, index),
-            payload: EntryPayload::Blank,
-        }
+        Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Blank }
     }
 
     async fn append_all(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
@@ -511,29 +409,16 @@ mod tests {
         let path = directory.path().join(LOG_FILE);
         let mut torn = encode_frame(b"{\"Append\":[]}");
         torn.truncate(torn.len() - 4);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&torn)
-            .unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&torn).unwrap();
         let length_with_tail = std::fs::metadata(&path).unwrap().len();
 
         let mut store = LogStore::open(directory.path()).await.unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            length_with_tail - torn.len() as u64
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), length_with_tail - torn.len() as u64);
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 2)));
         assert_eq!(state.last_log_id, Some(log_id(2, 1, 4)));
-        let indexes: Vec<u64> = store
-            .try_get_log_entries(0..100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
+        let indexes: Vec<u64> =
+            store.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, vec![3, 4]);
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
     }
@@ -551,10 +436,7 @@ mod tests {
         bytes[10] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
         let error = LogStore::open(directory.path()).await.unwrap_err();
-        assert!(
-            matches!(error, ControllerStorageError::Corrupt { offset: 0, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, ControllerStorageError::Corrupt { offset: 0, .. }), "{error}");
     }
 
     #[tokio::test]
@@ -563,13 +445,9 @@ mod tests {
         let mut store = LogStore::open(directory.path()).await.unwrap();
         let count = REWRITE_AFTER_DEAD_ENTRIES as u64 + 10;
         append_all(&mut store, (1..=count).map(|i| blank(1, i)).collect()).await;
-        let before = std::fs::metadata(directory.path().join(LOG_FILE))
-            .unwrap()
-            .len();
+        let before = std::fs::metadata(directory.path().join(LOG_FILE)).unwrap().len();
         store.purge(log_id(1, 1, count - 5)).await.unwrap();
-        let after = std::fs::metadata(directory.path().join(LOG_FILE))
-            .unwrap()
-            .len();
+        let after = std::fs::metadata(directory.path().join(LOG_FILE)).unwrap().len();
         assert!(after < before / 10, "rewritten: {before} -> {after} bytes");
         drop(store);
         let mut reopened = LogStore::open(directory.path()).await.unwrap();

@@ -66,13 +66,10 @@ mod tests {
     /// Fresh stores in a temporary directory for each Suite case.
     struct TemporaryStoreBuilder;
 
-    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir>
-        for TemporaryStoreBuilder
-    {
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for TemporaryStoreBuilder {
         async fn build(
             &self,
-        ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>>
-        {
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>> {
             let to_storage_error = |e: ControllerStorageError| -> openraft::StorageError<NodeId> {
                 openraft::StorageIOError::new(
                     openraft::ErrorSubject::Store,
@@ -81,14 +78,10 @@ mod tests {
                 )
                 .into()
             };
-            let directory = tempfile::tempdir()
-                .map_err(|e| to_storage_error(ControllerStorageError::io("tempdir", e)))?;
-            let log_store = LogStore::open(directory.path())
-                .await
-                .map_err(to_storage_error)?;
-            let state_machine = StateMachineStore::open(directory.path())
-                .await
-                .map_err(to_storage_error)?;
+            let directory =
+                tempfile::tempdir().map_err(|e| to_storage_error(ControllerStorageError::io("tempdir", e)))?;
+            let log_store = LogStore::open(directory.path()).await.map_err(to_storage_error)?;
+            let state_machine = StateMachineStore::open(directory.path()).await.map_err(to_storage_error)?;
             Ok((directory, log_store, state_machine))
         }
     }

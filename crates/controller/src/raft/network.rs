@@ -7,13 +7,11 @@
 use super::{NodeId, TypeConfig};
 use insync_proto::controller_client::ControllerClient;
 use insync_proto::{RaftMessage, MAX_GRPC_MESSAGE_BYTES};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -40,10 +38,7 @@ pub struct ControllerNetworkFactory {
 
 impl ControllerNetworkFactory {
     pub fn new(node_id: NodeId, voters: BTreeMap<NodeId, String>) -> Self {
-        Self {
-            node_id,
-            voters: Arc::new(voters),
-        }
+        Self { node_id, voters: Arc::new(voters) }
     }
 }
 
@@ -51,17 +46,8 @@ impl RaftNetworkFactory<TypeConfig> for ControllerNetworkFactory {
     type Network = ControllerPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> ControllerPeer {
-        let address = self
-            .voters
-            .get(&target)
-            .cloned()
-            .unwrap_or_else(|| node.addr.clone());
-        ControllerPeer {
-            source: self.node_id,
-            target,
-            address,
-            client: None,
-        }
+        let address = self.voters.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
+        ControllerPeer { source: self.node_id, target, address, client: None }
     }
 }
 
@@ -116,13 +102,10 @@ impl ControllerPeer {
         Response: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(request)
-            .map_err(|e| TransportFailure::Network(NetworkError::new(&e)))?;
+        let payload = serde_json::to_vec(request).map_err(|e| TransportFailure::Network(NetworkError::new(&e)))?;
         let mut client = self.client()?;
         let deadline = option.hard_ttl().min(MAX_RAFT_RPC);
-        let message = RaftMessage {
-            payload: payload.into(),
-        };
+        let message = RaftMessage { payload: payload.into() };
         let call = async move {
             match rpc {
                 RaftRpc::AppendEntries => client.raft_append_entries(message).await,
@@ -135,15 +118,10 @@ impl ControllerPeer {
             Ok(Err(status)) => return Err(classify_status(status)),
             Ok(Ok(response)) => response.into_inner(),
         };
-        serde_json::from_slice(&response.payload)
-            .map_err(|e| TransportFailure::Network(NetworkError::new(&e)))
+        serde_json::from_slice(&response.payload).map_err(|e| TransportFailure::Network(NetworkError::new(&e)))
     }
 
-    fn to_rpc_error<E: Error>(
-        &self,
-        rpc: RaftRpc,
-        failure: TransportFailure,
-    ) -> RPCError<NodeId, BasicNode, E> {
+    fn to_rpc_error<E: Error>(&self, rpc: RaftRpc, failure: TransportFailure) -> RPCError<NodeId, BasicNode, E> {
         match failure {
             TransportFailure::TimedOut(timeout) => RPCError::Timeout(Timeout {
                 action: match rpc {
@@ -179,11 +157,7 @@ impl RaftNetwork<TypeConfig> for ControllerPeer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self
-            .call::<_, AppendEntriesResponse<NodeId>, RaftError<NodeId>>(
-                RaftRpc::AppendEntries,
-                &rpc,
-                &option,
-            )
+            .call::<_, AppendEntriesResponse<NodeId>, RaftError<NodeId>>(RaftRpc::AppendEntries, &rpc, &option)
             .await
         {
             Ok(Ok(response)) => Ok(response),
@@ -196,10 +170,8 @@ impl RaftNetwork<TypeConfig> for ControllerPeer {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
         match self
             .call::<_, InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>(
                 RaftRpc::InstallSnapshot,
@@ -219,10 +191,7 @@ impl RaftNetwork<TypeConfig> for ControllerPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self
-            .call::<_, VoteResponse<NodeId>, RaftError<NodeId>>(RaftRpc::Vote, &rpc, &option)
-            .await
-        {
+        match self.call::<_, VoteResponse<NodeId>, RaftError<NodeId>>(RaftRpc::Vote, &rpc, &option).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             Err(failure) => Err(self.to_rpc_error(RaftRpc::Vote, failure)),

@@ -11,8 +11,8 @@ use crate::error::StorageError as ControllerStorageError;
 use crate::metadata::{AppliedMetadata, ClusterState};
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
-    Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -50,9 +50,7 @@ pub struct StateMachineStore {
 }
 
 fn lock(mutex: &Mutex<StateMachineInner>) -> std::sync::MutexGuard<'_, StateMachineInner> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn storage_error(
@@ -79,17 +77,10 @@ impl StateMachineStore {
             snapshots_built: 0,
         };
         if let Some(bytes) = bytes {
-            let stored: StoredSnapshot =
-                serde_json::from_slice(&bytes).map_err(|e| ControllerStorageError::Decode {
-                    path: path.clone(),
-                    source: e,
-                })?;
-            inner.state = serde_json::from_slice(&stored.data).map_err(|e| {
-                ControllerStorageError::Decode {
-                    path: path.clone(),
-                    source: e,
-                }
-            })?;
+            let stored: StoredSnapshot = serde_json::from_slice(&bytes)
+                .map_err(|e| ControllerStorageError::Decode { path: path.clone(), source: e })?;
+            inner.state = serde_json::from_slice(&stored.data)
+                .map_err(|e| ControllerStorageError::Decode { path: path.clone(), source: e })?;
             inner.last_applied = stored.meta.last_log_id;
             inner.last_membership = stored.meta.last_membership.clone();
             tracing::info!(
@@ -101,10 +92,8 @@ impl StateMachineStore {
             );
             inner.current_snapshot = Some(stored);
         }
-        let applied = AppliedMetadata {
-            version: inner.last_applied.map_or(0, |l| l.index),
-            state: inner.state.clone(),
-        };
+        let applied =
+            AppliedMetadata { version: inner.last_applied.map_or(0, |l| l.index), state: inner.state.clone() };
         let (published, _) = watch::channel(Arc::new(applied));
         Ok(StateMachineStore {
             directory: directory.to_path_buf(),
@@ -119,22 +108,15 @@ impl StateMachineStore {
     }
 
     fn publish(&self, inner: &StateMachineInner) {
-        let applied = AppliedMetadata {
-            version: inner.last_applied.map_or(0, |l| l.index),
-            state: inner.state.clone(),
-        };
+        let applied =
+            AppliedMetadata { version: inner.last_applied.map_or(0, |l| l.index), state: inner.state.clone() };
         self.published.send_replace(Arc::new(applied));
     }
 
-    async fn persist_snapshot(
-        &self,
-        stored: &StoredSnapshot,
-    ) -> Result<(), ControllerStorageError> {
+    async fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), ControllerStorageError> {
         let path = self.directory.join(SNAPSHOT_FILE);
-        let bytes = serde_json::to_vec(stored).map_err(|e| ControllerStorageError::Encode {
-            path: path.clone(),
-            source: e,
-        })?;
+        let bytes =
+            serde_json::to_vec(stored).map_err(|e| ControllerStorageError::Encode { path: path.clone(), source: e })?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|e| ControllerStorageError::Task(e.to_string()))?
@@ -164,44 +146,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last.map_or(0, |l| l.index),
                 inner.snapshots_built
             );
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: inner.last_membership.clone(),
-                snapshot_id,
-            };
+            let meta = SnapshotMeta { last_log_id: last, last_membership: inner.last_membership.clone(), snapshot_id };
             (meta, inner.state.clone())
         };
         let data = serde_json::to_vec(&state).map_err(|e| {
             storage_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Write,
-                ControllerStorageError::Encode {
-                    path: self.directory.join(SNAPSHOT_FILE),
-                    source: e,
-                },
+                ControllerStorageError::Encode { path: self.directory.join(SNAPSHOT_FILE), source: e },
             )
         })?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        self.persist_snapshot(&stored).await.map_err(|e| {
-            storage_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        self.persist_snapshot(&stored)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
         tracing::info!(
             "built metadata snapshot {} up to log index {}",
             meta.snapshot_id,
             meta.last_log_id.map_or(0, |l| l.index)
         );
         Self::set_current_snapshot(&mut lock(&self.inner), stored);
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -210,8 +175,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
-    {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
         let inner = lock(&self.inner);
         Ok((inner.last_applied, inner.last_membership.clone()))
     }
@@ -224,21 +188,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut inner = lock(&self.inner);
         let mut results = Vec::new();
         for entry in entries {
-            debug_assert!(
-                inner.last_applied < Some(entry.log_id),
-                "entries apply in log order, once"
-            );
+            debug_assert!(inner.last_applied < Some(entry.log_id), "entries apply in log order, once");
             inner.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::ok(),
-                EntryPayload::Normal(command) => {
-                    apply_command(&mut inner.state, &command, entry.log_id.index)
-                }
+                EntryPayload::Normal(command) => apply_command(&mut inner.state, &command, entry.log_id.index),
                 EntryPayload::Membership(membership) => {
-                    tracing::info!(
-                        "controller quorum membership at log index {}: {membership}",
-                        entry.log_id.index
-                    );
+                    tracing::info!("controller quorum membership at log index {}: {membership}", entry.log_id.index);
                     inner.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResult::ok()
                 }
@@ -255,9 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -271,23 +225,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             storage_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,
-                ControllerStorageError::Decode {
-                    path: self.directory.join(SNAPSHOT_FILE),
-                    source: e,
-                },
+                ControllerStorageError::Decode { path: self.directory.join(SNAPSHOT_FILE), source: e },
             )
         })?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.persist_snapshot(&stored).await.map_err(|e| {
-            storage_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.persist_snapshot(&stored)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
         tracing::info!(
             "installed metadata snapshot {} from the leader, up to log index {}: {} broker(s), {} topic(s)",
             meta.snapshot_id,
@@ -304,14 +248,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let inner = lock(&self.inner);
-        Ok(inner.current_snapshot.as_ref().map(|stored| Snapshot {
-            meta: stored.meta.clone(),
-            snapshot: Box::new(Cursor::new(stored.data.clone())),
-        }))
+        Ok(inner
+            .current_snapshot
+            .as_ref()
+            .map(|stored| Snapshot { meta: stored.meta.clone(), snapshot: Box::new(Cursor::new(stored.data.clone())) }))
     }
 }
 
@@ -326,16 +268,9 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut machine = StateMachineStore::open(directory.path()).await.unwrap();
         let watcher = machine.subscribe();
-        let register = Command::RegisterBroker {
-            broker_id: 1,
-            address: "127.0.0.1:9092".to_string(),
-            incarnation: 5,
-        };
+        let register = Command::RegisterBroker { broker_id: 1, address: "127.0.0.1:9092".to_string(), incarnation: 5 };
         let results = machine
-            .apply(vec![Entry {
-                log_id: log_id(1, 1, 1),
-                payload: EntryPayload::Normal(register),
-            }])
+            .apply(vec![Entry { log_id: log_id(1, 1, 1), payload: EntryPayload::Normal(register) }])
             .await
             .unwrap();
         assert!(results[0].is_ok());
@@ -344,14 +279,8 @@ mod tests {
         machine.build_snapshot().await.unwrap();
 
         let mut reopened = StateMachineStore::open(directory.path()).await.unwrap();
-        assert_eq!(
-            reopened.applied_state().await.unwrap().0,
-            Some(log_id(1, 1, 1))
-        );
-        assert_eq!(
-            reopened.subscribe().borrow().state.brokers[&1].incarnation,
-            5
-        );
+        assert_eq!(reopened.applied_state().await.unwrap().0, Some(log_id(1, 1, 1)));
+        assert_eq!(reopened.subscribe().borrow().state.brokers[&1].incarnation, 5);
         assert!(reopened.get_current_snapshot().await.unwrap().is_some());
     }
 }

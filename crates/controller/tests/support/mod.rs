@@ -5,8 +5,7 @@
 use insync_controller::{ControllerConfig, ControllerNode};
 use insync_proto::controller_client::ControllerClient;
 use insync_proto::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, MetadataRequest,
-    RegisterBrokerRequest,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, MetadataRequest, RegisterBrokerRequest,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,16 +23,11 @@ pub const NOT_CONTROLLER: i32 = 41;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 pub async fn bind() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("local address").to_string();
     (listener, address)
 }
@@ -57,11 +51,7 @@ impl RunningController {
         let address = listener.local_addr().unwrap().to_string();
         let mut config = ControllerConfig::new(node_id, data_dir, voters);
         config.broker_session_timeout_ms = broker_session_timeout_ms;
-        let node = Arc::new(
-            ControllerNode::start(config)
-                .await
-                .expect("controller starts"),
-        );
+        let node = Arc::new(ControllerNode::start(config).await.expect("controller starts"));
         let service = node.service();
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -76,12 +66,7 @@ impl RunningController {
                 tracing::error!("controller server failed: {error}");
             }
         });
-        RunningController {
-            node,
-            address,
-            stop_server: Some(stop_server),
-            server: Some(server),
-        }
+        RunningController { node, address, stop_server: Some(stop_server), server: Some(server) }
     }
 
     /// Stops the node (ending metadata streams) then its server.
@@ -92,10 +77,7 @@ impl RunningController {
         }
         if let Some(server) = self.server.take() {
             let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
                 abort.abort();
             }
         }
@@ -144,25 +126,13 @@ pub async fn metadata(client: &mut ControllerClient<Channel>) -> ClusterMetadata
 
 /// Registers a broker, retrying while the controller is not yet active.
 pub async fn register(client: &mut ControllerClient<Channel>, broker_id: i32, incarnation: u64) {
-    let request = RegisterBrokerRequest {
-        broker_id,
-        address: format!("127.0.0.1:{}", 9091 + broker_id),
-        incarnation,
-    };
+    let request = RegisterBrokerRequest { broker_id, address: format!("127.0.0.1:{}", 9091 + broker_id), incarnation };
     eventually(Duration::from_secs(10), "broker registration", || {
         let mut client = client.clone();
         let request = request.clone();
         async move {
-            let error = client
-                .register_broker(request)
-                .await
-                .ok()?
-                .into_inner()
-                .error?;
-            assert!(
-                error.error_code == 0 || error.error_code == NOT_CONTROLLER,
-                "register: {error:?}"
-            );
+            let error = client.register_broker(request).await.ok()?.into_inner().error?;
+            assert!(error.error_code == 0 || error.error_code == NOT_CONTROLLER, "register: {error:?}");
             (error.error_code == 0).then_some(())
         }
     })
@@ -176,11 +146,7 @@ pub async fn heartbeat(
     want_shutdown: bool,
 ) -> BrokerHeartbeatResponse {
     client
-        .broker_heartbeat(BrokerHeartbeatRequest {
-            broker_id,
-            incarnation,
-            want_shutdown,
-        })
+        .broker_heartbeat(BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown })
         .await
         .expect("BrokerHeartbeat")
         .into_inner()
@@ -193,25 +159,13 @@ pub struct Heartbeater {
 
 impl Heartbeater {
     /// `clients`: every controller; each round stops at the first that accepts (the active one).
-    pub fn start(
-        clients: Vec<ControllerClient<Channel>>,
-        broker_id: i32,
-        incarnation: u64,
-    ) -> Heartbeater {
+    pub fn start(clients: Vec<ControllerClient<Channel>>, broker_id: i32, incarnation: u64) -> Heartbeater {
         let task = tokio::spawn(async move {
             let mut clients = clients;
             loop {
                 for client in clients.iter_mut() {
-                    let request = BrokerHeartbeatRequest {
-                        broker_id,
-                        incarnation,
-                        want_shutdown: false,
-                    };
-                    let answer = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        client.broker_heartbeat(request),
-                    )
-                    .await;
+                    let request = BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: false };
+                    let answer = tokio::time::timeout(Duration::from_secs(1), client.broker_heartbeat(request)).await;
                     let accepted = matches!(
                         answer,
                         Ok(Ok(ref response)) if response.get_ref().error.as_ref().is_some_and(|e| e.error_code == 0)

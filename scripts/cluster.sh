@@ -53,7 +53,9 @@ node_name() {
 }
 
 pid_of() { local f="$STATE/pids/$1.pid"; [ -f "$f" ] && cat "$f" || true; }
-is_running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# A pid is alive if it exists and is not a zombie (a killed node not yet reaped).
+alive_pid() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+is_running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && alive_pid "$pid"; }
 proc_state() { local pid; pid=$(pid_of "$1"); awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true; }
 
 load_config() {
@@ -85,9 +87,15 @@ start_node() {
   echo "started $name (pid $!) on 127.0.0.1:$port"
 }
 
+# wait_ready TIMEOUT_S NODE...: until 3 brokers are alive in the cluster's own view; fails
+# early if one of the NODEs we just started exited (port taken, bad flag...).
 wait_ready() {
-  local deadline=$((SECONDS + ${1:-60})) alive
+  local deadline=$((SECONDS + $1)) alive name
+  shift
   while ((SECONDS < deadline)); do
+    for name in "$@"; do
+      is_running "$name" || die "$name exited during start-up: $(grep -v '^ ' "$STATE/logs/$name.log" | grep -m1 -i error || echo "see $STATE/logs/$name.log")"
+    done
     alive=$("$BIN/insync" --bootstrap "$(bootstrap)" cluster status --json 2>/dev/null | grep -c '"status":"alive"' || true)
     if [ "$alive" -ge 3 ]; then return 0; fi
     sleep 0.3
@@ -119,24 +127,25 @@ cmd_up() {
   for ((i = 1; i <= CONTROLLERS; i++)); do start_node "controller-$i"; done
   for i in "${BROKERS[@]}"; do start_node "broker-$i"; done
   echo "waiting for brokers 1-3 to register..."
-  wait_ready 60 || die "brokers did not all register within 60 s; see $STATE/logs/"
+  local nodes=(); for ((i = 1; i <= CONTROLLERS; i++)); do nodes+=("controller-$i"); done
+  wait_ready 60 "${nodes[@]}" broker-1 broker-2 broker-3 || die "brokers did not all register within 60 s; see $STATE/logs/"
   echo "cluster up. bootstrap: $(bootstrap)"
   echo "  export INSYNC_BOOTSTRAP=$(bootstrap)"
 }
 
-any_running() { local f; for f in "$STATE"/pids/*.pid; do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0; done; return 1; }
+any_running() { local f; for f in "$STATE"/pids/*.pid; do [ -f "$f" ] && alive_pid "$(cat "$f")" && return 0; done; return 1; }
 
 stop_pid_file() {
   local f="$1" sig="$2" pid name
   pid=$(cat "$f"); name=$(basename "$f" .pid)
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive_pid "$pid"; then
     kill -CONT "$pid" 2>/dev/null || true
     kill "-$sig" "$pid" 2>/dev/null || true
     echo "$name: sent SIG$sig to $pid"
   fi
 }
 
-wait_gone() { local pid="$1" deadline=$((SECONDS + $2)); while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done; ! kill -0 "$pid" 2>/dev/null; }
+wait_gone() { local pid="$1" deadline=$((SECONDS + $2)); while alive_pid "$pid" && ((SECONDS < deadline)); do sleep 0.1; done; ! alive_pid "$pid"; }
 
 cmd_down() {
   local f pid

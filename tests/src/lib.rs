@@ -205,6 +205,18 @@ impl TestCluster {
         }
     }
 
+    /// SIGKILL the controller, and reap.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        spawn(&mut self.controller)
+    }
+
     pub fn pause_broker(&mut self, n: usize) {
         if let Some(child) = &self.node(n).child {
             signal(child.id(), "STOP");

@@ -365,12 +365,24 @@ pub async fn run_alter_partition(
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr.clone(),
         };
-        let result = link
-            .call(Duration::from_secs(5), |mut c| {
-                let r = request.clone();
-                async move { c.alter_partition(r).await }
-            })
-            .await;
+        // An unanswered AlterPartition may still have been committed, so the pending
+        // state must stay (KIP-497): retry until the controller answers or the proposal
+        // is overtaken (Kafka's AlterPartitionManager retries the same way).
+        let result = loop {
+            let result = link
+                .call(Duration::from_secs(5), |mut c| {
+                    let r = request.clone();
+                    async move { c.alter_partition(r).await }
+                })
+                .await;
+            match result {
+                Err(e) if rm.isr_change_pending(&topic_partition, change.leader_epoch, change.partition_epoch) => {
+                    warn!("{topic_partition}: AlterPartition unanswered ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other,
+            }
+        };
         let outcome = match result {
             Ok(reply) => {
                 let (code, message, _) = reply.controller_error();
@@ -382,6 +394,6 @@ pub async fn run_alter_partition(
             }
             Err(e) => Err((ErrorCode::REQUEST_TIMED_OUT, e.to_string())),
         };
-        rm.on_alter_partition_result(&topic_partition, change.leader_epoch, outcome);
+        rm.on_alter_partition_result(&topic_partition, change.leader_epoch, change.partition_epoch, outcome);
     }
 }

@@ -329,6 +329,7 @@ impl ReplicaManager {
         &self,
         tp: &TopicPartition,
         leader_epoch: i32,
+        partition_epoch: i32,
         result: Result<pb::PartitionMetadata, (ErrorCode, String)>,
     ) {
         let Some(partition) = self.partition(tp) else {
@@ -353,14 +354,28 @@ impl ReplicaManager {
             }
             Err((code, message)) => {
                 warn!("{tp}: AlterPartition rejected by the controller: {code}: {message}; waiting for fresh metadata");
+                // Only the proposal this answer is about may be dropped: if the metadata
+                // feed already moved the partition epoch on, a newer proposal may be in
+                // flight, and forgetting it would let the HW pass a member the controller
+                // may yet commit (the KIP-497 hazard).
                 if let Some(leader) = state.leader_mut() {
-                    leader.on_isr_change_rejected();
+                    if leader.partition_epoch() == partition_epoch {
+                        leader.on_isr_change_rejected();
+                    }
                 }
                 Vec::new()
             }
         };
         drop(state);
         self.run_actions(tp, actions);
+    }
+
+    /// Whether the leader still waits on the ISR change proposed at these epochs.
+    pub fn isr_change_pending(&self, tp: &TopicPartition, leader_epoch: i32, partition_epoch: i32) -> bool {
+        let Some(partition) = self.partition(tp) else { return false };
+        let state = partition.lock();
+        state.leader_epoch == leader_epoch
+            && state.leader().is_some_and(|l| l.partition_epoch() == partition_epoch && l.isr_state().is_in_flight())
     }
 
     /// Periodic ISR shrink check (Kafka runs it every replica.lag.time.max.ms / 2).

@@ -58,6 +58,8 @@ pub struct ClusterOptions {
     pub broker_session_timeout_ms: u64,
     pub min_insync_replicas: u32,
     pub message_max_bytes: Option<usize>,
+    /// Controller voters: 1 or 3.
+    pub controllers: usize,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +69,7 @@ impl Default for ClusterOptions {
             broker_session_timeout_ms: 3_000,
             min_insync_replicas: 1,
             message_max_bytes: None,
+            controllers: 1,
         }
     }
 }
@@ -78,10 +81,10 @@ struct Node {
     child: Option<Child>,
 }
 
-/// A controller plus brokers 1..=3, each a real `insync-broker` process.
+/// Controllers plus brokers 1..=3, each a real `insync-broker` process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
-    controller: Node,
+    controllers: Vec<Node>,
     brokers: Vec<Node>,
     pub broker_ports: Vec<u16>,
 }
@@ -89,11 +92,25 @@ pub struct TestCluster {
 impl TestCluster {
     pub fn start(options: ClusterOptions) -> anyhow::Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("insync-test-").tempdir()?;
-        let ports = free_ports(4);
-        let controller_address = format!("127.0.0.1:{}", ports[0]);
-        let quorum = format!("1@{controller_address}");
-        let common = |extra: &mut Vec<String>| {
-            extra.extend([
+        let ports = free_ports(3 + options.controllers);
+        let (broker_ports, controller_ports) = ports.split_at(3);
+        let quorum = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = |role: &str, n: usize, port: u16| {
+            let name = format!("{role}-{n}");
+            let mut args: Vec<String> = vec![
+                "--roles".into(),
+                role.into(),
+                "--node-id".into(),
+                n.to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                dir.path().join(&name).display().to_string(),
                 "--controller-quorum".into(),
                 quorum.clone(),
                 "--replica-lag-time-max-ms".into(),
@@ -102,50 +119,19 @@ impl TestCluster {
                 options.broker_session_timeout_ms.to_string(),
                 "--min-insync-replicas".into(),
                 options.min_insync_replicas.to_string(),
-            ]);
-            if let Some(m) = options.message_max_bytes {
-                extra.extend(["--message-max-bytes".into(), m.to_string()]);
-            }
-        };
-        let mut controller_args: Vec<String> = vec![
-            "--roles".into(),
-            "controller".into(),
-            "--node-id".into(),
-            "1".into(),
-            "--listen".into(),
-            controller_address.clone(),
-            "--data-dir".into(),
-            dir.path().join("controller-1").display().to_string(),
-        ];
-        common(&mut controller_args);
-        let controller = Node {
-            name: "controller-1".into(),
-            args: controller_args,
-            log: dir.path().join("controller-1.log"),
-            child: None,
-        };
-        let mut brokers = Vec::new();
-        for n in 1..=3usize {
-            let mut args: Vec<String> = vec![
-                "--roles".into(),
-                "broker".into(),
-                "--node-id".into(),
-                n.to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{}", ports[n]),
-                "--data-dir".into(),
-                dir.path().join(format!("broker-{n}")).display().to_string(),
             ];
-            common(&mut args);
-            brokers.push(Node {
-                name: format!("broker-{n}"),
-                args,
-                log: dir.path().join(format!("broker-{n}.log")),
-                child: None,
-            });
+            if let Some(m) = options.message_max_bytes {
+                args.extend(["--message-max-bytes".into(), m.to_string()]);
+            }
+            Node { log: dir.path().join(format!("{name}.log")), name, args, child: None }
+        };
+        let controllers: Vec<Node> =
+            controller_ports.iter().enumerate().map(|(i, p)| node("controller", i + 1, *p)).collect();
+        let brokers: Vec<Node> = broker_ports.iter().enumerate().map(|(i, p)| node("broker", i + 1, *p)).collect();
+        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports: broker_ports.to_vec() };
+        for c in &mut cluster.controllers {
+            spawn(c)?;
         }
-        let mut cluster = TestCluster { dir, controller, brokers, broker_ports: ports[1..].to_vec() };
-        spawn(&mut cluster.controller)?;
         for n in 1..=3 {
             cluster.start_broker(n)?;
         }
@@ -205,16 +191,48 @@ impl TestCluster {
         }
     }
 
-    /// SIGKILL the controller, and reap.
-    pub fn kill_controller(&mut self) {
-        if let Some(mut child) = self.controller.child.take() {
+    /// SIGKILL controller `n` (1-based), and reap.
+    pub fn kill_controller(&mut self, n: usize) {
+        if let Some(mut child) = self.controllers[n - 1].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn start_controller(&mut self) -> anyhow::Result<()> {
-        spawn(&mut self.controller)
+    pub fn start_controller(&mut self, n: usize) -> anyhow::Result<()> {
+        spawn(&mut self.controllers[n - 1])
+    }
+
+    /// The active controller's id, as `insync cluster status --json` names it.
+    pub fn active_controller(&self) -> Option<usize> {
+        let out = self.insync(&["cluster", "status", "--json"]);
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|v| v.get("controller").and_then(|c| c["id"].as_i64()).filter(|id| *id > 0).map(|id| id as usize))
+    }
+
+    /// Starts `insync-producer <args>` reading values from a pipe, for continuous production.
+    pub fn streaming_producer(&self, args: &[&str]) -> anyhow::Result<StreamingProducer> {
+        let mut child = Command::new(bin("insync-producer"))
+            .env("INSYNC_BOOTSTRAP", self.bootstrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(StreamingProducer { stdin: child.stdin.take(), child, lines: rx, received: Vec::new() })
     }
 
     pub fn pause_broker(&mut self, n: usize) {
@@ -325,16 +343,16 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for node in self.brokers.iter_mut().chain(std::iter::once(&mut self.controller)) {
+        for node in self.brokers.iter_mut().chain(self.controllers.iter_mut()) {
             if let Some(mut child) = node.child.take() {
                 signal(child.id(), "CONT");
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("INSYNC_TEST_LOGS").is_some() {
             // Leave the logs where a failing test can be diagnosed.
-            for node in self.brokers.iter().chain(std::iter::once(&self.controller)) {
+            for node in self.brokers.iter().chain(self.controllers.iter()) {
                 let log = std::fs::read_to_string(&node.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!("---- last lines of {} ----", node.name);
@@ -343,6 +361,62 @@ impl Drop for TestCluster {
                 }
             }
         }
+    }
+}
+
+/// A producer process fed line by line; its answers are collected with arrival times.
+pub struct StreamingProducer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    /// Answers received so far, in order (the producer answers records in order).
+    pub received: Vec<(Instant, String)>,
+}
+
+impl StreamingProducer {
+    /// Sends one value (one line).
+    pub fn send(&mut self, value: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(value.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Collects answers that have arrived, waiting until there are `n` or `timeout` passes.
+    pub fn wait_answers(&mut self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.received.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.received.push(line),
+                Err(_) => break,
+            }
+        }
+        self.received.len()
+    }
+
+    /// Closes stdin and waits (bounded) for the remaining answers and the exit.
+    pub fn finish(mut self, timeout: Duration) -> Vec<(Instant, String)> {
+        self.stdin.take();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.received.push(line),
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.received)
+    }
+}
+
+impl Drop for StreamingProducer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -13,8 +13,8 @@ fn controller_restart_keeps_topics_and_brokers_keep_their_data() -> anyhow::Resu
     assert!(out.status.success(), "{}", text(&out.stdout));
 
     // The controller's metadata is on disk: a SIGKILLed controller comes back with it.
-    cluster.kill_controller();
-    cluster.start_controller()?;
+    cluster.kill_controller(1);
+    cluster.start_controller(1)?;
     wait_for("topic listed after controller restart", Duration::from_secs(20), || {
         let out = cluster.insync(&["topic", "list"]);
         text(&out.stdout).lines().any(|l| l == "durable").then_some(())

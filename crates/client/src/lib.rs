@@ -265,10 +265,14 @@ impl Cluster {
         }
     }
 
-    /// Sends one record batch to the partition leader. Retries, within
-    /// `delivery_timeout`, only failures that certainly wrote nothing and that a metadata
-    /// refresh can fix (not leader, no leader, connection refused); everything else is
-    /// reported with whether the records were appended.
+    /// Sends one record batch to the partition leader, following leadership: failures a
+    /// metadata refresh can fix (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, a broker
+    /// that cannot be reached, a connection lost mid-request) are retried with exponential
+    /// backoff until `delivery_timeout` (Kafka `delivery.timeout.ms`, KIP-91; backoff as
+    /// KIP-580). Everything else is reported with whether the records were appended.
+    ///
+    /// Like Kafka's producer without idempotence, a retry of a request whose answer was
+    /// lost may write the records twice; the answer is the offset of the copy acknowledged.
     pub async fn produce(
         &self,
         topic: &str,
@@ -287,16 +291,17 @@ impl Cluster {
                 Ok(ack) => return Ok(ack),
                 Err(f) => f,
             };
-            let retriable = failure.appended == Appended::No
-                && matches!(
-                    failure.code,
-                    ErrorCode::NOT_LEADER_OR_FOLLOWER
-                        | ErrorCode::LEADER_NOT_AVAILABLE
-                        | ErrorCode::BROKER_NOT_AVAILABLE
-                );
+            let retriable = matches!(
+                failure.code,
+                ErrorCode::NOT_LEADER_OR_FOLLOWER
+                    | ErrorCode::LEADER_NOT_AVAILABLE
+                    | ErrorCode::BROKER_NOT_AVAILABLE
+                    | ErrorCode::NETWORK_EXCEPTION
+            );
             if !retriable || Instant::now() + backoff >= deadline {
                 return Err(failure);
             }
+            tracing::debug!("produce to {topic}-{partition}: {failure}; retrying in {backoff:?}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(1_000));
             refresh = true;
@@ -343,7 +348,7 @@ impl Cluster {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 let e = self.transport_error(&address, &status);
-                return Err(fail(ErrorCode::REQUEST_TIMED_OUT, e.to_string(), Appended::Unknown));
+                return Err(fail(ErrorCode::NETWORK_EXCEPTION, e.to_string(), Appended::Unknown));
             }
         };
         let code = ErrorCode::from_code(response.error_code);

@@ -456,7 +456,8 @@ impl PartitionLog {
         self.log_end_offset = new_log_end_offset;
         self.epoch_cache.truncate_from_end(new_log_end_offset)?;
         self.debug_check_invariants();
-        tracing::info!(
+        // The caller logs the one INFO line that says why (the replica's divergence).
+        tracing::debug!(
             "truncated log {} to offset {new_log_end_offset} (requested {offset}), removing {} records",
             self.dir.display(),
             old_log_end_offset - new_log_end_offset

@@ -74,6 +74,7 @@ error_codes! {
     BROKER_NOT_AVAILABLE = 8, false;
     REPLICA_NOT_AVAILABLE = 9, true;
     MESSAGE_TOO_LARGE = 10, false;
+    NETWORK_EXCEPTION = 13, true;
     INVALID_TOPIC_EXCEPTION = 17, false;
     NOT_ENOUGH_REPLICAS = 19, true;
     NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20, true;

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+#! scripts/failover-time.sh — measures leader failover on the running local cluster: for each
+#! round, SIGKILL the leader of a RF=3, min.insync.replicas=2 partition and time until an
+#! acks=all produce succeeds again (the producer follows leadership by itself), then restart
+#! the killed broker and wait for the ISR to be whole again. Prints each round and the
+#! median / max in milliseconds.
+#
+# Usage: scripts/cluster.sh up && scripts/failover-time.sh [ROUNDS (default 10)]
+# Honors INSYNC_BIN_DIR / INSYNC_CLUSTER_DIR / INSYNC_PORT_OFFSET like cluster.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${INSYNC_BIN_DIR:-$ROOT/target/release}"
+OFFSET="${INSYNC_PORT_OFFSET:-0}"
+ROUNDS="${1:-10}"
+export INSYNC_BOOTSTRAP="127.0.0.1:$((9092 + OFFSET)),127.0.0.1:$((9093 + OFFSET)),127.0.0.1:$((9094 + OFFSET))"
+TOPIC="failover-time-$(date +%s)"
+CLUSTER="$ROOT/scripts/cluster.sh"
+
+now_ms() { date +%s%3N; }
+leader() { "$BIN/insync" topic describe "$TOPIC" --json 2>/dev/null | sed -n 's/.*"leader":\([0-9-]*\).*/\1/p' | head -1; }
+isr_whole() { "$BIN/insync" topic describe "$TOPIC" --json 2>/dev/null | grep -q '"isr":\[[0-9]*,[0-9]*,[0-9]*\]'; }
+wait_until() { local deadline=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < deadline)) || return 1; sleep 0.2; done; }
+
+"$BIN/insync" topic create "$TOPIC" --partitions 1 --replication-factor 3 --min-insync-replicas 2 >/dev/null
+"$BIN/insync-producer" --topic "$TOPIC" --acks all warm-up >/dev/null
+times=()
+for ((round = 1; round <= ROUNDS; round++)); do
+  wait_until 60 isr_whole || { echo "round $round: ISR not whole after 60 s" >&2; exit 1; }
+  old=$(leader)
+  "$CLUSTER" kill "$old" >/dev/null
+  start=$(now_ms)
+  out=$("$BIN/insync-producer" --topic "$TOPIC" --acks all --delivery-timeout-ms 60000 "round-$round")
+  took=$(($(now_ms) - start))
+  case "$out" in ok*) ;; *) echo "round $round: produce failed: $out" >&2; exit 1 ;; esac
+  new=$(leader)
+  echo "round $round: killed leader $old -> new leader $new, first acks=all success after $took ms"
+  times+=("$took")
+  "$CLUSTER" start "$old" >/dev/null
+done
+sorted=($(printf '%s\n' "${times[@]}" | sort -n))
+n=${#sorted[@]}
+if ((n % 2)); then median=${sorted[n / 2]}; else median=$(((sorted[n / 2 - 1] + sorted[n / 2]) / 2)); fi
+echo "failover (SIGKILL leader -> first successful acks=all produce) over $n kills: median ${median} ms, max ${sorted[n - 1]} ms"

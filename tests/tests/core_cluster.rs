@@ -194,6 +194,7 @@ fn bad_input_gets_clear_errors_and_loses_nothing() -> anyhow::Result<()> {
                 acks: 2,
                 timeout_ms: 1000,
                 records: b.build(),
+                correlation_id: 0,
             })
             .await?;
         anyhow::Ok(r.into_inner())

@@ -82,6 +82,11 @@ pub struct BrokerArgs {
     /// How long a SIGTERM'd broker waits for the controller to move its leaderships away.
     #[arg(long, default_value_t = 10_000)]
     pub controlled_shutdown_timeout_ms: u64,
+    /// UNSAFE, for `insync lab`'s negative control only: behave like a pre-KIP-101 follower
+    /// (truncate to the local high watermark whenever following a leader, and fetch without
+    /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help.
+    #[arg(long, hide = true)]
+    pub unsafe_truncate_to_high_watermark: bool,
 }
 
 impl BrokerArgs {

@@ -43,6 +43,11 @@ impl ControllerReply for pb::AlterPartitionResponse {
         split(&self.error)
     }
 }
+impl ControllerReply for pb::AllocateProducerIdsResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        split(&self.error)
+    }
+}
 impl ControllerReply for pb::CreateTopicResponse {
     fn controller_error(&self) -> (ErrorCode, String, String) {
         (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())

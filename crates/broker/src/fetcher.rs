@@ -103,7 +103,13 @@ async fn run_fetcher(
                 partition: tp.partition,
                 fetch_offset: state.log.log_end_offset(),
                 current_leader_epoch: *leader_epoch,
-                last_fetched_epoch: state.log.last_batch_epoch().unwrap_or(-1),
+                // The unsafe negative-control mode fetches by offset alone, as before KIP-101,
+                // so the leader never reports a diverging epoch (see replica_manager.rs).
+                last_fetched_epoch: if rm.config.unsafe_truncate_to_high_watermark {
+                    -1
+                } else {
+                    state.log.last_batch_epoch().unwrap_or(-1)
+                },
                 partition_max_bytes: (rm.config.message_max_bytes as u32).max(1024 * 1024),
             });
         }
@@ -160,7 +166,9 @@ fn apply_fetched(
             // We are ahead of the leader with no epoch to locate the divergence (Kafka
             // `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
             let leo = state.log.log_end_offset();
-            match state.log.truncate_to(pr.log_end_offset) {
+            let truncated = state.log.truncate_to(pr.log_end_offset);
+            state.rebuild_producer_state();
+            match truncated {
                 Ok(t) => info!(
                     "{tp}: truncated log from {leo} to leader {leader}'s log end offset {}: {} records ({} bytes) dropped (fetch offset out of range)",
                     pr.log_end_offset, t.records_removed, t.bytes_removed
@@ -174,7 +182,8 @@ fn apply_fetched(
             return true;
         }
     }
-    if let Some(d) = pr.diverging_epoch {
+    if let Some(d) = pr.diverging_epoch.filter(|_| !rm.config.unsafe_truncate_to_high_watermark) {
+        // (The unsafe negative-control mode ignores diverging-epoch answers: pre-KIP-101.)
         let diverging = EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset };
         let leo = state.log.log_end_offset();
         let our_last_epoch = state.log.last_batch_epoch().unwrap_or(-1);
@@ -195,13 +204,17 @@ fn apply_fetched(
             }
             let hw = state.follower_high_watermark.min(state.log.log_end_offset());
             state.follower_high_watermark = hw;
+            state.rebuild_producer_state();
         }
         return false;
     }
     if !pr.records.is_empty() {
-        if let Err(e) = state.log.append_as_follower(&pr.records) {
-            warn!("{tp}: cannot append {} fetched bytes from leader {leader}: {e}", pr.records.len());
-            return true;
+        match state.log.append_as_follower(&pr.records) {
+            Ok(info) => state.record_producer_batches(&pr.records[..info.bytes.min(pr.records.len())]),
+            Err(e) => {
+                warn!("{tp}: cannot append {} fetched bytes from leader {leader}: {e}", pr.records.len());
+                return true;
+            }
         }
     }
     let new_hw = follower_high_watermark(pr.high_watermark, state.log.log_end_offset());

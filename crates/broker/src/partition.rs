@@ -3,8 +3,9 @@
 //! append, the HW it moves and the waiters it completes are one atomic step.
 use std::sync::Mutex;
 
+use insync_log::batch::iter_batches;
 use insync_log::PartitionLog;
-use insync_replication::LeaderPartition;
+use insync_replication::{BatchMetadata, LeaderPartition, ProducerStateTable};
 use insync_types::{BrokerId, LeaderEpoch, Offset, PartitionEpoch, TopicPartition, NO_BROKER};
 
 /// Leader or follower (Kafka `Partition.makeLeader` / `makeFollower`).
@@ -29,6 +30,9 @@ pub struct PartitionState {
     pub replicas: Vec<BrokerId>,
     /// The ISR as last committed by the controller (the leader's core may know newer).
     pub isr: Vec<BrokerId>,
+    /// Idempotent producers' recent sequences, kept on every replica (leader and
+    /// follower appends both update it) so a new leader dedupes retries at once.
+    pub producers: ProducerStateTable,
 }
 
 impl PartitionState {
@@ -60,6 +64,17 @@ impl PartitionState {
         }
     }
 
+    /// Rebuilds the producer state from the log (at open and after truncation; Kafka
+    /// rebuilds from its producer snapshots plus the log tail, we scan the whole log).
+    pub fn rebuild_producer_state(&mut self) {
+        self.producers = scan_producer_state(&self.log);
+    }
+
+    /// Records the producer metadata of whole batches just appended.
+    pub fn record_producer_batches(&mut self, batches: &[u8]) {
+        record_batches(&mut self.producers, batches);
+    }
+
     pub fn is_follower_of(&self, leader: BrokerId, leader_epoch: LeaderEpoch) -> bool {
         matches!(self.role, Role::Follower { leader: l } if l == leader && l != NO_BROKER)
             && self.leader_epoch == leader_epoch
@@ -79,4 +94,41 @@ impl Partition {
         // cascading panics into every request for this partition.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn record_batches(table: &mut ProducerStateTable, batches: &[u8]) {
+    for (header, _) in iter_batches(batches).map_while(Result::ok) {
+        if header.producer_id >= 0 {
+            table.record(
+                header.producer_id,
+                header.producer_epoch,
+                BatchMetadata {
+                    first_sequence: header.base_sequence,
+                    last_sequence: header.base_sequence.wrapping_add(header.last_offset_delta),
+                    first_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                },
+            );
+        }
+    }
+}
+
+/// Producer state of a whole log, read batch by batch.
+pub fn scan_producer_state(log: &PartitionLog) -> ProducerStateTable {
+    let mut table = ProducerStateTable::new();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let Ok(chunk) = log.read(offset, end, 4 << 20) else { break };
+        let mut next = offset;
+        for (header, _) in iter_batches(&chunk).map_while(Result::ok) {
+            next = header.next_offset();
+        }
+        record_batches(&mut table, &chunk);
+        if next <= offset {
+            break; // no progress: never loop forever on a log we cannot parse
+        }
+        offset = next;
+    }
+    table
 }

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use insync_log::batch::parse_header;
 use insync_log::{LogConfig, LogError, OffsetCheckpointFile, PartitionLog};
 use insync_proto as pb;
 use insync_replication::{
-    check_current_leader_epoch, diverging_epoch, Action, EpochEndOffset, IsrChange, LeaderParams, LeaderPartition,
-    WaiterId,
+    check_current_leader_epoch, diverging_epoch, Action, BatchMetadata, EpochEndOffset, IsrChange, LeaderParams,
+    LeaderPartition, SequenceCheck, WaiterId,
 };
 use insync_types::{Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +32,14 @@ pub struct AlterPartitionJob {
 
 /// Which partitions this broker follows, grouped by leader: the fetcher manager's input.
 pub type FollowerAssignment = BTreeMap<BrokerId, BTreeMap<TopicPartition, i32>>;
+
+/// A produce after its synchronous half.
+pub enum ProduceAppended {
+    /// Answered already (error, acks=0/1, or acks=all already satisfied… see `Waiting`).
+    Done(ProduceOutcome),
+    /// acks=all: parked until the waiter completes.
+    Waiting { partition: Arc<Partition>, outcome: ProduceOutcome, waiter: WaiterId, rx: oneshot::Receiver<ErrorCode> },
+}
 
 /// Outcome of a produce, as the service answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +83,13 @@ impl ReplicaManager {
         std::fs::create_dir_all(&config.data_dir)?;
         let hw_checkpoint = OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
         let checkpointed_high_watermarks = hw_checkpoint.read()?;
+        if config.unsafe_truncate_to_high_watermark {
+            warn!(
+                "UNSAFE: --unsafe-truncate-to-high-watermark is set: this broker truncates to its local high \
+                 watermark when it follows a leader and ignores leader epochs (the pre-KIP-101 bug). It WILL lose \
+                 acknowledged acks=all writes. It exists only as a negative control for `insync lab`."
+            );
+        }
         Ok(Arc::new(ReplicaManager {
             broker_id: config.node_id,
             config,
@@ -202,8 +219,10 @@ impl ReplicaManager {
                 partition_epoch: -1,
                 replicas: pm.replicas.clone(),
                 isr: pm.isr.clone(),
+                producers: Default::default(),
             }),
         });
+        partition.lock().rebuild_producer_state();
         self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), partition.clone());
         Ok(partition)
     }
@@ -285,6 +304,24 @@ impl ReplicaManager {
                 actions.extend(resigned);
             } else if new_epoch {
                 info!("{tp}: following leader {} at epoch {}", pm.leader, pm.leader_epoch);
+            }
+            if self.config.unsafe_truncate_to_high_watermark && new_epoch && pm.leader != NO_BROKER {
+                // DELIBERATELY WRONG (negative control for `insync lab`, off by default): the
+                // pre-KIP-101 `Partition.makeFollower` truncated to the local HW. A follower's HW
+                // lags the leader's by a fetch round, so records the leader already acknowledged
+                // are cut here; if this replica is elected before it re-fetches them, they are
+                // lost. KIP-101 replaced this with leader-epoch truncation (fetcher.rs).
+                let high_watermark = state.follower_high_watermark.min(state.log.log_end_offset());
+                let log_end_offset = state.log.log_end_offset();
+                if high_watermark < log_end_offset {
+                    match state.log.truncate_to(high_watermark) {
+                        Ok(t) => warn!(
+                            "{tp}: UNSAFE truncation to the local high watermark {high_watermark} on following leader {} at epoch {}: {} records dropped (log end offset was {log_end_offset})",
+                            pm.leader, pm.leader_epoch, t.records_removed
+                        ),
+                        Err(e) => warn!("{tp}: UNSAFE truncation to {high_watermark} failed: {e}"),
+                    }
+                }
             }
             state.role = Role::Follower { leader: pm.leader };
         }
@@ -392,52 +429,112 @@ impl ReplicaManager {
 
     /// Produce on the leader (Kafka `ReplicaManager.appendRecords` + `DelayedProduce`).
     pub async fn produce(&self, request: pb::ProduceRequest) -> ProduceOutcome {
+        let timeout_ms = request.timeout_ms;
+        let appended = self.produce_append(request);
+        self.produce_wait(appended, timeout_ms).await
+    }
+
+    /// The synchronous half of a produce: validate, dedupe, append, and park an acks=all
+    /// request. Requests of one stream call this in order, so their appends keep order
+    /// while their acks=all waits overlap (Kafka pipelines up to max.in.flight so).
+    pub fn produce_append(&self, request: pb::ProduceRequest) -> ProduceAppended {
         let acks = match Acks::from_wire(request.acks) {
             Ok(acks) => acks,
             Err(code) => {
-                return ProduceOutcome::rejected(code, format!("acks must be -1 (all), 0 or 1, got {}", request.acks))
+                return ProduceAppended::Done(ProduceOutcome::rejected(
+                    code,
+                    format!("acks must be -1 (all), 0 or 1, got {}", request.acks),
+                ))
             }
         };
         let tp = TopicPartition::new(request.topic.clone(), request.partition);
         if request.records.len() > self.config.message_max_bytes {
-            return ProduceOutcome::rejected(
+            return ProduceAppended::Done(ProduceOutcome::rejected(
                 ErrorCode::MESSAGE_TOO_LARGE,
                 format!(
                     "record batch of {} bytes exceeds message.max.bytes {}",
                     request.records.len(),
                     self.config.message_max_bytes
                 ),
-            );
+            ));
         }
+        let header = match parse_header(&request.records) {
+            Ok(h) => h,
+            Err(e) => {
+                return ProduceAppended::Done(ProduceOutcome::rejected(
+                    e.error_code(),
+                    format!("bad record batch: {e}"),
+                ))
+            }
+        };
         let Some(partition) = self.partition(&tp) else {
-            return self.missing_partition_outcome(&tp);
+            return ProduceAppended::Done(self.missing_partition_outcome(&tp));
         };
         let now_ms = self.now_ms();
-        let mut records = request.records.to_vec();
+        // The request buffer is usually ours alone: stamp offsets in place, no copy.
+        let mut records = request.records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let first_sequence = header.base_sequence;
+        let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
         let (outcome, waiter, actions) = {
             let mut state = partition.lock();
             let leader_epoch = state.leader_epoch;
             let Role::Leader(leader) = &mut state.role else {
                 let leader_id = state.leader_id(self.broker_id);
-                return ProduceOutcome::rejected(
+                return ProduceAppended::Done(ProduceOutcome::rejected(
                     ErrorCode::NOT_LEADER_OR_FOLLOWER,
                     format!("broker {} is not the leader of {tp} (leader: {leader_id})", self.broker_id),
-                );
+                ));
             };
             if let Err(code) = leader.check_produce(acks) {
                 let isr: Vec<_> = leader.isr_state().committed().iter().copied().collect();
-                return ProduceOutcome::rejected(
+                return ProduceAppended::Done(ProduceOutcome::rejected(
                     code,
                     format!(
                         "ISR {isr:?} has {} member(s), below min.insync.replicas {}; nothing was written",
                         isr.len(),
                         leader.effective_min_isr()
                     ),
-                );
+                ));
             }
-            let append = match state.log.append_as_leader(&mut records, leader_epoch) {
-                Ok(info) => info,
-                Err(e) => return ProduceOutcome::rejected(log_error_code(&e), format!("append rejected: {e}")),
+            let check = state.producers.check(header.producer_id, header.producer_epoch, first_sequence, last_sequence);
+            let (base_offset, last_offset) = match check {
+                Err(code) => {
+                    return ProduceAppended::Done(ProduceOutcome::rejected(
+                        code,
+                        format!(
+                            "producer {} epoch {} sent sequences {first_sequence}..={last_sequence}, which do not follow its last batch; nothing was written",
+                            header.producer_id, header.producer_epoch
+                        ),
+                    ))
+                }
+                Ok(SequenceCheck::Duplicate(original)) => {
+                    // A retry of a batch already in the log (Kafka answers with the
+                    // original offsets; acks=all still waits for the HW to pass them).
+                    debug!("{tp}: duplicate batch of producer {} (sequences {first_sequence}..={last_sequence}) at offset {}", header.producer_id, original.first_offset);
+                    (original.first_offset, original.last_offset)
+                }
+                Ok(SequenceCheck::Append) => {
+                    let append = match state.log.append_as_leader(&mut records, leader_epoch) {
+                        Ok(info) => info,
+                        Err(e) => {
+                            return ProduceAppended::Done(ProduceOutcome::rejected(
+                                log_error_code(&e),
+                                format!("append rejected: {e}"),
+                            ))
+                        }
+                    };
+                    state.producers.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        BatchMetadata {
+                            first_sequence,
+                            last_sequence,
+                            first_offset: append.base_offset,
+                            last_offset: append.last_offset,
+                        },
+                    );
+                    (append.base_offset, append.last_offset)
+                }
             };
             let log_end_offset = state.log.log_end_offset();
             let leader = state.leader_mut().expect("checked above");
@@ -445,7 +542,7 @@ impl ReplicaManager {
             let outcome = ProduceOutcome {
                 error: ErrorCode::NONE,
                 message: String::new(),
-                base_offset: append.base_offset,
+                base_offset,
                 appended: true,
                 leader_epoch,
             };
@@ -454,7 +551,7 @@ impl ReplicaManager {
                 let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-                actions.extend(leader.add_waiter(id, append.last_offset + 1));
+                actions.extend(leader.add_waiter(id, last_offset + 1));
                 waiter = Some((id, rx));
             }
             (outcome, waiter, actions)
@@ -462,14 +559,25 @@ impl ReplicaManager {
         // Wake fetchers: new data for followers (and HW, if it moved, for consumers).
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
         self.run_actions(&tp, actions);
-        let Some((id, rx)) = waiter else {
-            if acks == Acks::None {
-                debug!("{tp}: acks=0 append at {}", outcome.base_offset);
+        match waiter {
+            None => {
+                if acks == Acks::None {
+                    debug!("{tp}: acks=0 append at {}", outcome.base_offset);
+                }
+                ProduceAppended::Done(outcome)
             }
-            return outcome;
+            Some((id, rx)) => ProduceAppended::Waiting { partition, outcome, waiter: id, rx },
+        }
+    }
+
+    /// The asynchronous half: for acks=all, wait until the HW passes the records, the ISR
+    /// falls below min.insync.replicas, leadership moves, or `timeout_ms` passes.
+    pub async fn produce_wait(&self, appended: ProduceAppended, timeout_ms: u32) -> ProduceOutcome {
+        let (partition, outcome, id, mut rx) = match appended {
+            ProduceAppended::Done(outcome) => return outcome,
+            ProduceAppended::Waiting { partition, outcome, waiter, rx } => (partition, outcome, waiter, rx),
         };
-        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-        let mut rx = rx;
+        let timeout = Duration::from_millis(u64::from(timeout_ms.max(1)));
         let error = match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(error)) => error,
             Ok(Err(_)) => ErrorCode::NOT_LEADER_OR_FOLLOWER, // sender dropped: partition gone
@@ -488,7 +596,7 @@ impl ReplicaManager {
                 "written to the leader's log, but the ISR shrank below min.insync.replicas before enough replicas had it".into()
             }
             ErrorCode::REQUEST_TIMED_OUT => {
-                format!("written to the leader's log, but not replicated to the ISR within {} ms", request.timeout_ms)
+                format!("written to the leader's log, but not replicated to the ISR within {timeout_ms} ms")
             }
             ErrorCode::NOT_LEADER_OR_FOLLOWER => {
                 "written to the leader's log, but leadership moved before the ISR had it".into()

@@ -73,7 +73,7 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         tokio::spawn(run_periodic(rm.clone(), stop_serving_rx.clone()));
         broker_parts = Some((rm.clone(), lifecycle, fetchers));
         Some(
-            BrokerServer::new(BrokerService { rm, link })
+            BrokerServer::new(BrokerService { rm, link, incarnation, producer_ids: Default::default() })
                 .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES),
         )

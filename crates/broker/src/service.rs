@@ -1,20 +1,55 @@
 //! Thin tonic handlers of the `Broker` gRPC service: unpack, call the replica manager or
 //! forward to the controller, pack. No replication logic lives here.
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 
 use insync_proto as pb;
 use insync_proto::broker_server::Broker;
 use insync_types::ErrorCode;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use crate::controller_link::ControllerLink;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{ProduceOutcome, ReplicaManager};
+
+/// Requests of one ProduceStream whose answers may be outstanding at once (bounded, as
+/// Kafka bounds a connection's in-flight requests).
+const MAX_STREAM_IN_FLIGHT: usize = 64;
 
 pub struct BrokerService {
     pub rm: Arc<ReplicaManager>,
     pub link: Arc<ControllerLink>,
+    /// This incarnation, for AllocateProducerIds.
+    pub incarnation: u64,
+    /// The current block of producer ids: [next, end) (Kafka `ProducerIdManager`).
+    pub producer_ids: Mutex<(i64, i64)>,
+}
+
+fn produce_response(outcome: ProduceOutcome, correlation_id: u64) -> pb::ProduceResponse {
+    pb::ProduceResponse {
+        error_code: outcome.error.code(),
+        error_message: outcome.message,
+        base_offset: outcome.base_offset,
+        appended: outcome.appended,
+        leader_epoch: outcome.leader_epoch,
+        correlation_id,
+    }
+}
+
+impl BrokerService {
+    fn take_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        (ids.0 < ids.1).then(|| {
+            ids.0 += 1;
+            ids.0 - 1
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -22,19 +57,98 @@ impl Broker for BrokerService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let request = request.into_inner();
         let acks = request.acks;
+        let correlation_id = request.correlation_id;
         let tp = format!("{}-{}", request.topic, request.partition);
         let outcome = self.rm.produce(request).await;
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
             warn!("{tp}: acks=0 produce failed: {}: {}", outcome.error, outcome.message);
         }
-        Ok(Response::new(pb::ProduceResponse {
-            error_code: outcome.error.code(),
-            error_message: outcome.message,
-            base_offset: outcome.base_offset,
-            appended: outcome.appended,
-            leader_epoch: outcome.leader_epoch,
-        }))
+        Ok(Response::new(produce_response(outcome, correlation_id)))
+    }
+
+    type ProduceStreamStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send>>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let rm = self.rm.clone();
+        let (tx, rx) = mpsc::channel(MAX_STREAM_IN_FLIGHT);
+        tokio::spawn(async move {
+            // Appends happen here, one request after the other; the acks=all waits run
+            // concurrently and answer in request order.
+            let mut waiting = FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(response) = waiting.next(), if !waiting.is_empty() => {
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                    message = inbound.message(), if waiting.len() < MAX_STREAM_IN_FLIGHT => match message {
+                        Ok(Some(request)) => {
+                            let correlation_id = request.correlation_id;
+                            let timeout_ms = request.timeout_ms;
+                            let appended = rm.produce_append(request);
+                            let rm = rm.clone();
+                            waiting.push_back(async move {
+                                produce_response(rm.produce_wait(appended, timeout_ms).await, correlation_id)
+                            });
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            while let Some(response) = waiting.next().await {
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let reply = |producer_id: i64, error: ErrorCode, message: String| {
+            Ok(Response::new(pb::InitProducerIdResponse {
+                error_code: error.code(),
+                error_message: message,
+                producer_id,
+                producer_epoch: 0,
+            }))
+        };
+        if let Some(id) = self.take_producer_id() {
+            return reply(id, ErrorCode::NONE, String::new());
+        }
+        let request = pb::AllocateProducerIdsRequest { broker_id: self.rm.broker_id, incarnation: self.incarnation };
+        let block = self
+            .link
+            .call(Duration::from_secs(5), |mut c| {
+                let r = request.clone();
+                async move { c.allocate_producer_ids(r).await }
+            })
+            .await;
+        match block {
+            Ok(block) => {
+                let (code, message, _) = crate::controller_link::ControllerReply::controller_error(&block);
+                if code != ErrorCode::NONE {
+                    return reply(-1, code, message);
+                }
+                *self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (block.first_producer_id, block.first_producer_id + i64::from(block.count));
+                match self.take_producer_id() {
+                    Some(id) => reply(id, ErrorCode::NONE, String::new()),
+                    None => reply(-1, ErrorCode::UNKNOWN_SERVER_ERROR, "empty producer id block".into()),
+                }
+            }
+            Err(e) => reply(-1, ErrorCode::REQUEST_TIMED_OUT, e.to_string()),
+        }
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {

@@ -1,8 +1,16 @@
 //! Shared pieces of the `insync` and `insync-producer` command lines: bootstrap
-//! resolution, logging set-up, and printing one line (or one JSON object) per result.
-use std::time::{SystemTime, UNIX_EPOCH};
+//! resolution, logging set-up, and printing one line (or one JSON object) per result; and
+//! `watch`, the live cluster view behind `insync cluster watch`.
+pub mod watch;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args as ClapArgs;
+use insync_client::producer::ProducerConfig;
 pub use insync_client::DEFAULT_BOOTSTRAP;
+use insync_types::Acks;
+
+pub mod perf;
 
 /// Wall-clock milliseconds, for record timestamps (Kafka CreateTime).
 pub fn now_epoch_ms() -> i64 {
@@ -24,4 +32,47 @@ pub fn init_logging() {
 /// Renders bytes for a terminal: UTF-8 as is, anything else lossily.
 pub fn show_bytes(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Producer settings shared by sending and perf (Kafka producer config names).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ProducerFlags {
+    #[arg(long, env = "INSYNC_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
+    pub bootstrap: String,
+    /// all (-1), 1 or 0 (Kafka `acks`; default all as in Kafka 3.x).
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
+    pub acks: Acks,
+    /// Kafka request.timeout.ms: how long the leader may wait for the ISR (acks=all).
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u32,
+    /// Kafka delivery.timeout.ms: retry window for failures a leader change can fix.
+    #[arg(long, default_value_t = 120_000)]
+    pub delivery_timeout_ms: u64,
+    /// Kafka linger.ms: how long a batch waits for more records.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Kafka batch.size in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub batch_size: usize,
+    /// Kafka max.in.flight.requests.per.connection (per partition), 1..=5.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_in_flight: u32,
+    /// Kafka enable.idempotence (only with acks=all).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_idempotence: bool,
+}
+
+impl ProducerFlags {
+    pub fn config(&self) -> ProducerConfig {
+        ProducerConfig {
+            acks: self.acks,
+            linger: Duration::from_millis(self.linger_ms),
+            batch_size: self.batch_size.max(1),
+            max_in_flight: self.max_in_flight as usize,
+            request_timeout: Duration::from_millis(u64::from(self.timeout_ms)),
+            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            enable_idempotence: self.enable_idempotence,
+            ..ProducerConfig::default()
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! retries of definite failures, fetch, and admin calls. Used by the `insync` and
 //! `insync-producer` binaries and by the tests.
 pub mod partitioner;
+pub mod producer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -341,6 +342,7 @@ impl Cluster {
             acks: acks.to_wire(),
             timeout_ms,
             records,
+            correlation_id: 0,
         });
         // The broker answers by timeout_ms at the latest; allow for the network.
         request.set_timeout(request_timeout + Duration::from_secs(5));

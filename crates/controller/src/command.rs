@@ -39,7 +39,14 @@ pub enum Command {
         partition_epoch: i32,
         new_isr: Vec<BrokerId>,
     },
+    /// A block of producer ids for a broker's idempotent producers (Kafka
+    /// `ProducerIdsRecord`, KIP-730): ids are unique cluster-wide because the block comes
+    /// from the replicated counter.
+    AllocateProducerIds { broker_id: BrokerId, incarnation: u64 },
 }
+
+/// Producer ids handed out per AllocateProducerIds (Kafka allocates blocks of 1000).
+pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
 
 /// The outcome of applying one log entry (openraft `AppDataResponse`), returned to the
 /// proposer. Rejections are results, not Raft errors: the entry stays in the log and
@@ -54,11 +61,21 @@ pub struct CommandResult {
     pub topic: Option<TopicState>,
     /// Broker commands: the registration afterwards.
     pub broker: Option<BrokerRegistration>,
+    /// AllocateProducerIds: (first id, count).
+    #[serde(default)]
+    pub producer_id_block: Option<(i64, i32)>,
 }
 
 impl CommandResult {
     pub fn ok() -> Self {
-        Self { error_code: ErrorCode::NONE, error_message: String::new(), partition: None, topic: None, broker: None }
+        Self {
+            error_code: ErrorCode::NONE,
+            error_message: String::new(),
+            partition: None,
+            topic: None,
+            broker: None,
+            producer_id_block: None,
+        }
     }
 
     fn rejected(rejection: RuleRejection) -> Self {
@@ -198,6 +215,15 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                     CommandResult { partition: Some(committed), ..CommandResult::ok() }
                 }
             }
+        }
+        Command::AllocateProducerIds { broker_id, incarnation } => {
+            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
+                return CommandResult::rejected(rejection);
+            }
+            let first = state.next_producer_id;
+            state.next_producer_id += i64::from(PRODUCER_ID_BLOCK_SIZE);
+            tracing::debug!(index, "producer ids {first}..{} allocated to broker {broker_id}", state.next_producer_id);
+            CommandResult { producer_id_block: Some((first, PRODUCER_ID_BLOCK_SIZE)), ..CommandResult::ok() }
         }
     }
 }

@@ -65,6 +65,12 @@ impl BrokerHeartbeatManager {
         stale
     }
 
+    /// Milliseconds since the broker's last heartbeat (or grace start), None if never seen.
+    /// Read-only: for the metadata view that operators watch during a failover.
+    pub fn last_contact_ms_ago(&self, broker_id: BrokerId, now: Instant) -> Option<u64> {
+        self.last_contact.get(&broker_id).map(|last| now.saturating_duration_since(*last).as_millis() as u64)
+    }
+
     /// "no heartbeat for 3012 ms (session timeout 3000 ms)": the reason carried by FenceBroker.
     pub fn fence_reason(&self, stale: &StaleBroker) -> String {
         format!("no heartbeat for {} ms (session timeout {} ms)", stale.silent_ms, self.session_timeout_ms)
@@ -108,6 +114,9 @@ mod tests {
         let stale = manager.stale_brokers(&state, start + Duration::from_millis(3012));
         assert_eq!(stale, vec![StaleBroker { broker_id: 1, incarnation: 3, silent_ms: 3012 }]);
         assert_eq!(manager.fence_reason(&stale[0]), "no heartbeat for 3012 ms (session timeout 3000 ms)");
+        assert_eq!(manager.last_contact_ms_ago(1, start + Duration::from_millis(3012)), Some(3012));
+        assert_eq!(manager.last_contact_ms_ago(2, start + Duration::from_millis(3012)), Some(1012));
+        assert_eq!(manager.last_contact_ms_ago(9, start), None);
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct ClusterState {
     /// Topics by name; a BTreeMap so iteration order (and thus every derived decision) is
     /// the same on every controller.
     pub topics: BTreeMap<String, TopicState>,
+    /// The next producer id to hand out (Kafka `ProducerIdControlManager`).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// One broker as the controller knows it (Kafka `BrokerRegistration`).

@@ -19,9 +19,10 @@ use crate::rules::{self, CreateTopicSpec, RuleRejection};
 use futures::Stream;
 use insync_proto::controller_server::Controller;
 use insync_proto::{
-    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata,
-    ControllerError, CreateTopicRequest, CreateTopicResponse, MetadataRequest, MetadataResponse, RaftMessage,
-    RegisterBrokerRequest, RegisterBrokerResponse, WatchMetadataRequest,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, ControllerError, CreateTopicRequest,
+    CreateTopicResponse, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
+    WatchMetadataRequest,
 };
 use insync_types::{ErrorCode, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
@@ -289,13 +290,39 @@ impl ControllerService {
             .ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "partition missing from result"))
     }
 
+    async fn allocate(&self, request: AllocateProducerIdsRequest) -> Result<(i64, i32), Refusal> {
+        self.await_active().await?;
+        let result = self
+            .propose(Command::AllocateProducerIds { broker_id: request.broker_id, incarnation: request.incarnation })
+            .await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        result
+            .producer_id_block
+            .ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "producer id block missing from result"))
+    }
+
     fn metadata_view(
         &self,
         applied: &AppliedMetadata,
         leader_id: Option<NodeId>,
         topics: &[String],
     ) -> ClusterMetadata {
-        cluster_metadata(applied, &self.identity(leader_id), self.shared.default_min_insync_replicas, topics)
+        let mut view =
+            cluster_metadata(applied, &self.identity(leader_id), self.shared.default_min_insync_replicas, topics);
+        // Heartbeat ages live only in the active controller's memory; elsewhere they stay -1
+        // (unknown) rather than report a tracker nobody updates.
+        if self.shared.role.borrow().is_active {
+            let now = Instant::now();
+            let heartbeats = self.lock_heartbeats();
+            for broker in &mut view.brokers {
+                if let Some(ms) = heartbeats.last_contact_ms_ago(broker.id, now) {
+                    broker.last_heartbeat_ms_ago = i64::try_from(ms).unwrap_or(i64::MAX);
+                }
+            }
+        }
+        view
     }
 }
 
@@ -403,6 +430,21 @@ impl Controller for ControllerService {
         let response = match self.alter(request.into_inner()).await {
             Ok(partition) => AlterPartitionResponse { error: Some(success()), partition: Some(partition) },
             Err(refusal) => AlterPartitionResponse { error: Some(refusal.to_proto()), partition: None },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<AllocateProducerIdsRequest>,
+    ) -> Result<Response<AllocateProducerIdsResponse>, Status> {
+        let response = match self.allocate(request.into_inner()).await {
+            Ok((first_producer_id, count)) => {
+                AllocateProducerIdsResponse { error: Some(success()), first_producer_id, count }
+            }
+            Err(refusal) => {
+                AllocateProducerIdsResponse { error: Some(refusal.to_proto()), first_producer_id: -1, count: 0 }
+            }
         };
         Ok(Response::new(response))
     }

@@ -7,6 +7,7 @@
 
 pub mod follower;
 pub mod leader;
+pub mod producer_state;
 
 pub use follower::{
     check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset, EpochEndOffset,
@@ -14,6 +15,7 @@ pub use follower::{
 pub use leader::{
     Action, FollowerProgress, IsrChange, IsrChangeKind, IsrState, LeaderParams, LeaderPartition, WaiterId,
 };
+pub use producer_state::{BatchMetadata, ProducerStateTable, SequenceCheck};
 
 /// Kafka's "effective" min ISR: min(min.insync.replicas, replication factor), so a topic
 /// whose min.insync.replicas exceeds its RF is not unwritable forever (Kafka 3.x

@@ -87,6 +87,7 @@ error_codes! {
     INVALID_CONFIG = 40, false;
     OUT_OF_ORDER_SEQUENCE_NUMBER = 45, false;
     DUPLICATE_SEQUENCE_NUMBER = 46, false;
+    INVALID_PRODUCER_EPOCH = 47, false;
     KAFKA_STORAGE_ERROR = 56, true;
     FENCED_LEADER_EPOCH = 74, true;
     UNKNOWN_LEADER_EPOCH = 75, true;

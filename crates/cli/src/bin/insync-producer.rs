@@ -1,39 +1,51 @@
 //! `insync-producer`: sends records at the acks level you choose and prints, for each one,
 //! exactly what the cluster answered: the offset, or Kafka's error name and code and
-//! whether the records were appended.
-use std::io::BufRead;
-use std::time::Duration;
+//! whether the records were appended. `insync-producer perf` is the throughput/latency
+//! benchmark in the style of kafka-producer-perf-test.
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use clap::Parser;
-use insync_cli::{init_logging, now_epoch_ms, DEFAULT_BOOTSTRAP};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use insync_cli::{init_logging, now_epoch_ms, perf, ProducerFlags};
+use insync_client::producer::{Producer, RecordResult};
 use insync_client::{Cluster, PartitionChoice, ProduceFailure};
-use insync_log::batch::BatchBuilder;
 use insync_types::Acks;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Parser)]
-#[command(name = "insync-producer", version, about = "Produce records to an insync topic with acks=all|1|0")]
-struct Args {
-    #[arg(long, env = "INSYNC_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
-    bootstrap: String,
-    #[arg(long)]
-    topic: String,
-    /// all (-1), 1 or 0 (Kafka `acks`; default all as in Kafka 3.x).
-    #[arg(long, default_value = "all", allow_hyphen_values = true)]
-    acks: Acks,
+#[command(
+    name = "insync-producer",
+    version,
+    about = "Produce records to an insync topic with acks=all|1|0",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Throughput and latency benchmark (kafka-producer-perf-test style).
+    Perf(perf::PerfArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct SendArgs {
+    #[command(flatten)]
+    flags: ProducerFlags,
+    #[arg(long, required = true)]
+    topic: Option<String>,
     /// Partition to send to; default: by key (Kafka murmur2) or round robin.
     #[arg(long)]
     partition: Option<i32>,
     /// Record key (also selects the partition when --partition is not given).
     #[arg(long)]
     key: Option<String>,
-    /// Kafka request.timeout.ms: how long the leader may wait for the ISR (acks=all).
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u32,
-    /// Kafka delivery.timeout.ms: retry window for failures that wrote nothing.
-    #[arg(long, default_value_t = 120_000)]
-    delivery_timeout_ms: u64,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -41,17 +53,28 @@ struct Args {
     values: Vec<String>,
 }
 
-fn print_ok(json: bool, partition: i32, offset: i64, acks: Acks) {
-    if acks == Acks::None {
-        if json {
-            println!("{}", json!({"status": "sent", "partition": partition}));
-        } else {
-            println!("sent partition={partition}");
+fn print_result(json: bool, acks: Acks, result: &RecordResult) -> bool {
+    match result {
+        Ok(ack) if acks == Acks::None => {
+            if json {
+                println!("{}", json!({"status": "sent", "partition": ack.partition}));
+            } else {
+                println!("sent partition={}", ack.partition);
+            }
+            true
         }
-    } else if json {
-        println!("{}", json!({"status": "ok", "partition": partition, "offset": offset}));
-    } else {
-        println!("ok partition={partition} offset={offset}");
+        Ok(ack) => {
+            if json {
+                println!("{}", json!({"status": "ok", "partition": ack.partition, "offset": ack.offset}));
+            } else {
+                println!("ok partition={} offset={}", ack.partition, ack.offset);
+            }
+            true
+        }
+        Err(f) => {
+            print_failure(json, f);
+            false
+        }
     }
 }
 
@@ -74,78 +97,105 @@ fn print_failure(json: bool, f: &ProduceFailure) {
     }
 }
 
+/// An answer still to come, or one known at once (e.g. unknown topic).
+enum Outstanding {
+    Pending(oneshot::Receiver<RecordResult>),
+    Ready(RecordResult),
+}
+
+fn stopped() -> ProduceFailure {
+    ProduceFailure {
+        partition: -1,
+        code: insync_types::ErrorCode::UNKNOWN_SERVER_ERROR,
+        message: "producer stopped before answering".into(),
+        appended: insync_client::Appended::Unknown,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
-    let args = Args::parse();
-    let cluster = Cluster::new(&args.bootstrap)?;
+    let cli = Cli::parse();
+    if let Some(Command::Perf(args)) = cli.command {
+        return perf::run(args).await;
+    }
+    let args = cli.send;
+    let topic = args.topic.clone().unwrap_or_default();
+    let cluster = Cluster::new(&args.flags.bootstrap)?;
+    let producer = Producer::new(cluster, args.flags.config());
     let choice = match args.partition {
         Some(p) => PartitionChoice::Explicit(p),
         None => PartitionChoice::Auto,
     };
-    let values: Box<dyn Iterator<Item = std::io::Result<String>>> = if args.values.is_empty() {
-        Box::new(std::io::stdin().lock().lines())
+
+    // Values come from the arguments or, line by line, from stdin (read on its own thread
+    // so answers are printed while input keeps coming).
+    let (lines_tx, mut lines) = mpsc::channel::<String>(1024);
+    if args.values.is_empty() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
     } else {
-        Box::new(args.values.clone().into_iter().map(Ok))
-    };
+        let values = args.values.clone();
+        tokio::spawn(async move {
+            for v in values {
+                if lines_tx.send(v).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    // Answers are printed in send order, each as soon as it and all before it are known.
+    let mut outstanding: VecDeque<Outstanding> = VecDeque::new();
     let mut failed = 0u64;
-    let mut acks0 = Vec::new();
-    for value in values {
-        let value = value?;
-        let key = args.key.as_deref().map(str::as_bytes);
-        let partition = match cluster.choose_partition(&args.topic, choice, key).await {
-            Ok(p) => p,
-            Err(e) => {
-                let code = e.code().unwrap_or(insync_types::ErrorCode::BROKER_NOT_AVAILABLE);
-                print_failure(
-                    args.json,
-                    &ProduceFailure {
-                        partition: args.partition.unwrap_or(-1),
-                        code,
-                        message: e.to_string(),
-                        appended: insync_client::Appended::No,
-                    },
-                );
-                failed += 1;
-                continue;
-            }
-        };
-        let mut builder = BatchBuilder::new();
-        builder.push(key, Some(value.as_bytes()), now_epoch_ms());
-        let records: Bytes = builder.build();
-        let request_timeout = Duration::from_millis(u64::from(args.timeout_ms));
-        let delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
-        if args.acks == Acks::None {
-            // acks=0: fire and forget. The request still has to leave this process, so it
-            // runs in the background and is awaited only before exit; its answer is ignored.
-            let cluster = cluster.clone();
-            let topic = args.topic.clone();
-            if acks0.len() >= 256 {
-                // Bound the sends in flight: wait for the oldest to leave.
-                let oldest: tokio::task::JoinHandle<()> = acks0.remove(0);
-                let _ = oldest.await;
-            }
-            acks0.push(tokio::spawn(async move {
-                let _ =
-                    cluster.produce(&topic, partition, Acks::None, request_timeout, delivery_timeout, records).await;
-            }));
-            print_ok(args.json, partition, -1, Acks::None);
-            continue;
+    let key = args.key.clone().map(Bytes::from);
+    let mut input_open = true;
+    loop {
+        if !input_open && outstanding.is_empty() {
+            break;
         }
-        let send = cluster.produce(&args.topic, partition, args.acks, request_timeout, delivery_timeout, records);
-        match send.await {
-            Ok(ack) => print_ok(args.json, ack.partition, ack.base_offset, args.acks),
-            Err(f) => {
-                failed += 1;
-                print_failure(args.json, &f);
+        tokio::select! {
+            biased;
+            result = front_result(&mut outstanding), if !outstanding.is_empty() => {
+                outstanding.pop_front();
+                if !print_result(args.json, args.flags.acks, &result) {
+                    failed += 1;
+                }
             }
+            line = lines.recv(), if input_open && outstanding.len() < 100_000 => match line {
+                Some(value) => {
+                    let sent = producer
+                        .send(&topic, choice, key.clone(), Some(Bytes::from(value)), now_epoch_ms())
+                        .await;
+                    outstanding.push_back(match sent {
+                        Ok(rx) => Outstanding::Pending(rx),
+                        Err(f) => Outstanding::Ready(Err(f)),
+                    });
+                }
+                None => input_open = false,
+            },
         }
     }
-    for handle in acks0 {
-        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
-    }
+    producer.close().await;
     if failed > 0 {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Resolves the front answer in place: the receiver stays queued until it answers, so
+/// nothing is lost when the select picks the other branch first.
+async fn front_result(outstanding: &mut VecDeque<Outstanding>) -> RecordResult {
+    match outstanding.front_mut() {
+        Some(Outstanding::Pending(rx)) => rx.await.unwrap_or_else(|_| Err(stopped())),
+        Some(Outstanding::Ready(r)) => r.clone(),
+        None => std::future::pending().await,
+    }
 }

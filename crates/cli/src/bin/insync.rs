@@ -63,6 +63,19 @@ enum TopicCommand {
 enum ClusterCommand {
     /// Brokers (alive / fenced) and the active controller.
     Status,
+    /// Live view of brokers and partitions (LEO, lag, ISR, HW) with a failover timeline;
+    /// without a terminal, prints timeline events one per line.
+    Watch {
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
+        /// Show only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -92,6 +105,16 @@ async fn main() {
         Command::Topic(t) => topic(&cli, t).await,
         Command::Consume(c) => consume(&cli, c).await,
         Command::Cluster(ClusterCommand::Status) => cluster_status(&cli).await,
+        Command::Cluster(ClusterCommand::Watch { once, interval_ms, topic }) => {
+            insync_cli::watch::run(insync_cli::watch::WatchOptions {
+                bootstrap: cli.bootstrap.clone(),
+                once: *once,
+                interval: Duration::from_millis(*interval_ms),
+                topic: topic.clone(),
+                json: cli.json,
+            })
+            .await
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

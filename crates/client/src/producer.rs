@@ -1,0 +1,540 @@
+//! The batching, pipelining, idempotent producer (Kafka `KafkaProducer` +
+//! `RecordAccumulator` + `Sender`): per partition, records are accumulated into one
+//! RecordBatch until `batch_size` bytes or `linger` (Kafka linger.ms / batch.size); up to
+//! `max_in_flight` batches ride one ordered ProduceStream to the leader; failures that a
+//! metadata refresh can fix are retried within `delivery_timeout` (KIP-91), and with
+//! idempotence (KIP-98) a retried batch keeps its sequence numbers so the leader drops
+//! duplicates and the order holds.
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use insync_log::batch::BatchBuilder;
+use insync_proto as pb;
+use insync_types::{Acks, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{Appended, ClientError, Cluster, PartitionChoice, ProduceFailure};
+
+/// Producer settings, Kafka-named.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// linger.ms: how long a partition's batch waits for more records.
+    pub linger: Duration,
+    /// batch.size: a batch is sent once it holds this many bytes.
+    pub batch_size: usize,
+    /// max.in.flight.requests.per.connection (per partition here).
+    pub max_in_flight: usize,
+    /// request.timeout.ms: how long the leader may wait for the ISR.
+    pub request_timeout: Duration,
+    /// delivery.timeout.ms: the retry window of a record, from `send`.
+    pub delivery_timeout: Duration,
+    /// enable.idempotence: only with acks=all, as Kafka requires.
+    pub enable_idempotence: bool,
+    /// Records a partition may queue before `send` waits (Kafka buffer.memory, in records).
+    pub buffer_records: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 64 * 1024,
+            max_in_flight: 5,
+            request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            enable_idempotence: true,
+            buffer_records: 16 * 1024,
+        }
+    }
+}
+
+/// Where a record landed. `offset` is -1 for acks=0 (no answer is awaited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAck {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The answer to one `send`.
+pub type RecordResult = Result<RecordAck, ProduceFailure>;
+
+struct Record {
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    timestamp_ms: i64,
+    ack: oneshot::Sender<RecordResult>,
+    enqueued: Instant,
+}
+
+/// A producer for any number of topics and partitions.
+pub struct Producer {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    partitions: Mutex<HashMap<(String, i32), mpsc::Sender<Record>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Producer {
+    pub fn new(cluster: Arc<Cluster>, mut config: ProducerConfig) -> Arc<Producer> {
+        // Kafka 3.x turns idempotence off when acks is not all and idempotence was not
+        // asked for explicitly; here it is simply off for acks 0 and 1.
+        config.enable_idempotence &= config.acks == Acks::All;
+        config.max_in_flight = config.max_in_flight.clamp(1, 5);
+        Arc::new(Producer { cluster, config, partitions: Mutex::new(HashMap::new()), tasks: Mutex::new(Vec::new()) })
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    /// Queues one record; the receiver answers once the batch is acknowledged or failed.
+    /// Waits when the partition's buffer is full (back-pressure).
+    pub async fn send(
+        &self,
+        topic: &str,
+        choice: PartitionChoice,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
+        timestamp_ms: i64,
+    ) -> Result<oneshot::Receiver<RecordResult>, ProduceFailure> {
+        let partition =
+            self.cluster.choose_partition(topic, choice, key.as_deref()).await.map_err(|e| ProduceFailure {
+                partition: match choice {
+                    PartitionChoice::Explicit(p) => p,
+                    PartitionChoice::Auto => -1,
+                },
+                code: e.code().unwrap_or(ErrorCode::BROKER_NOT_AVAILABLE),
+                message: e.to_string(),
+                appended: Appended::No,
+            })?;
+        let sender = self.partition_sender(topic, partition);
+        let (ack, rx) = oneshot::channel();
+        let record = Record { key, value, timestamp_ms, ack, enqueued: Instant::now() };
+        if sender.send(record).await.is_err() {
+            return Err(ProduceFailure {
+                partition,
+                code: ErrorCode::UNKNOWN_SERVER_ERROR,
+                message: "producer is closed".into(),
+                appended: Appended::No,
+            });
+        }
+        Ok(rx)
+    }
+
+    fn partition_sender(&self, topic: &str, partition: i32) -> mpsc::Sender<Record> {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(self.config.buffer_records.max(1));
+                let sender = PartitionSender::new(self.cluster.clone(), self.config.clone(), topic, partition, rx);
+                self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(tokio::spawn(sender.run()));
+                tx
+            })
+            .clone()
+    }
+
+    /// Sends everything queued and waits for every answer (Kafka `close()`).
+    pub async fn close(&self) {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// One built batch, kept until acknowledged so it can be resent (or rebuilt with new
+/// sequence numbers).
+struct Batch {
+    records: Vec<(Option<Bytes>, Option<Bytes>, i64)>,
+    acks: Vec<oneshot::Sender<RecordResult>>,
+    first_sequence: i32,
+    bytes: Bytes,
+    /// When its oldest record was handed to `send` (delivery.timeout.ms counts from there).
+    created: Instant,
+    /// When it went out on the current stream, if it did.
+    sent_at: Option<Instant>,
+}
+
+struct Connection {
+    requests: mpsc::Sender<pb::ProduceRequest>,
+    responses: tonic::Streaming<pb::ProduceResponse>,
+}
+
+struct PartitionSender {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    topic: String,
+    partition: i32,
+    input: mpsc::Receiver<Record>,
+    input_closed: bool,
+    /// Records waiting for the current batch to fill or linger out.
+    pending: Vec<Record>,
+    pending_bytes: usize,
+    linger_deadline: Option<tokio::time::Instant>,
+    /// Built, unacknowledged batches in order; the first `sent` are on the current stream.
+    queue: VecDeque<Batch>,
+    sent: usize,
+    connection: Option<Connection>,
+    /// Idempotence: producer id (-1 when off) and the next sequence number.
+    producer_id: i64,
+    next_sequence: i32,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    last_error: Option<ProduceFailure>,
+    correlation_id: u64,
+}
+
+impl PartitionSender {
+    fn new(
+        cluster: Arc<Cluster>,
+        config: ProducerConfig,
+        topic: &str,
+        partition: i32,
+        input: mpsc::Receiver<Record>,
+    ) -> Self {
+        PartitionSender {
+            cluster,
+            config,
+            topic: topic.to_string(),
+            partition,
+            input,
+            input_closed: false,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            linger_deadline: None,
+            queue: VecDeque::new(),
+            sent: 0,
+            connection: None,
+            producer_id: -1,
+            next_sequence: 0,
+            backoff: Duration::from_millis(50),
+            retry_at: None,
+            last_error: None,
+            correlation_id: 0,
+        }
+    }
+
+    fn failure(&self, code: ErrorCode, message: String, appended: Appended) -> ProduceFailure {
+        ProduceFailure { partition: self.partition, code, message, appended }
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.input_closed && self.pending.is_empty() && self.queue.is_empty() {
+                return;
+            }
+            self.expire_batches();
+            if self.queue.len() > self.sent && self.connection.is_none() {
+                if let Err(f) = self.connect().await {
+                    self.note_retriable(f);
+                }
+            }
+            self.send_ready().await;
+            let can_accept = !self.input_closed && self.queue.len() <= self.config.max_in_flight;
+            let linger = self.linger_deadline;
+            let waiting_response = self.sent > 0 && self.connection.is_some();
+            let response_deadline = self.response_deadline();
+            let retry_at = self.retry_at.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                record = self.input.recv(), if can_accept => match record {
+                    Some(record) => self.add(record),
+                    None => {
+                        self.input_closed = true;
+                        self.seal();
+                    }
+                },
+                _ = sleep_until_opt(linger), if linger.is_some() => self.seal(),
+                response = next_response(&mut self.connection), if waiting_response => self.on_response(response).await,
+                _ = sleep_until_opt(response_deadline), if waiting_response => {
+                    let f = self.failure(
+                        ErrorCode::NETWORK_EXCEPTION,
+                        "no answer within request.timeout.ms".into(),
+                        Appended::Unknown,
+                    );
+                    self.note_retriable(f);
+                }
+                _ = sleep_until_opt(retry_at), if retry_at.is_some() && self.connection.is_none() => {
+                    self.retry_at = None;
+                }
+            }
+        }
+    }
+
+    fn response_deadline(&self) -> Option<tokio::time::Instant> {
+        let front = self.queue.front()?.sent_at?;
+        Some(tokio::time::Instant::from_std(front + self.config.request_timeout + Duration::from_secs(5)))
+    }
+
+    fn add(&mut self, record: Record) {
+        let size = record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + 24;
+        if self.pending.is_empty() {
+            self.linger_deadline = Some(tokio::time::Instant::now() + self.config.linger);
+        }
+        self.pending_bytes += size;
+        self.pending.push(record);
+        if self.pending_bytes >= self.config.batch_size || self.config.linger.is_zero() {
+            self.seal();
+        }
+    }
+
+    /// Turns the pending records into a batch (Kafka `RecordAccumulator.drain`).
+    fn seal(&mut self) {
+        self.linger_deadline = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        let created = self.pending.iter().map(|r| r.enqueued).min().unwrap_or_else(Instant::now);
+        let mut records = Vec::with_capacity(self.pending.len());
+        let mut acks = Vec::with_capacity(self.pending.len());
+        for r in self.pending.drain(..) {
+            records.push((r.key, r.value, r.timestamp_ms));
+            acks.push(r.ack);
+        }
+        self.pending_bytes = 0;
+        let first_sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(records.len() as i32);
+        let bytes = build(&records, self.producer_id, first_sequence);
+        self.queue.push_back(Batch { records, acks, first_sequence, bytes, created, sent_at: None });
+    }
+
+    async fn connect(&mut self) -> Result<(), ProduceFailure> {
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return Ok(()); // backing off; the select waits for retry_at
+            }
+        }
+        if self.config.enable_idempotence && self.producer_id < 0 {
+            let id = self.init_producer_id().await?;
+            self.producer_id = id;
+            self.resequence_from(0);
+        }
+        let refresh = self.last_error.is_some();
+        let metadata = if refresh { self.cluster.refresh_metadata().await } else { self.cluster.metadata().await };
+        let metadata =
+            metadata.map_err(|e| self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
+        let (_, address) = match Cluster::leader_of(&metadata, &self.topic, self.partition) {
+            Ok(l) => l,
+            Err(ClientError::Kafka { code, message }) => return Err(self.failure(code, message, Appended::No)),
+            Err(e) => return Err(self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No)),
+        };
+        let mut client = self
+            .cluster
+            .broker(&address)
+            .await
+            .map_err(|e| self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
+        let (requests, rx) = mpsc::channel(self.config.max_in_flight + 1);
+        let responses = client
+            .produce_stream(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| self.failure(ErrorCode::NETWORK_EXCEPTION, s.to_string(), Appended::No))?
+            .into_inner();
+        self.connection = Some(Connection { requests, responses });
+        self.sent = 0;
+        for batch in &mut self.queue {
+            batch.sent_at = None;
+        }
+        Ok(())
+    }
+
+    async fn init_producer_id(&self) -> Result<i64, ProduceFailure> {
+        let metadata = self
+            .cluster
+            .metadata()
+            .await
+            .map_err(|e| self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
+        let mut last = String::from("no broker");
+        for broker in metadata.brokers.iter().filter(|b| !b.fenced) {
+            let Ok(mut client) = self.cluster.broker(&broker.address).await else { continue };
+            match client.init_producer_id(pb::InitProducerIdRequest {}).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if r.error_code == 0 {
+                        return Ok(r.producer_id);
+                    }
+                    last = format!("{}: {}", ErrorCode::from_code(r.error_code), r.error_message);
+                }
+                Err(s) => last = s.to_string(),
+            }
+        }
+        Err(self.failure(ErrorCode::BROKER_NOT_AVAILABLE, format!("no producer id: {last}"), Appended::No))
+    }
+
+    /// Puts batches on the stream, at most `max_in_flight` unanswered.
+    async fn send_ready(&mut self) {
+        while self.connection.is_some() && self.sent < self.queue.len().min(self.config.max_in_flight) {
+            let batch = &mut self.queue[self.sent];
+            self.correlation_id += 1;
+            let request = pb::ProduceRequest {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                acks: self.config.acks.to_wire(),
+                timeout_ms: self.config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+                records: batch.bytes.clone(),
+                correlation_id: self.correlation_id,
+            };
+            batch.sent_at = Some(Instant::now());
+            let connection = self.connection.as_ref().expect("checked");
+            if connection.requests.send(request).await.is_err() {
+                let f = self.failure(ErrorCode::NETWORK_EXCEPTION, "stream closed".into(), Appended::Unknown);
+                self.note_retriable(f);
+                return;
+            }
+            self.sent += 1;
+            if self.config.acks == Acks::None {
+                // acks=0: done once sent (the answer, if any, is only drained).
+                let batch = &mut self.queue[self.sent - 1];
+                for ack in batch.acks.drain(..) {
+                    let _ = ack.send(Ok(RecordAck { partition: self.partition, offset: -1 }));
+                }
+            }
+        }
+    }
+
+    async fn on_response(&mut self, response: Result<Option<pb::ProduceResponse>, tonic::Status>) {
+        let response = match response {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let f = self.failure(ErrorCode::NETWORK_EXCEPTION, "stream ended".into(), Appended::Unknown);
+                return self.note_retriable(f);
+            }
+            Err(status) => {
+                let f = self.failure(ErrorCode::NETWORK_EXCEPTION, status.to_string(), Appended::Unknown);
+                return self.note_retriable(f);
+            }
+        };
+        let code = ErrorCode::from_code(response.error_code);
+        let appended = if response.appended { Appended::Yes } else { Appended::No };
+        match code {
+            ErrorCode::NONE => {
+                let batch = self.queue.pop_front().expect("a response answers a sent batch");
+                self.sent -= 1;
+                self.backoff = Duration::from_millis(50);
+                self.last_error = None;
+                for (i, ack) in batch.acks.into_iter().enumerate() {
+                    let _ =
+                        ack.send(Ok(RecordAck { partition: self.partition, offset: response.base_offset + i as i64 }));
+                }
+            }
+            ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::LEADER_NOT_AVAILABLE => {
+                let f = self.failure(code, response.error_message, appended);
+                self.note_retriable(f);
+            }
+            ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER if self.config.enable_idempotence => {
+                // The leader lost track of our sequence (a batch whose outcome was unknown
+                // did not survive a failover). Start over with a new producer id: the
+                // batches still queued are sent again, renumbered (KIP-360 bumps the epoch
+                // instead; a new id has the same effect for a non-transactional producer).
+                tracing::warn!(
+                    "{}-{}: leader answered OUT_OF_ORDER_SEQUENCE_NUMBER; continuing with a new producer id",
+                    self.topic,
+                    self.partition
+                );
+                self.producer_id = -1;
+                let f = self.failure(code, response.error_message, Appended::No);
+                self.note_retriable(f);
+            }
+            _ => {
+                // A definite or indeterminate failure of this batch: report it.
+                let batch = self.queue.pop_front().expect("a response answers a sent batch");
+                self.sent -= 1;
+                let f = self.failure(code, response.error_message, appended);
+                for ack in batch.acks {
+                    let _ = ack.send(Err(f.clone()));
+                }
+                if self.config.enable_idempotence && appended == Appended::No {
+                    // Its sequence numbers were never used: the batches behind it on the
+                    // stream will be refused as out of order. Renumber them from its first
+                    // sequence and send them again on a fresh stream.
+                    self.resequence_from(batch.first_sequence);
+                    self.connection = None;
+                    self.sent = 0;
+                }
+            }
+        }
+    }
+
+    /// Renumbers every queued batch from `first_sequence` (rebuilding its bytes).
+    fn resequence_from(&mut self, first_sequence: i32) {
+        let mut sequence = first_sequence;
+        for batch in &mut self.queue {
+            batch.first_sequence = sequence;
+            batch.bytes = build(&batch.records, self.producer_id, sequence);
+            sequence = sequence.wrapping_add(batch.records.len() as i32);
+        }
+        self.next_sequence = sequence;
+    }
+
+    /// Drops the stream and schedules a retry with exponential backoff (KIP-580).
+    fn note_retriable(&mut self, failure: ProduceFailure) {
+        tracing::debug!("{}-{}: {failure}; retrying in {:?}", self.topic, self.partition, self.backoff);
+        if self.config.acks == Acks::None {
+            // acks=0 never retries what it sent: the user was told "sent" already.
+            self.queue.drain(..self.sent.min(self.queue.len()));
+        }
+        self.connection = None;
+        self.sent = 0;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(1_000));
+        self.last_error = Some(failure);
+    }
+
+    /// Fails batches whose delivery.timeout.ms has passed while they waited to be retried.
+    fn expire_batches(&mut self) {
+        if self.connection.is_some() {
+            return;
+        }
+        while let Some(front) = self.queue.front() {
+            if front.created.elapsed() < self.config.delivery_timeout {
+                break;
+            }
+            let batch = self.queue.pop_front().expect("front exists");
+            let last = self.last_error.clone().unwrap_or_else(|| {
+                self.failure(ErrorCode::REQUEST_TIMED_OUT, "delivery.timeout.ms expired".into(), Appended::No)
+            });
+            let f = ProduceFailure {
+                message: format!("delivery.timeout.ms expired after retries; last error: {}", last.message),
+                ..last
+            };
+            for ack in batch.acks {
+                let _ = ack.send(Err(f.clone()));
+            }
+            if self.config.enable_idempotence {
+                // Whether it was written is unknown: continue under a new producer id.
+                self.producer_id = -1;
+            }
+        }
+    }
+}
+
+fn build(records: &[(Option<Bytes>, Option<Bytes>, i64)], producer_id: i64, first_sequence: i32) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    if producer_id >= 0 {
+        builder = builder.producer(producer_id, 0, first_sequence);
+    }
+    for (key, value, timestamp_ms) in records {
+        builder.push(key.as_deref(), value.as_deref(), *timestamp_ms);
+    }
+    builder.build()
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_response(connection: &mut Option<Connection>) -> Result<Option<pb::ProduceResponse>, tonic::Status> {
+    match connection {
+        Some(c) => c.responses.message().await,
+        None => std::future::pending().await,
+    }
+}

@@ -11,7 +11,7 @@ use insync_proto as pb;
 use insync_proto::controller_client::ControllerClient;
 use insync_types::ErrorCode;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::replica_manager::{AlterPartitionJob, ReplicaManager};
@@ -112,11 +112,7 @@ impl ControllerLink {
         let channel = match cached {
             Some(c) => c,
             None => {
-                let c = Endpoint::from_shared(format!("http://{address}"))?
-                    .connect_timeout(Duration::from_millis(1_000))
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await?;
+                let c = pb::endpoint(address)?.connect().await?;
                 self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(address.to_string(), c.clone());
                 c
             }

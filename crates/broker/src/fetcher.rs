@@ -11,7 +11,7 @@ use insync_proto::broker_client::BrokerClient;
 use insync_replication::{follower_high_watermark, truncation_offset, EpochEndOffset};
 use insync_types::{BrokerId, ErrorCode, TopicPartition};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::replica_manager::{FollowerAssignment, ReplicaManager};
@@ -46,11 +46,7 @@ pub async fn run_fetcher_manager(rm: Arc<ReplicaManager>, mut shutdown: tokio::s
 }
 
 async fn connect(address: &str) -> Result<BrokerClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(Duration::from_millis(1_000))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let channel = pb::endpoint(address)?.connect().await?;
     Ok(BrokerClient::new(channel)
         .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES))

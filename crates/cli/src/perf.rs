@@ -88,6 +88,8 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         let stats = stats.clone();
         let payload = payload.clone();
         let rate = (args.throughput > 0).then(|| args.throughput as f64 / f64::from(args.producers));
+        // --max-in-flight 1 --linger-ms 0 is the one-at-a-time latency mode.
+        let sync = args.flags.max_in_flight == 1 && args.flags.linger_ms == 0;
         tasks.push(tokio::spawn(async move {
             // Answers are awaited in send order by a collector, so the sender never blocks
             // on an answer and no task is spawned per record.
@@ -96,16 +98,7 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
                 let stats = stats.clone();
                 tokio::spawn(async move {
                     while let Some((sent_at, rx)) = answers.recv().await {
-                        let result: Result<insync_client::producer::RecordResult, _> = rx.await;
-                        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                        match result {
-                            Ok(Ok(_)) => s.record(sent_at.elapsed().as_micros() as u64),
-                            Ok(Err(f)) => {
-                                s.failed += 1;
-                                s.first_error.get_or_insert_with(|| f.to_string());
-                            }
-                            Err(_) => s.failed += 1,
-                        }
+                        record_answer(&stats, sent_at, rx.await);
                     }
                 })
             };
@@ -118,6 +111,12 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
                 }
                 let sent_at = Instant::now();
                 match producer.send(&topic, PartitionChoice::Auto, None, Some(payload.clone()), now_epoch_ms()).await {
+                    Ok(rx) if sync => {
+                        // One-at-a-time latency mode: the next record waits for this one's
+                        // answer, so the latency is the request's, not the queue's.
+                        let result = rx.await;
+                        record_answer(&stats, sent_at, result);
+                    }
                     Ok(rx) => {
                         if answers_tx.send((sent_at, rx)).await.is_err() {
                             break;
@@ -201,4 +200,20 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+fn record_answer(
+    stats: &Mutex<Stats>,
+    sent_at: Instant,
+    result: Result<insync_client::producer::RecordResult, tokio::sync::oneshot::error::RecvError>,
+) {
+    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(Ok(_)) => s.record(sent_at.elapsed().as_micros() as u64),
+        Ok(Err(f)) => {
+            s.failed += 1;
+            s.first_error.get_or_insert_with(|| f.to_string());
+        }
+        Err(_) => s.failed += 1,
+    }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use insync_proto as pb;
 use insync_proto::broker_client::BrokerClient;
 use insync_types::{Acks, BrokerId, ErrorCode};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The local cluster's brokers (DESIGN.md: broker N on 127.0.0.1:(9091+N)).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
@@ -121,10 +121,8 @@ impl Cluster {
         let channel = match cached {
             Some(c) => c,
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| ClientError::Transport { address: address.into(), message: e.to_string() })?
-                    .connect_timeout(Duration::from_millis(1_000))
-                    .tcp_nodelay(true);
+                let endpoint = pb::endpoint(address)
+                    .map_err(|e| ClientError::Transport { address: address.into(), message: e.to_string() })?;
                 let c = endpoint
                     .connect()
                     .await

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Upper bound for one Raft RPC whatever openraft asks (openraft already bounds
 /// AppendEntries by the heartbeat interval and votes by the election timeout).
@@ -79,10 +79,9 @@ impl ControllerPeer {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
+        let endpoint = insync_proto::endpoint(&self.address)
             .map_err(|e| TransportFailure::Unreachable(Unreachable::new(&e)))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .connect_timeout(CONNECT_TIMEOUT);
         let client = ControllerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+#! scripts/bench.sh — the benchmark behind insync's speed claims: starts a release-mode
+#! cluster (1 controller + 3 brokers, on its own ports and data directory), creates RF=3,
+#! min.insync.replicas=2 topics, and prints a markdown table of producer throughput for
+#! acks 0/1/all × 100 B and 1 KiB records, one-in-flight acks=all latency percentiles, and
+#! the leader-failover time (SIGKILL → first successful acks=all) median over 5 kills.
+#! Stops its cluster when done.
+#
+# Usage: scripts/bench.sh            (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS override sizes)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export INSYNC_CLUSTER_DIR="${INSYNC_CLUSTER_DIR:-$ROOT/.cluster-bench}"
+export INSYNC_PORT_OFFSET="${INSYNC_PORT_OFFSET:-10000}"
+BIN="$ROOT/target/release"
+export INSYNC_BIN_DIR="$BIN"
+export INSYNC_BOOTSTRAP="127.0.0.1:$((9092 + INSYNC_PORT_OFFSET)),127.0.0.1:$((9093 + INSYNC_PORT_OFFSET)),127.0.0.1:$((9094 + INSYNC_PORT_OFFSET))"
+RECORDS_1K="${BENCH_RECORDS_1K:-300000}"
+RECORDS_100B="${BENCH_RECORDS_100B:-2000000}"
+KILLS="${BENCH_KILLS:-5}"
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+echo "building release binaries..." >&2
+(cd "$ROOT" && cargo build --release --quiet -p insync-broker -p insync-cli)
+
+cleanup() { "$ROOT/scripts/cluster.sh" down --clean >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+"$ROOT/scripts/cluster.sh" up >&2
+
+field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
+run_perf() { # acks size records [extra flags...] -> json line
+  local acks="$1" size="$2" records="$3"; shift 3
+  local topic="bench-$acks-$size-$RANDOM"
+  "$BIN/insync" topic create "$topic" --partitions 1 --replication-factor 3 --min-insync-replicas 2 >/dev/null
+  "$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null
+}
+
+echo "| acks | record size | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
+echo "|---|---|---|---|---|---|---|---|"
+for size in 100 1024; do
+  records=$RECORDS_1K; [ "$size" = 100 ] && records=$RECORDS_100B
+  for acks in 0 1 all; do
+    out=$(run_perf "$acks" "$size" "$records")
+    printf '| %s | %s B | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f |\n' "$acks" "$size" \
+      "$(field records_per_sec <<<"$out")" "$(field mib_per_sec <<<"$out")" "$(field avg_ms <<<"$out")" \
+      "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field max_ms <<<"$out")"
+  done
+done
+echo
+out=$(run_perf all 1024 5000 --max-in-flight 1 --linger-ms 0)
+echo "| one in flight, acks=all, 1 KiB | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
+echo "|---|---|---|---|---|---|"
+printf '| %s records | %.3f | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \
+  "$(field p95_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field p999_ms <<<"$out")" "$(field max_ms <<<"$out")"
+echo
+failover=$("$ROOT/scripts/failover-time.sh" "$KILLS" | tail -1)
+echo "| leader failover (SIGKILL → first successful acks=all), $KILLS kills | median ms | max ms |"
+echo "|---|---|---|"
+printf '| session timeout 3000 ms | %s | %s |\n' "$(sed -n 's/.*median \([0-9]*\) ms.*/\1/p' <<<"$failover")" \
+  "$(sed -n 's/.*max \([0-9]*\) ms.*/\1/p' <<<"$failover")"

@@ -2,7 +2,9 @@
 #! scripts/bench.sh — the benchmark behind insync's speed claims: starts a release-mode
 #! cluster (1 controller + 3 brokers, on its own ports and data directory), creates RF=3,
 #! min.insync.replicas=2 topics, and prints a markdown table of producer throughput for
-#! acks 0/1/all × 100 B and 1 KiB records, one-in-flight acks=all latency percentiles, and
+#! acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each broker, as Kafka
+#! benchmarks spread leaders) plus single-partition rows, one-in-flight acks=all latency
+#! percentiles, and
 #! the leader-failover time (SIGKILL → first successful acks=all) median over 5 kills.
 #! Stops its cluster when done.
 #
@@ -28,26 +30,29 @@ cleanup
 "$ROOT/scripts/cluster.sh" up >&2
 
 field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
-run_perf() { # acks size records [extra flags...] -> json line
-  local acks="$1" size="$2" records="$3"; shift 3
-  local topic="bench-$acks-$size-$RANDOM"
-  "$BIN/insync" topic create "$topic" --partitions 1 --replication-factor 3 --min-insync-replicas 2 >/dev/null
+run_perf() { # partitions acks size records [extra flags...] -> json line
+  local partitions="$1" acks="$2" size="$3" records="$4"; shift 4
+  local topic="bench-$acks-$size-$partitions-$RANDOM"
+  "$BIN/insync" topic create "$topic" --partitions "$partitions" --replication-factor 3 --min-insync-replicas 2 >/dev/null
   "$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null
 }
 
-echo "| acks | record size | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
+echo "|---|---|---|---|---|---|---|---|---|"
+row() { # partitions acks size records
+  local out
+  out=$(run_perf "$@")
+  printf '| %s | %s B | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f |\n' "$2" "$3" "$1" \
+    "$(field records_per_sec <<<"$out")" "$(field mib_per_sec <<<"$out")" "$(field avg_ms <<<"$out")" \
+    "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field max_ms <<<"$out")"
+}
 for size in 100 1024; do
   records=$RECORDS_1K; [ "$size" = 100 ] && records=$RECORDS_100B
-  for acks in 0 1 all; do
-    out=$(run_perf "$acks" "$size" "$records")
-    printf '| %s | %s B | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f |\n' "$acks" "$size" \
-      "$(field records_per_sec <<<"$out")" "$(field mib_per_sec <<<"$out")" "$(field avg_ms <<<"$out")" \
-      "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field max_ms <<<"$out")"
-  done
+  for acks in 0 1 all; do row 3 "$acks" "$size" "$records"; done
 done
+for acks in 0 1 all; do row 1 "$acks" 1024 "$RECORDS_1K"; done
 echo
-out=$(run_perf all 1024 5000 --max-in-flight 1 --linger-ms 0)
+out=$(run_perf 1 all 1024 5000 --max-in-flight 1 --linger-ms 0)
 echo "| one in flight, acks=all, 1 KiB | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
 echo "|---|---|---|---|---|---|"
 printf '| %s records | %.3f | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \

@@ -301,3 +301,75 @@ fn three_controllers_survive_losing_the_active_one_and_failover_still_works() ->
     assert_all_acknowledged_readable(&cluster, "quorum", &acknowledged(&values, &answers));
     Ok(())
 }
+
+#[test]
+fn idempotent_producer_retries_across_a_leader_kill_without_duplicates() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    cluster.create_topic("exactly-once", 1, 3, Some(2))?;
+    let leader = cluster.leader_of("exactly-once", 0)?;
+    // Batches in flight when the leader dies are retried on the new leader; sequence
+    // numbers let it drop the copies it already has (KIP-98).
+    let mut producer =
+        cluster.streaming_producer(&["--topic", "exactly-once", "--acks", "all", "--linger-ms", "20"])?;
+    let values = produce_through(&mut producer, "e", 2_000, 1_000, Duration::from_micros(200), || {
+        cluster.kill_broker(leader);
+    })?;
+    let answers = producer.finish(Duration::from_secs(60));
+    let errors: Vec<_> = answers.iter().filter(|(_, l)| !l.starts_with("ok ")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let acked = acknowledged(&values, &answers);
+    assert_eq!(acked.len(), 2_000);
+    cluster.start_broker(leader)?;
+    let records = wait_for("everything readable", Duration::from_secs(30), || {
+        let r = cluster.consume_all("exactly-once", 2_000, 3_000);
+        (r.len() >= 2_000).then_some(r)
+    })?;
+    let mut seen = std::collections::HashMap::new();
+    for r in &records {
+        *seen.entry(r["value"].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
+    }
+    let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    assert_eq!(seen.len(), 2_000);
+    assert_all_acknowledged_readable(&cluster, "exactly-once", &acked);
+    Ok(())
+}
+
+#[test]
+fn leader_answers_a_retried_batch_with_its_original_offset() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    cluster.create_topic("dedupe", 1, 3, Some(2))?;
+    let address = cluster.broker_address(cluster.leader_of("dedupe", 0)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut client = insync_proto::broker_client::BrokerClient::connect(format!("http://{address}")).await?;
+        let producer_id = client.init_producer_id(insync_proto::InitProducerIdRequest {}).await?.into_inner();
+        assert_eq!(producer_id.error_code, 0);
+        let batch = |sequence: i32, value: &str| {
+            let mut b = insync_log::batch::BatchBuilder::new().producer(producer_id.producer_id, 0, sequence);
+            b.push(None, Some(value.as_bytes()), 0);
+            b.build()
+        };
+        let send = |records: bytes::Bytes| insync_proto::ProduceRequest {
+            topic: "dedupe".into(),
+            partition: 0,
+            acks: -1,
+            timeout_ms: 5_000,
+            records,
+            correlation_id: 0,
+        };
+        let first = client.produce(send(batch(0, "a"))).await?.into_inner();
+        let second = client.produce(send(batch(1, "b"))).await?.into_inner();
+        let retry = client.produce(send(batch(0, "a"))).await?.into_inner();
+        assert_eq!((first.error_code, second.error_code, retry.error_code), (0, 0, 0));
+        assert_eq!(retry.base_offset, first.base_offset, "a duplicate is answered with the original offset");
+        let gap = client.produce(send(batch(5, "c"))).await?.into_inner();
+        assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert!(!gap.appended);
+        anyhow::Ok(())
+    })?;
+    let values: Vec<String> =
+        cluster.consume_all("dedupe", 2, 3_000).iter().map(|r| r["value"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(values, vec!["a", "b"], "the retry wrote nothing");
+    Ok(())
+}

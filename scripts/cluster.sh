@@ -13,7 +13,9 @@
 #   scripts/cluster.sh pause N | resume N    SIGSTOP / SIGCONT
 #   scripts/cluster.sh logs N [-f]           the node's log
 #
-# Addresses (DESIGN.md): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N).
+# Addresses (DESIGN.md): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N);
+# Prometheus metrics of broker N on 127.0.0.1:(9290+N), of controller N on 127.0.0.1:(9390+N);
+# the Kafka wire protocol (kcat, librdkafka, kafka-python) of broker N on 127.0.0.1:(19091+N).
 # INSYNC_CLUSTER_DIR overrides .cluster/; INSYNC_PORT_OFFSET shifts every port (for running
 # a second cluster beside the first).
 set -euo pipefail
@@ -27,6 +29,12 @@ BROKERS=(1 2 3)
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 broker_port() { echo $((9091 + $1 + OFFSET)); }
 controller_port() { echo $((9190 + $1 + OFFSET)); }
+# Prometheus metrics: broker N on 9290+N, controller N on 9390+N (shifted like every port).
+broker_metrics_port() { echo $((9290 + $1 + OFFSET)); }
+controller_metrics_port() { echo $((9390 + $1 + OFFSET)); }
+# Kafka wire-protocol listener: broker N on 19091+N (19092, 19093, 19094), shifted likewise.
+broker_kafka_port() { echo $((19091 + $1 + OFFSET)); }
+kafka_bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_kafka_port "$n")"; done; echo "$out"; }
 bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_port "$n")"; done; echo "$out"; }
 
 ensure_cargo() {
@@ -69,22 +77,23 @@ load_config() {
 quorum() { local out="" i; for ((i = 1; i <= CONTROLLERS; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done; echo "$out"; }
 
 start_node() {
-  local name="$1" kind="${1%%-*}" n="${1##*-}" port args
+  local name="$1" kind="${1%%-*}" n="${1##*-}" port metrics args
   if is_running "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
   [ -x "$BIN/insync-broker" ] || build
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/$name"
   if [ "$kind" = controller ]; then
     (( n >= 1 && n <= CONTROLLERS )) || die "no controller-$n in a $CONTROLLERS-controller cluster"
-    port=$(controller_port "$n"); args=(--roles controller)
+    port=$(controller_port "$n"); metrics=$(controller_metrics_port "$n"); args=(--roles controller)
   else
     (( n >= 1 && n <= 3 )) || die "no broker $n: brokers are 1, 2, 3"
-    port=$(broker_port "$n"); args=(--roles broker)
+    port=$(broker_port "$n"); metrics=$(broker_metrics_port "$n")
+    args=(--roles broker --kafka-listen "127.0.0.1:$(broker_kafka_port "$n")")
   fi
   nohup "$BIN/insync-broker" "${args[@]}" --node-id "$n" --listen "127.0.0.1:$port" \
-    --data-dir "$STATE/$name" --controller-quorum "$(quorum)" "${EXTRA[@]}" \
+    --data-dir "$STATE/$name" --controller-quorum "$(quorum)" --metrics-listen "127.0.0.1:$metrics" "${EXTRA[@]}" \
     >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
-  echo "started $name (pid $!) on 127.0.0.1:$port"
+  echo "started $name (pid $!) on 127.0.0.1:$port, metrics http://127.0.0.1:$metrics/metrics"
 }
 
 # wait_ready TIMEOUT_S NODE...: until 3 brokers are alive in the cluster's own view; fails
@@ -131,6 +140,7 @@ cmd_up() {
   wait_ready 60 "${nodes[@]}" broker-1 broker-2 broker-3 || die "brokers did not all register within 60 s; see $STATE/logs/"
   echo "cluster up. bootstrap: $(bootstrap)"
   echo "  export INSYNC_BOOTSTRAP=$(bootstrap)"
+  echo "Kafka clients (kcat -b, bootstrap.servers): $(kafka_bootstrap)"
 }
 
 any_running() { local f; for f in "$STATE"/pids/*.pid; do [ -f "$f" ] && alive_pid "$(cat "$f")" && return 0; done; return 1; }
@@ -196,7 +206,7 @@ main() {
         logs) [ -f "$STATE/logs/$name.log" ] || die "no log for $name"
               if [ "${2:-}" = "-f" ]; then tail -n 100 -f "$STATE/logs/$name.log"; else cat "$STATE/logs/$name.log"; fi ;;
       esac ;;
-    ""|-h|--help|help) sed -n '2,20p' "$0" | sed 's/^#! \{0,1\}//; s/^# \{0,1\}//' ;;
+    ""|-h|--help|help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^#! \{0,1\}//; s/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (try: up, down, status, kill, stop, start, pause, resume, logs)" ;;
   esac
 }

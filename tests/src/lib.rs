@@ -60,6 +60,10 @@ pub struct ClusterOptions {
     pub message_max_bytes: Option<usize>,
     /// Controller voters: 1 or 3.
     pub controllers: usize,
+    /// Give each broker a Kafka wire-protocol listener on a free port (`kafka_bootstrap`);
+    /// otherwise `--kafka-listen none`, so side-by-side test clusters never compete for
+    /// the default ports 19092-19094.
+    pub kafka_listeners: bool,
 }
 
 impl Default for ClusterOptions {
@@ -70,6 +74,7 @@ impl Default for ClusterOptions {
             min_insync_replicas: 1,
             message_max_bytes: None,
             controllers: 1,
+            kafka_listeners: false,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct TestCluster {
     controllers: Vec<Node>,
     brokers: Vec<Node>,
     pub broker_ports: Vec<u16>,
+    /// Kafka listener ports of brokers 1..=3 (empty without `kafka_listeners`).
+    pub kafka_ports: Vec<u16>,
 }
 
 impl TestCluster {
@@ -94,6 +101,7 @@ impl TestCluster {
         let dir = tempfile::Builder::new().prefix("insync-test-").tempdir()?;
         let ports = free_ports(3 + options.controllers);
         let (broker_ports, controller_ports) = ports.split_at(3);
+        let kafka_ports = if options.kafka_listeners { free_ports(3) } else { Vec::new() };
         let quorum = controller_ports
             .iter()
             .enumerate()
@@ -119,16 +127,27 @@ impl TestCluster {
                 options.broker_session_timeout_ms.to_string(),
                 "--min-insync-replicas".into(),
                 options.min_insync_replicas.to_string(),
+                // Test clusters run side by side with the same node ids: the derived metrics
+                // ports would collide (harmlessly, but with a warning); no test scrapes them.
+                "--metrics-listen".into(),
+                "none".into(),
             ];
             if let Some(m) = options.message_max_bytes {
                 args.extend(["--message-max-bytes".into(), m.to_string()]);
+            }
+            if role == "broker" {
+                let kafka_listen = match kafka_ports.get(n - 1) {
+                    Some(port) => format!("127.0.0.1:{port}"),
+                    None => "none".to_string(),
+                };
+                args.extend(["--kafka-listen".into(), kafka_listen]);
             }
             Node { log: dir.path().join(format!("{name}.log")), name, args, child: None }
         };
         let controllers: Vec<Node> =
             controller_ports.iter().enumerate().map(|(i, p)| node("controller", i + 1, *p)).collect();
         let brokers: Vec<Node> = broker_ports.iter().enumerate().map(|(i, p)| node("broker", i + 1, *p)).collect();
-        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports: broker_ports.to_vec() };
+        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports: broker_ports.to_vec(), kafka_ports };
         for c in &mut cluster.controllers {
             spawn(c)?;
         }
@@ -141,6 +160,11 @@ impl TestCluster {
 
     pub fn bootstrap(&self) -> String {
         self.broker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// The Kafka clients' `bootstrap.servers` (needs `ClusterOptions::kafka_listeners`).
+    pub fn kafka_bootstrap(&self) -> String {
+        self.kafka_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
     pub fn broker_address(&self, n: usize) -> String {

@@ -87,11 +87,98 @@ pub struct BrokerArgs {
     /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help.
     #[arg(long, hide = true)]
     pub unsafe_truncate_to_high_watermark: bool,
+    /// Prometheus metrics HTTP address (`GET /metrics`), or `none`. Default 127.0.0.1:(9290+N)
+    /// for a node with the broker role and 127.0.0.1:(9390+N) for a controller-only node, so
+    /// a local cluster's nodes never share a port; a taken default port is only a warning.
+    #[arg(long, value_name = "ADDR|none")]
+    pub metrics_listen: Option<MetricsListen>,
+    /// Kafka wire-protocol listener for unmodified Kafka clients (Kafka `listeners`), or
+    /// `none`. Default 127.0.0.1:(19091+N) for a node with the broker role (19092, 19093,
+    /// 19094); a taken default port is only a warning, an address given here must work.
+    #[arg(long, value_name = "ADDR|none")]
+    pub kafka_listen: Option<KafkaListen>,
+    /// host:port Kafka clients are told to dial in Metadata and FindCoordinator answers
+    /// (Kafka `advertised.listeners`); defaults to the Kafka listen address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertise: Option<String>,
+}
+
+/// `--kafka-listen`: an address, or `none` to serve no Kafka listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaListen {
+    Disabled,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for KafkaListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(KafkaListen::Disabled);
+        }
+        s.parse()
+            .map(KafkaListen::At)
+            .map_err(|e| format!("'{s}': expected host:port (e.g. 0.0.0.0:19092) or none: {e}"))
+    }
+}
+
+/// `--metrics-listen`: an address, or `none` to serve no metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Disabled,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(MetricsListen::Disabled);
+        }
+        s.parse()
+            .map(MetricsListen::At)
+            .map_err(|e| format!("'{s}': expected host:port (e.g. 0.0.0.0:9290) or none: {e}"))
+    }
 }
 
 impl BrokerArgs {
     pub fn advertised_address(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Where to serve the Kafka protocol, and whether the operator chose it (`--kafka-listen`)
+    /// or it is derived from the node id (then a taken port is not fatal, as for metrics).
+    /// Controller-only nodes serve none: Kafka clients talk to brokers.
+    pub fn kafka_listen_address(&self) -> Option<(SocketAddr, bool)> {
+        match self.kafka_listen {
+            Some(KafkaListen::Disabled) => None,
+            Some(KafkaListen::At(address)) => Some((address, true)),
+            None if !self.roles.broker => None,
+            None => {
+                let port = u16::try_from(19091 + i64::from(self.node_id)).ok()?;
+                Some((SocketAddr::from(([127, 0, 0, 1], port)), false))
+            }
+        }
+    }
+
+    /// What Kafka clients are told to dial, for a listener bound at `bound`.
+    pub fn kafka_advertised_address(&self, bound: SocketAddr) -> String {
+        self.kafka_advertise.clone().unwrap_or_else(|| bound.to_string())
+    }
+
+    /// Where to serve metrics, and whether the operator chose it (`--metrics-listen`) or it
+    /// is derived from the node id (then a port already taken is not fatal: several test
+    /// clusters on one machine share node ids).
+    pub fn metrics_address(&self) -> Option<(SocketAddr, bool)> {
+        match self.metrics_listen {
+            Some(MetricsListen::Disabled) => None,
+            Some(MetricsListen::At(address)) => Some((address, true)),
+            None => {
+                let base = if self.roles.broker { 9290 } else { 9390 };
+                let port = u16::try_from(base + i64::from(self.node_id)).ok()?;
+                Some((SocketAddr::from(([127, 0, 0, 1], port)), false))
+            }
+        }
     }
 }
 
@@ -122,5 +209,71 @@ mod tests {
         assert_eq!(a.min_insync_replicas, 1);
         assert_eq!(a.message_max_bytes, 1_048_576);
         assert_eq!(a.broker_session_timeout_ms, 3_000);
+    }
+
+    #[test]
+    fn kafka_listen_defaults_from_the_node_id_and_can_be_disabled() {
+        let parse = |extra: &[&str]| {
+            let mut argv =
+                vec!["insync-broker", "--node-id", "2", "--listen", "127.0.0.1:9093", "--data-dir", "/tmp/x"];
+            argv.extend_from_slice(extra);
+            BrokerArgs::parse_from(argv)
+        };
+        let default = parse(&[]);
+        assert_eq!(default.kafka_listen_address(), Some(("127.0.0.1:19093".parse().unwrap(), false)));
+        assert_eq!(default.kafka_advertised_address("127.0.0.1:19093".parse().unwrap()), "127.0.0.1:19093");
+        assert_eq!(parse(&["--roles", "controller"]).kafka_listen_address(), None);
+        assert_eq!(parse(&["--kafka-listen", "none"]).kafka_listen_address(), None);
+        let chosen = parse(&["--kafka-listen", "0.0.0.0:9092", "--kafka-advertise", "broker-2:9092"]);
+        assert_eq!(chosen.kafka_listen_address(), Some(("0.0.0.0:9092".parse().unwrap(), true)));
+        assert_eq!(chosen.kafka_advertised_address("0.0.0.0:9092".parse().unwrap()), "broker-2:9092");
+        assert!(BrokerArgs::try_parse_from([
+            "insync-broker",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:9092",
+            "--data-dir",
+            "/tmp/x",
+            "--kafka-listen",
+            "nowhere"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_from_the_node_id_and_can_be_disabled() {
+        let parse = |extra: &[&str]| {
+            let mut argv =
+                vec!["insync-broker", "--node-id", "2", "--listen", "127.0.0.1:9093", "--data-dir", "/tmp/x"];
+            argv.extend_from_slice(extra);
+            BrokerArgs::parse_from(argv)
+        };
+        assert_eq!(parse(&[]).metrics_address(), Some(("127.0.0.1:9292".parse().unwrap(), false)));
+        assert_eq!(
+            parse(&["--roles", "controller"]).metrics_address(),
+            Some(("127.0.0.1:9392".parse().unwrap(), false))
+        );
+        assert_eq!(
+            parse(&["--roles", "broker,controller"]).metrics_address(),
+            Some(("127.0.0.1:9292".parse().unwrap(), false))
+        );
+        assert_eq!(parse(&["--metrics-listen", "none"]).metrics_address(), None);
+        assert_eq!(
+            parse(&["--metrics-listen", "0.0.0.0:9290"]).metrics_address(),
+            Some(("0.0.0.0:9290".parse().unwrap(), true))
+        );
+        assert!(BrokerArgs::try_parse_from([
+            "insync-broker",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:9092",
+            "--data-dir",
+            "/tmp/x",
+            "--metrics-listen",
+            "nowhere"
+        ])
+        .is_err());
     }
 }

@@ -198,11 +198,13 @@ impl ControllerLink {
 
 /// Registers, heartbeats every interval, and on shutdown performs a controlled shutdown
 /// (Kafka `BrokerLifecycleManager`). Returns when the controlled shutdown completes or
-/// times out.
+/// times out. `kafka_address` is the Kafka listener's advertised address ("" for none),
+/// registered so every broker can name every other in Kafka Metadata answers.
 pub async fn run_lifecycle(
     link: Arc<ControllerLink>,
     rm: Arc<ReplicaManager>,
     address: String,
+    kafka_address: String,
     incarnation: u64,
     mut shutdown: watch::Receiver<bool>,
     registered: watch::Sender<bool>,
@@ -216,7 +218,12 @@ pub async fn run_lifecycle(
             break;
         }
         if !is_registered {
-            let request = pb::RegisterBrokerRequest { broker_id, address: address.clone(), incarnation };
+            let request = pb::RegisterBrokerRequest {
+                broker_id,
+                address: address.clone(),
+                incarnation,
+                kafka_address: kafka_address.clone(),
+            };
             match link
                 .call(Duration::from_secs(3), |mut c| {
                     let r = request.clone();

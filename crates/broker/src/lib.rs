@@ -1,10 +1,13 @@
-//! insync broker library: the replica manager, follower fetchers, the controller link and
-//! the gRPC service, assembled by `server::run` (the `insync-broker` binary is a thin
+//! insync broker library: the replica manager, follower fetchers, the controller link, the
+//! gRPC service and the Kafka wire-protocol listener, assembled by `server::run` (the `insync-broker` binary is a thin
 //! wrapper that parses flags and waits for a signal).
 pub mod config;
 pub mod controller_link;
 pub mod fetcher;
+pub mod kafka;
+pub mod metrics;
 pub mod partition;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;
 pub mod service;

@@ -890,6 +890,7 @@ fn commit_isr(
     }
     let old_isr: Vec<BrokerId> = leader.isr_state().committed().iter().copied().collect();
     let actions = leader.on_isr_committed(isr, partition_epoch, now_ms);
+    crate::metrics::record_isr_change(&old_isr, isr);
     info!(
         "{tp}: ISR {:?} -> {:?} committed at partition epoch {partition_epoch} (seen via {source}); leader LEO {}, HW {}{}",
         old_isr,

@@ -1,5 +1,6 @@
 //! Assembles a node from its roles (Kafka `KafkaRaftServer`: `BrokerServer` and/or
-//! `ControllerServer`) on one gRPC listener, and shuts it down in order: controlled
+//! `ControllerServer`) on one gRPC listener (plus, for brokers, the Kafka wire-protocol
+//! listener of `kafka/`), and shuts it down in order: controlled
 //! shutdown first (leadership moves away while we still serve), then fetchers, then the
 //! listener, then HW checkpoint and log flush.
 use std::future::Future;
@@ -17,6 +18,7 @@ use tracing::info;
 use crate::config::BrokerArgs;
 use crate::controller_link::{run_alter_partition, run_lifecycle, run_metadata_watch, ControllerLink};
 use crate::fetcher::run_fetcher_manager;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use crate::service::BrokerService;
 
@@ -26,6 +28,10 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     std::fs::create_dir_all(&args.data_dir)?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let metrics_enabled = crate::metrics::serve(&args)?;
+    // Bound before anything starts, so an address the operator chose that is taken fails
+    // the start like --listen does.
+    let mut kafka_listener = if args.roles.broker { crate::kafka::bind(&args).await? } else { None };
 
     let controller = if args.roles.controller {
         let voters = insync_controller::parse_quorum(&args.controller_quorum)?;
@@ -53,16 +59,19 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stop_serving_tx, mut stop_serving_rx) = watch::channel(false);
     let mut broker_parts = None;
+    let mut kafka_task = None;
     let broker_service = if args.roles.broker {
         let (alter_tx, alter_rx) = mpsc::channel(1024);
         let rm = ReplicaManager::new(args.clone(), alter_tx)?;
         let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
         let incarnation = incarnation_id();
         let (registered_tx, _registered_rx) = watch::channel(false);
+        let kafka_address = kafka_listener.as_ref().map(|(_, address)| address.clone()).unwrap_or_default();
         let lifecycle = tokio::spawn(run_lifecycle(
             link.clone(),
             rm.clone(),
             args.advertised_address(),
+            kafka_address,
             incarnation,
             shutdown_rx.clone(),
             registered_tx,
@@ -72,8 +81,13 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         let fetchers = tokio::spawn(run_fetcher_manager(rm.clone(), stop_serving_rx.clone()));
         tokio::spawn(run_periodic(rm.clone(), stop_serving_rx.clone()));
         broker_parts = Some((rm.clone(), lifecycle, fetchers));
+        let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), rm.broker_id, incarnation));
+        if let Some((listener, _)) = kafka_listener.take() {
+            let context = crate::kafka::KafkaContext::new(rm.clone(), producer_ids.clone());
+            kafka_task = Some(tokio::spawn(crate::kafka::serve(listener, context, stop_serving_rx.clone())));
+        }
         Some(
-            BrokerServer::new(BrokerService { rm, link, incarnation, producer_ids: Default::default() })
+            BrokerServer::new(BrokerService { rm, link, producer_ids })
                 .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES),
         )
@@ -81,6 +95,10 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         None
     };
 
+    if metrics_enabled {
+        let rm = broker_parts.as_ref().map(|(rm, _, _)| rm.clone());
+        tokio::spawn(crate::metrics::run_gauges(rm, controller.as_ref().map(|c| c.observer()), shutdown_rx.clone()));
+    }
     let controller_service = controller.as_ref().map(|c| c.service());
     info!(
         "node {} listening on {} (roles:{}{})",
@@ -114,6 +132,9 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     }
     let _ = stop_serving_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(kafka_task) = kafka_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), kafka_task).await;
+    }
     if let Some((rm, _, fetchers)) = broker_parts {
         let _ = tokio::time::timeout(Duration::from_secs(2), fetchers).await;
         rm.shutdown();

@@ -1,8 +1,8 @@
 //! Thin tonic handlers of the `Broker` gRPC service: unpack, call the replica manager or
 //! forward to the controller, pack. No replication logic lives here.
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use crate::controller_link::ControllerLink;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::{ProduceOutcome, ReplicaManager};
 
 /// Requests of one ProduceStream whose answers may be outstanding at once (bounded, as
@@ -25,10 +26,8 @@ const MAX_STREAM_IN_FLIGHT: usize = 64;
 pub struct BrokerService {
     pub rm: Arc<ReplicaManager>,
     pub link: Arc<ControllerLink>,
-    /// This incarnation, for AllocateProducerIds.
-    pub incarnation: u64,
-    /// The current block of producer ids: [next, end) (Kafka `ProducerIdManager`).
-    pub producer_ids: Mutex<(i64, i64)>,
+    /// Producer ids for InitProducerId, shared with the Kafka listener.
+    pub producer_ids: Arc<ProducerIdManager>,
 }
 
 fn produce_response(outcome: ProduceOutcome, correlation_id: u64) -> pb::ProduceResponse {
@@ -42,16 +41,6 @@ fn produce_response(outcome: ProduceOutcome, correlation_id: u64) -> pb::Produce
     }
 }
 
-impl BrokerService {
-    fn take_producer_id(&self) -> Option<i64> {
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        (ids.0 < ids.1).then(|| {
-            ids.0 += 1;
-            ids.0 - 1
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
@@ -59,7 +48,9 @@ impl Broker for BrokerService {
         let acks = request.acks;
         let correlation_id = request.correlation_id;
         let tp = format!("{}-{}", request.topic, request.partition);
+        let started = Instant::now();
         let outcome = self.rm.produce(request).await;
+        crate::metrics::record_produce(acks, outcome.error, started.elapsed());
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
             warn!("{tp}: acks=0 produce failed: {}: {}", outcome.error, outcome.message);
@@ -92,10 +83,13 @@ impl Broker for BrokerService {
                         Ok(Some(request)) => {
                             let correlation_id = request.correlation_id;
                             let timeout_ms = request.timeout_ms;
+                            let (acks, started) = (request.acks, Instant::now());
                             let appended = rm.produce_append(request);
                             let rm = rm.clone();
                             waiting.push_back(async move {
-                                produce_response(rm.produce_wait(appended, timeout_ms).await, correlation_id)
+                                let outcome = rm.produce_wait(appended, timeout_ms).await;
+                                crate::metrics::record_produce(acks, outcome.error, started.elapsed());
+                                produce_response(outcome, correlation_id)
                             });
                         }
                         Ok(None) | Err(_) => break,
@@ -115,44 +109,22 @@ impl Broker for BrokerService {
         &self,
         _request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        let reply = |producer_id: i64, error: ErrorCode, message: String| {
-            Ok(Response::new(pb::InitProducerIdResponse {
-                error_code: error.code(),
-                error_message: message,
-                producer_id,
-                producer_epoch: 0,
-            }))
+        let (producer_id, error, message) = match self.producer_ids.next_producer_id().await {
+            Ok(id) => (id, ErrorCode::NONE, String::new()),
+            Err((error, message)) => (-1, error, message),
         };
-        if let Some(id) = self.take_producer_id() {
-            return reply(id, ErrorCode::NONE, String::new());
-        }
-        let request = pb::AllocateProducerIdsRequest { broker_id: self.rm.broker_id, incarnation: self.incarnation };
-        let block = self
-            .link
-            .call(Duration::from_secs(5), |mut c| {
-                let r = request.clone();
-                async move { c.allocate_producer_ids(r).await }
-            })
-            .await;
-        match block {
-            Ok(block) => {
-                let (code, message, _) = crate::controller_link::ControllerReply::controller_error(&block);
-                if code != ErrorCode::NONE {
-                    return reply(-1, code, message);
-                }
-                *self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()) =
-                    (block.first_producer_id, block.first_producer_id + i64::from(block.count));
-                match self.take_producer_id() {
-                    Some(id) => reply(id, ErrorCode::NONE, String::new()),
-                    None => reply(-1, ErrorCode::UNKNOWN_SERVER_ERROR, "empty producer id block".into()),
-                }
-            }
-            Err(e) => reply(-1, ErrorCode::REQUEST_TIMED_OUT, e.to_string()),
-        }
+        Ok(Response::new(pb::InitProducerIdResponse {
+            error_code: error.code(),
+            error_message: message,
+            producer_id,
+            producer_epoch: 0,
+        }))
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        Ok(Response::new(self.rm.fetch(request.into_inner()).await))
+        let response = self.rm.fetch(request.into_inner()).await;
+        crate::metrics::record_fetch(&response);
+        Ok(Response::new(response))
     }
 
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {

@@ -14,8 +14,16 @@ use serde::{Deserialize, Serialize};
 /// A metadata change proposed by the active controller (openraft `AppData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Kafka RegisterBrokerRecord: (re)register, fenced.
-    RegisterBroker { broker_id: BrokerId, address: String, incarnation: u64 },
+    /// Kafka RegisterBrokerRecord: (re)register, fenced. `kafka_address` is the Kafka
+    /// listener's advertised host:port (RegisterBrokerRecord's endpoints); `serde(default)`
+    /// keeps log entries and snapshots written before it readable.
+    RegisterBroker {
+        broker_id: BrokerId,
+        address: String,
+        incarnation: u64,
+        #[serde(default)]
+        kafka_address: String,
+    },
     /// First heartbeat of a registered incarnation (KIP-631 UNFENCED transition).
     UnfenceBroker { broker_id: BrokerId, incarnation: u64 },
     /// Session expired (Kafka `maybeFenceOneStaleBroker`). `reason` is computed by the active
@@ -94,8 +102,8 @@ impl CommandResult {
 /// Applies one command at Raft log `index` (used in log lines to tie a change to its entry).
 pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) -> CommandResult {
     match command {
-        Command::RegisterBroker { broker_id, address, incarnation } => {
-            match rules::register_broker(state, *broker_id, address, *incarnation) {
+        Command::RegisterBroker { broker_id, address, incarnation, kafka_address } => {
+            match rules::register_broker(state, *broker_id, address, kafka_address, *incarnation) {
                 Err(rejection) => {
                     tracing::info!(index, "rejected registration of broker {broker_id}: {rejection}");
                     CommandResult::rejected(rejection)
@@ -252,8 +260,12 @@ mod tests {
     use super::*;
 
     fn register(state: &mut ClusterState, broker_id: BrokerId, incarnation: u64) -> CommandResult {
-        let command =
-            Command::RegisterBroker { broker_id, address: format!("127.0.0.1:{}", 9091 + broker_id), incarnation };
+        let command = Command::RegisterBroker {
+            broker_id,
+            address: format!("127.0.0.1:{}", 9091 + broker_id),
+            incarnation,
+            kafka_address: format!("127.0.0.1:{}", 19091 + broker_id),
+        };
         apply_command(state, &command, 1)
     }
 

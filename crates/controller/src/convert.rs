@@ -29,6 +29,7 @@ pub fn broker_to_proto(broker: &BrokerRegistration) -> BrokerMetadata {
     BrokerMetadata {
         id: broker.id,
         address: broker.address.clone(),
+        kafka_address: broker.kafka_address.clone(),
         fenced: broker.fenced,
         in_controlled_shutdown: broker.in_controlled_shutdown,
         incarnation: broker.incarnation,

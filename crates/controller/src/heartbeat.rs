@@ -90,6 +90,7 @@ mod tests {
                 BrokerRegistration {
                     id,
                     address: String::new(),
+                    kafka_address: String::new(),
                     incarnation: 3,
                     fenced: is_fenced,
                     in_controlled_shutdown: false,

@@ -21,6 +21,9 @@ pub mod service;
 
 pub use error::{QuorumError, StorageError};
 pub use metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
-pub use node::{ControllerConfig, ControllerNode, DEFAULT_BROKER_SESSION_TIMEOUT_MS, DEFAULT_MIN_INSYNC_REPLICAS};
+pub use node::{
+    ControllerConfig, ControllerNode, ControllerObserver, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    DEFAULT_MIN_INSYNC_REPLICAS,
+};
 pub use quorum::parse_quorum;
 pub use service::ControllerService;

@@ -25,6 +25,11 @@ pub struct BrokerRegistration {
     pub id: BrokerId,
     /// host:port that clients and follower replicas dial.
     pub address: String,
+    /// host:port of the broker's Kafka listener for Kafka clients (Kafka's
+    /// advertised.listeners); empty when it serves none. Default for registrations
+    /// replicated before the field existed.
+    #[serde(default)]
+    pub kafka_address: String,
     /// Chosen by the broker process at start-up; a new value means the broker restarted
     /// (Kafka's incarnation id / broker epoch).
     pub incarnation: u64,
@@ -96,6 +101,12 @@ impl ClusterState {
         self.topics.get(topic)?.partitions.get(index)
     }
 
+    /// Partitions without a leader (Kafka's `OfflinePartitionsCount`): unwritable and
+    /// unreadable until a replica of their ISR returns.
+    pub fn offline_partition_count(&self) -> usize {
+        self.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| !p.has_leader()).count()
+    }
+
     /// Number of partitions this broker leads (Kafka `BrokersToIsrs.hasLeaderships`).
     pub fn leadership_count(&self, broker_id: BrokerId) -> usize {
         self.topics.values().flat_map(|t| t.partitions.iter()).filter(|p| p.leader == broker_id).count()
@@ -109,4 +120,37 @@ pub struct AppliedMetadata {
     /// Raft log index of the last applied entry (0 before anything was applied).
     pub version: u64,
     pub state: ClusterState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(partition: i32, leader: BrokerId) -> PartitionState {
+        PartitionState {
+            partition,
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            unclean_elected: false,
+        }
+    }
+
+    #[test]
+    fn offline_partitions_are_those_without_a_leader() {
+        let mut state = ClusterState::default();
+        assert_eq!(state.offline_partition_count(), 0);
+        state.topics.insert(
+            "t".into(),
+            TopicState {
+                name: "t".into(),
+                min_insync_replicas: None,
+                unclean_leader_election_enable: false,
+                partitions: vec![partition(0, 1), partition(1, NO_BROKER), partition(2, NO_BROKER)],
+            },
+        );
+        assert_eq!(state.offline_partition_count(), 2);
+    }
 }

@@ -7,6 +7,7 @@
 use crate::command::Command;
 use crate::error::QuorumError;
 use crate::heartbeat::{BrokerHeartbeatManager, StaleBroker};
+use crate::metadata::AppliedMetadata;
 use crate::raft::{raft_config, ControllerNetworkFactory, ControllerRaft, LogStore, NodeId, StateMachineStore};
 use crate::role::{role_from_metrics, ControllerRole};
 use crate::service::{ControllerService, ServiceShared};
@@ -175,6 +176,12 @@ impl ControllerNode {
         self.node_id
     }
 
+    /// A clonable read-only view of this controller's role and metadata (for the metrics task).
+    pub fn observer(&self) -> ControllerObserver {
+        let shared = self.service.shared();
+        ControllerObserver { metadata: shared.metadata.clone(), role: shared.role.clone() }
+    }
+
     /// Stops the background tasks, ends WatchMetadata streams (so a tonic graceful shutdown
     /// can complete: call this before awaiting the server), and stops Raft. Idempotent.
     pub async fn shutdown(&self) {
@@ -202,6 +209,31 @@ impl ControllerNode {
             }
         }
         tracing::info!("controller {} stopped", self.node_id);
+    }
+}
+
+/// What a periodic reader needs of a controller, read from its watch channels (never Raft),
+/// so a metrics scrape cannot slow the quorum down.
+#[derive(Clone)]
+pub struct ControllerObserver {
+    metadata: watch::Receiver<Arc<AppliedMetadata>>,
+    role: watch::Receiver<ControllerRole>,
+}
+
+impl ControllerObserver {
+    /// Whether this node is the active controller (Kafka's `ActiveControllerCount`).
+    pub fn is_active(&self) -> bool {
+        self.role.borrow().is_active
+    }
+
+    /// Partitions with no leader, as the active controller sees them; None on a standby
+    /// controller (Kafka reports `OfflinePartitionsCount` from the active controller only,
+    /// so summing over controllers never counts a partition twice).
+    pub fn offline_partitions(&self) -> Option<usize> {
+        if !self.is_active() {
+            return None;
+        }
+        Some(self.metadata.borrow().state.offline_partition_count())
     }
 }
 

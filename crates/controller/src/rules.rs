@@ -501,6 +501,7 @@ pub fn register_broker(
     state: &mut ClusterState,
     broker_id: BrokerId,
     address: &str,
+    kafka_address: &str,
     incarnation: u64,
 ) -> Result<RegistrationOutcome, RuleRejection> {
     if broker_id < 0 {
@@ -518,6 +519,7 @@ pub fn register_broker(
         Some(previous) if previous.incarnation == incarnation => {
             if let Some(registration) = state.brokers.get_mut(&broker_id) {
                 registration.address = address.to_string();
+                registration.kafka_address = kafka_address.to_string();
             }
             return Ok(RegistrationOutcome { kind: RegistrationKind::Repeated, changes: Vec::new() });
         }
@@ -531,6 +533,7 @@ pub fn register_broker(
         BrokerRegistration {
             id: broker_id,
             address: address.to_string(),
+            kafka_address: kafka_address.to_string(),
             incarnation,
             fenced: true,
             in_controlled_shutdown: false,
@@ -673,6 +676,7 @@ mod tests {
         BrokerRegistration {
             id,
             address: format!("127.0.0.1:{}", 9091 + id),
+            kafka_address: String::new(),
             incarnation: 1,
             fenced: false,
             in_controlled_shutdown: false,
@@ -945,7 +949,7 @@ mod tests {
         assert_eq!(rejoin.code, ErrorCode::INELIGIBLE_REPLICA);
 
         // Registering again (new incarnation) clears controlled shutdown; it starts fenced.
-        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", 2).unwrap();
+        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 2).unwrap();
         assert_eq!(outcome.kind, RegistrationKind::Restarted { previous_incarnation: 1 });
         assert!(!state.brokers[&1].in_controlled_shutdown);
         assert!(state.brokers[&1].fenced);
@@ -988,14 +992,14 @@ mod tests {
         // ClusterControlManager.registerBroker: a new incarnation replaces a session that has
         // ended, i.e. a fenced broker; a restarted leader must not keep its leadership.
         let mut state = state_with_partition(&[1, 2, 3], &[1, 2, 3], 1, false);
-        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", 9).unwrap();
+        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9).unwrap();
         assert_eq!(outcome.changes.len(), 1);
         assert_eq!(foo0(&state).leader, 2);
         assert_eq!(foo0(&state).isr, vec![2, 3]);
         assert_eq!(state.brokers[&1].incarnation, 9);
 
         // The same incarnation again is idempotent.
-        let repeated = register_broker(&mut state, 1, "127.0.0.1:9092", 9).unwrap();
+        let repeated = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9).unwrap();
         assert_eq!(repeated.kind, RegistrationKind::Repeated);
         assert!(repeated.changes.is_empty());
 

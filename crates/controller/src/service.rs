@@ -197,6 +197,7 @@ impl ControllerService {
                 broker_id: request.broker_id,
                 address: request.address,
                 incarnation: request.incarnation,
+                kafka_address: request.kafka_address,
             })
             .await?;
         if let Some(refusal) = command_refusal(&result) {

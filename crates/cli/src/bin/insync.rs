@@ -35,6 +35,8 @@ enum Command {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Durability lab: launches its own cluster and shows what each acks level loses.
+    Lab(insync_lab::LabArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +58,80 @@ enum TopicCommand {
     /// Leader, epochs, replicas, ISR, HW and every replica's LEO per partition.
     Describe {
         name: Option<String>,
+        #[command(flatten)]
+        filter: DescribeFilter,
     },
+}
+
+/// kafka-topics' `--describe` report filters: with one, only the matching partitions are
+/// listed, in one table across topics (Kafka `TopicCommand.DescribeOptions`).
+#[derive(Debug, Clone, Copy, Default, ClapArgs)]
+#[group(multiple = false)]
+struct DescribeFilter {
+    /// Only partitions whose ISR is smaller than their replica set.
+    #[arg(long)]
+    under_replicated_partitions: bool,
+    /// Only partitions whose ISR is below the topic's min.insync.replicas, or without a leader
+    /// (acks=all is refused there).
+    #[arg(long)]
+    under_min_isr_partitions: bool,
+    /// Only partitions whose ISR equals the topic's min.insync.replicas (one more failure
+    /// stops acks=all).
+    #[arg(long)]
+    at_min_isr_partitions: bool,
+    /// Only partitions without a leader, or whose leader is not a live (unfenced) broker.
+    #[arg(long)]
+    unavailable_partitions: bool,
+}
+
+impl DescribeFilter {
+    fn is_set(&self) -> bool {
+        self.under_replicated_partitions
+            || self.under_min_isr_partitions
+            || self.at_min_isr_partitions
+            || self.unavailable_partitions
+    }
+
+    fn flag(&self) -> &'static str {
+        match () {
+            _ if self.under_replicated_partitions => "--under-replicated-partitions",
+            _ if self.under_min_isr_partitions => "--under-min-isr-partitions",
+            _ if self.at_min_isr_partitions => "--at-min-isr-partitions",
+            _ if self.unavailable_partitions => "--unavailable-partitions",
+            _ => "",
+        }
+    }
+
+    fn matches(&self, health: &PartitionHealth) -> bool {
+        !self.is_set()
+            || (self.under_replicated_partitions && health.under_replicated)
+            || (self.under_min_isr_partitions && health.under_min_isr)
+            || (self.at_min_isr_partitions && health.at_min_isr)
+            || (self.unavailable_partitions && health.unavailable)
+    }
+}
+
+/// A partition's state by kafka-topics' definitions (`TopicCommand.PartitionDescription`):
+/// from the controller's metadata and the topic's configured min.insync.replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartitionHealth {
+    under_replicated: bool,
+    under_min_isr: bool,
+    at_min_isr: bool,
+    unavailable: bool,
+}
+
+impl PartitionHealth {
+    fn of(p: &pb::PartitionMetadata, min_insync_replicas: i32, live_brokers: &[i32]) -> Self {
+        let has_leader = p.leader >= 0;
+        let isr = p.isr.len() as i32;
+        PartitionHealth {
+            under_replicated: p.isr.len() < p.replicas.len(),
+            under_min_isr: !has_leader || isr < min_insync_replicas,
+            at_min_isr: isr == min_insync_replicas,
+            unavailable: !has_leader || !live_brokers.contains(&p.leader),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +178,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Topic(t) => topic(&cli, t).await,
+        Command::Lab(lab) => insync_lab::run(lab.clone().with_json(cli.json)).await.and_then(|exit| exit.into_result()),
         Command::Consume(c) => consume(&cli, c).await,
         Command::Cluster(ClusterCommand::Status) => cluster_status(&cli).await,
         Command::Cluster(ClusterCommand::Watch { once, interval_ms, topic }) => {
@@ -160,7 +236,7 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        TopicCommand::Describe { name } => describe(cli, &cluster, name.as_deref()).await?,
+        TopicCommand::Describe { name, filter } => describe(cli, &cluster, name.as_deref(), filter).await?,
     }
     Ok(())
 }
@@ -169,7 +245,7 @@ fn list(ids: &[i32]) -> String {
     ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
-async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::Result<()> {
+async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &DescribeFilter) -> anyhow::Result<()> {
     let metadata = cluster.refresh_metadata().await?;
     let topics: Vec<&pb::TopicMetadata> = metadata.topics.iter().filter(|t| name.is_none_or(|n| n == t.name)).collect();
     if let Some(n) = name {
@@ -183,11 +259,17 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
             replicas.entry((r.topic.clone(), r.partition)).or_default().insert(report.broker_id, r);
         }
     }
+    let live_brokers: Vec<i32> = metadata.brokers.iter().filter(|b| !b.fenced).map(|b| b.id).collect();
+    const COLUMNS: [&str; 8] = ["Partition", "Leader", "Epoch", "Replicas", "ISR", "HW", "LEO per replica", "Note"];
+    // With a filter, the matches of every topic go in one table (kafka-topics likewise prints
+    // only partition lines then, each naming its topic).
+    let mut matches = new_table(std::iter::once("Topic").chain(COLUMNS));
+    let mut matched = 0usize;
     for t in topics {
         let min_isr =
             if t.min_insync_replicas > 0 { t.min_insync_replicas } else { metadata.default_min_insync_replicas };
         let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0);
-        if !cli.json {
+        if !cli.json && !filter.is_set() {
             println!(
                 "Topic: {}  Partitions: {}  ReplicationFactor: {}  min.insync.replicas: {}{}",
                 t.name,
@@ -197,10 +279,13 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                 if t.unclean_leader_election_enable { "  unclean.leader.election.enable: true" } else { "" }
             );
         }
-        let mut table = Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY);
-        table.set_header(vec!["Partition", "Leader", "Epoch", "Replicas", "ISR", "HW", "LEO per replica", "Note"]);
+        let mut table = new_table(COLUMNS);
         for p in &t.partitions {
+            let health = PartitionHealth::of(p, min_isr, &live_brokers);
+            if !filter.matches(&health) {
+                continue;
+            }
+            matched += 1;
             let reports = replicas.get(&(t.name.clone(), p.partition));
             let leader_report = reports.and_then(|r| r.get(&p.leader));
             let hw = leader_report.map(|r| r.high_watermark);
@@ -229,7 +314,9 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                     json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
                            "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
                            "high_watermark": hw, "log_end_offsets": leo_map, "min_insync_replicas": min_isr,
-                           "unclean_elected": p.unclean_elected, "notes": notes})
+                           "unclean_elected": p.unclean_elected, "notes": notes,
+                           "under_replicated": health.under_replicated, "under_min_isr": health.under_min_isr,
+                           "at_min_isr": health.at_min_isr, "unavailable": health.unavailable})
                 );
             } else {
                 let leo_text = leos
@@ -237,7 +324,7 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                     .map(|(b, l)| format!("{b}:{}", l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())))
                     .collect::<Vec<_>>()
                     .join(" ");
-                table.add_row(vec![
+                let row = vec![
                     p.partition.to_string(),
                     if p.leader < 0 { "none".into() } else { p.leader.to_string() },
                     p.leader_epoch.to_string(),
@@ -246,14 +333,34 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>) -> anyhow::R
                     hw.map(|h| h.to_string()).unwrap_or_else(|| "?".into()),
                     leo_text,
                     notes.join("; "),
-                ]);
+                ];
+                if filter.is_set() {
+                    matches.add_row(std::iter::once(t.name.clone()).chain(row));
+                } else {
+                    table.add_row(row);
+                }
             }
         }
-        if !cli.json {
+        if !cli.json && !filter.is_set() {
             println!("{table}");
         }
     }
+    if filter.is_set() && !cli.json {
+        if matched == 0 {
+            // On stderr, so scripts that count stdout lines count nothing, as with kafka-topics.
+            eprintln!("no partition matches {}", filter.flag());
+        } else {
+            println!("{matches}");
+        }
+    }
     Ok(())
+}
+
+fn new_table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(header);
+    table
 }
 
 async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
@@ -407,5 +514,53 @@ async fn retry_offset(cluster: &Cluster, topic: &str, partition: i32, timestamp:
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(leader: i32, replicas: &[i32], isr: &[i32]) -> pb::PartitionMetadata {
+        pb::PartitionMetadata { leader, replicas: replicas.to_vec(), isr: isr.to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn partition_health_uses_kafka_topics_definitions() {
+        let live = [1, 2, 3];
+        let healthy = PartitionHealth::of(&partition(1, &[1, 2, 3], &[1, 2, 3]), 2, &live);
+        assert_eq!(
+            healthy,
+            PartitionHealth { under_replicated: false, under_min_isr: false, at_min_isr: false, unavailable: false }
+        );
+        let at_min = PartitionHealth::of(&partition(1, &[1, 2, 3], &[1, 3]), 2, &live);
+        assert!(at_min.under_replicated && at_min.at_min_isr && !at_min.under_min_isr);
+        let under_min = PartitionHealth::of(&partition(1, &[1, 2, 3], &[1]), 2, &live);
+        assert!(under_min.under_min_isr && !under_min.at_min_isr && !under_min.unavailable);
+        // No leader: under min ISR and unavailable whatever the ISR says (TopicCommand).
+        let offline = PartitionHealth::of(&partition(-1, &[1, 2, 3], &[2, 3]), 2, &live);
+        assert!(offline.under_min_isr && offline.unavailable && offline.at_min_isr);
+        // A leader that is not a live broker (fenced, metadata not yet moved on) is unavailable.
+        let fenced_leader = PartitionHealth::of(&partition(3, &[1, 2, 3], &[1, 2, 3]), 2, &[1, 2]);
+        assert!(fenced_leader.unavailable && !fenced_leader.under_replicated);
+    }
+
+    #[test]
+    fn describe_filters_are_exclusive_and_select_matching_partitions() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["insync", "topic", "describe"].iter().chain(args));
+        let filter_of = |cli: Cli| match cli.command {
+            Command::Topic(TopicCommand::Describe { filter, .. }) => filter,
+            _ => unreachable!(),
+        };
+        let at_min =
+            PartitionHealth { under_replicated: true, under_min_isr: false, at_min_isr: true, unavailable: false };
+        let none = filter_of(parse(&[]).unwrap());
+        assert!(!none.is_set() && none.matches(&at_min));
+        let urp = filter_of(parse(&["t", "--under-replicated-partitions"]).unwrap());
+        assert!(urp.matches(&at_min) && urp.flag() == "--under-replicated-partitions");
+        assert!(!filter_of(parse(&["--under-min-isr-partitions"]).unwrap()).matches(&at_min));
+        assert!(filter_of(parse(&["--at-min-isr-partitions"]).unwrap()).matches(&at_min));
+        assert!(!filter_of(parse(&["--unavailable-partitions"]).unwrap()).matches(&at_min));
+        assert!(parse(&["--under-replicated-partitions", "--unavailable-partitions"]).is_err());
     }
 }

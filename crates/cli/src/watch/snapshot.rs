@@ -368,6 +368,7 @@ pub(crate) mod tests {
                     in_controlled_shutdown: false,
                     incarnation: 1,
                     last_heartbeat_ms_ago: 100,
+                    kafka_address: String::new(),
                 })
                 .collect(),
             topics: vec![pb::TopicMetadata {

@@ -268,7 +268,12 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut machine = StateMachineStore::open(directory.path()).await.unwrap();
         let watcher = machine.subscribe();
-        let register = Command::RegisterBroker { broker_id: 1, address: "127.0.0.1:9092".to_string(), incarnation: 5 };
+        let register = Command::RegisterBroker {
+            broker_id: 1,
+            address: "127.0.0.1:9092".to_string(),
+            incarnation: 5,
+            kafka_address: String::new(),
+        };
         let results = machine
             .apply(vec![Entry { log_id: log_id(1, 1, 1), payload: EntryPayload::Normal(register) }])
             .await

@@ -126,7 +126,12 @@ pub async fn metadata(client: &mut ControllerClient<Channel>) -> ClusterMetadata
 
 /// Registers a broker, retrying while the controller is not yet active.
 pub async fn register(client: &mut ControllerClient<Channel>, broker_id: i32, incarnation: u64) {
-    let request = RegisterBrokerRequest { broker_id, address: format!("127.0.0.1:{}", 9091 + broker_id), incarnation };
+    let request = RegisterBrokerRequest {
+        broker_id,
+        address: format!("127.0.0.1:{}", 9091 + broker_id),
+        incarnation,
+        kafka_address: String::new(),
+    };
     eventually(Duration::from_secs(10), "broker registration", || {
         let mut client = client.clone();
         let request = request.clone();

@@ -1,0 +1,238 @@
+//! One Kafka client connection: a reader that decodes requests in arrival order and
+//! dispatches them, and a writer that sends the answers in that same order (Kafka answers a
+//! connection's requests in order; clients match them by correlation id but librdkafka
+//! and the Java client also rely on the order). Produce appends happen in the reader, one
+//! request after the other, so a pipelining idempotent producer's batches reach the log in
+//! sequence order, while acks=all waits and fetch long-polls of several requests overlap in
+//! the writer (as the gRPC ProduceStream does). Everything is bounded: frame size, requests
+//! in flight, idle time, and how long an answer may wait for a client that does not read.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Encodable;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::codec::{self, CodecError};
+use super::{api_versions, fetch, group, metadata, produce, producer_id, supported_versions, KafkaContext};
+
+/// Requests of one connection whose answers may be outstanding at once. Kafka itself reads
+/// the next request only after answering the previous one; insync pipelines a little so
+/// acks=all waits overlap, and stops reading (TCP backpressure) beyond this.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// Kafka `connections.max.idle.ms` (600000): a connection that sends nothing for this long
+/// is closed. Consumers poll far more often (a Fetch waits at most fetch.max.wait.ms).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long one answer may take to write to a client that stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long answers still in flight may take once the client stopped sending (EOF) or
+/// the connection must close: the longest produce timeout or fetch wait clients use.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Who asked what: enough to frame the answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestMeta {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// What the writer does with one request's turn.
+pub(super) enum Reply {
+    /// Send this response frame.
+    Frame(Bytes),
+    /// Send nothing (a produce with acks=0 that succeeded).
+    Nothing,
+    /// Close the connection after the answers before it (Kafka closes the channel when an
+    /// acks=0 produce fails: the only way to tell a client that does not read answers).
+    Close(String),
+}
+
+pub(super) type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Answers with `response` once it resolves, encoded at the request's version.
+pub(super) fn respond<T>(meta: RequestMeta, response: impl Future<Output = T> + Send + 'static) -> PendingReply
+where
+    T: Encodable + Send + 'static,
+{
+    Box::pin(async move {
+        let response = response.await;
+        match codec::response_frame(meta.correlation_id, meta.api_key, meta.api_version, &response) {
+            Ok(frame) => Reply::Frame(frame),
+            Err(e) => Reply::Close(e.to_string()),
+        }
+    })
+}
+
+/// Answers with `response` as it is.
+pub(super) fn respond_now<T>(meta: RequestMeta, response: T) -> PendingReply
+where
+    T: Encodable + Send + 'static,
+{
+    respond(meta, std::future::ready(response))
+}
+
+/// Serves one client until it closes, misbehaves, or the listener stops (the caller then
+/// drops this future).
+pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: SocketAddr) {
+    let (mut reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<PendingReply>(MAX_IN_FLIGHT);
+    let mut writer_task = tokio::spawn(write_replies(writer, rx, peer));
+    let read = async {
+        loop {
+            let frame =
+                match tokio::time::timeout(IDLE_TIMEOUT, codec::read_frame(&mut reader, context.max_frame_bytes)).await
+                {
+                    Ok(Ok(frame)) => frame,
+                    Ok(Err(CodecError::Closed)) => return None,
+                    Ok(Err(e)) => return Some(e.to_string()),
+                    Err(_) => return Some(format!("idle for {} s (connections.max.idle.ms)", IDLE_TIMEOUT.as_secs())),
+                };
+            let pending = match handle_frame(&context, frame) {
+                Ok(pending) => pending,
+                Err(e) => return Some(e.to_string()),
+            };
+            let closes = matches!(pending, Handled::Close(_));
+            let reply = match pending {
+                Handled::Reply(reply) => reply,
+                Handled::Close(reason) => Box::pin(std::future::ready(Reply::Close(reason))),
+            };
+            if tx.send(reply).await.is_err() || closes {
+                return None;
+            }
+        }
+    };
+    tokio::select! {
+        closed = read => {
+            if let Some(reason) = closed {
+                warn!("Kafka client {peer}: closing the connection: {reason}");
+            }
+            drop(tx);
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer_task).await.is_err() {
+                writer_task.abort();
+            }
+        }
+        _ = &mut writer_task => {}
+    }
+}
+
+/// The result of reading one request.
+enum Handled {
+    Reply(PendingReply),
+    /// Close after the answers before it.
+    Close(String),
+}
+
+fn handle_frame(context: &Arc<KafkaContext>, mut frame: Bytes) -> Result<Handled, CodecError> {
+    let raw = codec::peek_header(&frame)?;
+    let Ok(api_key) = ApiKey::try_from(raw.api_key) else {
+        return Err(CodecError::Decode {
+            what: format!("request with API key {}", raw.api_key),
+            reason: "unknown API key".into(),
+        });
+    };
+    let meta = RequestMeta { api_key, api_version: raw.api_version, correlation_id: raw.correlation_id };
+    let Some((min_version, max_version)) = supported_versions(api_key) else {
+        return Err(CodecError::Decode {
+            what: format!("{api_key:?} v{}", raw.api_version),
+            reason: "this API is not served by insync's Kafka listener (not advertised in ApiVersions)".into(),
+        });
+    };
+    if api_key == ApiKey::ApiVersions && raw.api_version > max_version {
+        // KIP-511: a newer client's ApiVersions gets an UNSUPPORTED_VERSION answer in the v0
+        // format it can always read, listing the ApiVersions versions to retry with.
+        return Ok(Handled::Reply(api_versions::unsupported_version(raw.correlation_id)));
+    }
+    if raw.api_version < min_version || raw.api_version > max_version {
+        return Err(CodecError::Decode {
+            what: format!("{api_key:?} v{}", raw.api_version),
+            reason: format!("unsupported version: insync serves v{min_version} to v{max_version}"),
+        });
+    }
+    let header: RequestHeader = codec::decode_header(&mut frame, api_key, raw.api_version)?;
+    debug!(
+        "Kafka request {api_key:?} v{} correlation {} from {:?}",
+        raw.api_version,
+        raw.correlation_id,
+        header.client_id.as_deref().unwrap_or("")
+    );
+    let body = &mut frame;
+    let v = raw.api_version;
+    let reply = match api_key {
+        ApiKey::ApiVersions => api_versions::handle(meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::Metadata => metadata::handle(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::Produce => {
+            return Ok(match produce::handle(context, meta, codec::decode_body(body, api_key, v)?) {
+                produce::Dispatched::Reply(reply) => Handled::Reply(reply),
+                produce::Dispatched::Close(reason) => Handled::Close(reason),
+            })
+        }
+        ApiKey::Fetch => fetch::handle_fetch(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::ListOffsets => fetch::handle_list_offsets(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::InitProducerId => producer_id::handle(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::FindCoordinator => group::handle_find_coordinator(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::JoinGroup => group::handle_join(context, meta, header.client_id, codec::decode_body(body, api_key, v)?),
+        ApiKey::SyncGroup => group::handle_sync(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::Heartbeat => group::handle_heartbeat(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::LeaveGroup => group::handle_leave(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::OffsetCommit => group::handle_offset_commit(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::OffsetFetch => group::handle_offset_fetch(context, meta, codec::decode_body(body, api_key, v)?),
+        other => {
+            debug_assert!(false, "{other:?} is in SUPPORTED_APIS but not dispatched");
+            return Err(CodecError::Decode { what: format!("{other:?}"), reason: "not dispatched".into() });
+        }
+    };
+    Ok(Handled::Reply(reply))
+}
+
+/// Awaits the answers in request order (several at once) and writes them.
+async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<PendingReply>, peer: SocketAddr) {
+    let mut pending = FuturesOrdered::new();
+    let mut receiving = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(reply) = pending.next(), if !pending.is_empty() => match reply {
+                Reply::Frame(frame) => {
+                    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            debug!("Kafka client {peer}: write failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            warn!("Kafka client {peer}: did not read its answers for {} s; closing", WRITE_TIMEOUT.as_secs());
+                            return;
+                        }
+                    }
+                }
+                Reply::Nothing => {}
+                Reply::Close(reason) => {
+                    warn!("Kafka client {peer}: closing the connection: {reason}");
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+            },
+            next = rx.recv(), if receiving && pending.len() < MAX_IN_FLIGHT => match next {
+                Some(reply) => pending.push_back(reply),
+                None => receiving = false,
+            },
+            else => {
+                let _ = writer.shutdown().await;
+                return;
+            }
+        }
+    }
+}

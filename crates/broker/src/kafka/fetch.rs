@@ -1,0 +1,243 @@
+//! Fetch v4+ and ListOffsets for consumers (Kafka `KafkaApis.handleFetchRequest`,
+//! `handleListOffsetRequest`). Fetch is `ReplicaManager::fetch` with replica id -1, so a
+//! Kafka consumer reads exactly what an insync consumer reads: whole batches as they lie in
+//! the log, only below the high watermark, with the same leader and leader-epoch checks
+//! (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH 74, UNKNOWN_LEADER_EPOCH 75) and long-poll.
+//! There are no transactions, so the last stable offset is the high watermark and
+//! read_committed reads the same as read_uncommitted. No fetch sessions (KIP-227): the
+//! answer's session id 0 tells clients to send full fetches.
+use std::sync::Arc;
+
+use insync_log::batch::{decode_records, iter_batches};
+use insync_proto as pb;
+use insync_replication::check_current_leader_epoch;
+use insync_types::{ErrorCode, TopicPartition, CONSUMER_REPLICA_ID};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::connection::{respond, respond_now, PendingReply, RequestMeta};
+use super::KafkaContext;
+use crate::partition::Partition;
+
+/// The most one fetch answer carries (Kafka fetch.max.bytes defaults to 50 MiB; a smaller
+/// bound keeps a connection's memory small). A batch larger than this still goes out
+/// alone (KIP-74), so consumers always make progress.
+const MAX_FETCH_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Fetch's isolation_level for READ_COMMITTED (KIP-98).
+const READ_COMMITTED: i8 = 1;
+
+/// ListOffsets timestamps with a meaning (Kafka `ListOffsetsRequest`).
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// How much of the log one step of a timestamp search reads under the partition lock.
+const SEARCH_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, request: FetchRequest) -> PendingReply {
+    if request.session_id != 0 {
+        // We never hand out a session id, so a client cannot have one (KIP-227).
+        let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return respond_now(meta, response);
+    }
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let mut partitions = Vec::new();
+    let mut layout: Vec<(kafka_protocol::messages::TopicName, usize)> = Vec::new();
+    for topic in request.topics {
+        let name = topic.topic.0.to_string();
+        layout.push((topic.topic.clone(), topic.partitions.len()));
+        for p in topic.partitions {
+            partitions.push(pb::FetchPartition {
+                topic: name.clone(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: -1,
+                partition_max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+            });
+        }
+    }
+    let max_bytes = u32::try_from(request.max_bytes).unwrap_or(0);
+    let fetch = pb::FetchRequest {
+        replica_id: CONSUMER_REPLICA_ID,
+        max_wait_ms: u32::try_from(request.max_wait_ms).unwrap_or(0),
+        min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
+        max_bytes: if max_bytes == 0 { MAX_FETCH_RESPONSE_BYTES } else { max_bytes.min(MAX_FETCH_RESPONSE_BYTES) },
+        partitions,
+    };
+    let context = context.clone();
+    respond(meta, async move {
+        let fetched = context.rm.fetch(fetch).await;
+        crate::metrics::record_fetch(&fetched);
+        let mut fetched = fetched.partitions.into_iter();
+        let responses = layout
+            .into_iter()
+            .map(|(topic, count)| {
+                let partitions = fetched.by_ref().take(count).map(|p| partition_data(p, read_committed)).collect();
+                FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions)
+            })
+            .collect();
+        FetchResponse::default().with_session_id(0).with_responses(responses)
+    })
+}
+
+fn partition_data(p: pb::FetchPartitionResponse, read_committed: bool) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(p.partition)
+        .with_error_code(p.error_code as i16)
+        .with_high_watermark(p.high_watermark)
+        // No transactions: everything below the HW is stable.
+        .with_last_stable_offset(p.high_watermark)
+        .with_log_start_offset(p.log_start_offset)
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_records(Some(p.records))
+}
+
+pub(super) fn handle_list_offsets(
+    context: &Arc<KafkaContext>,
+    meta: RequestMeta,
+    request: ListOffsetsRequest,
+) -> PendingReply {
+    let context = context.clone();
+    let version = meta.api_version;
+    respond(meta, async move {
+        // A timestamp search reads the log: keep file reads off the async workers.
+        tokio::task::spawn_blocking(move || list_offsets(&context, request, version)).await.unwrap_or_default()
+    })
+}
+
+fn list_offsets(context: &KafkaContext, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let tp = TopicPartition::new(name.clone(), p.partition_index);
+                    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    match list_offset(context, &tp, p.timestamp, p.current_leader_epoch) {
+                        Ok((timestamp, offset, leader_epoch)) => {
+                            let response = response.with_timestamp(timestamp).with_offset(offset);
+                            // The leader epoch field exists from v4 (KIP-320).
+                            if version >= 4 {
+                                response.with_leader_epoch(leader_epoch)
+                            } else {
+                                response
+                            }
+                        }
+                        Err(code) => response.with_error_code(code.code() as i16),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (timestamp, offset, leader epoch) for one partition (Kafka `Partition.fetchOffsetForTimestamp`):
+/// earliest → log start; latest → the high watermark (what a consumer can read); a
+/// timestamp → the first offset below the HW whose record timestamp is ≥ it, or -1;
+/// max timestamp (KIP-734) → the record with the largest timestamp below the HW.
+fn list_offset(
+    context: &KafkaContext,
+    tp: &TopicPartition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+) -> Result<(i64, i64, i32), ErrorCode> {
+    let Some(partition) = context.rm.partition(tp) else {
+        let known = context
+            .rm
+            .metadata()
+            .topics
+            .iter()
+            .any(|t| t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition));
+        return Err(if known { ErrorCode::NOT_LEADER_OR_FOLLOWER } else { ErrorCode::UNKNOWN_TOPIC_OR_PARTITION });
+    };
+    let (log_start_offset, high_watermark) = {
+        let state = partition.lock();
+        if state.leader().is_none() {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+        check_current_leader_epoch(current_leader_epoch, state.leader_epoch)?;
+        (state.log.log_start_offset(), state.high_watermark())
+    };
+    let found = match timestamp {
+        EARLIEST_TIMESTAMP => Some((-1, log_start_offset)),
+        LATEST_TIMESTAMP => Some((-1, high_watermark)),
+        MAX_TIMESTAMP => search(&partition, log_start_offset, high_watermark, Search::MaxTimestamp)?,
+        t if t >= 0 => search(&partition, log_start_offset, high_watermark, Search::AtOrAfter(t))?,
+        _ => return Err(ErrorCode::INVALID_REQUEST),
+    };
+    Ok(match found {
+        Some((timestamp, offset)) => (timestamp, offset, epoch_of(&partition, offset)),
+        None => (-1, -1, -1),
+    })
+}
+
+/// The leader epoch of the batch holding `offset` (or of the next one written there).
+fn epoch_of(partition: &Partition, offset: i64) -> i32 {
+    let state = partition.lock();
+    state.log.epoch_entries().iter().rev().find(|(_, start)| *start <= offset).map(|(epoch, _)| *epoch).unwrap_or(-1)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Search {
+    AtOrAfter(i64),
+    MaxTimestamp,
+}
+
+/// Scans the batches in [start, high_watermark) a chunk at a time (the partition lock is
+/// held only per chunk, so produces proceed), reading record timestamps where the batch's
+/// max timestamp says the answer may be inside.
+fn search(
+    partition: &Partition,
+    start: i64,
+    high_watermark: i64,
+    search: Search,
+) -> Result<Option<(i64, i64)>, ErrorCode> {
+    let mut offset = start;
+    let mut best: Option<(i64, i64)> = None;
+    while offset < high_watermark {
+        let chunk = partition
+            .lock()
+            .log
+            .read(offset, high_watermark, SEARCH_CHUNK_BYTES)
+            .map_err(|e| crate::replica_manager::log_error_code(&e))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut next = offset;
+        for (header, bytes) in iter_batches(&chunk).map_while(Result::ok) {
+            next = header.next_offset();
+            let interesting = match search {
+                Search::AtOrAfter(target) => header.max_timestamp >= target,
+                Search::MaxTimestamp => best.is_none_or(|(max, _)| header.max_timestamp > max),
+            };
+            if !interesting {
+                continue;
+            }
+            let records = decode_records(bytes).map_err(|e| e.error_code())?;
+            for record in records.iter().filter(|r| r.offset >= start && r.offset < high_watermark) {
+                // LogAppendTime batches stamp every record with the batch's max timestamp.
+                let ts = if header.is_log_append_time() { header.max_timestamp } else { record.timestamp_ms };
+                match search {
+                    Search::AtOrAfter(target) if ts >= target => return Ok(Some((ts, record.offset))),
+                    Search::MaxTimestamp if best.is_none_or(|(max, _)| ts > max) => best = Some((ts, record.offset)),
+                    _ => {}
+                }
+            }
+        }
+        if next <= offset {
+            break; // no progress: never loop on a log we cannot parse
+        }
+        offset = next;
+    }
+    Ok(best)
+}

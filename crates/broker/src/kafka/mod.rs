@@ -1,0 +1,198 @@
+//! The Kafka wire-protocol listener (Kafka `SocketServer` + `KafkaApis`, trimmed to what
+//! producers and consumers need): unmodified Kafka clients (kcat, librdkafka,
+//! confluent-kafka, kafka-python, the Java client) produce and consume against insync on a
+//! second listener per broker. It is a thin adapter like the gRPC service: every produce
+//! goes through `ReplicaManager::produce_append`/`produce_wait` and every fetch through
+//! `ReplicaManager::fetch`, so acks, min.insync.replicas (NOT_ENOUGH_REPLICAS 19,
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND 20), idempotence and the HW rule are the same rules
+//! whichever protocol a record arrived by, and the log holds the client's RecordBatch v2
+//! bytes untouched.
+//!
+//! Files: `codec.rs` frames and headers, `connection.rs` one client connection (ordered,
+//! pipelined, bounded), then one file per API group: `api_versions.rs`, `metadata.rs`,
+//! `produce.rs`, `fetch.rs` (Fetch, ListOffsets), `producer_id.rs` (InitProducerId),
+//! `group.rs` (FindCoordinator and a minimal in-memory group coordinator).
+//!
+//! Not served (not advertised in ApiVersions; a request for them closes the connection as
+//! Kafka does for an API version it does not know, after a WARN naming it): transactions,
+//! admin APIs (CreateTopics: use `insync topic create`), OffsetForLeaderEpoch, fetch
+//! sessions (KIP-227: every fetch is a full one), compressed batches (answered
+//! UNSUPPORTED_COMPRESSION_TYPE 76: clients must use compression.type=none).
+mod api_versions;
+mod codec;
+mod connection;
+mod fetch;
+mod group;
+mod metadata;
+mod produce;
+mod producer_id;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::producer_ids::ProducerIdManager;
+use crate::replica_manager::ReplicaManager;
+
+pub use group::GroupCoordinator;
+
+/// The APIs and versions served, as ApiVersions advertises them. Produce ≥ 3 and Fetch ≥ 4
+/// are what make librdkafka use RecordBatch v2 (magic 2) instead of v0/v1 message sets,
+/// the only format the log stores. Upper bounds stop below versions that need topic ids
+/// (KIP-516: Fetch 13, Produce 13, OffsetCommit 10) or semantics insync lacks (ListOffsets 8
+/// tiered storage, OffsetFetch 8 batched groups, InitProducerId 5 transactions v2).
+pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The versions of `api_key` served, if any.
+pub(crate) fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(key, _, _)| *key == api_key).map(|(_, min, max)| (*min, *max))
+}
+
+/// Room for the request header, topic names and several partitions' framing around the
+/// largest batch (Kafka bounds requests by socket.request.max.bytes; a produce request
+/// carries at most max.request.size, 1 MiB by default, so message.max.bytes plus this
+/// headroom admits every request a default client sends).
+const FRAME_HEADROOM_BYTES: usize = 64 * 1024;
+
+/// Connections served at once (Kafka `max.connections`); more wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// What every connection needs: the replica manager (produce, fetch, metadata), the
+/// producer-id blocks, the group coordinator, and the frame bound.
+pub struct KafkaContext {
+    pub rm: Arc<ReplicaManager>,
+    pub producer_ids: Arc<ProducerIdManager>,
+    pub groups: GroupCoordinator,
+    /// Frames larger than this close the connection (Kafka `InvalidReceiveException`).
+    pub max_frame_bytes: usize,
+}
+
+impl KafkaContext {
+    pub fn new(rm: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
+        let max_frame_bytes = rm.config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES);
+        Arc::new(KafkaContext { rm, producer_ids, groups: GroupCoordinator::default(), max_frame_bytes })
+    }
+}
+
+/// Binds the Kafka listener where `--kafka-listen` says. A taken default port (derived from
+/// the node id) is a warning and no listener, as for metrics: several test clusters on one
+/// machine share node ids. Returns the listener and the address to advertise.
+pub async fn bind(args: &crate::config::BrokerArgs) -> anyhow::Result<Option<(TcpListener, String)>> {
+    let Some((address, chosen)) = args.kafka_listen_address() else {
+        return Ok(None);
+    };
+    match TcpListener::bind(address).await {
+        Ok(listener) => {
+            let bound = listener.local_addr()?;
+            Ok(Some((listener, args.kafka_advertised_address(bound))))
+        }
+        Err(e) if !chosen => {
+            warn!(
+                "node {}: cannot listen for Kafka clients on {address}: {e}; serving no Kafka listener \
+                 (set --kafka-listen ADDR, or none)",
+                args.node_id
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot listen for Kafka clients on {address}: {e}")),
+    }
+}
+
+/// Accepts Kafka clients until `stop` turns true, then drops every connection.
+pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: watch::Receiver<bool>) {
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    info!("broker {}: Kafka listener on {local}", context.rm.broker_id);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        // Reap finished connections so the set stays as small as the live ones.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let context = context.clone();
+                connections.spawn(async move {
+                    connection::serve(context, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                debug!("Kafka listener accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.shutdown().await;
+    info!("broker {}: Kafka listener on {local} stopped", context.rm.broker_id);
+}
+
+/// `host:port` → (host, port) for Metadata and FindCoordinator answers; IPv6 hosts may be
+/// bracketed (`[::1]:19092`).
+pub(crate) fn split_host_port(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), i32::from(port)))
+}
+
+/// Where a broker's Kafka clients connect, from the metadata (None: no Kafka listener).
+pub(crate) fn kafka_endpoint(broker: &insync_proto::BrokerMetadata) -> Option<(String, i32)> {
+    split_host_port(&broker.kafka_address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_split_like_advertised_listeners() {
+        assert_eq!(split_host_port("127.0.0.1:19092"), Some(("127.0.0.1".into(), 19092)));
+        assert_eq!(split_host_port("broker-2:9092"), Some(("broker-2".into(), 9092)));
+        assert_eq!(split_host_port("[::1]:19092"), Some(("::1".into(), 19092)));
+        assert_eq!(split_host_port(""), None);
+        assert_eq!(split_host_port("nohost"), None);
+        assert_eq!(split_host_port(":1"), None);
+    }
+
+    #[test]
+    fn produce_and_fetch_versions_select_record_batch_v2() {
+        // librdkafka uses magic 2 only when the broker offers Produce ≥ 3 and Fetch ≥ 4.
+        assert_eq!(supported_versions(ApiKey::Produce).map(|v| v.0), Some(3));
+        assert_eq!(supported_versions(ApiKey::Fetch).map(|v| v.0), Some(4));
+        for (key, min, max) in SUPPORTED_APIS {
+            let codec = key.valid_versions();
+            assert!(codec.min <= *min && *max <= codec.max, "{key:?} {min}..={max} outside the codec's {codec}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Produce v3+ (Kafka `KafkaApis.handleProduceRequest`, `ReplicaManager.appendRecords`,
+//! `DelayedProduce`), with exactly the gRPC path's rules because it is the gRPC path's code:
+//! each partition's batch goes through `ReplicaManager::produce_append` (leader check, acks
+//! validation, the min.insync.replicas check before appending → NOT_ENOUGH_REPLICAS 19,
+//! idempotent sequence checks, the append) in request order, then
+//! `ReplicaManager::produce_wait` (acks=all: HW passes the batch, or the ISR shrinks below
+//! min.insync.replicas → NOT_ENOUGH_REPLICAS_AFTER_APPEND 20, or leadership moves, or
+//! the timeout). The client's RecordBatch v2 bytes are stored as they came; compressed
+//! batches are refused with UNSUPPORTED_COMPRESSION_TYPE (76).
+//!
+//! acks=0 as Kafka: no answer at all; if any partition failed, the connection is closed
+//! (the only signal a client that reads no answers gets) and the error is logged.
+use std::sync::Arc;
+use std::time::Instant;
+
+use insync_proto as pb;
+use insync_types::{ErrorCode, TopicPartition};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use tracing::warn;
+
+use super::connection::{respond, PendingReply, Reply, RequestMeta};
+use super::KafkaContext;
+use crate::replica_manager::{ProduceAppended, ProduceOutcome};
+
+/// What the connection does with a produce request.
+pub(super) enum Dispatched {
+    Reply(PendingReply),
+    /// acks=0 and some partition failed: close after the answers before it.
+    Close(String),
+}
+
+pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: ProduceRequest) -> Dispatched {
+    let acks = i32::from(request.acks);
+    let timeout_ms = u32::try_from(request.timeout_ms).unwrap_or(0);
+    let started = Instant::now();
+    let rm = &context.rm;
+    let transactional = request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty());
+    // Appends happen here, synchronously and in request order (see connection.rs).
+    let mut appended: Vec<(String, Vec<(i32, ProduceAppended)>)> = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            let outcome = if transactional {
+                // No transaction coordinator: InitProducerId refuses transactional ids, so
+                // only a client that skipped it gets here.
+                ProduceAppended::Done(rejected(
+                    ErrorCode::INVALID_REQUEST,
+                    "insync does not support transactions (transactional.id must be unset)",
+                ))
+            } else {
+                match partition.records {
+                    Some(records) => rm.produce_append(pb::ProduceRequest {
+                        topic: name.clone(),
+                        partition: partition.index,
+                        acks,
+                        timeout_ms,
+                        records,
+                        correlation_id: 0,
+                    }),
+                    None => ProduceAppended::Done(rejected(ErrorCode::CORRUPT_MESSAGE, "no records")),
+                }
+            };
+            partitions.push((partition.index, outcome));
+        }
+        appended.push((name, partitions));
+    }
+
+    if acks == 0 {
+        // Kafka: "no response is expected, but if there was an error, close the connection
+        // to let the client know" (KafkaApis.handleProduceRequest, closeConnection).
+        let mut errors = Vec::new();
+        for (topic, partitions) in &appended {
+            for (partition, outcome) in partitions {
+                let outcome = match outcome {
+                    ProduceAppended::Done(outcome) => outcome,
+                    ProduceAppended::Waiting { outcome, .. } => outcome, // not for acks=0
+                };
+                crate::metrics::record_produce(acks, outcome.error, started.elapsed());
+                if outcome.error != ErrorCode::NONE {
+                    let tp = TopicPartition::new(topic.clone(), *partition);
+                    warn!("{tp}: acks=0 produce from a Kafka client failed: {}: {}", outcome.error, outcome.message);
+                    errors.push(format!("{tp}: {}", outcome.error));
+                }
+            }
+        }
+        return if errors.is_empty() {
+            Dispatched::Reply(Box::pin(std::future::ready(Reply::Nothing)))
+        } else {
+            Dispatched::Close(format!("acks=0 produce failed ({})", errors.join(", ")))
+        };
+    }
+
+    let context = context.clone();
+    let version = meta.api_version;
+    Dispatched::Reply(respond(meta, async move {
+        let rm = &context.rm;
+        // acks=all waits of all partitions run at once: the request answers when the last
+        // one is done, as one DelayedProduce watches every partition of a request.
+        let mut waits = Vec::new();
+        for (topic, partitions) in appended {
+            let waits_of_topic = partitions
+                .into_iter()
+                .map(|(partition, appended)| async move { (partition, rm.produce_wait(appended, timeout_ms).await) });
+            waits.push(async move { (topic, futures::future::join_all(waits_of_topic).await) });
+        }
+        let results = futures::future::join_all(waits).await;
+        let responses = results
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let partition_responses = partitions
+                    .into_iter()
+                    .map(|(partition, outcome)| {
+                        crate::metrics::record_produce(acks, outcome.error, started.elapsed());
+                        let log_start_offset = log_start_offset(&context, &topic, partition);
+                        partition_response(partition, outcome, log_start_offset, version)
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(topic)))
+                    .with_partition_responses(partition_responses)
+            })
+            .collect();
+        ProduceResponse::default().with_responses(responses)
+    }))
+}
+
+fn rejected(error: ErrorCode, message: &str) -> ProduceOutcome {
+    ProduceOutcome { error, message: message.to_string(), base_offset: -1, appended: false, leader_epoch: -1 }
+}
+
+fn log_start_offset(context: &KafkaContext, topic: &str, partition: i32) -> i64 {
+    context
+        .rm
+        .partition(&TopicPartition::new(topic.to_string(), partition))
+        .map(|p| p.lock().log.log_start_offset())
+        .unwrap_or(-1)
+}
+
+/// One partition's answer. Errors carry Kafka's code; from v8 also the gRPC path's message
+/// (which says whether the records were written: "nothing was written" for 19, "written to
+/// the leader's log, but ..." for 20), which librdkafka and the Java client show.
+pub fn partition_response(
+    partition: i32,
+    outcome: ProduceOutcome,
+    log_start_offset: i64,
+    version: i16,
+) -> PartitionProduceResponse {
+    let ok = outcome.error == ErrorCode::NONE;
+    let mut response = PartitionProduceResponse::default()
+        .with_index(partition)
+        .with_error_code(outcome.error.code() as i16)
+        .with_base_offset(if ok { outcome.base_offset } else { -1 })
+        .with_log_start_offset(log_start_offset);
+    if !ok && version >= 8 && !outcome.message.is_empty() {
+        let appended = if outcome.appended { " [appended=true]" } else { " [appended=false]" };
+        response = response.with_error_message(Some(StrBytes::from_string(format!("{}{appended}", outcome.message))));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_19_and_20_are_kafkas_codes_with_the_reason() {
+        let not_enough = ProduceOutcome {
+            error: ErrorCode::NOT_ENOUGH_REPLICAS,
+            message: "ISR [1] has 1 member(s), below min.insync.replicas 2; nothing was written".into(),
+            base_offset: -1,
+            appended: false,
+            leader_epoch: -1,
+        };
+        let r = partition_response(0, not_enough.clone(), 0, 9);
+        assert_eq!((r.error_code, r.base_offset), (19, -1));
+        assert!(r.error_message.as_deref().unwrap().contains("nothing was written"));
+        assert_eq!(partition_response(0, not_enough, 0, 7).error_message, None, "no message field before v8");
+        let after_append = ProduceOutcome {
+            error: ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            message: "written to the leader's log, but the ISR shrank".into(),
+            base_offset: 12,
+            appended: true,
+            leader_epoch: 3,
+        };
+        let r = partition_response(2, after_append, 0, 9);
+        assert_eq!((r.index, r.error_code, r.base_offset), (2, 20, -1));
+        assert!(r.error_message.as_deref().unwrap().ends_with("[appended=true]"));
+        let ok = ProduceOutcome {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            base_offset: 40,
+            appended: true,
+            leader_epoch: 3,
+        };
+        assert_eq!(partition_response(0, ok, 5, 9).base_offset, 40);
+    }
+}

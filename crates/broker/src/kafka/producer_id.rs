@@ -1,0 +1,44 @@
+//! InitProducerId for idempotent producers (Kafka `KafkaApis.handleInitProducerIdRequest`
+//! without a transactional id, KIP-98): a fresh producer id from the broker's block (the
+//! same `ProducerIdManager` the gRPC InitProducerId uses) at epoch 0. Kafka does the same
+//! for a non-transactional producer that asks again with its old id and epoch (KIP-360):
+//! it gets a new id. The leaders' producer state then dedupes retried batches and refuses
+//! sequence gaps, whichever protocol the batches came by.
+//!
+//! Transactional ids are refused with UNSUPPORTED_VERSION: insync has no transaction
+//! coordinator, and a non-retriable error tells the client at once.
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tracing::warn;
+
+use super::connection::{respond, respond_now, PendingReply, RequestMeta};
+use super::KafkaContext;
+
+pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: InitProducerIdRequest) -> PendingReply {
+    if let Some(transactional_id) = request.transactional_id.filter(|id| !id.0.is_empty()) {
+        warn!(
+            "InitProducerId for transactional.id {:?} refused: insync does not support transactions",
+            &*transactional_id.0
+        );
+        let response = InitProducerIdResponse::default()
+            .with_error_code(ResponseError::UnsupportedVersion.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        return respond_now(meta, response);
+    }
+    let context = context.clone();
+    respond(meta, async move {
+        match context.producer_ids.next_producer_id().await {
+            Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err((code, message)) => {
+                warn!("InitProducerId from a Kafka client failed: {code}: {message}");
+                InitProducerIdResponse::default()
+                    .with_error_code(code.code() as i16)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            }
+        }
+    })
+}

@@ -1,0 +1,633 @@
+//! The lab's process launcher: a controller quorum (1 or 3 voters) and three brokers, each
+//! a real `insync-broker` process on a free loopback port with its data in a temporary
+//! directory; SIGKILL / SIGSTOP / SIGCONT / SIGTERM and restarts; admin queries that avoid
+//! paused nodes; and the read-only reader of a stopped broker's segment files and HW
+//! checkpoint that the checker is fed with. Every process is killed on drop.
+//! (The ideas come from the test harness in `tests/src/lib.rs`, which the lab cannot depend on.)
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use insync_client::Cluster;
+use insync_log::batch::{decode_records, iter_batches};
+use insync_log::segment::parse_base_offset;
+use insync_log::OffsetCheckpointFile;
+use insync_proto as pb;
+use insync_types::TopicPartition;
+
+use crate::checker::ReplicaLog;
+use crate::LabError;
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Where `insync-broker` lives.
+    pub bin_dir: PathBuf,
+    /// Controller voters: 1 or 3.
+    pub controllers: usize,
+    /// Kafka replica.lag.time.max.ms: short, so ISR changes happen within a scenario.
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka broker.session.timeout.ms: how long until a dead or paused broker is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// Start brokers with the hidden pre-KIP-101 flag (negative control only).
+    pub unsafe_truncate_to_high_watermark: bool,
+}
+
+impl ClusterSpec {
+    pub fn new(bin_dir: PathBuf) -> ClusterSpec {
+        ClusterSpec {
+            bin_dir,
+            controllers: 1,
+            replica_lag_time_max_ms: 2_000,
+            broker_session_timeout_ms: 3_000,
+            unsafe_truncate_to_high_watermark: false,
+        }
+    }
+}
+
+/// Brokers in a lab cluster (RF=3 needs three).
+pub const BROKERS: i32 = 3;
+
+/// A node of the lab cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeId {
+    Broker(i32),
+    Controller(i32),
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeId::Broker(n) => write!(f, "broker {n}"),
+            NodeId::Controller(n) => write!(f, "controller {n}"),
+        }
+    }
+}
+
+struct Node {
+    id: NodeId,
+    address: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    /// SIGSTOPped and not yet SIGCONTed.
+    paused: bool,
+}
+
+/// A running lab cluster.
+pub struct LabCluster {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    nodes: Vec<Node>,
+    spec: ClusterSpec,
+}
+
+/// `n` distinct free loopback ports (bound to :0, then released).
+fn free_ports(n: usize) -> Result<Vec<u16>, LabError> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LabError::io("binding 127.0.0.1:0", e))?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| LabError::io("local_addr", e))).collect()
+}
+
+/// Sends a signal with the `kill` command: the workspace forbids `unsafe`, which
+/// `libc::kill` needs.
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl LabCluster {
+    /// Launches the controllers and the three brokers, and waits until all brokers are
+    /// registered and unfenced.
+    pub async fn start(spec: ClusterSpec) -> Result<LabCluster, LabError> {
+        let binary = spec.bin_dir.join("insync-broker");
+        if !binary.exists() {
+            return Err(LabError::MissingBinary { path: binary });
+        }
+        let dir = tempfile::Builder::new().prefix("insync-lab-").tempdir().map_err(|e| LabError::io("tempdir", e))?;
+        let root = dir.path().to_path_buf();
+        let ports = free_ports(BROKERS as usize + spec.controllers)?;
+        let (broker_ports, controller_ports) = ports.split_at(BROKERS as usize);
+        let quorum = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = |id: NodeId, port: u16| {
+            let (role, n) = match id {
+                NodeId::Broker(n) => ("broker", n),
+                NodeId::Controller(n) => ("controller", n),
+            };
+            let name = format!("{role}-{n}");
+            let data_dir = root.join(&name);
+            let mut args: Vec<String> = vec![
+                "--roles".into(),
+                role.into(),
+                "--node-id".into(),
+                n.to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--controller-quorum".into(),
+                quorum.clone(),
+                // The lab's cluster must not take the default metrics ports a user's
+                // `scripts/cluster.sh` cluster uses.
+                "--metrics-listen".into(),
+                "none".into(),
+                // Nor the default Kafka listener ports (19092-19094); the lab speaks gRPC.
+                "--kafka-listen".into(),
+                "none".into(),
+                "--replica-lag-time-max-ms".into(),
+                spec.replica_lag_time_max_ms.to_string(),
+                "--broker-session-timeout-ms".into(),
+                spec.broker_session_timeout_ms.to_string(),
+                // A SIGTERM'd broker that is the last replica standing waits this long for a
+                // leadership move that cannot come; keep scenario turnover fast.
+                "--controlled-shutdown-timeout-ms".into(),
+                "1500".into(),
+            ];
+            if spec.unsafe_truncate_to_high_watermark && role == "broker" {
+                args.push("--unsafe-truncate-to-high-watermark".into());
+            }
+            Node {
+                id,
+                address: format!("127.0.0.1:{port}"),
+                log: root.join(format!("{name}.log")),
+                data_dir,
+                args,
+                child: None,
+                paused: false,
+            }
+        };
+        let mut nodes: Vec<Node> =
+            controller_ports.iter().enumerate().map(|(i, p)| node(NodeId::Controller(i as i32 + 1), *p)).collect();
+        nodes.extend(broker_ports.iter().enumerate().map(|(i, p)| node(NodeId::Broker(i as i32 + 1), *p)));
+        let mut cluster = LabCluster { dir: Some(dir), root, nodes, spec };
+        let ids: Vec<NodeId> = cluster.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            cluster.start_node(id)?;
+        }
+        cluster.wait_brokers_alive(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    /// Where data and logs live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Keeps the data directory after the cluster is dropped (to diagnose a violation).
+    pub fn keep_data(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.brokers().map(|n| n.address.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    fn brokers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| matches!(n.id, NodeId::Broker(_)))
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn broker_address(&self, broker: i32) -> Option<String> {
+        self.node(NodeId::Broker(broker)).map(|n| n.address.clone())
+    }
+
+    pub fn broker_data_dir(&self, broker: i32) -> Option<PathBuf> {
+        self.node(NodeId::Broker(broker)).map(|n| n.data_dir.clone())
+    }
+
+    /// The last `lines` lines of a node's log.
+    pub fn log_tail(&self, id: NodeId, lines: usize) -> String {
+        let Some(node) = self.node(id) else { return String::new() };
+        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Whether a node's log contains `needle` (e.g. the unsafe truncation warning).
+    pub fn log_contains(&self, id: NodeId, needle: &str) -> bool {
+        self.node(id).and_then(|n| std::fs::read_to_string(&n.log).ok()).is_some_and(|t| t.contains(needle))
+    }
+
+    /// Spawns a node that is not running (its log is appended to).
+    pub fn start_node(&mut self, id: NodeId) -> Result<(), LabError> {
+        let binary = self.spec.bin_dir.join("insync-broker");
+        let Some(node) = self.node_mut(id) else {
+            return Err(LabError::Setup(format!("no {id} in this cluster")));
+        };
+        if let Some(child) = &mut node.child {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+            node.child = None;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| LabError::io(format!("opening {}", node.log.display()), e))?;
+        let stderr = log.try_clone().map_err(|e| LabError::io("dup log", e))?;
+        let child = Command::new(&binary)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| LabError::Spawn { node: id.to_string(), source: e })?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL (works on a stopped process too), and reap.
+    pub fn kill(&mut self, id: NodeId) {
+        if let Some(node) = self.node_mut(id) {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.paused = false;
+        }
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing (a "zombie" once resumed).
+    pub fn pause(&mut self, id: NodeId) {
+        if let Some(node) = self.node_mut(id) {
+            if let Some(child) = &node.child {
+                signal(child.id(), "STOP");
+                node.paused = true;
+            }
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, id: NodeId) {
+        if let Some(node) = self.node_mut(id) {
+            if let Some(child) = &node.child {
+                signal(child.id(), "CONT");
+            }
+            node.paused = false;
+        }
+    }
+
+    pub fn is_running(&mut self, id: NodeId) -> bool {
+        match self.node_mut(id).and_then(|n| n.child.as_mut()) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.paused)
+    }
+
+    /// Running and not paused: the nodes an admin query may ask.
+    fn answering_brokers(&mut self) -> Vec<(i32, String)> {
+        let ids: Vec<NodeId> = self.brokers().map(|n| n.id).collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if self.is_running(id) && !self.is_paused(id) {
+                if let (NodeId::Broker(b), Some(node)) = (id, self.node(id)) {
+                    out.push((b, node.address.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// SIGTERM (controlled shutdown, HW checkpoint, log flush) to every node in `ids` at
+    /// once; SIGKILL whatever has not exited by `timeout`. Returns the nodes that had to be
+    /// killed.
+    pub async fn stop(&mut self, ids: &[NodeId], timeout: Duration) -> Vec<NodeId> {
+        for id in ids {
+            if let Some(node) = self.node_mut(*id) {
+                if let Some(child) = &node.child {
+                    // A paused process cannot act on SIGTERM.
+                    signal(child.id(), "CONT");
+                    signal(child.id(), "TERM");
+                }
+                node.paused = false;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut killed = Vec::new();
+        for id in ids {
+            while let Some(node) = self.node_mut(*id) {
+                let Some(child) = node.child.as_mut() else { break };
+                if !matches!(child.try_wait(), Ok(None)) {
+                    node.child = None;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    node.child = None;
+                    killed.push(*id);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        killed
+    }
+
+    /// Resumes paused nodes and starts stopped ones (controllers first).
+    pub fn heal(&mut self) -> Result<Vec<NodeId>, LabError> {
+        let mut acted = Vec::new();
+        let mut ids = self.node_ids();
+        ids.sort_by_key(|id| matches!(id, NodeId::Broker(_)));
+        for id in ids {
+            if self.is_paused(id) {
+                self.resume(id);
+                acted.push(id);
+            }
+            if !self.is_running(id) {
+                self.start_node(id)?;
+                acted.push(id);
+            }
+        }
+        Ok(acted)
+    }
+
+    /// Cluster metadata as fresh as any answering broker has it (the highest metadata
+    /// version wins), asking each with a short deadline so a paused node cannot stall us.
+    pub async fn metadata(&mut self) -> Option<pb::ClusterMetadata> {
+        let mut best: Option<pb::ClusterMetadata> = None;
+        for (_, address) in self.answering_brokers() {
+            let Ok(cluster) = Cluster::new(&address) else { continue };
+            let Ok(mut client) = cluster.broker(&address).await else { continue };
+            let mut request = tonic_request(pb::MetadataRequest { topics: vec![] });
+            request.set_timeout(Duration::from_millis(1_000));
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1_500), client.metadata(request)).await {
+                if let Some(m) = r.into_inner().metadata {
+                    if best.as_ref().is_none_or(|b| m.version > b.version) {
+                        best = Some(m);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// The partition as the freshest metadata shows it.
+    pub async fn partition(&mut self, topic: &str, partition: i32) -> Option<pb::PartitionMetadata> {
+        let metadata = self.metadata().await?;
+        metadata
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .and_then(|t| t.partitions.into_iter().find(|p| p.partition == partition))
+    }
+
+    /// Waits until all brokers are registered, unfenced and answering.
+    pub async fn wait_brokers_alive(&mut self, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.metadata().await {
+                let alive = m.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).count();
+                if alive >= BROKERS as usize && self.answering_brokers().len() == BROKERS as usize {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: "all brokers alive".into(),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a topic (RF 3) through an answering broker and waits until every partition
+    /// has a leader, a full ISR, and every replica hosts it.
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        min_insync_replicas: i32,
+        timeout: Duration,
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let request = pb::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor: BROKERS,
+            min_insync_replicas,
+            unclean_leader_election_enable: false,
+        };
+        let mut last = String::from("no broker answered");
+        let mut created = false;
+        while !created {
+            for (_, address) in self.answering_brokers() {
+                let Ok(cluster) = Cluster::new(&address) else { continue };
+                // The broker forwards to the controller (10 s) and waits for its metadata (5 s).
+                match tokio::time::timeout(Duration::from_secs(20), cluster.create_topic(request.clone())).await {
+                    Ok(Ok(_)) => {
+                        created = true;
+                        break;
+                    }
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = format!("{address} did not answer CreateTopic within 20 s"),
+                }
+            }
+            if !created {
+                if Instant::now() >= deadline {
+                    return Err(LabError::Setup(format!("cannot create topic {name}: {last}")));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let topics = vec![name.to_string()];
+        loop {
+            let ready = match self.metadata().await {
+                Some(m) => m.topics.iter().any(|t| {
+                    t.name == name
+                        && t.partitions.len() == partitions as usize
+                        && t.partitions.iter().all(|p| p.leader >= 0 && p.isr.len() == BROKERS as usize)
+                }),
+                None => false,
+            };
+            if ready {
+                let described = self.describe_replicas(&topics).await;
+                let hosted = described.iter().filter(|d| d.replicas.len() == partitions as usize).count();
+                if hosted == BROKERS as usize {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: format!("topic {name} ready on all brokers"),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every answering broker's view of its replicas of `topics`.
+    pub async fn describe_replicas(&mut self, topics: &[String]) -> Vec<pb::DescribeReplicasResponse> {
+        let mut out = Vec::new();
+        for (_, address) in self.answering_brokers() {
+            let Ok(cluster) = Cluster::new(&address) else { continue };
+            let Ok(mut client) = cluster.broker(&address).await else { continue };
+            let mut request = tonic_request(pb::DescribeReplicasRequest { topics: topics.to_vec() });
+            request.set_timeout(Duration::from_millis(1_500));
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_millis(2_000), client.describe_replicas(request)).await
+            {
+                out.push(r.into_inner());
+            }
+        }
+        out
+    }
+
+    /// Waits until the topic is whole again: every broker alive, each partition led with
+    /// the full ISR, every replica at the same log end, and the leader's HW at that end
+    /// (so everything written is committed and readable).
+    pub async fn wait_healed(&mut self, topic: &str, partitions: i32, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let topics = vec![topic.to_string()];
+        loop {
+            let last = match self.healed_now(topic, partitions, &topics).await {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: format!("{topic} to heal (last: {last})"),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn healed_now(&mut self, topic: &str, partitions: i32, topics: &[String]) -> Result<(), String> {
+        let m = self.metadata().await.ok_or("no metadata")?;
+        let alive = m.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).count();
+        if alive < BROKERS as usize {
+            return Err(format!("{alive} of {BROKERS} brokers alive"));
+        }
+        let t = m.topics.iter().find(|t| t.name == topic).ok_or("topic missing from metadata")?;
+        for p in &t.partitions {
+            if p.leader < 0 || p.isr.len() < p.replicas.len() {
+                return Err(format!("partition {}: leader {} ISR {:?}", p.partition, p.leader, p.isr));
+            }
+        }
+        let described = self.describe_replicas(topics).await;
+        for partition in 0..partitions {
+            let replicas: Vec<&pb::ReplicaDescription> =
+                described.iter().flat_map(|d| d.replicas.iter()).filter(|r| r.partition == partition).collect();
+            if replicas.len() < BROKERS as usize {
+                return Err(format!("partition {partition}: {} replicas answered", replicas.len()));
+            }
+            let leo = replicas[0].log_end_offset;
+            if replicas.iter().any(|r| r.log_end_offset != leo) {
+                let leos: Vec<i64> = replicas.iter().map(|r| r.log_end_offset).collect();
+                return Err(format!("partition {partition}: log end offsets {leos:?}"));
+            }
+            let leader = replicas.iter().find(|r| r.is_leader).ok_or("no replica says it leads")?;
+            if leader.high_watermark != leo {
+                return Err(format!("partition {partition}: HW {} < LEO {leo}", leader.high_watermark));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a stopped broker's replica READ-ONLY: its segment files in offset order and the
+    /// HW in its `replication-offset-checkpoint`. Never `PartitionLog::open`, which recovers
+    /// (and may truncate or rewrite) what it opens.
+    pub fn read_replica(&self, broker: i32, topic: &str, partition: i32) -> Result<ReplicaLog, LabError> {
+        let data_dir = self
+            .broker_data_dir(broker)
+            .ok_or_else(|| LabError::Setup(format!("no broker {broker} in this cluster")))?;
+        read_replica_dir(&data_dir, broker, topic, partition)
+    }
+}
+
+/// See [`LabCluster::read_replica`]: `data_dir` is the broker's `--data-dir`.
+pub fn read_replica_dir(data_dir: &Path, broker: i32, topic: &str, partition: i32) -> Result<ReplicaLog, LabError> {
+    let checkpoints = OffsetCheckpointFile::new(data_dir.join("replication-offset-checkpoint")).read()?;
+    let high_watermark = checkpoints.get(&TopicPartition::new(topic, partition)).copied().unwrap_or(0);
+    let dir = data_dir.join(format!("{topic}-{partition}"));
+    let mut segments: BTreeMap<i64, PathBuf> = BTreeMap::new();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| LabError::io(format!("listing {}", dir.display()), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(base) = parse_base_offset(&name, ".log") {
+                    segments.insert(base, entry.path());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LabError::io(format!("listing {}", dir.display()), e)),
+    }
+    let mut records = Vec::new();
+    for path in segments.values() {
+        let bytes = std::fs::read(path).map_err(|e| LabError::io(format!("reading {}", path.display()), e))?;
+        for batch in iter_batches(&bytes) {
+            let (_, batch) = batch.map_err(|e| LabError::Batch { path: path.clone(), source: e })?;
+            for record in decode_records(batch).map_err(|e| LabError::Batch { path: path.clone(), source: e })? {
+                records.push((record.offset, value_text(record.value.as_deref())));
+            }
+        }
+    }
+    Ok(ReplicaLog { broker, high_watermark, records })
+}
+
+/// A record value as the checker compares it (the lab writes UTF-8; a null shows as such).
+pub fn value_text(value: Option<&[u8]>) -> String {
+    match value {
+        Some(v) => String::from_utf8_lossy(v).into_owned(),
+        None => "<null>".to_string(),
+    }
+}
+
+fn tonic_request<T>(message: T) -> tonic::Request<T> {
+    tonic::Request::new(message)
+}
+
+impl Drop for LabCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

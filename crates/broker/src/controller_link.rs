@@ -196,6 +196,21 @@ impl ControllerLink {
     }
 }
 
+/// One BrokerHeartbeat to the active controller (Kafka `BrokerHeartbeatRequest`).
+async fn heartbeat(
+    link: &ControllerLink,
+    broker_id: i32,
+    incarnation: u64,
+    want_shutdown: bool,
+) -> Result<pb::BrokerHeartbeatResponse, NoController> {
+    let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown };
+    link.call(Duration::from_secs(2), |mut c| {
+        let r = request.clone();
+        async move { c.broker_heartbeat(r).await }
+    })
+    .await
+}
+
 /// Registers, heartbeats every interval, and on shutdown performs a controlled shutdown
 /// (Kafka `BrokerLifecycleManager`). Returns when the controlled shutdown completes or
 /// times out. `kafka_address` is the Kafka listener's advertised address ("" for none),
@@ -244,14 +259,7 @@ pub async fn run_lifecycle(
                 Err(e) => debug!("registration: {e}"),
             }
         } else {
-            let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: false };
-            match link
-                .call(Duration::from_secs(2), |mut c| {
-                    let r = request.clone();
-                    async move { c.broker_heartbeat(r).await }
-                })
-                .await
-            {
+            match heartbeat(&link, broker_id, incarnation, false).await {
                 Ok(reply) => {
                     let (code, message, _) = reply.controller_error();
                     match code {
@@ -288,14 +296,7 @@ pub async fn run_lifecycle(
     let deadline = Instant::now() + Duration::from_millis(rm.config.controlled_shutdown_timeout_ms);
     info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
     while Instant::now() < deadline {
-        let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: true };
-        if let Ok(reply) = link
-            .call(Duration::from_secs(2), |mut c| {
-                let r = request.clone();
-                async move { c.broker_heartbeat(r).await }
-            })
-            .await
-        {
+        if let Ok(reply) = heartbeat(&link, broker_id, incarnation, true).await {
             if reply.should_shutdown {
                 info!("broker {broker_id}: controlled shutdown complete: the controller moved every leadership away");
                 return;

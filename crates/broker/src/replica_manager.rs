@@ -334,9 +334,7 @@ impl ReplicaManager {
     pub fn run_actions(&self, tp: &TopicPartition, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::HighWatermarkAdvanced { .. } => {
-                    self.changes.send_modify(|v| *v = v.wrapping_add(1));
-                }
+                Action::HighWatermarkAdvanced { .. } => self.bump_changes(),
                 Action::CompleteProduce { waiter, error } => {
                     let sender = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&waiter);
                     if let Some(sender) = sender {
@@ -557,7 +555,7 @@ impl ReplicaManager {
             (outcome, waiter, actions)
         };
         // Wake fetchers: new data for followers (and HW, if it moved, for consumers).
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.bump_changes();
         self.run_actions(&tp, actions);
         match waiter {
             None => {
@@ -869,6 +867,7 @@ impl ReplicaManager {
         }
     }
 
+    /// Wakes every long-polling fetch to look again (new data or a new HW).
     pub fn bump_changes(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }

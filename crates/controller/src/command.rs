@@ -270,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn registrations_replicated_before_kafka_addresses_still_apply() {
+        // Raft log entries and snapshots written before `kafka_address` existed must replay.
+        let old = r#"{"RegisterBroker":{"broker_id":1,"address":"127.0.0.1:9092","incarnation":5}}"#;
+        let command: Command = serde_json::from_str(old).expect("old RegisterBroker entry");
+        let mut state = ClusterState::default();
+        assert!(apply_command(&mut state, &command, 1).is_ok());
+        assert_eq!(state.brokers[&1].kafka_address, "");
+        let old_registration =
+            r#"{"id":1,"address":"127.0.0.1:9092","incarnation":5,"fenced":true,"in_controlled_shutdown":false}"#;
+        let registration: BrokerRegistration = serde_json::from_str(old_registration).expect("old snapshot");
+        assert_eq!(registration.kafka_address, "");
+        assert!(register(&mut state, 2, 1).is_ok());
+        assert_eq!(state.brokers[&2].kafka_address, "127.0.0.1:19093", "new registrations carry it");
+    }
+
+    #[test]
     fn broker_lifecycle_commands_check_the_incarnation() {
         // ClusterControlManager.checkBrokerEpoch: a stale incarnation changes nothing.
         let mut state = ClusterState::default();

@@ -61,9 +61,12 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
         }
     }
     let max_bytes = u32::try_from(request.max_bytes).unwrap_or(0);
+    // min_bytes 0 asks for an answer at once, data or not (Kafka `DelayedFetch` is not used
+    // then); the replica manager's long poll waits for at least one byte otherwise.
+    let max_wait_ms = if request.min_bytes <= 0 { 0 } else { u32::try_from(request.max_wait_ms).unwrap_or(0) };
     let fetch = pb::FetchRequest {
         replica_id: CONSUMER_REPLICA_ID,
-        max_wait_ms: u32::try_from(request.max_wait_ms).unwrap_or(0),
+        max_wait_ms,
         min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
         max_bytes: if max_bytes == 0 { MAX_FETCH_RESPONSE_BYTES } else { max_bytes.min(MAX_FETCH_RESPONSE_BYTES) },
         partitions,

@@ -91,53 +91,34 @@ pub struct BrokerArgs {
     /// for a node with the broker role and 127.0.0.1:(9390+N) for a controller-only node, so
     /// a local cluster's nodes never share a port; a taken default port is only a warning.
     #[arg(long, value_name = "ADDR|none")]
-    pub metrics_listen: Option<MetricsListen>,
+    pub metrics_listen: Option<OptionalListen>,
     /// Kafka wire-protocol listener for unmodified Kafka clients (Kafka `listeners`), or
     /// `none`. Default 127.0.0.1:(19091+N) for a node with the broker role (19092, 19093,
     /// 19094); a taken default port is only a warning, an address given here must work.
     #[arg(long, value_name = "ADDR|none")]
-    pub kafka_listen: Option<KafkaListen>,
+    pub kafka_listen: Option<OptionalListen>,
     /// host:port Kafka clients are told to dial in Metadata and FindCoordinator answers
     /// (Kafka `advertised.listeners`); defaults to the Kafka listen address.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_advertise: Option<String>,
 }
 
-/// `--kafka-listen`: an address, or `none` to serve no Kafka listener.
+/// `--kafka-listen` / `--metrics-listen`: an address, or `none` to serve no such listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KafkaListen {
+pub enum OptionalListen {
     Disabled,
     At(SocketAddr),
 }
 
-impl std::str::FromStr for KafkaListen {
+impl std::str::FromStr for OptionalListen {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("none") {
-            return Ok(KafkaListen::Disabled);
+            return Ok(OptionalListen::Disabled);
         }
         s.parse()
-            .map(KafkaListen::At)
+            .map(OptionalListen::At)
             .map_err(|e| format!("'{s}': expected host:port (e.g. 0.0.0.0:19092) or none: {e}"))
-    }
-}
-
-/// `--metrics-listen`: an address, or `none` to serve no metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsListen {
-    Disabled,
-    At(SocketAddr),
-}
-
-impl std::str::FromStr for MetricsListen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("none") {
-            return Ok(MetricsListen::Disabled);
-        }
-        s.parse()
-            .map(MetricsListen::At)
-            .map_err(|e| format!("'{s}': expected host:port (e.g. 0.0.0.0:9290) or none: {e}"))
     }
 }
 
@@ -151,8 +132,8 @@ impl BrokerArgs {
     /// Controller-only nodes serve none: Kafka clients talk to brokers.
     pub fn kafka_listen_address(&self) -> Option<(SocketAddr, bool)> {
         match self.kafka_listen {
-            Some(KafkaListen::Disabled) => None,
-            Some(KafkaListen::At(address)) => Some((address, true)),
+            Some(OptionalListen::Disabled) => None,
+            Some(OptionalListen::At(address)) => Some((address, true)),
             None if !self.roles.broker => None,
             None => {
                 let port = u16::try_from(19091 + i64::from(self.node_id)).ok()?;
@@ -171,8 +152,8 @@ impl BrokerArgs {
     /// clusters on one machine share node ids).
     pub fn metrics_address(&self) -> Option<(SocketAddr, bool)> {
         match self.metrics_listen {
-            Some(MetricsListen::Disabled) => None,
-            Some(MetricsListen::At(address)) => Some((address, true)),
+            Some(OptionalListen::Disabled) => None,
+            Some(OptionalListen::At(address)) => Some((address, true)),
             None => {
                 let base = if self.roles.broker { 9290 } else { 9390 };
                 let port = u16::try_from(base + i64::from(self.node_id)).ok()?;

@@ -161,6 +161,10 @@ struct Batch {
     created: Instant,
     /// When it went out on the current stream, if it did.
     sent_at: Option<Instant>,
+    /// An earlier attempt may have been written (its answer was lost or said appended):
+    /// a later definite failure is then reported as appended=unknown, not as "nothing
+    /// written".
+    maybe_written: bool,
 }
 
 struct Connection {
@@ -302,7 +306,15 @@ impl PartitionSender {
         let first_sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(records.len() as i32);
         let bytes = build(&records, self.producer_id, first_sequence);
-        self.queue.push_back(Batch { records, acks, first_sequence, bytes, created, sent_at: None });
+        self.queue.push_back(Batch {
+            records,
+            acks,
+            first_sequence,
+            bytes,
+            created,
+            sent_at: None,
+            maybe_written: false,
+        });
     }
 
     async fn connect(&mut self) -> Result<(), ProduceFailure> {
@@ -445,15 +457,25 @@ impl PartitionSender {
                 // A definite or indeterminate failure of this batch: report it.
                 let batch = self.queue.pop_front().expect("a response answers a sent batch");
                 self.sent -= 1;
-                let f = self.failure(code, response.error_message, appended);
+                let reported =
+                    if batch.maybe_written && appended == Appended::No { Appended::Unknown } else { appended };
+                let f = self.failure(code, response.error_message, reported);
                 for ack in batch.acks {
                     let _ = ack.send(Err(f.clone()));
                 }
                 if self.config.enable_idempotence && appended == Appended::No {
-                    // Its sequence numbers were never used: the batches behind it on the
-                    // stream will be refused as out of order. Renumber them from its first
-                    // sequence and send them again on a fresh stream.
-                    self.resequence_from(batch.first_sequence);
+                    // This attempt wrote nothing, so the batches behind it on the stream will
+                    // be refused as out of order: send them again on a fresh stream. If no
+                    // attempt of it was ever written, its sequence numbers are free and the
+                    // rest are renumbered from them. If an earlier attempt may be in the log
+                    // (its answer was lost), reusing them could make the leader take a new
+                    // batch for that old one and answer with the old offset: continue under
+                    // a new producer id instead (Kafka bumps the epoch, KIP-360).
+                    if batch.maybe_written {
+                        self.producer_id = -1;
+                    } else {
+                        self.resequence_from(batch.first_sequence);
+                    }
                     self.connection = None;
                     self.sent = 0;
                 }
@@ -478,6 +500,14 @@ impl PartitionSender {
         if self.config.acks == Acks::None {
             // acks=0 never retries what it sent: the user was told "sent" already.
             self.queue.drain(..self.sent.min(self.queue.len()));
+        } else {
+            // The answer was about the front batch; the others on the dropped stream have
+            // unknown fates.
+            let sent = self.sent.min(self.queue.len());
+            let front_written = failure.appended != Appended::No;
+            for (i, batch) in self.queue.iter_mut().take(sent).enumerate() {
+                batch.maybe_written |= i > 0 || front_written;
+            }
         }
         self.connection = None;
         self.sent = 0;
@@ -499,8 +529,11 @@ impl PartitionSender {
             let last = self.last_error.clone().unwrap_or_else(|| {
                 self.failure(ErrorCode::REQUEST_TIMED_OUT, "delivery.timeout.ms expired".into(), Appended::No)
             });
+            let appended =
+                if batch.maybe_written && last.appended == Appended::No { Appended::Unknown } else { last.appended };
             let f = ProduceFailure {
                 message: format!("delivery.timeout.ms expired after retries; last error: {}", last.message),
+                appended,
                 ..last
             };
             for ack in batch.acks {

@@ -3,16 +3,20 @@
 //! would have) that send unique values and record every send in the history, and the
 //! consumer that reads a partition back through its leader, below the HW.
 //!
-//! Producers retry exactly what Kafka's producer retries (a stale leader, no leader, a
-//! lost connection) until delivery.timeout.ms (KIP-91), one attempt at a time, so that the
-//! history knows whether *any* attempt may have been written: `Cluster::produce` reports
-//! only the last attempt, and a definite failure after a lost answer is not definite.
+//! acks=all producers are insync's idempotent producer (`insync_client::producer`, KIP-98)
+//! with one record in flight: it retries what Kafka's producer retries (a stale leader, no
+//! leader, a lost connection) until delivery.timeout.ms, and its sequence numbers make the
+//! leader drop retried copies, so any duplicate in an acks=all history is a violation.
+//! acks=1 producers (Kafka runs those without idempotence) retry one attempt at a time, so
+//! that the history knows whether *any* attempt may have been written: `Cluster::produce`
+//! reports only the last attempt, and a definite failure after a lost answer is not definite.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use insync_client::{Appended, Cluster};
+use insync_client::producer::{Producer, ProducerConfig};
+use insync_client::{Appended, Cluster, PartitionChoice};
 use insync_log::batch::{decode_records, iter_batches, BatchBuilder};
 use insync_types::{Acks, ErrorCode};
 use tokio::sync::{watch, Semaphore};
@@ -134,6 +138,20 @@ async fn produce_loop(
     // One partition per producer, so a partition stuck in a failover holds up only its own
     // producers (each waits for its send, as a producer with max.in.flight=1 would).
     let partition = producer as i32 % config.partitions.max(1);
+    let idempotent = (config.acks == Acks::All).then(|| {
+        Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::ZERO,
+                max_in_flight: 1,
+                request_timeout: config.request_timeout,
+                delivery_timeout: config.delivery_timeout,
+                enable_idempotence: true,
+                ..ProducerConfig::default()
+            },
+        )
+    });
     while !*stop.borrow() {
         let value = format!("{}-{producer}-{seq}", config.tag);
         seq += 1;
@@ -155,6 +173,14 @@ async fn produce_loop(
                 let _permit = permit;
                 send_fire_and_forget(&cluster, &config, partition, records, &last_refresh).await;
             });
+        } else if let Some(idempotent) = &idempotent {
+            let id = recorder.invoke(producer, partition, value.clone());
+            let outcome = send_idempotent(idempotent, &config, partition, value).await;
+            if outcome.is_ok() {
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            // Retries of an idempotent send cannot duplicate: never excused as "retried".
+            recorder.complete(id, outcome, false);
         } else {
             let id = recorder.invoke(producer, partition, value);
             let (outcome, retried) = send(&cluster, &config, partition, records).await;
@@ -229,6 +255,31 @@ async fn send_fire_and_forget(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(1_000));
+    }
+}
+
+/// One acks=all send through the idempotent producer (which retries by itself).
+async fn send_idempotent(producer: &Producer, config: &WorkloadConfig, partition: i32, value: String) -> Outcome {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let sent = producer
+        .send(&config.topic, PartitionChoice::Explicit(partition), None, Some(Bytes::from(value)), now_ms)
+        .await;
+    let result = match sent {
+        Ok(rx) => rx.await.unwrap_or_else(|_| {
+            Err(insync_client::ProduceFailure {
+                partition,
+                code: ErrorCode::UNKNOWN_SERVER_ERROR,
+                message: "producer stopped".into(),
+                appended: Appended::Unknown,
+            })
+        }),
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(ack) => Outcome::Ok { offset: Some(ack.offset) },
+        Err(f) if f.appended == Appended::No => Outcome::Failed { error: f.code },
+        Err(f) => Outcome::Indeterminate { error: Some(f.code) },
     }
 }
 

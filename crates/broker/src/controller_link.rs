@@ -205,7 +205,7 @@ async fn heartbeat(
 ) -> Result<pb::BrokerHeartbeatResponse, NoController> {
     let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown };
     link.call(Duration::from_secs(2), |mut c| {
-        let r = request.clone();
+        let r = request;
         async move { c.broker_heartbeat(r).await }
     })
     .await

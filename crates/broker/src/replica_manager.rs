@@ -704,7 +704,7 @@ impl ReplicaManager {
             let limit =
                 if fp.partition_max_bytes > 0 { (fp.partition_max_bytes as usize).min(max_bytes) } else { max_bytes };
             match state.log.read(fp.fetch_offset, upper, limit.max(1)) {
-                Ok(bytes) => response.records = bytes.into(),
+                Ok(bytes) => response.records = bytes,
                 Err(e) => response.error_code = log_error_code(&e).code(),
             }
         }

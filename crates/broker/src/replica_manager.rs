@@ -35,7 +35,7 @@ pub type FollowerAssignment = BTreeMap<BrokerId, BTreeMap<TopicPartition, i32>>;
 
 /// A produce after its synchronous half.
 pub enum ProduceAppended {
-    /// Answered already (error, acks=0/1, or acks=all already satisfied… see `Waiting`).
+    /// Answered already: an error before or at the append, or acks=0/1 after it.
     Done(ProduceOutcome),
     /// acks=all: parked until the waiter completes.
     Waiting { partition: Arc<Partition>, outcome: ProduceOutcome, waiter: WaiterId, rx: oneshot::Receiver<ErrorCode> },

@@ -97,11 +97,55 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Starts the cluster and waits until three brokers are registered. A free port can be
+    /// taken by someone else between our release and the node's bind (another test's
+    /// cluster, an outgoing connection's ephemeral port): when a node says it cannot listen,
+    /// the whole cluster is started again on fresh ports, at most three times. Any other
+    /// failure is an error carrying the tail of every node's log.
     pub fn start(options: ClusterOptions) -> anyhow::Result<TestCluster> {
+        let mut attempt = 1;
+        loop {
+            let cluster = TestCluster::start_once(&options)?;
+            match cluster.wait_alive_brokers(3, Duration::from_secs(30)) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    let logs = cluster.log_tails(15);
+                    let port_taken = logs.contains("cannot listen");
+                    drop(cluster);
+                    if port_taken && attempt < 3 {
+                        eprintln!("test cluster attempt {attempt}: a port was taken, starting again on fresh ports");
+                        attempt += 1;
+                        continue;
+                    }
+                    bail!("{e}\n{logs}");
+                }
+            }
+        }
+    }
+
+    /// The last `lines` lines of every node's log, headed by the node's name.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for node in self.controllers.iter().chain(self.brokers.iter()) {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let all: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- {} (last {lines} lines of {}) ---\n", node.name, node.log.display()));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn start_once(options: &ClusterOptions) -> anyhow::Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("insync-test-").tempdir()?;
-        let ports = free_ports(3 + options.controllers);
-        let (broker_ports, controller_ports) = ports.split_at(3);
-        let kafka_ports = if options.kafka_listeners { free_ports(3) } else { Vec::new() };
+        // One call for every port: ports released by an earlier call could be handed out again.
+        let kafka_count = if options.kafka_listeners { 3 } else { 0 };
+        let ports = free_ports(3 + options.controllers + kafka_count);
+        let (broker_ports, rest) = ports.split_at(3);
+        let (controller_ports, kafka_ports) = rest.split_at(options.controllers);
+        let kafka_ports = kafka_ports.to_vec();
         let quorum = controller_ports
             .iter()
             .enumerate()
@@ -154,7 +198,6 @@ impl TestCluster {
         for n in 1..=3 {
             cluster.start_broker(n)?;
         }
-        cluster.wait_alive_brokers(3, Duration::from_secs(30))?;
         Ok(cluster)
     }
 

@@ -1,15 +1,18 @@
 //! Test harness for cluster tests against real processes: starts a controller and three
 //! brokers from the built binaries on free ports in a temporary directory, runs the CLIs
 //! the way a user does, kills / stops / pauses nodes with real signals, and tears
-//! everything down (SIGKILL) on drop. Every wait has a deadline.
+//! everything down (SIGKILL) on drop. Every wait has a deadline. Each process is an
+//! `insync_lab::process::LocalNode`, launched exactly as `insync lab` launches its own.
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use insync_lab::process::{quorum, LocalNode, NodeSettings, Role};
 use serde_json::Value;
+
+pub use insync_lab::process::signal;
 
 /// Where `cargo build --bins` put the binaries (next to this test executable's deps dir).
 pub fn bin_dir() -> PathBuf {
@@ -31,10 +34,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// `n` distinct free loopback ports (bound to :0, then released).
+/// `n` distinct free loopback ports (bound to :0 together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    insync_lab::process::free_ports(n).expect("bind 127.0.0.1:0")
 }
 
 /// Polls `f` every 100 ms until it returns Some, or fails after `timeout`.
@@ -79,18 +81,11 @@ impl Default for ClusterOptions {
     }
 }
 
-struct Node {
-    name: String,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
 /// Controllers plus brokers 1..=3, each a real `insync-broker` process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
-    controllers: Vec<Node>,
-    brokers: Vec<Node>,
+    controllers: Vec<LocalNode>,
+    brokers: Vec<LocalNode>,
     pub broker_ports: Vec<u16>,
     /// Kafka listener ports of brokers 1..=3 (empty without `kafka_listeners`).
     pub kafka_ports: Vec<u16>,
@@ -127,13 +122,9 @@ impl TestCluster {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for node in self.controllers.iter().chain(self.brokers.iter()) {
-            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let all: Vec<&str> = log.lines().collect();
             out.push_str(&format!("--- {} (last {lines} lines of {}) ---\n", node.name, node.log.display()));
-            for line in &all[all.len().saturating_sub(lines)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
+            out.push_str(&node.log_tail(lines));
+            out.push('\n');
         }
         out
     }
@@ -146,54 +137,31 @@ impl TestCluster {
         let (broker_ports, rest) = ports.split_at(3);
         let (controller_ports, kafka_ports) = rest.split_at(options.controllers);
         let kafka_ports = kafka_ports.to_vec();
-        let quorum = controller_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let node = |role: &str, n: usize, port: u16| {
-            let name = format!("{role}-{n}");
-            let mut args: Vec<String> = vec![
-                "--roles".into(),
-                role.into(),
-                "--node-id".into(),
-                n.to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--data-dir".into(),
-                dir.path().join(&name).display().to_string(),
-                "--controller-quorum".into(),
-                quorum.clone(),
-                "--replica-lag-time-max-ms".into(),
-                options.replica_lag_time_max_ms.to_string(),
-                "--broker-session-timeout-ms".into(),
-                options.broker_session_timeout_ms.to_string(),
-                "--min-insync-replicas".into(),
-                options.min_insync_replicas.to_string(),
-                // Test clusters run side by side with the same node ids: the derived metrics
-                // ports would collide (harmlessly, but with a warning); no test scrapes them.
-                "--metrics-listen".into(),
-                "none".into(),
-            ];
-            if let Some(m) = options.message_max_bytes {
-                args.extend(["--message-max-bytes".into(), m.to_string()]);
-            }
-            if role == "broker" {
-                let kafka_listen = match kafka_ports.get(n - 1) {
-                    Some(port) => format!("127.0.0.1:{port}"),
-                    None => "none".to_string(),
-                };
-                args.extend(["--kafka-listen".into(), kafka_listen]);
-            }
-            Node { log: dir.path().join(format!("{name}.log")), name, args, child: None }
+        let quorum = quorum(controller_ports);
+        let settings = NodeSettings {
+            replica_lag_time_max_ms: options.replica_lag_time_max_ms,
+            broker_session_timeout_ms: options.broker_session_timeout_ms,
+            min_insync_replicas: Some(options.min_insync_replicas),
+            message_max_bytes: options.message_max_bytes,
+            ..NodeSettings::default()
         };
-        let controllers: Vec<Node> =
-            controller_ports.iter().enumerate().map(|(i, p)| node("controller", i + 1, *p)).collect();
-        let brokers: Vec<Node> = broker_ports.iter().enumerate().map(|(i, p)| node("broker", i + 1, *p)).collect();
+        let root = dir.path();
+        let controllers: Vec<LocalNode> = (1..)
+            .zip(controller_ports)
+            .map(|(n, port)| LocalNode::new(root, Role::Controller, n, *port, &quorum, &settings, None))
+            .collect();
+        // Without `kafka_listeners`, `--kafka-listen none`: side-by-side test clusters must
+        // not compete for the default ports 19092-19094.
+        let brokers: Vec<LocalNode> = (1..)
+            .zip(broker_ports)
+            .map(|(n, port)| {
+                let kafka = kafka_ports.get(n as usize - 1).map(|p| format!("127.0.0.1:{p}"));
+                LocalNode::new(root, Role::Broker, n, *port, &quorum, &settings, kafka)
+            })
+            .collect();
         let mut cluster = TestCluster { dir, controllers, brokers, broker_ports: broker_ports.to_vec(), kafka_ports };
-        for c in &mut cluster.controllers {
-            spawn(c)?;
+        for n in 1..=cluster.controllers.len() {
+            cluster.start_controller(n)?;
         }
         for n in 1..=3 {
             cluster.start_broker(n)?;
@@ -219,55 +187,36 @@ impl TestCluster {
     }
 
     pub fn broker_log(&self, n: usize) -> String {
-        std::fs::read_to_string(&self.brokers[n - 1].log).unwrap_or_default()
+        self.brokers[n - 1].log_text()
     }
 
-    fn node(&mut self, n: usize) -> &mut Node {
+    fn node(&mut self, n: usize) -> &mut LocalNode {
         &mut self.brokers[n - 1]
     }
 
     pub fn start_broker(&mut self, n: usize) -> anyhow::Result<()> {
-        spawn(self.node(n))
+        let node = self.node(n);
+        node.spawn(&bin("insync-broker")).with_context(|| format!("spawning {}", node.name))
     }
 
     /// SIGKILL, and reap.
     pub fn kill_broker(&mut self, n: usize) {
-        if let Some(mut child) = self.node(n).child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.node(n).kill();
     }
 
     /// SIGTERM (controlled shutdown), waiting up to `timeout` for the exit.
     pub fn stop_broker(&mut self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        let Some(mut child) = self.node(n).child.take() else {
-            return Ok(());
-        };
-        signal(child.id(), "TERM");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("broker {n} did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.node(n).stop_blocking(timeout).map_err(anyhow::Error::msg)
     }
 
     /// SIGKILL controller `n` (1-based), and reap.
     pub fn kill_controller(&mut self, n: usize) {
-        if let Some(mut child) = self.controllers[n - 1].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.controllers[n - 1].kill();
     }
 
     pub fn start_controller(&mut self, n: usize) -> anyhow::Result<()> {
-        spawn(&mut self.controllers[n - 1])
+        let node = &mut self.controllers[n - 1];
+        node.spawn(&bin("insync-broker")).with_context(|| format!("spawning {}", node.name))
     }
 
     /// The active controller's id, as `insync cluster status --json` names it.
@@ -303,22 +252,15 @@ impl TestCluster {
     }
 
     pub fn pause_broker(&mut self, n: usize) {
-        if let Some(child) = &self.node(n).child {
-            signal(child.id(), "STOP");
-        }
+        self.node(n).pause();
     }
 
     pub fn resume_broker(&mut self, n: usize) {
-        if let Some(child) = &self.node(n).child {
-            signal(child.id(), "CONT");
-        }
+        self.node(n).resume();
     }
 
     pub fn broker_running(&mut self, n: usize) -> bool {
-        match &mut self.node(n).child {
-            Some(child) => child.try_wait().ok().flatten().is_none(),
-            None => false,
-        }
+        self.node(n).is_running()
     }
 
     /// Runs `insync <args>` against this cluster.
@@ -411,22 +353,11 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for node in self.brokers.iter_mut().chain(self.controllers.iter_mut()) {
-            if let Some(mut child) = node.child.take() {
-                signal(child.id(), "CONT");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            node.kill();
         }
         if std::thread::panicking() || std::env::var_os("INSYNC_TEST_LOGS").is_some() {
             // Leave the logs where a failing test can be diagnosed.
-            for node in self.brokers.iter().chain(self.controllers.iter()) {
-                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("---- last lines of {} ----", node.name);
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            eprintln!("{}", self.log_tails(40));
         }
     }
 }
@@ -485,28 +416,6 @@ impl Drop for StreamingProducer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn(node: &mut Node) -> anyhow::Result<()> {
-    if node.child.is_some() {
-        bail!("{} is already running", node.name);
-    }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
-    let child = Command::new(bin("insync-broker"))
-        .args(&node.args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("spawning {}", node.name))?;
-    node.child = Some(child);
-    Ok(())
-}
-
-/// Sends a signal by name with the `kill` command: the workspace forbids `unsafe`, and
-/// `libc::kill` needs it.
-pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
 /// Runs a command to completion, killing it after 120 s (no test waits forever).

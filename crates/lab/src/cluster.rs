@@ -2,12 +2,10 @@
 //! a real `insync-broker` process on a free loopback port with its data in a temporary
 //! directory; SIGKILL / SIGSTOP / SIGCONT / SIGTERM and restarts; admin queries that avoid
 //! paused nodes; and the read-only reader of a stopped broker's segment files and HW
-//! checkpoint that the checker is fed with. Every process is killed on drop.
-//! (The ideas come from the test harness in `tests/src/lib.rs`, which the lab cannot depend on.)
+//! checkpoint that the checker is fed with. Every process is killed on drop. Each process
+//! is a [`LocalNode`], as in the test harness.
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use insync_client::Cluster;
@@ -18,6 +16,7 @@ use insync_proto as pb;
 use insync_types::TopicPartition;
 
 use crate::checker::ReplicaLog;
+use crate::process::{free_ports, quorum, LocalNode, NodeSettings, Role};
 use crate::LabError;
 
 /// What to launch.
@@ -68,13 +67,7 @@ impl std::fmt::Display for NodeId {
 
 struct Node {
     id: NodeId,
-    address: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-    /// SIGSTOPped and not yet SIGCONTed.
-    paused: bool,
+    process: LocalNode,
 }
 
 /// A running lab cluster.
@@ -83,26 +76,6 @@ pub struct LabCluster {
     root: PathBuf,
     nodes: Vec<Node>,
     spec: ClusterSpec,
-}
-
-/// `n` distinct free loopback ports (bound to :0, then released).
-fn free_ports(n: usize) -> Result<Vec<u16>, LabError> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| LabError::io("binding 127.0.0.1:0", e))?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| LabError::io("local_addr", e))).collect()
-}
-
-/// Sends a signal with the `kill` command: the workspace forbids `unsafe`, which
-/// `libc::kill` needs.
-fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 impl LabCluster {
@@ -115,60 +88,26 @@ impl LabCluster {
         }
         let dir = tempfile::Builder::new().prefix("insync-lab-").tempdir().map_err(|e| LabError::io("tempdir", e))?;
         let root = dir.path().to_path_buf();
-        let ports = free_ports(BROKERS as usize + spec.controllers)?;
+        let ports =
+            free_ports(BROKERS as usize + spec.controllers).map_err(|e| LabError::io("binding 127.0.0.1:0", e))?;
         let (broker_ports, controller_ports) = ports.split_at(BROKERS as usize);
-        let quorum = controller_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let quorum = quorum(controller_ports);
+        let settings = NodeSettings {
+            replica_lag_time_max_ms: spec.replica_lag_time_max_ms,
+            broker_session_timeout_ms: spec.broker_session_timeout_ms,
+            // A SIGTERM'd broker that is the last replica standing waits this long for a
+            // leadership move that cannot come; keep scenario turnover fast.
+            controlled_shutdown_timeout_ms: Some(1_500),
+            unsafe_truncate_to_high_watermark: spec.unsafe_truncate_to_high_watermark,
+            ..NodeSettings::default()
+        };
+        // The lab speaks gRPC only: no Kafka listener (none takes 19092-19094 from a user's cluster).
         let node = |id: NodeId, port: u16| {
             let (role, n) = match id {
-                NodeId::Broker(n) => ("broker", n),
-                NodeId::Controller(n) => ("controller", n),
+                NodeId::Broker(n) => (Role::Broker, n),
+                NodeId::Controller(n) => (Role::Controller, n),
             };
-            let name = format!("{role}-{n}");
-            let data_dir = root.join(&name);
-            let mut args: Vec<String> = vec![
-                "--roles".into(),
-                role.into(),
-                "--node-id".into(),
-                n.to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--controller-quorum".into(),
-                quorum.clone(),
-                // The lab's cluster must not take the default metrics ports a user's
-                // `scripts/cluster.sh` cluster uses.
-                "--metrics-listen".into(),
-                "none".into(),
-                // Nor the default Kafka listener ports (19092-19094); the lab speaks gRPC.
-                "--kafka-listen".into(),
-                "none".into(),
-                "--replica-lag-time-max-ms".into(),
-                spec.replica_lag_time_max_ms.to_string(),
-                "--broker-session-timeout-ms".into(),
-                spec.broker_session_timeout_ms.to_string(),
-                // A SIGTERM'd broker that is the last replica standing waits this long for a
-                // leadership move that cannot come; keep scenario turnover fast.
-                "--controlled-shutdown-timeout-ms".into(),
-                "1500".into(),
-            ];
-            if spec.unsafe_truncate_to_high_watermark && role == "broker" {
-                args.push("--unsafe-truncate-to-high-watermark".into());
-            }
-            Node {
-                id,
-                address: format!("127.0.0.1:{port}"),
-                log: root.join(format!("{name}.log")),
-                data_dir,
-                args,
-                child: None,
-                paused: false,
-            }
+            Node { id, process: LocalNode::new(&root, role, n, port, &quorum, &settings, None) }
         };
         let mut nodes: Vec<Node> =
             controller_ports.iter().enumerate().map(|(i, p)| node(NodeId::Controller(i as i32 + 1), *p)).collect();
@@ -200,7 +139,7 @@ impl LabCluster {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.brokers().map(|n| n.address.clone()).collect::<Vec<_>>().join(",")
+        self.brokers().map(|n| n.process.address.clone()).collect::<Vec<_>>().join(",")
     }
 
     fn brokers(&self) -> impl Iterator<Item = &Node> {
@@ -220,24 +159,21 @@ impl LabCluster {
     }
 
     pub fn broker_address(&self, broker: i32) -> Option<String> {
-        self.node(NodeId::Broker(broker)).map(|n| n.address.clone())
+        self.node(NodeId::Broker(broker)).map(|n| n.process.address.clone())
     }
 
     pub fn broker_data_dir(&self, broker: i32) -> Option<PathBuf> {
-        self.node(NodeId::Broker(broker)).map(|n| n.data_dir.clone())
+        self.node(NodeId::Broker(broker)).map(|n| n.process.data_dir.clone())
     }
 
     /// The last `lines` lines of a node's log.
     pub fn log_tail(&self, id: NodeId, lines: usize) -> String {
-        let Some(node) = self.node(id) else { return String::new() };
-        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.node(id).map(|n| n.process.log_tail(lines)).unwrap_or_default()
     }
 
     /// Whether a node's log contains `needle` (e.g. the unsafe truncation warning).
     pub fn log_contains(&self, id: NodeId, needle: &str) -> bool {
-        self.node(id).and_then(|n| std::fs::read_to_string(&n.log).ok()).is_some_and(|t| t.contains(needle))
+        self.node(id).is_some_and(|n| n.process.log_text().contains(needle))
     }
 
     /// Spawns a node that is not running (its log is appended to).
@@ -246,70 +182,36 @@ impl LabCluster {
         let Some(node) = self.node_mut(id) else {
             return Err(LabError::Setup(format!("no {id} in this cluster")));
         };
-        if let Some(child) = &mut node.child {
-            if matches!(child.try_wait(), Ok(None)) {
-                return Ok(());
-            }
-            node.child = None;
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| LabError::io(format!("opening {}", node.log.display()), e))?;
-        let stderr = log.try_clone().map_err(|e| LabError::io("dup log", e))?;
-        let child = Command::new(&binary)
-            .args(&node.args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| LabError::Spawn { node: id.to_string(), source: e })?;
-        node.child = Some(child);
-        node.paused = false;
-        Ok(())
+        node.process.spawn(&binary).map_err(|e| LabError::Spawn { node: id.to_string(), source: e })
     }
 
     /// SIGKILL (works on a stopped process too), and reap.
     pub fn kill(&mut self, id: NodeId) {
         if let Some(node) = self.node_mut(id) {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            node.paused = false;
+            node.process.kill();
         }
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing (a "zombie" once resumed).
     pub fn pause(&mut self, id: NodeId) {
         if let Some(node) = self.node_mut(id) {
-            if let Some(child) = &node.child {
-                signal(child.id(), "STOP");
-                node.paused = true;
-            }
+            node.process.pause();
         }
     }
 
     /// SIGCONT.
     pub fn resume(&mut self, id: NodeId) {
         if let Some(node) = self.node_mut(id) {
-            if let Some(child) = &node.child {
-                signal(child.id(), "CONT");
-            }
-            node.paused = false;
+            node.process.resume();
         }
     }
 
     pub fn is_running(&mut self, id: NodeId) -> bool {
-        match self.node_mut(id).and_then(|n| n.child.as_mut()) {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.node_mut(id).is_some_and(|n| n.process.is_running())
     }
 
     pub fn is_paused(&self, id: NodeId) -> bool {
-        self.node(id).is_some_and(|n| n.paused)
+        self.node(id).is_some_and(|n| n.process.is_paused())
     }
 
     /// Running and not paused: the nodes an admin query may ask.
@@ -319,7 +221,7 @@ impl LabCluster {
         for id in ids {
             if self.is_running(id) && !self.is_paused(id) {
                 if let (NodeId::Broker(b), Some(node)) = (id, self.node(id)) {
-                    out.push((b, node.address.clone()));
+                    out.push((b, node.process.address.clone()));
                 }
             }
         }
@@ -332,31 +234,21 @@ impl LabCluster {
     pub async fn stop(&mut self, ids: &[NodeId], timeout: Duration) -> Vec<NodeId> {
         for id in ids {
             if let Some(node) = self.node_mut(*id) {
-                if let Some(child) = &node.child {
-                    // A paused process cannot act on SIGTERM.
-                    signal(child.id(), "CONT");
-                    signal(child.id(), "TERM");
-                }
-                node.paused = false;
+                node.process.terminate();
             }
         }
         let deadline = Instant::now() + timeout;
         let mut killed = Vec::new();
         for id in ids {
             while let Some(node) = self.node_mut(*id) {
-                let Some(child) = node.child.as_mut() else { break };
-                if !matches!(child.try_wait(), Ok(None)) {
-                    node.child = None;
-                    break;
+                match node.process.reap(deadline) {
+                    Ok(true) => break,
+                    Ok(false) => tokio::time::sleep(Duration::from_millis(25)).await,
+                    Err(_) => {
+                        killed.push(*id);
+                        break;
+                    }
                 }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    node.child = None;
-                    killed.push(*id);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
             }
         }
         killed
@@ -622,12 +514,10 @@ fn tonic_request<T>(message: T) -> tonic::Request<T> {
 }
 
 impl Drop for LabCluster {
+    /// Kill every process before the temporary directory is removed under it.
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            node.process.kill();
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod process;
 pub mod report;
 pub mod scenario;
 pub mod workload;

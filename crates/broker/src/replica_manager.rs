@@ -732,7 +732,14 @@ impl ReplicaManager {
                 }
                 responses.push(response);
             }
-            let hw_moved = !first && responses.iter().zip(initial_hw.iter()).any(|(r, hw)| r.high_watermark != *hw);
+            // A consumer reads below the HW, so a HW move is new data for it. A follower's
+            // fetch is not completed by a HW move alone (as in Kafka's `DelayedFetch`, which
+            // counts follower bytes up to the LEO): it learns the HW with the next data or at
+            // max_wait_ms, and completing it early would cost every follower an extra round
+            // trip per acks=all produce, on the CPU the produce's answer needs.
+            let hw_moved = !first
+                && request.replica_id == insync_types::CONSUMER_REPLICA_ID
+                && responses.iter().zip(initial_hw.iter()).any(|(r, hw)| r.high_watermark != *hw);
             let has_error_or_divergence = responses.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
             if first {
                 initial_hw = responses.iter().map(|r| r.high_watermark).collect();

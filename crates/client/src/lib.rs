@@ -14,6 +14,22 @@ use insync_proto::broker_client::BrokerClient;
 use insync_types::{Acks, BrokerId, ErrorCode};
 use tonic::transport::Channel;
 
+/// The failures Kafka's producer retries after refreshing its metadata: its
+/// `InvalidMetadataException`s (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION from a
+/// broker whose metadata lags, LEADER_NOT_AVAILABLE) and a broker that cannot be reached or
+/// a connection lost mid-request. NOT_ENOUGH_REPLICAS is retriable in Kafka too, but
+/// insync's clients report it: showing it is the point of acks=all with min.insync.replicas.
+pub fn retriable_after_metadata_refresh(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::BROKER_NOT_AVAILABLE
+            | ErrorCode::NETWORK_EXCEPTION
+    )
+}
+
 /// The local cluster's brokers (DESIGN.md: broker N on 127.0.0.1:(9091+N)).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
 
@@ -265,8 +281,7 @@ impl Cluster {
     }
 
     /// Sends one record batch to the partition leader, following leadership: failures a
-    /// metadata refresh can fix (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, a broker
-    /// that cannot be reached, a connection lost mid-request) are retried with exponential
+    /// metadata refresh can fix ([`retriable_after_metadata_refresh`]) are retried with exponential
     /// backoff until `delivery_timeout` (Kafka `delivery.timeout.ms`, KIP-91; backoff as
     /// KIP-580). Everything else is reported with whether the records were appended.
     ///
@@ -282,6 +297,16 @@ impl Cluster {
         records: Bytes,
     ) -> Result<ProduceAck, ProduceFailure> {
         let deadline = Instant::now() + delivery_timeout;
+        // A topic or partition the cluster does not have fails at once; once it is known, a
+        // broker that answers UNKNOWN_TOPIC_OR_PARTITION is one whose metadata lags (just
+        // restarted), which a retry outlives.
+        if let Err(e) = self.choose_partition(topic, PartitionChoice::Explicit(partition), None).await {
+            let (code, message) = match e {
+                ClientError::Kafka { code, message } => (code, message),
+                other => (ErrorCode::BROKER_NOT_AVAILABLE, other.to_string()),
+            };
+            return Err(ProduceFailure { partition, code, message, appended: Appended::No });
+        }
         let mut backoff = Duration::from_millis(50);
         let mut refresh = false;
         loop {
@@ -290,14 +315,7 @@ impl Cluster {
                 Ok(ack) => return Ok(ack),
                 Err(f) => f,
             };
-            let retriable = matches!(
-                failure.code,
-                ErrorCode::NOT_LEADER_OR_FOLLOWER
-                    | ErrorCode::LEADER_NOT_AVAILABLE
-                    | ErrorCode::BROKER_NOT_AVAILABLE
-                    | ErrorCode::NETWORK_EXCEPTION
-            );
-            if !retriable || Instant::now() + backoff >= deadline {
+            if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff >= deadline {
                 return Err(failure);
             }
             tracing::debug!("produce to {topic}-{partition}: {failure}; retrying in {backoff:?}");

@@ -435,7 +435,11 @@ impl PartitionSender {
                         ack.send(Ok(RecordAck { partition: self.partition, offset: response.base_offset + i as i64 }));
                 }
             }
-            ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::LEADER_NOT_AVAILABLE => {
+            // Kafka's InvalidMetadataExceptions: this broker does not lead the partition (or,
+            // just restarted, does not know it yet). Nothing was appended; refresh and retry.
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => {
                 let f = self.failure(code, response.error_message, appended);
                 self.note_retriable(f);
             }

@@ -9,8 +9,9 @@
 //! - an acknowledged write that is not there (lost), or not where it was acknowledged;
 //! - two values claimed for one offset (by acknowledgements or reads);
 //! - a definitely-failed write that shows up anywhere (it was never appended);
-//! - a value at two offsets (duplicate; allowed only when the producer retried a send whose
-//!   answer was lost, since there is no idempotent producer here, KIP-98);
+//! - a value at two offsets (duplicate; allowed only when a non-idempotent acks=0/1 producer
+//!   retried a send whose answer was lost; the lab's acks=all producers are idempotent,
+//!   KIP-98, and never mark a send as retried, so any acks=all duplicate is reported);
 //! - replicas that differ below the smaller of their high watermarks: Kafka's replication
 //!   invariant is that committed records are identical on every replica (KIP-101 exists
 //!   because truncating to the local HW broke it);

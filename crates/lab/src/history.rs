@@ -57,8 +57,9 @@ pub struct Op {
     pub complete_ms: Option<u64>,
     pub outcome: Outcome,
     /// An earlier attempt of this send may have been written (its answer was lost, or said
-    /// `appended=true`) and the send was retried: without an idempotent producer (KIP-98) the
+    /// `appended=true`) and the send was retried by a non-idempotent (acks=0/1) producer: the
     /// value may then legitimately appear twice, so a duplicate of it is not a broker bug.
+    /// Never set for the idempotent acks=all producer (KIP-98), whose retries cannot duplicate.
     pub retried_after_indeterminate: bool,
 }
 

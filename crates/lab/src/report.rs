@@ -28,7 +28,8 @@ pub fn acked_cell(result: &ScenarioResult) -> String {
 
 pub fn verdict_cell(result: &ScenarioResult) -> String {
     if result.verdict == Verdict::Ok && result.stats.duplicates > 0 {
-        // Retried sends whose first answer was lost: no idempotent producer here (KIP-98).
+        // Retried acks=0/1 sends whose first answer was lost (those producers are not
+        // idempotent, KIP-98; an acks=all duplicate is a violation, never this verdict).
         return "ok (dup: retried sends)".into();
     }
     let head = match result.verdict {

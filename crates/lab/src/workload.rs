@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use insync_client::producer::{Producer, ProducerConfig};
-use insync_client::{Appended, Cluster, PartitionChoice};
+use insync_client::{retriable_after_metadata_refresh, Appended, Cluster, PartitionChoice};
 use insync_log::batch::{decode_records, iter_batches, BatchBuilder};
 use insync_types::{Acks, ErrorCode};
 use tokio::sync::{watch, Semaphore};
@@ -196,20 +196,6 @@ async fn produce_loop(
     }
 }
 
-/// What Kafka's Sender retries after a metadata refresh (`InvalidMetadataException`s and
-/// lost connections). NOT_ENOUGH_REPLICAS is retriable in Kafka too, but the lab wants to
-/// see it, as `insync-producer` shows it.
-fn is_retriable(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NOT_LEADER_OR_FOLLOWER
-            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-            | ErrorCode::LEADER_NOT_AVAILABLE
-            | ErrorCode::BROKER_NOT_AVAILABLE
-            | ErrorCode::NETWORK_EXCEPTION
-    )
-}
-
 /// Whether `every` has passed since the last time this returned true (then it records now).
 fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,7 +231,7 @@ async fn send_fire_and_forget(
             records.clone(),
         );
         let Err(failure) = attempt.await else { return };
-        if is_retriable(failure.code) && due(last_refresh, Duration::from_millis(200)) {
+        if retriable_after_metadata_refresh(failure.code) && due(last_refresh, Duration::from_millis(200)) {
             let _ = cluster.refresh_metadata().await;
         }
         let never_sent = failure.appended == Appended::No
@@ -303,7 +289,7 @@ async fn send(cluster: &Cluster, config: &WorkloadConfig, partition: i32, record
             Ok(ack) => return (Outcome::Ok { offset: Some(ack.base_offset) }, maybe_written),
             Err(failure) => {
                 let written = failure.appended != Appended::No;
-                if !is_retriable(failure.code) || Instant::now() + backoff >= deadline {
+                if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff >= deadline {
                     let outcome = if written || maybe_written {
                         Outcome::Indeterminate { error: Some(failure.code) }
                     } else {

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
 use insync_proto as pb;
@@ -41,6 +39,54 @@ fn produce_response(outcome: ProduceOutcome, correlation_id: u64) -> pb::Produce
     }
 }
 
+type PendingProduce = Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>;
+
+/// One ProduceStream: the requests still to read and the answers still to give.
+struct ProduceStreamState {
+    /// None once the client has closed its side (or it broke).
+    inbound: Option<Streaming<pb::ProduceRequest>>,
+    rm: Arc<ReplicaManager>,
+    waiting: FuturesOrdered<PendingProduce>,
+}
+
+impl ProduceStreamState {
+    /// Reads and appends requests until the oldest one is answerable; None when the client
+    /// has closed its side and every request is answered.
+    async fn next_response(&mut self) -> Option<pb::ProduceResponse> {
+        loop {
+            let can_read = self.inbound.is_some() && self.waiting.len() < MAX_STREAM_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                Some(response) = self.waiting.next(), if !self.waiting.is_empty() => return Some(response),
+                message = next_message(&mut self.inbound), if can_read => match message {
+                    Some(request) => {
+                        let correlation_id = request.correlation_id;
+                        let timeout_ms = request.timeout_ms;
+                        let (acks, started) = (request.acks, Instant::now());
+                        let appended = self.rm.produce_append(request);
+                        let rm = self.rm.clone();
+                        self.waiting.push_back(Box::pin(async move {
+                            let outcome = rm.produce_wait(appended, timeout_ms).await;
+                            crate::metrics::record_produce(acks, outcome.error, started.elapsed());
+                            produce_response(outcome, correlation_id)
+                        }));
+                    }
+                    None => self.inbound = None,
+                },
+                else => return None,
+            }
+        }
+    }
+}
+
+/// The next request of a stream; None at its end or when it broke (nothing more to read).
+async fn next_message(inbound: &mut Option<Streaming<pb::ProduceRequest>>) -> Option<pb::ProduceRequest> {
+    match inbound {
+        Some(stream) => stream.message().await.ok().flatten(),
+        None => None,
+    }
+}
+
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
@@ -64,45 +110,21 @@ impl Broker for BrokerService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let rm = self.rm.clone();
-        let (tx, rx) = mpsc::channel(MAX_STREAM_IN_FLIGHT);
-        tokio::spawn(async move {
-            // Appends happen here, one request after the other; the acks=all waits run
-            // concurrently and answer in request order.
-            let mut waiting = FuturesOrdered::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(response) = waiting.next(), if !waiting.is_empty() => {
-                        if tx.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                    }
-                    message = inbound.message(), if waiting.len() < MAX_STREAM_IN_FLIGHT => match message {
-                        Ok(Some(request)) => {
-                            let correlation_id = request.correlation_id;
-                            let timeout_ms = request.timeout_ms;
-                            let (acks, started) = (request.acks, Instant::now());
-                            let appended = rm.produce_append(request);
-                            let rm = rm.clone();
-                            waiting.push_back(async move {
-                                let outcome = rm.produce_wait(appended, timeout_ms).await;
-                                crate::metrics::record_produce(acks, outcome.error, started.elapsed());
-                                produce_response(outcome, correlation_id)
-                            });
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
-                }
-            }
-            while let Some(response) = waiting.next().await {
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
-            }
+        // The answer stream itself does the work, polled by the task that writes the
+        // answers: no task of its own, so an acks=all completion reaches the socket with one
+        // wake-up fewer. Appends happen in request order as requests arrive (up to
+        // MAX_STREAM_IN_FLIGHT unanswered); the acks=all waits run concurrently and are
+        // answered in request order.
+        let state = ProduceStreamState {
+            inbound: Some(request.into_inner()),
+            rm: self.rm.clone(),
+            waiting: FuturesOrdered::new(),
+        };
+        let answers = futures::stream::unfold(state, |mut state| async move {
+            let response = state.next_response().await?;
+            Some((Ok(response), state))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn init_producer_id(

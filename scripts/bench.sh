@@ -8,7 +8,7 @@
 #! the leader-failover time (SIGKILL → first successful acks=all) median over 5 kills.
 #! Stops its cluster when done.
 #
-# Usage: scripts/bench.sh            (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS override sizes)
+# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS, BENCH_REPEAT override sizes)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export INSYNC_CLUSTER_DIR="${INSYNC_CLUSTER_DIR:-$ROOT/.cluster-bench}"
@@ -19,6 +19,9 @@ export INSYNC_BOOTSTRAP="127.0.0.1:$((9092 + INSYNC_PORT_OFFSET)),127.0.0.1:$((9
 RECORDS_1K="${BENCH_RECORDS_1K:-300000}"
 RECORDS_100B="${BENCH_RECORDS_100B:-2000000}"
 KILLS="${BENCH_KILLS:-5}"
+# Each throughput row is the median of this many runs: one run on a shared 2-core box varies
+# by ±30%.
+REPEAT="${BENCH_REPEAT:-3}"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 echo "building release binaries..." >&2
@@ -30,18 +33,38 @@ cleanup
 "$ROOT/scripts/cluster.sh" up >&2
 
 field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
+# Waits (at most 60 s) until every replica of every partition of the topic has the whole log,
+# then flushes dirty pages (`sync`): acks=0/1 rows finish before their followers do, and
+# replication or the kernel's write-back of gigabytes still running would slow the next row
+# down. Each row starts on a quiet machine.
+settle() {
+  local topic="$1" end=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$end" ]; do
+    if "$BIN/insync" topic describe "$topic" --json | awk '
+      { hw = $0; sub(/.*"high_watermark":/, "", hw); sub(/[^0-9-].*/, "", hw)
+        leos = $0; sub(/.*"log_end_offsets":\{/, "", leos); sub(/\}.*/, "", leos)
+        n = split(leos, parts, ","); if (n == 0) bad = 1
+        for (i = 1; i <= n; i++) { v = parts[i]; sub(/.*:/, "", v); if (v != hw) bad = 1 } }
+      END { exit bad }'; then sync; return 0; fi
+    sleep 0.2
+  done
+  echo "warning: $topic still replicating after 60 s" >&2
+}
 run_perf() { # partitions acks size records [extra flags...] -> json line
   local partitions="$1" acks="$2" size="$3" records="$4"; shift 4
   local topic="bench-$acks-$size-$partitions-$RANDOM"
   "$BIN/insync" topic create "$topic" --partitions "$partitions" --replication-factor 3 --min-insync-replicas 2 >/dev/null
   "$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null
+  settle "$topic"
 }
 
 echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
-row() { # partitions acks size records
-  local out
-  out=$(run_perf "$@")
+row() { # partitions acks size records: the run with the median MiB/s of REPEAT runs
+  local out runs=() i
+  for ((i = 0; i < REPEAT; i++)); do runs+=("$(run_perf "$@")"); done
+  out=$(for r in "${runs[@]}"; do printf '%s %s\n' "$(field mib_per_sec <<<"$r")" "$r"; done |
+    sort -g | sed -n "$(((REPEAT + 1) / 2))p" | cut -d' ' -f2-)
   printf '| %s | %s B | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f |\n' "$2" "$3" "$1" \
     "$(field records_per_sec <<<"$out")" "$(field mib_per_sec <<<"$out")" "$(field avg_ms <<<"$out")" \
     "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field max_ms <<<"$out")"

@@ -4,10 +4,10 @@
 //! headers forward from that position.
 //!
 //! Entries live in memory (32 Ki entries, 256 KiB, for a full 128 MiB segment at the
-//! default interval) and reach the file on [`OffsetIndex::flush`]: on roll, `flush()` and
-//! `close()`. The active segment's index is always rebuilt by recovery, so entries that
-//! never reached the file are not a correctness problem; an older segment's index was
-//! flushed when it rolled.
+//! default interval) and reach the file on roll (written at once, fsynced on the roll
+//! flush thread), `flush()` and `close()`. The last two segments' indexes are always
+//! rebuilt by recovery, so entries that never reached the disk are not a correctness
+//! problem; an older segment's index was fsynced before the next roll finished.
 //!
 //! Unlike Kafka, entries record the batch's *base* offset rather than its last offset:
 //! Kafka needed the last offset for compressed v0/v1 wrapper messages; with v2 the base
@@ -161,6 +161,19 @@ impl OffsetIndex {
 
     /// Writes entries not yet in the file, then fsyncs it.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.write_pending()?;
+        self.file.sync_data().map_err(|e| LogError::io(format!("fsyncing index {}", self.path.display()), e))
+    }
+
+    /// A handle to fsync the file later, from another thread (after [`Self::write_pending`]).
+    pub(crate) fn sync_handle(&self) -> Result<(File, PathBuf), LogError> {
+        let file =
+            self.file.try_clone().map_err(|e| LogError::io(format!("duplicating {}", self.path.display()), e))?;
+        Ok((file, self.path.clone()))
+    }
+
+    /// Writes entries not yet in the file (no fsync).
+    pub(crate) fn write_pending(&mut self) -> Result<(), LogError> {
         let pending = &self.entries[self.persisted_entries..];
         if !pending.is_empty() {
             let mut raw = Vec::with_capacity(pending.len() * INDEX_ENTRY_BYTES);
@@ -174,7 +187,7 @@ impl OffsetIndex {
                 .map_err(|e| LogError::io(format!("writing index {}", self.path.display()), e))?;
             self.persisted_entries = self.entries.len();
         }
-        self.file.sync_data().map_err(|e| LogError::io(format!("fsyncing index {}", self.path.display()), e))
+        Ok(())
     }
 }
 

@@ -4,7 +4,12 @@
 //! last segment, and the leader-epoch cache kept in step with all of them.
 //!
 //! Durability follows Kafka: no fsync per append (durability comes from replication); fsync
-//! every `flush_every_messages` records if set, on segment roll, on `flush()` and `close()`.
+//! every `flush_every_messages` records if set, on `flush()` and `close()`, and of the old
+//! segment on a roll — on a thread of its own, as Kafka's `UnifiedLog.roll` schedules that
+//! flush instead of making the append wait for it (tens of milliseconds for a full segment,
+//! with the partition locked). At most one such flush is in flight (the next roll waits for
+//! it), so after a machine crash only the last two segments can have a torn tail, and
+//! `open` recovers both (Kafka recovers everything after its recovery point).
 //!
 //! Not thread-safe by itself: writers take `&mut self`, readers `&self`; the broker puts
 //! the log behind a lock and calls it from blocking tasks.
@@ -83,6 +88,8 @@ pub struct PartitionLog {
     epoch_cache: LeaderEpochCache,
     /// Records appended since the last fsync, for `flush_every_messages`.
     unflushed_messages: u64,
+    /// The fsync of the segment rolled last, running on its own thread.
+    roll_flush: Option<std::thread::JoinHandle<Result<(), LogError>>>,
 }
 
 impl PartitionLog {
@@ -103,7 +110,7 @@ impl PartitionLog {
         let mut epoch_cache = LeaderEpochCache::load(dir)?;
 
         let mut segments = Vec::with_capacity(base_offsets.len().max(1));
-        let Some((&last_base, older_bases)) = base_offsets.split_last() else {
+        if base_offsets.is_empty() {
             segments.push(LogSegment::create(dir, 0, config.index_interval_bytes)?);
             epoch_cache.truncate_from_end(0)?;
             return Ok(PartitionLog {
@@ -113,9 +120,12 @@ impl PartitionLog {
                 log_end_offset: 0,
                 epoch_cache,
                 unflushed_messages: 0,
+                roll_flush: None,
             });
-        };
-        for &base_offset in older_bases {
+        }
+        // The last two segments may not have been fsynced (see the module docs).
+        let recover_from = base_offsets.len().saturating_sub(2);
+        for &base_offset in &base_offsets[..recover_from] {
             segments.push(LogSegment::open(dir, base_offset, config.index_interval_bytes)?);
         }
 
@@ -123,27 +133,48 @@ impl PartitionLog {
         // newer than the cache's latest, which restores entries lost with a crash.
         let mut latest_epoch = epoch_cache.latest_epoch();
         let mut epoch_starts = Vec::new();
-        let (last_segment, outcome) =
-            LogSegment::open_and_recover(dir, last_base, config.index_interval_bytes, |header: &BatchHeader| {
-                let epoch = header.partition_leader_epoch;
-                if epoch >= 0 && latest_epoch.is_none_or(|latest| epoch > latest) {
-                    epoch_starts.push((epoch, header.base_offset));
-                    latest_epoch = Some(epoch);
-                }
-            })?;
-        segments.push(last_segment);
-        let log_end_offset = outcome.next_offset;
-        if outcome.truncated_bytes > 0 {
-            tracing::info!(
-                "recovered log {}: truncated {} torn/corrupt bytes at position {} (offset {}) \
-                 of segment {}: {}; log end offset now {log_end_offset}",
-                dir.display(),
-                outcome.truncated_bytes,
-                outcome.valid_bytes,
-                log_end_offset,
-                file_name(segments.last().map(|s| s.log_path())),
-                outcome.stop_reason.as_deref().unwrap_or("unknown"),
-            );
+        let mut log_end_offset = 0;
+        let mut torn = false;
+        for &base_offset in &base_offsets[recover_from..] {
+            if torn {
+                // Its records would follow a hole: gone, as Kafka's LogLoader deletes the
+                // segments after one whose recovery truncated it.
+                let (segment, _) = LogSegment::open_files(dir, base_offset, config.index_interval_bytes)?;
+                let path = segment.log_path().to_owned();
+                segment.delete()?;
+                tracing::info!(
+                    "recovered log {}: deleted segment {} that followed a torn segment",
+                    dir.display(),
+                    file_name(Some(&path))
+                );
+                continue;
+            }
+            let (segment, outcome) =
+                LogSegment::open_and_recover(dir, base_offset, config.index_interval_bytes, |header: &BatchHeader| {
+                    let epoch = header.partition_leader_epoch;
+                    if epoch >= 0 && latest_epoch.is_none_or(|latest| epoch > latest) {
+                        epoch_starts.push((epoch, header.base_offset));
+                        latest_epoch = Some(epoch);
+                    }
+                })?;
+            segments.push(segment);
+            log_end_offset = outcome.next_offset;
+            if outcome.truncated_bytes > 0 {
+                torn = true;
+                tracing::info!(
+                    "recovered log {}: truncated {} torn/corrupt bytes at position {} (offset {}) \
+                     of segment {}: {}; log end offset now {log_end_offset}",
+                    dir.display(),
+                    outcome.truncated_bytes,
+                    outcome.valid_bytes,
+                    log_end_offset,
+                    file_name(segments.last().map(|s| s.log_path())),
+                    outcome.stop_reason.as_deref().unwrap_or("unknown"),
+                );
+            }
+        }
+        if torn {
+            sync_dir(dir)?;
         } else {
             tracing::debug!(
                 "opened log {}: {} segments, log end offset {log_end_offset}",
@@ -161,8 +192,15 @@ impl PartitionLog {
         let log_start_offset = segments[0].base_offset();
         epoch_cache.truncate_from_start(log_start_offset)?;
 
-        let log =
-            PartitionLog { dir: dir.to_owned(), config, segments, log_end_offset, epoch_cache, unflushed_messages: 0 };
+        let log = PartitionLog {
+            dir: dir.to_owned(),
+            config,
+            segments,
+            log_end_offset,
+            epoch_cache,
+            unflushed_messages: 0,
+            roll_flush: None,
+        };
         log.debug_check_invariants();
         Ok(log)
     }
@@ -344,11 +382,17 @@ impl PartitionLog {
         let too_big = active.size_bytes() + incoming_bytes as u64 > self.config.segment_bytes;
         let offsets_overflow = last_offset - active.base_offset() > i64::from(i32::MAX);
         if !active.is_empty() && (too_big || offsets_overflow) {
-            self.active_mut().flush()?;
+            self.wait_for_roll_flush()?;
+            let sync = self.active_mut().deferred_flush()?;
             self.unflushed_messages = 0;
             let segment = LogSegment::create(&self.dir, self.log_end_offset, self.config.index_interval_bytes)?;
             tracing::debug!("rolled log {} to a new segment at offset {}", self.dir.display(), self.log_end_offset);
             self.segments.push(segment);
+            let flush = std::thread::Builder::new()
+                .name("insync-roll-flush".into())
+                .spawn(move || sync.run())
+                .map_err(|e| LogError::io("starting the roll flush thread", e))?;
+            self.roll_flush = Some(flush);
         }
         if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
             return Err(LogError::InvalidArgument(format!(
@@ -493,11 +537,23 @@ impl PartitionLog {
         Ok(info)
     }
 
-    /// Fsyncs the active segment and its index (older segments were fsynced on roll).
+    /// Fsyncs the active segment and its index, after the flush of the segment rolled last
+    /// (older ones were fsynced before it).
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.wait_for_roll_flush()?;
         self.active_mut().flush()?;
         self.unflushed_messages = 0;
         Ok(())
+    }
+
+    /// Waits for the flush of the segment rolled last, if one is running, and returns its error.
+    fn wait_for_roll_flush(&mut self) -> Result<(), LogError> {
+        match self.roll_flush.take() {
+            None => Ok(()),
+            Some(flush) => flush.join().unwrap_or_else(|_| {
+                Err(LogError::io("flushing a rolled segment", std::io::Error::other("the flush thread panicked")))
+            }),
+        }
     }
 
     /// Flushes and closes the log (a clean shutdown).

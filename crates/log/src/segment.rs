@@ -142,6 +142,25 @@ impl<'a> BatchScanner<'a> {
     }
 }
 
+/// The fsyncs of a rolled segment, detached from it (see [`LogSegment::deferred_flush`]).
+#[derive(Debug)]
+pub struct SegmentSync {
+    log_file: File,
+    log_path: PathBuf,
+    index_file: File,
+    index_path: PathBuf,
+}
+
+impl SegmentSync {
+    /// Fsyncs the log file, then the index.
+    pub fn run(self) -> Result<(), LogError> {
+        self.log_file.sync_data().map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
+        self.index_file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("fsyncing index {}", self.index_path.display()), e))
+    }
+}
+
 /// One segment; see the module docs.
 #[derive(Debug)]
 pub struct LogSegment {
@@ -225,7 +244,11 @@ impl LogSegment {
         Ok((segment, outcome))
     }
 
-    fn open_files(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<(LogSegment, bool), LogError> {
+    pub(crate) fn open_files(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(LogSegment, bool), LogError> {
         let log_path = dir.join(format!("{}{LOG_FILE_SUFFIX}", file_name_prefix(base_offset)));
         let index_path = dir.join(format!("{}{INDEX_FILE_SUFFIX}", file_name_prefix(base_offset)));
         let log_file = OpenOptions::new()
@@ -441,6 +464,19 @@ impl LogSegment {
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.log_file.sync_data().map_err(|e| LogError::io(format!("fsyncing {}", self.log_path.display()), e))?;
         self.index.flush()
+    }
+
+    /// The same flush, to run later on another thread: the index entries are written now
+    /// (cheap), the two fsyncs (tens of milliseconds for a full segment) when the returned
+    /// [`SegmentSync`] runs. For a segment that takes no more appends (rolled).
+    pub fn deferred_flush(&mut self) -> Result<SegmentSync, LogError> {
+        self.index.write_pending()?;
+        let log_file = self
+            .log_file
+            .try_clone()
+            .map_err(|e| LogError::io(format!("duplicating {}", self.log_path.display()), e))?;
+        let (index_file, index_path) = self.index.sync_handle()?;
+        Ok(SegmentSync { log_file, log_path: self.log_path.clone(), index_file, index_path })
     }
 
     /// Deletes both files. The caller fsyncs the directory once for a group of deletions.

@@ -288,15 +288,16 @@ fn recovery_truncates_a_corrupt_last_batch_and_its_epoch_entries() {
 }
 
 #[test]
-fn recovery_only_touches_the_last_segment_and_rebuilds_lost_epoch_entries() {
+fn recovery_only_touches_the_last_two_segments_and_rebuilds_lost_epoch_entries() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    for number in 0..40 {
+    for number in 0..80 {
         let mut bytes = batch(&format!("b{number}"), 3);
-        log.append_as_leader(&mut bytes, if number < 30 { 0 } else { 2 }).unwrap();
+        log.append_as_leader(&mut bytes, if number < 60 { 0 } else { 2 }).unwrap();
     }
     let expected = read_all(&log);
     let segments = log.segment_base_offsets();
+    assert!(segments.len() >= 4, "{segments:?}");
     let epochs = log.epoch_entries();
     // Dropped without close: the active segment's index never reached the disk.
     drop(log);
@@ -308,16 +309,47 @@ fn recovery_only_touches_the_last_segment_and_rebuilds_lost_epoch_entries() {
     let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     assert_eq!(read_all(&log), expected);
     assert_eq!(log.segment_base_offsets(), segments);
-    // Recovery sees only the last segment, so it restores epoch starts from there on — as
-    // Kafka's LogSegment.recover would; epoch 2 started at offset 90.
-    assert_eq!(epochs, vec![(0, 0), (2, 90)]);
-    let last_base = *segments.last().unwrap();
+    // Recovery scans the last two segments (the one rolled last may not have been fsynced),
+    // so it restores epoch starts from there on — as Kafka's LogSegment.recover would;
+    // epoch 2 started at offset 180.
+    assert_eq!(epochs, vec![(0, 0), (2, 180)]);
+    let first_recovered = segments[segments.len() - 2];
     let restored = log.epoch_entries();
-    if last_base >= 90 {
-        assert_eq!(restored, vec![(2, last_base)]);
+    if first_recovered >= 180 {
+        assert_eq!(restored, vec![(2, first_recovered)]);
     } else {
-        assert_eq!(restored, vec![(0, last_base), (2, 90)]);
+        assert_eq!(restored, vec![(0, first_recovered), (2, 180)]);
     }
+}
+
+#[test]
+fn a_torn_segment_before_the_last_is_recovered_and_the_segment_after_it_deleted() {
+    // A machine crash while the roll flush of the second-to-last segment was in flight: its
+    // tail may be torn, and the last segment's records would then follow a hole.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for number in 0..40 {
+        let mut bytes = batch(&format!("b{number}"), 3);
+        log.append_as_leader(&mut bytes, 0).unwrap();
+    }
+    let expected = read_all(&log);
+    let segments = log.segment_base_offsets();
+    let (second_last, last) = (segments[segments.len() - 2], segments[segments.len() - 1]);
+    log.close().unwrap();
+
+    // Tear the second-to-last segment's last batch: cut 10 bytes off the file.
+    let path = dir.path().join(format!("{second_last:020}.log"));
+    let len = std::fs::metadata(&path).unwrap().len();
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
+
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    // The torn batch (3 records) is gone, and so is every record of the last segment.
+    let recovered = read_all(&log);
+    assert_eq!(log.log_end_offset(), last - 3);
+    assert_eq!(recovered, expected[..(last - 3) as usize].to_vec());
+    assert_eq!(log.segment_base_offsets(), segments[..segments.len() - 1].to_vec());
+    assert!(!dir.path().join(format!("{last:020}.log")).exists());
+    assert!(!dir.path().join(format!("{last:020}.index")).exists());
 }
 
 #[test]

@@ -100,8 +100,8 @@ impl TestCluster {
     pub fn start(options: ClusterOptions) -> anyhow::Result<TestCluster> {
         let mut attempt = 1;
         loop {
-            let cluster = TestCluster::start_once(&options)?;
-            match cluster.wait_alive_brokers(3, Duration::from_secs(30)) {
+            let mut cluster = TestCluster::start_once(&options)?;
+            match cluster.wait_started(Duration::from_secs(30)) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
                     let logs = cluster.log_tails(15);
@@ -116,6 +116,31 @@ impl TestCluster {
                 }
             }
         }
+    }
+
+    /// Waits until three brokers are registered and alive; fails at once if a node exits
+    /// (a port it could not bind, a bad flag) rather than at the deadline.
+    fn wait_started(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.alive_brokers() >= 3 {
+                return Ok(());
+            }
+            let nodes = self.controllers.iter_mut().chain(self.brokers.iter_mut());
+            if let Some(node) = nodes.into_iter().find_map(|n| (!n.is_running()).then(|| n.name.clone())) {
+                bail!("{node} exited during start-up");
+            }
+            if Instant::now() >= deadline {
+                bail!("timed out after {timeout:?} waiting for 3 alive brokers");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Brokers that `insync cluster status` reports alive.
+    fn alive_brokers(&self) -> usize {
+        let out = self.insync(&["cluster", "status", "--json"]);
+        text(&out.stdout).lines().filter(|l| l.contains("\"status\":\"alive\"")).count()
     }
 
     /// The last `lines` lines of every node's log, headed by the node's name.
@@ -325,11 +350,7 @@ impl TestCluster {
     }
 
     pub fn wait_alive_brokers(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        wait_for(&format!("{n} alive brokers"), timeout, || {
-            let out = self.insync(&["cluster", "status", "--json"]);
-            let alive = text(&out.stdout).lines().filter(|l| l.contains("\"status\":\"alive\"")).count();
-            (alive >= n).then_some(())
-        })
+        wait_for(&format!("{n} alive brokers"), timeout, || (self.alive_brokers() >= n).then_some(()))
     }
 
     /// Consumes from the beginning until `expected` records or `idle_ms` without one.

@@ -296,17 +296,11 @@ impl Cluster {
         delivery_timeout: Duration,
         records: Bytes,
     ) -> Result<ProduceAck, ProduceFailure> {
+        // UNKNOWN_TOPIC_OR_PARTITION is retried too: from a broker whose metadata lags (just
+        // restarted) it passes; a topic that really does not exist fails at the deadline, as
+        // Kafka's producer waits max.block.ms for a topic's metadata. (`insync-producer`
+        // checks the topic up front and fails at once.)
         let deadline = Instant::now() + delivery_timeout;
-        // A topic or partition the cluster does not have fails at once; once it is known, a
-        // broker that answers UNKNOWN_TOPIC_OR_PARTITION is one whose metadata lags (just
-        // restarted), which a retry outlives.
-        if let Err(e) = self.choose_partition(topic, PartitionChoice::Explicit(partition), None).await {
-            let (code, message) = match e {
-                ClientError::Kafka { code, message } => (code, message),
-                other => (ErrorCode::BROKER_NOT_AVAILABLE, other.to_string()),
-            };
-            return Err(ProduceFailure { partition, code, message, appended: Appended::No });
-        }
         let mut backoff = Duration::from_millis(50);
         let mut refresh = false;
         loop {

@@ -172,6 +172,9 @@ struct Connection {
     responses: tonic::Streaming<pb::ProduceResponse>,
 }
 
+/// How often a sender backing off from a failed leader looks for a new one.
+const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 struct PartitionSender {
     cluster: Arc<Cluster>,
     config: ProducerConfig,
@@ -194,6 +197,14 @@ struct PartitionSender {
     retry_at: Option<Instant>,
     last_error: Option<ProduceFailure>,
     correlation_id: u64,
+    /// The broker the current stream goes to, and the one the last failed stream went to:
+    /// while backing off from a failure, metadata is polled, and a new leader cuts the
+    /// backoff short.
+    connected_leader: Option<i32>,
+    failed_leader: Option<i32>,
+    /// When to look for a new leader next (a deadline, so that records arriving meanwhile
+    /// do not keep postponing it).
+    leader_poll_at: Option<tokio::time::Instant>,
 }
 
 impl PartitionSender {
@@ -223,6 +234,9 @@ impl PartitionSender {
             retry_at: None,
             last_error: None,
             correlation_id: 0,
+            connected_leader: None,
+            failed_leader: None,
+            leader_poll_at: None,
         }
     }
 
@@ -267,6 +281,16 @@ impl PartitionSender {
                 }
                 _ = sleep_until_opt(retry_at), if retry_at.is_some() && self.connection.is_none() => {
                     self.retry_at = None;
+                }
+                _ = sleep_until_opt(self.leader_poll_at),
+                    if retry_at.is_some() && self.connection.is_none() && self.failed_leader.is_some() =>
+                {
+                    if self.leader_moved().await {
+                        self.retry_at = None;
+                        self.leader_poll_at = None;
+                    } else {
+                        self.leader_poll_at = Some(tokio::time::Instant::now() + LEADER_POLL_INTERVAL);
+                    }
                 }
             }
         }
@@ -332,23 +356,26 @@ impl PartitionSender {
         let metadata = if refresh { self.cluster.refresh_metadata().await } else { self.cluster.metadata().await };
         let metadata =
             metadata.map_err(|e| self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
-        let (_, address) = match Cluster::leader_of(&metadata, &self.topic, self.partition) {
+        let (leader, address) = match Cluster::leader_of(&metadata, &self.topic, self.partition) {
             Ok(l) => l,
             Err(ClientError::Kafka { code, message }) => return Err(self.failure(code, message, Appended::No)),
             Err(e) => return Err(self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No)),
         };
-        let mut client = self
-            .cluster
-            .broker(&address)
-            .await
-            .map_err(|e| self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No))?;
+        // A leader that cannot be reached is a failed leader too: look for its successor.
+        let mut client = self.cluster.broker(&address).await.map_err(|e| {
+            self.failed_leader = Some(leader);
+            self.failure(ErrorCode::BROKER_NOT_AVAILABLE, e.to_string(), Appended::No)
+        })?;
         let (requests, rx) = mpsc::channel(self.config.max_in_flight + 1);
-        let responses = client
-            .produce_stream(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| self.failure(ErrorCode::NETWORK_EXCEPTION, s.to_string(), Appended::No))?
-            .into_inner();
+        let responses = match client.produce_stream(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                self.failed_leader = Some(leader);
+                return Err(self.failure(ErrorCode::NETWORK_EXCEPTION, s.to_string(), Appended::No));
+            }
+        };
         self.connection = Some(Connection { requests, responses });
+        self.connected_leader = Some(leader);
         self.sent = 0;
         for batch in &mut self.queue {
             batch.sent_at = None;
@@ -498,6 +525,29 @@ impl PartitionSender {
         self.next_sequence = sequence;
     }
 
+    /// While backing off: whether fresh metadata names a leader other than the one that
+    /// failed (the controller has elected one), so the retry need not wait out the backoff.
+    /// Kafka's producer waits the backoff out; after a leader's session timeout that wait
+    /// (up to retry.backoff.max.ms) was most of the time between a new leader and the first
+    /// acknowledged write.
+    async fn leader_moved(&mut self) -> bool {
+        let refreshed = tokio::time::timeout(LEADER_POLL_INTERVAL * 3, self.cluster.refresh_metadata()).await;
+        let Ok(Ok(metadata)) = refreshed else { return false };
+        match Cluster::leader_of(&metadata, &self.topic, self.partition) {
+            Ok((leader, _)) if Some(leader) != self.failed_leader => {
+                tracing::debug!(
+                    "{}-{}: leader moved from {:?} to {leader}; retrying now",
+                    self.topic,
+                    self.partition,
+                    self.failed_leader
+                );
+                self.failed_leader = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Drops the stream and schedules a retry with exponential backoff (KIP-580).
     fn note_retriable(&mut self, failure: ProduceFailure) {
         tracing::debug!("{}-{}: {failure}; retrying in {:?}", self.topic, self.partition, self.backoff);
@@ -514,6 +564,10 @@ impl PartitionSender {
             }
         }
         self.connection = None;
+        if let Some(leader) = self.connected_leader.take() {
+            self.failed_leader = Some(leader);
+        }
+        self.leader_poll_at = Some(tokio::time::Instant::now() + LEADER_POLL_INTERVAL);
         self.sent = 0;
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_millis(1_000));

@@ -176,12 +176,15 @@ impl LabCluster {
         self.node(id).is_some_and(|n| n.process.log_text().contains(needle))
     }
 
-    /// Spawns a node that is not running (its log is appended to).
+    /// Spawns a node that is not running (its log is appended to); a running one is left be.
     pub fn start_node(&mut self, id: NodeId) -> Result<(), LabError> {
         let binary = self.spec.bin_dir.join("insync-broker");
         let Some(node) = self.node_mut(id) else {
             return Err(LabError::Setup(format!("no {id} in this cluster")));
         };
+        if node.process.is_running() {
+            return Ok(()); // healing and chaos restart what is down; a running node stays
+        }
         node.process.spawn(&binary).map_err(|e| LabError::Spawn { node: id.to_string(), source: e })
     }
 

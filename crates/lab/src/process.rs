@@ -154,10 +154,13 @@ impl LocalNode {
         }
     }
 
-    /// Spawns `binary` with this node's arguments unless it is already running.
+    /// Spawns `binary` with this node's arguments; an error if it is already running.
     pub fn spawn(&mut self, binary: &Path) -> std::io::Result<()> {
         if self.is_running() {
-            return Ok(());
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is already running", self.name),
+            ));
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let stderr = log.try_clone()?;
@@ -167,12 +170,16 @@ impl LocalNode {
         Ok(())
     }
 
-    /// Running (possibly paused): spawned and not exited.
+    /// Running (possibly paused): spawned and not exited. An exited process is reaped and
+    /// forgotten, so no signal can reach whatever process reuses its pid.
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
+        let Some(child) = &mut self.child else { return false };
+        if matches!(child.try_wait(), Ok(None)) {
+            return true;
         }
+        self.child = None;
+        self.paused = false;
+        false
     }
 
     pub fn is_paused(&self) -> bool {

@@ -1,7 +1,7 @@
 //! `PartitionLog`: the log of one partition replica in `<data_dir>/<topic>-<partition>/`
 //! (Kafka `UnifiedLog` + `LocalLog` + `LogLoader`): ordered segments, leader and follower
 //! appends, reads bounded by an offset and a byte budget, truncation, crash recovery of the
-//! last segment, and the leader-epoch cache kept in step with all of them.
+//! last two segments, and the leader-epoch cache kept in step with all of them.
 //!
 //! Durability follows Kafka: no fsync per append (durability comes from replication); fsync
 //! every `flush_every_messages` records if set, on `flush()` and `close()`, and of the old
@@ -23,7 +23,7 @@ use crate::batch::{check_batch_integrity, iter_batches, stamp_batch, validate_ba
 use crate::checkpoint::sync_dir;
 use crate::epoch_cache::LeaderEpochCache;
 use crate::error::LogError;
-use crate::segment::{parse_base_offset, LogSegment, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
+use crate::segment::{parse_base_offset, LogSegment, SegmentSync, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
 
 /// Per-log settings, named after their Kafka topic configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +90,14 @@ pub struct PartitionLog {
     unflushed_messages: u64,
     /// The fsync of the segment rolled last, running on its own thread.
     roll_flush: Option<std::thread::JoinHandle<Result<(), LogError>>>,
+    /// Set once a roll flush has failed (see `wait_for_roll_flush`).
+    roll_flush_failed: Option<String>,
 }
 
 impl PartitionLog {
     /// Opens (creating if needed) the log in `dir`: loads every segment, recovers the last
-    /// one (CRC scan, torn or corrupt tail truncated, index rebuilt; Kafka
+    /// two (CRC scan, torn or corrupt tail truncated, index rebuilt, a segment after a torn
+    /// or short one deleted; Kafka
     /// `LogLoader.recoverLog`/`LogSegment.recover`), loads the epoch cache and drops its
     /// entries beyond the recovered log end (Kafka `LogLoader.load` →
     /// `leaderEpochCache.truncateFromEnd(nextOffset)`).
@@ -121,6 +124,7 @@ impl PartitionLog {
                 epoch_cache,
                 unflushed_messages: 0,
                 roll_flush: None,
+                roll_flush_failed: None,
             });
         }
         // The last two segments may not have been fsynced (see the module docs).
@@ -135,7 +139,7 @@ impl PartitionLog {
         let mut epoch_starts = Vec::new();
         let mut log_end_offset = 0;
         let mut torn = false;
-        for &base_offset in &base_offsets[recover_from..] {
+        for (i, &base_offset) in base_offsets.iter().enumerate().skip(recover_from) {
             if torn {
                 // Its records would follow a hole: gone, as Kafka's LogLoader deletes the
                 // segments after one whose recovery truncated it.
@@ -159,6 +163,19 @@ impl PartitionLog {
                 })?;
             segments.push(segment);
             log_end_offset = outcome.next_offset;
+            let next_base = base_offsets.get(i + 1).copied();
+            if outcome.truncated_bytes == 0 && next_base.is_some_and(|next| next != log_end_offset) {
+                // Whole batches lost at its end (a crash before its roll flush finished)
+                // leave it valid but short of the next segment: a hole all the same.
+                torn = true;
+                tracing::info!(
+                    "recovered log {}: segment {} ends at offset {log_end_offset} but the next one starts at {}; \
+                     log end offset now {log_end_offset}",
+                    dir.display(),
+                    file_name(segments.last().map(|s| s.log_path())),
+                    next_base.unwrap_or_default(),
+                );
+            }
             if outcome.truncated_bytes > 0 {
                 torn = true;
                 tracing::info!(
@@ -200,6 +217,7 @@ impl PartitionLog {
             epoch_cache,
             unflushed_messages: 0,
             roll_flush: None,
+            roll_flush_failed: None,
         };
         log.debug_check_invariants();
         Ok(log)
@@ -376,7 +394,8 @@ impl PartitionLog {
     /// Rolls to a new segment at the log end offset when the active segment is non-empty
     /// and the append would push it past `segment_bytes`, or its offsets past what a
     /// relative index offset can hold (Kafka `LogSegment.shouldRoll`, `UnifiedLog.roll`).
-    /// The old segment is fsynced first, so only the last segment can have a torn tail.
+    /// The old segment is fsynced on a thread of its own once the previous roll's fsync has
+    /// finished, so only the last two segments can have a torn tail.
     fn maybe_roll(&mut self, incoming_bytes: usize, last_offset: i64) -> Result<(), LogError> {
         let active = self.active();
         let too_big = active.size_bytes() + incoming_bytes as u64 > self.config.segment_bytes;
@@ -388,11 +407,23 @@ impl PartitionLog {
             let segment = LogSegment::create(&self.dir, self.log_end_offset, self.config.index_interval_bytes)?;
             tracing::debug!("rolled log {} to a new segment at offset {}", self.dir.display(), self.log_end_offset);
             self.segments.push(segment);
-            let flush = std::thread::Builder::new()
-                .name("insync-roll-flush".into())
-                .spawn(move || sync.run())
-                .map_err(|e| LogError::io("starting the roll flush thread", e))?;
-            self.roll_flush = Some(flush);
+            // The segment reaches the thread through a channel so that, if no thread can be
+            // started, it is still here to be flushed inline.
+            let (tx, rx) = std::sync::mpsc::channel::<SegmentSync>();
+            let spawned = std::thread::Builder::new().name("insync-roll-flush".into()).spawn(move || match rx.recv() {
+                Ok(sync) => sync.run(),
+                Err(_) => Ok(()),
+            });
+            match spawned {
+                Ok(flush) => {
+                    let _ = tx.send(sync);
+                    self.roll_flush = Some(flush);
+                }
+                Err(e) => {
+                    tracing::warn!("{}: no thread for the roll flush ({e}); flushing inline", self.dir.display());
+                    self.record_roll_flush(sync.run())?;
+                }
+            }
         }
         if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
             return Err(LogError::InvalidArgument(format!(
@@ -546,14 +577,32 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Waits for the flush of the segment rolled last, if one is running, and returns its error.
+    /// Waits for the flush of the segment rolled last, if one is running. A failed roll
+    /// flush fails this and every later roll and flush: after a failed fsync the kernel may
+    /// have dropped the dirty pages, so retrying it proves nothing (Kafka takes the log
+    /// directory offline on an I/O error).
     fn wait_for_roll_flush(&mut self) -> Result<(), LogError> {
-        match self.roll_flush.take() {
-            None => Ok(()),
-            Some(flush) => flush.join().unwrap_or_else(|_| {
+        if let Some(flush) = self.roll_flush.take() {
+            let result = flush.join().unwrap_or_else(|_| {
                 Err(LogError::io("flushing a rolled segment", std::io::Error::other("the flush thread panicked")))
-            }),
+            });
+            self.record_roll_flush(result)?;
         }
+        match &self.roll_flush_failed {
+            Some(message) => Err(LogError::io(
+                format!("flushing a rolled segment of {} failed earlier", self.dir.display()),
+                std::io::Error::other(message.clone()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn record_roll_flush(&mut self, result: Result<(), LogError>) -> Result<(), LogError> {
+        if let Err(e) = &result {
+            tracing::error!("{}: {e}; this log takes no more rolls or flushes", self.dir.display());
+            self.roll_flush_failed = Some(e.to_string());
+        }
+        result
     }
 
     /// Flushes and closes the log (a clean shutdown).

@@ -353,6 +353,35 @@ fn a_torn_segment_before_the_last_is_recovered_and_the_segment_after_it_deleted(
 }
 
 #[test]
+fn a_segment_short_of_the_next_one_is_a_hole_too() {
+    // The crash lost whole batches at the end of the second-to-last segment: what is left
+    // is valid, but ends before the last segment begins. The last segment must go.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for number in 0..40 {
+        let mut bytes = batch(&format!("b{number}"), 3);
+        log.append_as_leader(&mut bytes, 0).unwrap();
+    }
+    let expected = read_all(&log);
+    let segments = log.segment_base_offsets();
+    let (second_last, last) = (segments[segments.len() - 2], segments[segments.len() - 1]);
+    log.close().unwrap();
+
+    // Cut the second-to-last segment's last batch off exactly at its start.
+    let path = dir.path().join(format!("{second_last:020}.log"));
+    let bytes = std::fs::read(&path).unwrap();
+    let last_batch_len = iter_batches(&bytes).map(|b| b.unwrap().1.len()).last().unwrap();
+    let last_batch_start = bytes.len() - last_batch_len;
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(last_batch_start as u64).unwrap();
+
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), last - 3);
+    assert_eq!(read_all(&log), expected[..(last - 3) as usize].to_vec());
+    assert_eq!(log.segment_base_offsets(), segments[..segments.len() - 1].to_vec());
+    assert!(!dir.path().join(format!("{last:020}.log")).exists());
+}
+
+#[test]
 fn truncate_to_across_segment_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();

@@ -322,10 +322,9 @@ fn recovery_only_touches_the_last_two_segments_and_rebuilds_lost_epoch_entries()
     }
 }
 
-#[test]
-fn a_torn_segment_before_the_last_is_recovered_and_the_segment_after_it_deleted() {
-    // A machine crash while the roll flush of the second-to-last segment was in flight: its
-    // tail may be torn, and the last segment's records would then follow a hole.
+/// A closed log of 40 three-record batches over several small segments: its directory,
+/// every record, and the segment base offsets.
+fn closed_log_of_40_batches() -> (tempfile::TempDir, Vec<(i64, String)>, Vec<i64>) {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
     for number in 0..40 {
@@ -334,38 +333,44 @@ fn a_torn_segment_before_the_last_is_recovered_and_the_segment_after_it_deleted(
     }
     let expected = read_all(&log);
     let segments = log.segment_base_offsets();
-    let (second_last, last) = (segments[segments.len() - 2], segments[segments.len() - 1]);
     log.close().unwrap();
+    (dir, expected, segments)
+}
+
+/// Reopens the log: the second-to-last segment lost its last batch (3 records), so the
+/// log ends 3 records before the last segment began, and the last segment is gone.
+fn assert_recovered_without_the_last_segment(dir: &Path, expected: &[(i64, String)], segments: &[i64]) {
+    let last = *segments.last().unwrap();
+    let log = PartitionLog::open(dir, small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), last - 3);
+    assert_eq!(read_all(&log), expected[..(last - 3) as usize].to_vec());
+    assert_eq!(log.segment_base_offsets(), segments[..segments.len() - 1].to_vec());
+    assert!(!dir.join(format!("{last:020}.log")).exists());
+    assert!(!dir.join(format!("{last:020}.index")).exists());
+}
+
+#[test]
+fn a_torn_segment_before_the_last_is_recovered_and_the_segment_after_it_deleted() {
+    // A machine crash while the roll flush of the second-to-last segment was in flight: its
+    // tail may be torn, and the last segment's records would then follow a hole.
+    let (dir, expected, segments) = closed_log_of_40_batches();
+    let second_last = segments[segments.len() - 2];
 
     // Tear the second-to-last segment's last batch: cut 10 bytes off the file.
     let path = dir.path().join(format!("{second_last:020}.log"));
     let len = std::fs::metadata(&path).unwrap().len();
     OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
 
-    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
     // The torn batch (3 records) is gone, and so is every record of the last segment.
-    let recovered = read_all(&log);
-    assert_eq!(log.log_end_offset(), last - 3);
-    assert_eq!(recovered, expected[..(last - 3) as usize].to_vec());
-    assert_eq!(log.segment_base_offsets(), segments[..segments.len() - 1].to_vec());
-    assert!(!dir.path().join(format!("{last:020}.log")).exists());
-    assert!(!dir.path().join(format!("{last:020}.index")).exists());
+    assert_recovered_without_the_last_segment(dir.path(), &expected, &segments);
 }
 
 #[test]
 fn a_segment_short_of_the_next_one_is_a_hole_too() {
     // The crash lost whole batches at the end of the second-to-last segment: what is left
     // is valid, but ends before the last segment begins. The last segment must go.
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    for number in 0..40 {
-        let mut bytes = batch(&format!("b{number}"), 3);
-        log.append_as_leader(&mut bytes, 0).unwrap();
-    }
-    let expected = read_all(&log);
-    let segments = log.segment_base_offsets();
-    let (second_last, last) = (segments[segments.len() - 2], segments[segments.len() - 1]);
-    log.close().unwrap();
+    let (dir, expected, segments) = closed_log_of_40_batches();
+    let second_last = segments[segments.len() - 2];
 
     // Cut the second-to-last segment's last batch off exactly at its start.
     let path = dir.path().join(format!("{second_last:020}.log"));
@@ -374,11 +379,7 @@ fn a_segment_short_of_the_next_one_is_a_hole_too() {
     let last_batch_start = bytes.len() - last_batch_len;
     OpenOptions::new().write(true).open(&path).unwrap().set_len(last_batch_start as u64).unwrap();
 
-    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-    assert_eq!(log.log_end_offset(), last - 3);
-    assert_eq!(read_all(&log), expected[..(last - 3) as usize].to_vec());
-    assert_eq!(log.segment_base_offsets(), segments[..segments.len() - 1].to_vec());
-    assert!(!dir.path().join(format!("{last:020}.log")).exists());
+    assert_recovered_without_the_last_segment(dir.path(), &expected, &segments);
 }
 
 #[test]

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-#! scripts/bench.sh — the benchmark behind insync's speed claims: starts a release-mode
-#! cluster (1 controller + 3 brokers, on its own ports and data directory), creates RF=3,
-#! min.insync.replicas=2 topics, and prints a markdown table of producer throughput for
-#! acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each broker, as Kafka
-#! benchmarks spread leaders) plus single-partition rows, one-in-flight acks=all latency
-#! percentiles, and
-#! the leader-failover time (SIGKILL → first successful acks=all) median over 5 kills.
-#! Stops its cluster when done.
+#! scripts/bench.sh — the benchmark behind insync's speed claims: on release-mode clusters
+#! (1 controller + 3 brokers, on their own ports and data directory, a fresh one for every
+#! run), with RF=3, min.insync.replicas=2 topics, prints a markdown table of producer
+#! throughput for acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each
+#! broker, as Kafka benchmarks spread leaders) plus single-partition rows (each the median of
+#! 3 runs), one-in-flight acks=all latency percentiles, and the leader-failover time (SIGKILL
+#! → first successful acks=all) median over 5 kills. Stops its cluster when done.
 #
 # Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS, BENCH_REPEAT override sizes)
 set -euo pipefail
@@ -29,35 +28,28 @@ echo "building release binaries..." >&2
 
 cleanup() { "$ROOT/scripts/cluster.sh" down --clean >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-cleanup
-"$ROOT/scripts/cluster.sh" up >&2
+# A fresh cluster for every run. insync has no topic deletion, and on a VM whose first
+# write to a guest page faults on the host (Firecracker here: `dd` of 1 GB into the page
+# cache ran at 426 MB/s cold, 5.3 GB/s warm), a run that comes after gigabytes of earlier
+# runs writes into cold pages and measures the VM, not the broker: 1 KiB acks=all on three
+# partitions gave 100-110 MiB/s after the 100 B rows and 150-180 MiB/s on a fresh cluster.
+# Wiping the data frees the previous run's (warm) pages for the next, and no replication or
+# write-back of an earlier row is left running.
+fresh_cluster() {
+  cleanup
+  "$ROOT/scripts/cluster.sh" up >/dev/null 2>&1 || { echo "cluster.sh up failed" >&2; exit 1; }
+}
+fresh_cluster
+echo "cluster up (a fresh one for every run)" >&2
 
 field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
-# Waits (at most 60 s) until every replica of every partition of the topic has the whole log,
-# then flushes dirty pages (`sync`): acks=0/1 rows finish before their followers do, and
-# replication or the kernel's write-back of gigabytes still running would slow the next row
-# down. Each row starts on a quiet machine.
-settle() {
-  local topic="$1" end=$((SECONDS + 60))
-  while [ "$SECONDS" -lt "$end" ]; do
-    if "$BIN/insync" topic describe "$topic" --json | awk '
-      { hw = $0; sub(/.*"high_watermark":/, "", hw); sub(/[^0-9-].*/, "", hw)
-        leos = $0; sub(/.*"log_end_offsets":\{/, "", leos); sub(/\}.*/, "", leos)
-        n = split(leos, parts, ","); if (n == 0) bad = 1
-        for (i = 1; i <= n; i++) { v = parts[i]; sub(/.*:/, "", v); if (v != hw) bad = 1 } }
-      END { exit bad }'; then sync; return 0; fi
-    sleep 0.2
-  done
-  echo "warning: $topic still replicating after 60 s" >&2
-}
 run_perf() { # partitions acks size records [extra flags...] -> json line
   local partitions="$1" acks="$2" size="$3" records="$4"; shift 4
-  local topic="bench-$acks-$size-$partitions-$RANDOM"
+  local topic="bench-$acks-$size-$partitions"
+  fresh_cluster
   "$BIN/insync" topic create "$topic" --partitions "$partitions" --replication-factor 3 --min-insync-replicas 2 >/dev/null
   "$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null
-  settle "$topic"
 }
-
 echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
 row() { # partitions acks size records: the run with the median MiB/s of REPEAT runs
@@ -81,6 +73,7 @@ echo "|---|---|---|---|---|---|"
 printf '| %s records | %.3f | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \
   "$(field p95_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field p999_ms <<<"$out")" "$(field max_ms <<<"$out")"
 echo
+fresh_cluster
 failover=$("$ROOT/scripts/failover-time.sh" "$KILLS" | tail -1)
 echo "| leader failover (SIGKILL → first successful acks=all), $KILLS kills | median ms | max ms |"
 echo "|---|---|---|"

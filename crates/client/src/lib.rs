@@ -112,6 +112,8 @@ pub struct Cluster {
     bootstrap: Vec<String>,
     channels: Mutex<HashMap<String, Channel>>,
     metadata: Mutex<Option<Arc<pb::ClusterMetadata>>>,
+    /// When `metadata` was last fetched, for [`Cluster::recent_metadata`].
+    refreshed_at: Mutex<Option<Instant>>,
     round_robin: Mutex<u64>,
 }
 
@@ -127,6 +129,7 @@ impl Cluster {
             bootstrap: list,
             channels: Mutex::new(HashMap::new()),
             metadata: Mutex::new(None),
+            refreshed_at: Mutex::new(None),
             round_robin: Mutex::new(0),
         }))
     }
@@ -193,12 +196,26 @@ impl Cluster {
                     }
                     let metadata = Arc::new(metadata);
                     *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = Some(metadata.clone());
+                    *self.refreshed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                     return Ok(metadata);
                 }
                 Err(status) => last = self.transport_error(address, &status).to_string(),
             }
         }
         Err(ClientError::NoBroker { tried: candidates.join(","), last })
+    }
+
+    /// Metadata no older than `max_age`: the cached copy if it is that fresh, else fetched
+    /// anew. Many partition senders polling for a new leader then cost one request per
+    /// `max_age`, not one each.
+    pub async fn recent_metadata(&self, max_age: Duration) -> Result<Arc<pb::ClusterMetadata>, ClientError> {
+        let fresh = self.refreshed_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < max_age);
+        if fresh {
+            if let Some(m) = self.metadata.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return Ok(m);
+            }
+        }
+        self.refresh_metadata().await
     }
 
     /// Cached metadata, fetched on first use.

@@ -531,7 +531,9 @@ impl PartitionSender {
     /// (up to retry.backoff.max.ms) was most of the time between a new leader and the first
     /// acknowledged write.
     async fn leader_moved(&mut self) -> bool {
-        let refreshed = tokio::time::timeout(LEADER_POLL_INTERVAL * 3, self.cluster.refresh_metadata()).await;
+        let refreshed =
+            tokio::time::timeout(LEADER_POLL_INTERVAL * 3, self.cluster.recent_metadata(LEADER_POLL_INTERVAL / 2))
+                .await;
         let Ok(Ok(metadata)) = refreshed else { return false };
         match Cluster::leader_of(&metadata, &self.topic, self.partition) {
             Ok((leader, _)) if Some(leader) != self.failed_leader => {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::{Appended, ClientError, Cluster, PartitionChoice, ProduceFailure};
+use crate::{retriable_after_metadata_refresh, Appended, ClientError, Cluster, PartitionChoice, ProduceFailure};
 
 /// Producer settings, Kafka-named.
 #[derive(Debug, Clone)]
@@ -464,9 +464,7 @@ impl PartitionSender {
             }
             // Kafka's InvalidMetadataExceptions: this broker does not lead the partition (or,
             // just restarted, does not know it yet). Nothing was appended; refresh and retry.
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
-            | ErrorCode::LEADER_NOT_AVAILABLE
-            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => {
+            code if retriable_after_metadata_refresh(code) => {
                 let f = self.failure(code, response.error_message, appended);
                 self.note_retriable(f);
             }

@@ -66,6 +66,10 @@ pub struct ClusterOptions {
     /// otherwise `--kafka-listen none`, so side-by-side test clusters never compete for
     /// the default ports 19092-19094.
     pub kafka_listeners: bool,
+    /// Give each broker a Prometheus listener on a free port (`metrics_ports`).
+    pub metrics_listeners: bool,
+    /// `(flag, value)` pairs for every broker's command line.
+    pub broker_args: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -77,6 +81,8 @@ impl Default for ClusterOptions {
             message_max_bytes: None,
             controllers: 1,
             kafka_listeners: false,
+            metrics_listeners: false,
+            broker_args: Vec::new(),
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct TestCluster {
     pub broker_ports: Vec<u16>,
     /// Kafka listener ports of brokers 1..=3 (empty without `kafka_listeners`).
     pub kafka_ports: Vec<u16>,
+    /// Metrics listener ports of brokers 1..=3 (empty without `metrics_listeners`).
+    pub metrics_ports: Vec<u16>,
 }
 
 impl TestCluster {
@@ -158,10 +166,12 @@ impl TestCluster {
         let dir = tempfile::Builder::new().prefix("insync-test-").tempdir()?;
         // One call for every port: ports released by an earlier call could be handed out again.
         let kafka_count = if options.kafka_listeners { 3 } else { 0 };
-        let ports = free_ports(3 + options.controllers + kafka_count);
+        let metrics_count = if options.metrics_listeners { 3 } else { 0 };
+        let ports = free_ports(3 + options.controllers + kafka_count + metrics_count);
         let (broker_ports, rest) = ports.split_at(3);
-        let (controller_ports, kafka_ports) = rest.split_at(options.controllers);
-        let kafka_ports = kafka_ports.to_vec();
+        let (controller_ports, rest) = rest.split_at(options.controllers);
+        let (kafka_ports, metrics_ports) = rest.split_at(kafka_count);
+        let (kafka_ports, metrics_ports) = (kafka_ports.to_vec(), metrics_ports.to_vec());
         let quorum = quorum(controller_ports);
         let settings = NodeSettings {
             replica_lag_time_max_ms: options.replica_lag_time_max_ms,
@@ -181,10 +191,18 @@ impl TestCluster {
             .zip(broker_ports)
             .map(|(n, port)| {
                 let kafka = kafka_ports.get(n as usize - 1).map(|p| format!("127.0.0.1:{p}"));
-                LocalNode::new(root, Role::Broker, n, *port, &quorum, &settings, kafka)
+                let mut node = LocalNode::new(root, Role::Broker, n, *port, &quorum, &settings, kafka);
+                if let Some(metrics) = metrics_ports.get(n as usize - 1) {
+                    node.set_arg("--metrics-listen", &format!("127.0.0.1:{metrics}"));
+                }
+                for (flag, value) in &options.broker_args {
+                    node.set_arg(flag, value);
+                }
+                node
             })
             .collect();
-        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports: broker_ports.to_vec(), kafka_ports };
+        let broker_ports = broker_ports.to_vec();
+        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports, kafka_ports, metrics_ports };
         for n in 1..=cluster.controllers.len() {
             cluster.start_controller(n)?;
         }
@@ -209,6 +227,11 @@ impl TestCluster {
 
     pub fn broker_data_dir(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("broker-{n}"))
+    }
+
+    /// The broker's process id while it runs.
+    pub fn broker_pid(&self, n: usize) -> Option<u32> {
+        self.brokers[n - 1].pid()
     }
 
     pub fn broker_log(&self, n: usize) -> String {

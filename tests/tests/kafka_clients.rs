@@ -113,6 +113,15 @@ if left:
     print(f"unflushed {left}")
 "#;
 
+/// confluent-kafka's AdminClient lists every topic: a Metadata v10+ request with a null
+/// topic array and bytes after its last field, which Kafka brokers serve.
+const CONFLUENT_LIST_TOPICS: &str = r#"
+import sys
+from confluent_kafka.admin import AdminClient
+md = AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=15)
+print("topics " + ",".join(sorted(md.topics)))
+"#;
+
 /// An idempotent confluent-kafka producer (enable.idempotence: acks=all, retries, ordered)
 /// sending v0..v{n-1}; prints "acked N" as acknowledgements arrive and a summary at the end.
 const CONFLUENT_IDEMPOTENT: &str = r#"
@@ -226,6 +235,8 @@ fn confluent_kafka_gets_not_enough_replicas_19_and_20_when_the_isr_shrinks() -> 
         stdout_lines(&out)
     };
     assert_eq!(produce("all", &["a", "b"]), vec!["ok partition=0 offset=0", "ok partition=0 offset=1"]);
+    let listed = python(&python_bin, CONFLUENT_LIST_TOPICS, &[bootstrap.as_str()]);
+    assert_eq!(stdout_lines(&listed), vec!["topics payments"], "AdminClient.list_topics: {}", text(&listed.stderr));
 
     let leader = cluster.leader_of("payments", 0)?;
     let followers: Vec<usize> = (1..=3).filter(|b| *b != leader).collect();

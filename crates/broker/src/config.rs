@@ -59,9 +59,16 @@ pub struct BrokerArgs {
     /// Kafka min.insync.replicas, cluster default (topics may override).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub min_insync_replicas: i32,
-    /// Kafka message.max.bytes: the largest record batch accepted.
-    #[arg(long, default_value_t = 1_048_576)]
+    /// Kafka message.max.bytes: the largest record batch accepted. At most half the gRPC
+    /// message limit, so one batch plus the framing of a fetch answer always fits a gRPC
+    /// message and replication cannot stall on a batch it cannot carry.
+    #[arg(long, default_value_t = 1_048_576, value_parser = parse_message_max_bytes)]
     pub message_max_bytes: usize,
+    /// Kafka fetch.max.bytes (default 55 MiB, at least 1024): the most record bytes one fetch
+    /// answer carries, whatever the request's max_bytes; a request's 0 means this. Only the
+    /// first partition with data may exceed it, by one batch (KIP-74).
+    #[arg(long, default_value_t = 57_671_680, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub fetch_max_bytes: u32,
     /// Kafka broker.session.timeout.ms (Kafka default 9000): controller fences a broker
     /// silent for longer.
     #[arg(long, default_value_t = 3_000)]
@@ -97,10 +104,46 @@ pub struct BrokerArgs {
     /// 19094); a taken default port is only a warning, an address given here must work.
     #[arg(long, value_name = "ADDR|none")]
     pub kafka_listen: Option<OptionalListen>,
+    /// Kafka max.connections: Kafka-listener connections served at once; further clients
+    /// wait in the accept backlog until one closes. Kafka's default is 2147483647; insync
+    /// bounds it so that connections x their buffers stay within a laptop's memory.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Kafka connections.max.idle.ms: a Kafka connection that sends no request for this
+    /// long is closed.
+    #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections_max_idle_ms: u64,
+    /// How long a Kafka request may take to arrive once its first byte has; a connection
+    /// whose request stops arriving is closed (insync's own: Kafka relies on
+    /// connections.max.idle.ms, which a client trickling one byte at a time never trips).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_receive_timeout_ms: u64,
+    /// Kafka queued.max.request.bytes: bytes of Kafka requests being received or decoded
+    /// across all connections; a request that would exceed it waits (at most
+    /// --request-receive-timeout-ms). Kafka's default -1 is unbounded; insync's is 100 MiB.
+    #[arg(long, default_value_t = 104_857_600, value_parser = clap::value_parser!(u64).range(65_536..=1 << 40))]
+    pub queued_max_request_bytes: u64,
+    /// gRPC connections served at once (the gRPC counterpart of max.connections).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_connections: u32,
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
     /// host:port Kafka clients are told to dial in Metadata and FindCoordinator answers
     /// (Kafka `advertised.listeners`); defaults to the Kafka listen address.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_advertise: Option<String>,
+}
+
+/// The largest `--message-max-bytes`: half the gRPC message limit (see the flag).
+pub const MESSAGE_MAX_BYTES_CEILING: usize = insync_proto::MAX_GRPC_MESSAGE_BYTES / 2;
+
+fn parse_message_max_bytes(s: &str) -> Result<usize, String> {
+    let value: usize = s.parse().map_err(|e| format!("'{s}': {e}"))?;
+    if value == 0 || value > MESSAGE_MAX_BYTES_CEILING {
+        return Err(format!("{value} is outside 1..={MESSAGE_MAX_BYTES_CEILING} (half the gRPC message limit)"));
+    }
+    Ok(value)
 }
 
 /// `--kafka-listen` / `--metrics-listen`: an address, or `none` to serve no such listener.
@@ -190,6 +233,28 @@ mod tests {
         assert_eq!(a.min_insync_replicas, 1);
         assert_eq!(a.message_max_bytes, 1_048_576);
         assert_eq!(a.broker_session_timeout_ms, 3_000);
+        assert_eq!(a.fetch_max_bytes, 55 * 1024 * 1024, "Kafka's fetch.max.bytes default");
+    }
+
+    #[test]
+    fn byte_limits_are_bounded_like_kafka_and_by_the_grpc_limit() {
+        let parse = |extra: &[&str]| {
+            let mut argv =
+                vec!["insync-broker", "--node-id", "1", "--listen", "127.0.0.1:9092", "--data-dir", "/tmp/x"];
+            argv.extend_from_slice(extra);
+            BrokerArgs::try_parse_from(argv)
+        };
+        // Kafka fetch.max.bytes: atLeast(1024).
+        assert!(parse(&["--fetch-max-bytes", "1023"]).is_err());
+        assert_eq!(parse(&["--fetch-max-bytes", "1024"]).map(|a| a.fetch_max_bytes).ok(), Some(1024));
+        let ceiling = MESSAGE_MAX_BYTES_CEILING.to_string();
+        let above = (MESSAGE_MAX_BYTES_CEILING + 1).to_string();
+        assert_eq!(
+            parse(&["--message-max-bytes", &ceiling]).map(|a| a.message_max_bytes).ok(),
+            Some(MESSAGE_MAX_BYTES_CEILING)
+        );
+        assert!(parse(&["--message-max-bytes", &above]).is_err());
+        assert!(parse(&["--message-max-bytes", "0"]).is_err());
     }
 
     #[test]

@@ -211,6 +211,40 @@ async fn heartbeat(
     .await
 }
 
+/// One RegisterBroker (Kafka `BrokerLifecycleManager.sendBrokerRegistration`); true once
+/// registered. The broker epoch the controller assigns is kept for the fetchers: leaders
+/// serve them as followers only while their metadata holds it for us (KIP-903).
+async fn register(link: &ControllerLink, rm: &ReplicaManager, request: &pb::RegisterBrokerRequest) -> bool {
+    let reply = link
+        .call(Duration::from_secs(3), |mut c| {
+            let r = request.clone();
+            async move { c.register_broker(r).await }
+        })
+        .await;
+    match reply {
+        Ok(reply) => {
+            let (code, message, _) = reply.controller_error();
+            if code != ErrorCode::NONE {
+                warn!("broker registration refused: {code}: {message}");
+                return false;
+            }
+            rm.set_broker_epoch(reply.broker_epoch);
+            info!(
+                broker_epoch = reply.broker_epoch,
+                "registered broker {} at {} (incarnation {}) with the controller",
+                request.broker_id,
+                request.address,
+                request.incarnation
+            );
+            true
+        }
+        Err(e) => {
+            debug!("registration: {e}");
+            false
+        }
+    }
+}
+
 /// Registers, heartbeats every interval, and on shutdown performs a controlled shutdown
 /// (Kafka `BrokerLifecycleManager`). Returns when the controlled shutdown completes or
 /// times out. `kafka_address` is the Kafka listener's advertised address ("" for none),
@@ -226,6 +260,7 @@ pub async fn run_lifecycle(
 ) {
     let broker_id = rm.broker_id;
     let interval = Duration::from_millis(rm.config.broker_heartbeat_interval_ms);
+    let request = pb::RegisterBrokerRequest { broker_id, address, incarnation, kafka_address };
     let mut is_registered = false;
     let mut fenced = true;
     loop {
@@ -233,30 +268,9 @@ pub async fn run_lifecycle(
             break;
         }
         if !is_registered {
-            let request = pb::RegisterBrokerRequest {
-                broker_id,
-                address: address.clone(),
-                incarnation,
-                kafka_address: kafka_address.clone(),
-            };
-            match link
-                .call(Duration::from_secs(3), |mut c| {
-                    let r = request.clone();
-                    async move { c.register_broker(r).await }
-                })
-                .await
-            {
-                Ok(reply) => {
-                    let (code, message, _) = reply.controller_error();
-                    if code == ErrorCode::NONE {
-                        info!("registered broker {broker_id} at {address} (incarnation {incarnation}) with the controller");
-                        is_registered = true;
-                        let _ = registered.send(true);
-                    } else {
-                        warn!("broker registration refused: {code}: {message}");
-                    }
-                }
-                Err(e) => debug!("registration: {e}"),
+            is_registered = register(&link, &rm, &request).await;
+            if is_registered {
+                let _ = registered.send(true);
             }
         } else {
             match heartbeat(&link, broker_id, incarnation, false).await {
@@ -274,6 +288,8 @@ pub async fn run_lifecycle(
                         }
                         ErrorCode::STALE_BROKER_EPOCH => {
                             warn!("controller does not know this incarnation ({message}); registering again");
+                            // Leaders would refuse our old epoch: fetchers wait for the new one.
+                            rm.set_broker_epoch(0);
                             is_registered = false;
                             continue;
                         }
@@ -288,15 +304,19 @@ pub async fn run_lifecycle(
             _ = shutdown.changed() => {}
         }
     }
-    if !is_registered {
-        return;
+    if is_registered {
+        controlled_shutdown(&link, &rm, incarnation).await;
     }
-    // Controlled shutdown: ask the controller to move leadership away and take us out of
-    // the ISRs before we stop serving (Kafka BrokerHeartbeat WantShutDown, KIP-631).
+}
+
+/// Asks the controller to move leadership away and take us out of the ISRs before we stop
+/// serving (Kafka BrokerHeartbeat WantShutDown, KIP-631), until done or timed out.
+async fn controlled_shutdown(link: &ControllerLink, rm: &ReplicaManager, incarnation: u64) {
+    let broker_id = rm.broker_id;
     let deadline = Instant::now() + Duration::from_millis(rm.config.controlled_shutdown_timeout_ms);
     info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
     while Instant::now() < deadline {
-        if let Ok(reply) = heartbeat(&link, broker_id, incarnation, true).await {
+        if let Ok(reply) = heartbeat(link, broker_id, incarnation, true).await {
             if reply.should_shutdown {
                 info!("broker {broker_id}: controlled shutdown complete: the controller moved every leadership away");
                 return;

@@ -2,7 +2,7 @@
 //! `AbstractFetcherThread`), long-polling Fetch for every partition this broker follows
 //! from that leader, appending what comes back, adopting the leader's HW, and truncating
 //! by leader epoch when the leader reports a diverging epoch (KIP-101/KIP-279/KIP-320).
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use crate::fetch_limits::replica_fetch_max_bytes;
 use crate::replica_manager::{FollowerAssignment, ReplicaManager};
 
 /// Starts and stops fetchers as the follower assignment changes; ends with `shutdown`.
@@ -52,6 +53,121 @@ async fn connect(address: &str) -> Result<BrokerClient<Channel>, tonic::transpor
         .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES))
 }
 
+/// The order in which a fetcher lists its partitions. A partition that returned data moves to
+/// the end (Kafka `AbstractFetcherThread.processFetchRequest` →
+/// `PartitionStates.updateAndMoveToEnd`): only the first partition with data may exceed the
+/// fetch's byte limit (KIP-74), so without rotation busy early partitions could take every
+/// answer's budget and starve the rest.
+#[derive(Debug, Default)]
+pub(crate) struct FetchOrder {
+    order: VecDeque<TopicPartition>,
+}
+
+impl FetchOrder {
+    /// Drops partitions no longer assigned and appends new ones (in key order).
+    pub(crate) fn sync(&mut self, assigned: &BTreeMap<TopicPartition, i32>) {
+        self.order.retain(|tp| assigned.contains_key(tp));
+        let present: HashSet<TopicPartition> = self.order.iter().cloned().collect();
+        self.order.extend(assigned.keys().filter(|tp| !present.contains(*tp)).cloned());
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.order.iter()
+    }
+
+    /// Moves `served` to the end, keeping the relative order of both groups.
+    pub(crate) fn move_to_end(&mut self, served: &HashSet<TopicPartition>) {
+        if served.is_empty() {
+            return;
+        }
+        let (moved, kept): (VecDeque<_>, VecDeque<_>) = self.order.drain(..).partition(|tp| served.contains(tp));
+        self.order = kept;
+        self.order.extend(moved);
+    }
+}
+
+/// The fetch a follower sends `leader` for the partitions it follows there, in `order`:
+/// with its broker epoch (KIP-903) and a max_bytes whose answer, with every partition's
+/// framing, stays below the gRPC message limit (the leader enforces the same bound).
+pub(crate) fn build_fetch_request(
+    rm: &ReplicaManager,
+    leader: BrokerId,
+    broker_epoch: i64,
+    assigned: &BTreeMap<TopicPartition, i32>,
+    order: &FetchOrder,
+) -> pb::FetchRequest {
+    let mut partitions = Vec::with_capacity(assigned.len());
+    for tp in order.iter() {
+        let (Some(leader_epoch), Some(partition)) = (assigned.get(tp), rm.partition(tp)) else {
+            continue;
+        };
+        let state = partition.lock();
+        if !state.is_follower_of(leader, *leader_epoch) {
+            continue;
+        }
+        partitions.push(pb::FetchPartition {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            fetch_offset: state.log.log_end_offset(),
+            current_leader_epoch: *leader_epoch,
+            // The unsafe negative-control mode fetches by offset alone, as before KIP-101,
+            // so the leader never reports a diverging epoch (see replica_manager.rs).
+            last_fetched_epoch: if rm.config.unsafe_truncate_to_high_watermark {
+                -1
+            } else {
+                state.log.last_batch_epoch().unwrap_or(-1)
+            },
+            partition_max_bytes: (rm.config.message_max_bytes as u32).max(1024 * 1024),
+        });
+    }
+    pb::FetchRequest {
+        replica_id: rm.broker_id,
+        max_wait_ms: rm.config.replica_fetch_wait_max_ms as u32,
+        min_bytes: 1,
+        max_bytes: replica_fetch_max_bytes(&partitions),
+        partitions,
+        broker_epoch,
+    }
+}
+
+/// A client for `address`, reusing `client` when it is for that address.
+async fn ensure_client<'a>(
+    client: &'a mut Option<(String, BrokerClient<Channel>)>,
+    leader: BrokerId,
+    address: &str,
+) -> Option<&'a mut BrokerClient<Channel>> {
+    if client.as_ref().is_none_or(|(a, _)| a != address) {
+        *client = None;
+        match connect(address).await {
+            Ok(c) => *client = Some((address.to_string(), c)),
+            Err(e) => debug!(leader, address, "fetcher cannot connect: {e}"),
+        }
+    }
+    client.as_mut().map(|(_, c)| c)
+}
+
+/// Applies a fetch answer; returns the partitions that returned data and whether to back off.
+pub(crate) fn apply_response(
+    rm: &ReplicaManager,
+    leader: BrokerId,
+    assigned: &BTreeMap<TopicPartition, i32>,
+    response: pb::FetchResponse,
+) -> (HashSet<TopicPartition>, bool) {
+    let mut served = HashSet::new();
+    let mut back_off = false;
+    for pr in response.partitions {
+        let tp = TopicPartition::new(pr.topic.clone(), pr.partition);
+        let Some(&leader_epoch) = assigned.get(&tp) else {
+            continue;
+        };
+        if !pr.records.is_empty() {
+            served.insert(tp.clone());
+        }
+        back_off |= apply_fetched(rm, leader, leader_epoch, &tp, pr);
+    }
+    (served, back_off)
+}
+
 /// Fetches from one leader until it leads nothing this broker follows.
 async fn run_fetcher(
     rm: Arc<ReplicaManager>,
@@ -59,89 +175,52 @@ async fn run_fetcher(
     assignment: tokio::sync::watch::Receiver<FollowerAssignment>,
 ) {
     let mut client: Option<(String, BrokerClient<Channel>)> = None;
-    let max_wait_ms = rm.config.replica_fetch_wait_max_ms;
+    let mut order = FetchOrder::default();
     loop {
-        let partitions = match assignment.borrow().get(&leader) {
+        let assigned = match assignment.borrow().get(&leader) {
             Some(p) if !p.is_empty() => p.clone(),
             _ => return,
         };
-        let Some(address) = rm.broker_address(leader) else {
+        let broker_epoch = rm.broker_epoch();
+        let Some(address) = rm.broker_address(leader).filter(|_| broker_epoch > 0) else {
+            // Leader unknown, or not registered (yet, or any more): a leader serves replica
+            // fetches only to a registered broker's current epoch (KIP-903).
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        if client.as_ref().map(|(a, _)| a != &address).unwrap_or(true) {
-            match connect(&address).await {
-                Ok(c) => client = Some((address.clone(), c)),
-                Err(e) => {
-                    debug!("fetcher for leader {leader}: cannot connect to {address}: {e}");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-            }
-        }
-        let mut request = pb::FetchRequest {
-            replica_id: rm.broker_id,
-            max_wait_ms: max_wait_ms as u32,
-            min_bytes: 1,
-            max_bytes: 16 * 1024 * 1024,
-            partitions: Vec::with_capacity(partitions.len()),
+        let Some(c) = ensure_client(&mut client, leader, &address).await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
         };
-        for (tp, leader_epoch) in &partitions {
-            let Some(partition) = rm.partition(tp) else {
-                continue;
-            };
-            let state = partition.lock();
-            if !state.is_follower_of(leader, *leader_epoch) {
-                continue;
-            }
-            request.partitions.push(pb::FetchPartition {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                fetch_offset: state.log.log_end_offset(),
-                current_leader_epoch: *leader_epoch,
-                // The unsafe negative-control mode fetches by offset alone, as before KIP-101,
-                // so the leader never reports a diverging epoch (see replica_manager.rs).
-                last_fetched_epoch: if rm.config.unsafe_truncate_to_high_watermark {
-                    -1
-                } else {
-                    state.log.last_batch_epoch().unwrap_or(-1)
-                },
-                partition_max_bytes: (rm.config.message_max_bytes as u32).max(1024 * 1024),
-            });
-        }
+        order.sync(&assigned);
+        let request = build_fetch_request(&rm, leader, broker_epoch, &assigned, &order);
         if request.partitions.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let (_, c) = client.as_mut().expect("connected above");
         let mut grpc_request = tonic::Request::new(request);
-        grpc_request.set_timeout(Duration::from_millis(max_wait_ms + 5_000));
+        grpc_request.set_timeout(Duration::from_millis(rm.config.replica_fetch_wait_max_ms + 5_000));
         let response = match c.fetch(grpc_request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                debug!("fetch from leader {leader} failed: {status}");
+                debug!(leader, "fetch failed: {status}");
                 client = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let mut back_off = false;
-        for pr in response.partitions {
-            let tp = TopicPartition::new(pr.topic.clone(), pr.partition);
-            let Some(&leader_epoch) = partitions.get(&tp) else {
-                continue;
-            };
-            back_off |= apply_fetched(&rm, leader, leader_epoch, &tp, pr);
-        }
+        let (served, back_off) = apply_response(&rm, leader, &assigned, response);
+        order.move_to_end(&served);
         if back_off {
-            // Epoch or leadership disagreement: wait for metadata to catch up.
+            // Epoch, leadership or replica-identity disagreement: wait for metadata (ours or
+            // the leader's) to catch up; every such answer is retriable.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
 /// Applies one partition's fetch response. Returns true when the fetcher should back off.
-fn apply_fetched(
+pub(crate) fn apply_fetched(
     rm: &ReplicaManager,
     leader: BrokerId,
     leader_epoch: i32,
@@ -174,7 +253,9 @@ fn apply_fetched(
             return false;
         }
         other => {
-            debug!("{tp}: fetch from leader {leader} answered {other}");
+            // Retriable while metadata catches up (a leader change, or the leader not yet
+            // knowing our registration or unfencing); debug only, as it repeats per fetch.
+            debug!(%tp, leader, error = %other, "fetch answered an error: {}", pr.error_message);
             return true;
         }
     }

@@ -3,11 +3,16 @@
 //! wrapper that parses flags and waits for a signal).
 pub mod config;
 pub mod controller_link;
+pub mod fetch_limits;
+#[cfg(test)]
+mod fetch_tests;
 pub mod fetcher;
+pub mod grpc_limits;
 pub mod kafka;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
+pub mod replica_identity;
 pub mod replica_manager;
 pub mod server;
 pub mod service;

@@ -4,7 +4,7 @@
 //! wake long-polling fetches).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::BrokerArgs;
+use crate::fetch_limits::{duplicate_entries, effective_max_bytes, grpc_record_budget, FetchBudget};
 use crate::partition::{Partition, PartitionState, Role};
+use crate::replica_identity::{check_follower_identity, check_partition_replica, is_follower_fetch, ReplicaRefusal};
 
 /// An ISR change for the controller, produced by the leader core.
 #[derive(Debug)]
@@ -73,6 +75,9 @@ pub struct ReplicaManager {
     hw_checkpoint: Mutex<OffsetCheckpointFile>,
     checkpointed_high_watermarks: BTreeMap<TopicPartition, Offset>,
     started: Instant,
+    /// This broker's epoch from its current registration (0: not registered): what its
+    /// fetchers send so leaders serve them as followers (KIP-903).
+    broker_epoch: AtomicI64,
 }
 
 impl ReplicaManager {
@@ -104,12 +109,23 @@ impl ReplicaManager {
             hw_checkpoint: Mutex::new(hw_checkpoint),
             checkpointed_high_watermarks,
             started: Instant::now(),
+            broker_epoch: AtomicI64::new(0),
         }))
     }
 
     /// Monotonic milliseconds since start: the clock the replication core runs on.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// This broker's epoch as the controller assigned it at registration (0: not registered).
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// Records the epoch of a registration (or 0 once the controller no longer knows it).
+    pub fn set_broker_epoch(&self, broker_epoch: i64) {
+        self.broker_epoch.store(broker_epoch, Ordering::Release);
     }
 
     pub fn metadata(&self) -> Arc<pb::ClusterMetadata> {
@@ -625,36 +641,20 @@ impl ReplicaManager {
 
     /// Reads one partition for a fetch (Kafka `Partition.fetchRecords`). `update_follower`
     /// is true only on the first pass of a request, so a long-polled fetch counts once.
+    /// `replica_id` is a follower's only if the request passed `check_follower_identity`.
     fn fetch_partition(
         &self,
         replica_id: BrokerId,
         fp: &pb::FetchPartition,
-        max_bytes: usize,
+        budget: &FetchBudget,
         update_follower: bool,
     ) -> (pb::FetchPartitionResponse, Vec<Action>) {
         let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
-        let mut response = pb::FetchPartitionResponse {
-            topic: fp.topic.clone(),
-            partition: fp.partition,
-            high_watermark: -1,
-            log_start_offset: -1,
-            log_end_offset: -1,
-            ..Default::default()
-        };
+        let mut response = empty_partition_response(fp);
         let Some(partition) = self.partition(&tp) else {
-            response.error_code = if self
-                .metadata()
-                .topics
-                .iter()
-                .any(|t| t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition))
-            {
-                ErrorCode::NOT_LEADER_OR_FOLLOWER.code()
-            } else {
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
-            };
+            response.error_code = self.missing_partition_code(&tp).code();
             return (response, Vec::new());
         };
-        let now_ms = self.now_ms();
         let mut state = partition.lock();
         response.leader_epoch = state.leader_epoch;
         if state.leader().is_none() {
@@ -665,45 +665,38 @@ impl ReplicaManager {
             response.error_code = code.code();
             return (response, Vec::new());
         }
-        let log_start_offset = state.log.log_start_offset();
-        let log_end_offset = state.log.log_end_offset();
-        response.log_start_offset = log_start_offset;
-        response.log_end_offset = log_end_offset;
+        response.log_start_offset = state.log.log_start_offset();
+        response.log_end_offset = state.log.log_end_offset();
         response.high_watermark = state.high_watermark();
-        let is_replica = replica_id != insync_types::CONSUMER_REPLICA_ID;
-        if is_replica && !state.replicas.contains(&replica_id) {
-            response.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.code();
-            return (response, Vec::new());
-        }
-        if is_replica && fp.last_fetched_epoch != NO_EPOCH {
-            let (epoch, end_offset) = state.log.end_offset_for_epoch(fp.last_fetched_epoch);
-            if let Some(d) = diverging_epoch(
-                fp.last_fetched_epoch,
-                fp.fetch_offset,
-                EpochEndOffset { epoch, end_offset },
-                log_start_offset,
-            ) {
-                response.diverging_epoch = Some(pb::EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset });
+        let is_follower = is_follower_fetch(replica_id);
+        if is_follower {
+            if let Err(refusal) =
+                check_partition_replica(self.broker_id, &state.replicas, replica_id, fp.current_leader_epoch)
+            {
+                debug!(%tp, replica_id, error = %refusal.error, "refused replica fetch: {}", refusal.message);
+                return (refused_partition_response(fp, &refusal), Vec::new());
+            }
+            if let Some(d) = fetch_divergence(&state, fp) {
+                response.diverging_epoch = Some(d);
                 return (response, Vec::new());
             }
         }
-        if fp.fetch_offset < log_start_offset || fp.fetch_offset > log_end_offset {
+        if fp.fetch_offset < response.log_start_offset || fp.fetch_offset > response.log_end_offset {
             response.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
             return (response, Vec::new());
         }
         let mut actions = Vec::new();
-        if is_replica && update_follower {
+        if is_follower && update_follower {
             if let Some(leader) = state.leader_mut() {
-                actions = leader.on_follower_fetch(replica_id, fp.fetch_offset, now_ms);
+                actions = leader.on_follower_fetch(replica_id, fp.fetch_offset, self.now_ms());
             }
             response.high_watermark = state.high_watermark();
         }
         // Consumers read only below the HW; followers up to the LEO.
-        let upper = if is_replica { log_end_offset } else { state.high_watermark() };
+        let upper = if is_follower { response.log_end_offset } else { state.high_watermark() };
         if fp.fetch_offset < upper {
-            let limit =
-                if fp.partition_max_bytes > 0 { (fp.partition_max_bytes as usize).min(max_bytes) } else { max_bytes };
-            match state.log.read(fp.fetch_offset, upper, limit.max(1)) {
+            let (max_bytes, first_batch_max_bytes) = budget.partition_limits(fp.partition_max_bytes);
+            match state.log.read_bounded(fp.fetch_offset, upper, max_bytes, first_batch_max_bytes) {
                 Ok(bytes) => response.records = bytes,
                 Err(e) => response.error_code = log_error_code(&e).code(),
             }
@@ -711,45 +704,114 @@ impl ReplicaManager {
         (response, actions)
     }
 
+    /// A partition we do not host: NOT_LEADER_OR_FOLLOWER when the metadata knows it (another
+    /// broker hosts it), else UNKNOWN_TOPIC_OR_PARTITION.
+    fn missing_partition_code(&self, tp: &TopicPartition) -> ErrorCode {
+        let known = self
+            .metadata()
+            .topics
+            .iter()
+            .any(|t| t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition));
+        if known {
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        } else {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    }
+
+    /// A fetch request's byte limits and the entries refused for naming a partition twice.
+    fn plan_fetch(&self, request: &pb::FetchRequest) -> FetchPlan {
+        let max_bytes = effective_max_bytes(request.max_bytes, self.config.fetch_max_bytes);
+        FetchPlan {
+            max_bytes,
+            hard_limit: grpc_record_budget(&request.partitions),
+            // KafkaApis.handleFetchRequest: fetchMinBytes = min(request minBytes, fetchMaxBytes).
+            min_bytes: (request.min_bytes as usize).min(max_bytes).max(1),
+            listed_twice: duplicate_entries(&request.partitions),
+        }
+    }
+
+    /// Whether a fetch may be served as a follower fetch, by the metadata of now: checked on
+    /// every pass of a long poll, so a follower fenced while it waits is not served on.
+    fn check_identity(&self, request: &pb::FetchRequest) -> Result<(), ReplicaRefusal> {
+        if !is_follower_fetch(request.replica_id) {
+            return Ok(());
+        }
+        let checked = check_follower_identity(&self.metadata(), request.replica_id, request.broker_epoch);
+        if let Err(refusal) = &checked {
+            // Debug only: a follower sees this while the metadata catches up, and anyone may
+            // send it, so it must not flood the log.
+            debug!(
+                replica_id = request.replica_id,
+                broker_epoch = request.broker_epoch,
+                error = %refusal.error,
+                "refused replica fetch: {}",
+                refusal.message
+            );
+        }
+        checked
+    }
+
+    /// One pass over a fetch's partitions in request order, sharing one byte budget
+    /// (Kafka `ReplicaManager.readFromLog`). Returns the answers and their record bytes.
+    fn read_partitions(
+        &self,
+        request: &pb::FetchRequest,
+        plan: &FetchPlan,
+        update_follower: bool,
+    ) -> (Vec<pb::FetchPartitionResponse>, usize) {
+        let identity = self.check_identity(request);
+        let duplicate = ReplicaRefusal {
+            error: ErrorCode::INVALID_REQUEST,
+            message: "the partition is listed more than once in this fetch".into(),
+        };
+        let mut budget = FetchBudget::new(plan.max_bytes, plan.hard_limit);
+        let mut responses = Vec::with_capacity(request.partitions.len());
+        let mut total = 0usize;
+        for (fp, &listed_twice) in request.partitions.iter().zip(&plan.listed_twice) {
+            let response = match (&identity, listed_twice) {
+                (_, true) => refused_partition_response(fp, &duplicate),
+                (Err(refusal), false) => refused_partition_response(fp, refusal),
+                (Ok(()), false) => {
+                    let (response, actions) = self.fetch_partition(request.replica_id, fp, &budget, update_follower);
+                    if !actions.is_empty() {
+                        self.run_actions(&TopicPartition::new(fp.topic.clone(), fp.partition), actions);
+                    }
+                    response
+                }
+            };
+            budget.consume(response.records.len());
+            total += response.records.len();
+            responses.push(response);
+        }
+        (responses, total)
+    }
+
     /// Serves a Fetch, long-polling up to max_wait_ms until some partition has data, or
     /// (for followers) a HW change to pass on (Kafka `DelayedFetch`).
     pub async fn fetch(&self, request: pb::FetchRequest) -> pb::FetchResponse {
         let mut changes = self.changes.subscribe();
         changes.borrow_and_update();
-        let max_bytes = if request.max_bytes == 0 { 16 * 1024 * 1024 } else { request.max_bytes as usize };
+        let plan = self.plan_fetch(&request);
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.min(30_000)));
         let mut first = true;
         let mut initial_hw: Vec<i64> = Vec::new();
         loop {
-            let mut responses = Vec::with_capacity(request.partitions.len());
-            let mut total = 0usize;
-            for fp in &request.partitions {
-                let (response, actions) =
-                    self.fetch_partition(request.replica_id, fp, max_bytes.saturating_sub(total), first);
-                total += response.records.len();
-                if !actions.is_empty() {
-                    self.run_actions(&TopicPartition::new(fp.topic.clone(), fp.partition), actions);
-                }
-                responses.push(response);
-            }
+            let (responses, total) = self.read_partitions(&request, &plan, first);
             // A consumer reads below the HW, so a HW move is new data for it. A follower's
             // fetch is not completed by a HW move alone (as in Kafka's `DelayedFetch`, which
             // counts follower bytes up to the LEO): it learns the HW with the next data or at
             // max_wait_ms, and completing it early would cost every follower an extra round
             // trip per acks=all produce, on the CPU the produce's answer needs.
             let hw_moved = !first
-                && request.replica_id == insync_types::CONSUMER_REPLICA_ID
+                && !is_follower_fetch(request.replica_id)
                 && responses.iter().zip(initial_hw.iter()).any(|(r, hw)| r.high_watermark != *hw);
             let has_error_or_divergence = responses.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
             if first {
                 initial_hw = responses.iter().map(|r| r.high_watermark).collect();
             }
             first = false;
-            if total >= request.min_bytes.max(1) as usize
-                || hw_moved
-                || has_error_or_divergence
-                || Instant::now() >= deadline
-            {
+            if total >= plan.min_bytes || hw_moved || has_error_or_divergence || Instant::now() >= deadline {
                 return pb::FetchResponse { error_code: 0, partitions: responses };
             }
             if tokio::time::timeout_at(deadline.into(), changes.changed()).await.is_err() {
@@ -878,6 +940,53 @@ impl ReplicaManager {
     pub fn bump_changes(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
+}
+
+/// A fetch request's limits (see `ReplicaManager::plan_fetch`).
+struct FetchPlan {
+    /// Record bytes: the request's max_bytes clamped to fetch.max.bytes.
+    max_bytes: usize,
+    /// Record bytes that fit a gRPC answer with this request's framing.
+    hard_limit: usize,
+    min_bytes: usize,
+    /// Per request entry: the partition is listed more than once (answered INVALID_REQUEST).
+    listed_twice: Vec<bool>,
+}
+
+/// A partition's answer before anything is known about it.
+fn empty_partition_response(fp: &pb::FetchPartition) -> pb::FetchPartitionResponse {
+    pb::FetchPartitionResponse {
+        topic: fp.topic.clone(),
+        partition: fp.partition,
+        high_watermark: -1,
+        log_start_offset: -1,
+        log_end_offset: -1,
+        ..Default::default()
+    }
+}
+
+fn refused_partition_response(fp: &pb::FetchPartition, refusal: &ReplicaRefusal) -> pb::FetchPartitionResponse {
+    pb::FetchPartitionResponse {
+        error_code: refusal.error.code(),
+        error_message: refusal.message.clone(),
+        ..empty_partition_response(fp)
+    }
+}
+
+/// Where a follower's log diverged from ours, if it did (KIP-320: the follower's last
+/// fetched epoch ends before its fetch offset here).
+fn fetch_divergence(state: &PartitionState, fp: &pb::FetchPartition) -> Option<pb::EpochEndOffset> {
+    if fp.last_fetched_epoch == NO_EPOCH {
+        return None;
+    }
+    let (epoch, end_offset) = state.log.end_offset_for_epoch(fp.last_fetched_epoch);
+    diverging_epoch(
+        fp.last_fetched_epoch,
+        fp.fetch_offset,
+        EpochEndOffset { epoch, end_offset },
+        state.log.log_start_offset(),
+    )
+    .map(|d| pb::EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset })
 }
 
 /// Applies an ISR committed by the controller to the leader core, logging the change once

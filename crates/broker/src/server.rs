@@ -12,7 +12,6 @@ use insync_proto as pb;
 use insync_proto::broker_server::BrokerServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::BrokerArgs;
@@ -21,6 +20,16 @@ use crate::fetcher::run_fetcher_manager;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use crate::service::BrokerService;
+
+/// HTTP/2 header block a gRPC request may carry (metadata is a few hundred bytes).
+const MAX_GRPC_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// The largest gRPC request a broker service decodes: a ProduceRequest carries one batch of
+/// at most message.max.bytes plus its framing, and a follower's fetch lists its partitions
+/// (4 MiB is room for about 80,000 of them).
+fn max_broker_request_bytes(args: &BrokerArgs) -> usize {
+    args.message_max_bytes.saturating_add(64 * 1024).clamp(4 * 1024 * 1024, pb::MAX_GRPC_MESSAGE_BYTES)
+}
 
 /// Runs the node until `shutdown_signal` resolves, then shuts down cleanly.
 pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -88,7 +97,9 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         }
         Some(
             BrokerServer::new(BrokerService { rm, link, producer_ids })
-                .max_decoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES)
+                // Checked against the length prefix before a request is buffered: nothing a
+                // broker is sent is larger than one batch of message.max.bytes plus framing.
+                .max_decoding_message_size(max_broker_request_bytes(&args))
                 .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES),
         )
     } else {
@@ -108,13 +119,16 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         if args.roles.controller { " controller" } else { "" }
     );
     let server = pb::server_builder()
+        .max_concurrent_streams(Some(args.grpc_max_concurrent_streams))
+        .http2_max_header_list_size(Some(MAX_GRPC_HEADER_LIST_BYTES))
         .add_optional_service(broker_service)
         .add_optional_service(controller_service)
-        // Accepted sockets get TCP_NODELAY here: the builder's tcp_nodelay applies only to
-        // listeners tonic binds itself, and Nagle + delayed ACK costs 40 ms per round trip.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            let _ = stop_serving_rx.wait_for(|stop| *stop).await;
-        });
+        .serve_with_incoming_shutdown(
+            crate::grpc_limits::incoming(listener, args.grpc_max_connections as usize),
+            async move {
+                let _ = stop_serving_rx.wait_for(|stop| *stop).await;
+            },
+        );
     let server = tokio::spawn(server);
 
     shutdown_signal.await;

@@ -414,6 +414,8 @@ impl Cluster {
                 last_fetched_epoch: -1,
                 partition_max_bytes: max_bytes,
             }],
+            // A consumer: no broker epoch (KIP-903 concerns replica fetches only).
+            broker_epoch: 0,
         });
         request.set_timeout(max_wait + Duration::from_secs(5));
         let response = client.fetch(request).await.map_err(|s| self.transport_error(&address, &s))?.into_inner();

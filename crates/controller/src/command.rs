@@ -103,31 +103,7 @@ impl CommandResult {
 pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) -> CommandResult {
     match command {
         Command::RegisterBroker { broker_id, address, incarnation, kafka_address } => {
-            match rules::register_broker(state, *broker_id, address, kafka_address, *incarnation) {
-                Err(rejection) => {
-                    tracing::info!(index, "rejected registration of broker {broker_id}: {rejection}");
-                    CommandResult::rejected(rejection)
-                }
-                Ok(outcome) => {
-                    match outcome.kind {
-                        RegistrationKind::New => tracing::info!(
-                            index,
-                            "registered broker {broker_id} at {address} (incarnation {incarnation}), fenced until its first heartbeat"
-                        ),
-                        RegistrationKind::Repeated => tracing::debug!(
-                            index,
-                            "broker {broker_id} registered again with the same incarnation {incarnation}"
-                        ),
-                        RegistrationKind::Restarted { previous_incarnation } => tracing::info!(
-                            index,
-                            "registered broker {broker_id} at {address}: restarted (incarnation {previous_incarnation} -> {incarnation}), fenced until its first heartbeat; {}",
-                            describe_changes(&outcome.changes)
-                        ),
-                    }
-                    log_unclean_elections(&outcome.changes, "a restart");
-                    CommandResult::with_broker(state, *broker_id)
-                }
-            }
+            apply_register_broker(state, *broker_id, address, kafka_address, *incarnation, index)
         }
         Command::UnfenceBroker { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
@@ -255,6 +231,47 @@ fn log_unclean_elections(changes: &[PartitionChange], event: &str) {
     }
 }
 
+/// Kafka RegisterBrokerRecord replay: (re)registers a broker, fenced, at broker epoch `index`.
+fn apply_register_broker(
+    state: &mut ClusterState,
+    broker_id: BrokerId,
+    address: &str,
+    kafka_address: &str,
+    incarnation: u64,
+    index: u64,
+) -> CommandResult {
+    // Kafka's broker epoch is the offset of the registration record; the Raft index
+    // is ours, the same on every controller and on every replay. Never 0 (unknown).
+    let broker_epoch = i64::try_from(index).unwrap_or(i64::MAX).max(1);
+    match rules::register_broker(state, broker_id, address, kafka_address, incarnation, broker_epoch) {
+        Err(rejection) => {
+            tracing::info!(index, "rejected registration of broker {broker_id}: {rejection}");
+            CommandResult::rejected(rejection)
+        }
+        Ok(outcome) => {
+            match outcome.kind {
+                RegistrationKind::New => tracing::info!(
+                    index,
+                    broker_epoch,
+                    "registered broker {broker_id} at {address} (incarnation {incarnation}), fenced until its first heartbeat"
+                ),
+                RegistrationKind::Repeated => tracing::debug!(
+                    index,
+                    "broker {broker_id} registered again with the same incarnation {incarnation}"
+                ),
+                RegistrationKind::Restarted { previous_incarnation } => tracing::info!(
+                    index,
+                    broker_epoch,
+                    "registered broker {broker_id} at {address}: restarted (incarnation {previous_incarnation} -> {incarnation}), fenced until its first heartbeat; {}",
+                    describe_changes(&outcome.changes)
+                ),
+            }
+            log_unclean_elections(&outcome.changes, "a restart");
+            CommandResult::with_broker(state, broker_id)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,8 +298,35 @@ mod tests {
             r#"{"id":1,"address":"127.0.0.1:9092","incarnation":5,"fenced":true,"in_controlled_shutdown":false}"#;
         let registration: BrokerRegistration = serde_json::from_str(old_registration).expect("old snapshot");
         assert_eq!(registration.kafka_address, "");
+        assert_eq!(registration.broker_epoch, 0, "old snapshots have no broker epoch");
         assert!(register(&mut state, 2, 1).is_ok());
         assert_eq!(state.brokers[&2].kafka_address, "127.0.0.1:19093", "new registrations carry it");
+    }
+
+    #[test]
+    fn the_broker_epoch_is_the_index_of_the_registration_entry() {
+        // Kafka ClusterControlManager.registerBroker: the epoch is the registration record's
+        // offset, so a restart gets a larger one and a retried request gets the same one.
+        let register_at = |state: &mut ClusterState, incarnation: u64, index: u64| {
+            let command = Command::RegisterBroker {
+                broker_id: 1,
+                address: "127.0.0.1:9092".to_string(),
+                incarnation,
+                kafka_address: String::new(),
+            };
+            apply_command(state, &command, index).broker.map(|b| b.broker_epoch)
+        };
+        let mut state = ClusterState::default();
+        assert_eq!(register_at(&mut state, 5, 12), Some(12));
+        assert_eq!(register_at(&mut state, 5, 13), Some(12), "same incarnation: same epoch");
+        assert_eq!(register_at(&mut state, 6, 20), Some(20), "restart: a new epoch");
+        assert_eq!(crate::convert::broker_to_proto(&state.brokers[&1]).broker_epoch, 20);
+        // A registration replicated before epochs existed gets one when it registers again.
+        if let Some(registration) = state.brokers.get_mut(&1) {
+            registration.broker_epoch = 0;
+        }
+        assert_eq!(register_at(&mut state, 6, 30), Some(30));
+        assert_eq!(register_at(&mut state, 7, 0), Some(1), "never 0, which means unknown");
     }
 
     #[test]

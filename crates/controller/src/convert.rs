@@ -33,6 +33,7 @@ pub fn broker_to_proto(broker: &BrokerRegistration) -> BrokerMetadata {
         fenced: broker.fenced,
         in_controlled_shutdown: broker.in_controlled_shutdown,
         incarnation: broker.incarnation,
+        broker_epoch: broker.broker_epoch,
         // Liveness is not part of the replicated state; only the active controller knows it
         // and fills it in (`ControllerService::metadata_view`).
         last_heartbeat_ms_ago: -1,

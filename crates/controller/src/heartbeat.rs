@@ -94,6 +94,7 @@ mod tests {
                     incarnation: 3,
                     fenced: is_fenced,
                     in_controlled_shutdown: false,
+                    broker_epoch: 1,
                 },
             );
         }

@@ -39,6 +39,13 @@ pub struct BrokerRegistration {
     /// Set by a heartbeat with want_shutdown (Kafka `BrokerRegistration.inControlledShutdown`);
     /// cleared when the broker registers again.
     pub in_controlled_shutdown: bool,
+    /// Kafka's broker epoch: the Raft log index of the RegisterBroker entry that began this
+    /// incarnation's registration (Kafka `ClusterControlManager.registerBroker` takes the
+    /// offset of the RegisterBrokerRecord). Leaders serve replica fetches only to the epoch
+    /// they hold (KIP-903). 0 for registrations replicated before the field existed; such a
+    /// broker gets one when it registers again.
+    #[serde(default)]
+    pub broker_epoch: i64,
 }
 
 impl BrokerRegistration {

@@ -496,13 +496,16 @@ pub struct RegistrationOutcome {
 /// incarnation (DUPLICATE_BROKER_REGISTRATION) until the old session expired, by which time
 /// the old incarnation has been fenced — and a restarted leader must not keep leading with
 /// a log that may have lost its unflushed tail. Controlled shutdown ends with the new
-/// registration.
+/// registration. `broker_epoch` is the epoch a new incarnation gets (the Raft index of this
+/// entry); a repeated registration keeps the epoch it has, so a retried request whose first
+/// answer was lost learns the same epoch.
 pub fn register_broker(
     state: &mut ClusterState,
     broker_id: BrokerId,
     address: &str,
     kafka_address: &str,
     incarnation: u64,
+    broker_epoch: i64,
 ) -> Result<RegistrationOutcome, RuleRejection> {
     if broker_id < 0 {
         return Err(RuleRejection::new(ErrorCode::INVALID_REQUEST, format!("invalid broker id {broker_id}")));
@@ -520,6 +523,10 @@ pub fn register_broker(
             if let Some(registration) = state.brokers.get_mut(&broker_id) {
                 registration.address = address.to_string();
                 registration.kafka_address = kafka_address.to_string();
+                if registration.broker_epoch <= 0 {
+                    // Registered before broker epochs existed: give it one now.
+                    registration.broker_epoch = broker_epoch;
+                }
             }
             return Ok(RegistrationOutcome { kind: RegistrationKind::Repeated, changes: Vec::new() });
         }
@@ -537,6 +544,7 @@ pub fn register_broker(
             incarnation,
             fenced: true,
             in_controlled_shutdown: false,
+            broker_epoch,
         },
     );
     Ok(RegistrationOutcome { kind, changes })
@@ -680,6 +688,7 @@ mod tests {
             incarnation: 1,
             fenced: false,
             in_controlled_shutdown: false,
+            broker_epoch: 1,
         }
     }
 
@@ -949,7 +958,7 @@ mod tests {
         assert_eq!(rejoin.code, ErrorCode::INELIGIBLE_REPLICA);
 
         // Registering again (new incarnation) clears controlled shutdown; it starts fenced.
-        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 2).unwrap();
+        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 2, 40).unwrap();
         assert_eq!(outcome.kind, RegistrationKind::Restarted { previous_incarnation: 1 });
         assert!(!state.brokers[&1].in_controlled_shutdown);
         assert!(state.brokers[&1].fenced);
@@ -992,16 +1001,18 @@ mod tests {
         // ClusterControlManager.registerBroker: a new incarnation replaces a session that has
         // ended, i.e. a fenced broker; a restarted leader must not keep its leadership.
         let mut state = state_with_partition(&[1, 2, 3], &[1, 2, 3], 1, false);
-        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9).unwrap();
+        let outcome = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9, 50).unwrap();
         assert_eq!(outcome.changes.len(), 1);
         assert_eq!(foo0(&state).leader, 2);
         assert_eq!(foo0(&state).isr, vec![2, 3]);
         assert_eq!(state.brokers[&1].incarnation, 9);
 
         // The same incarnation again is idempotent.
-        let repeated = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9).unwrap();
+        assert_eq!(state.brokers[&1].broker_epoch, 50, "a new incarnation takes the entry's epoch");
+        let repeated = register_broker(&mut state, 1, "127.0.0.1:9092", "", 9, 51).unwrap();
         assert_eq!(repeated.kind, RegistrationKind::Repeated);
         assert!(repeated.changes.is_empty());
+        assert_eq!(state.brokers[&1].broker_epoch, 50, "a retried registration keeps its epoch");
 
         assert_eq!(check_incarnation(&state, 1, 8).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);
         assert_eq!(check_incarnation(&state, 7, 1).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);

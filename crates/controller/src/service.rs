@@ -190,7 +190,8 @@ impl ControllerService {
         Arc::clone(&self.shared.metadata.borrow())
     }
 
-    async fn register(&self, request: RegisterBrokerRequest) -> Result<(), Refusal> {
+    /// Registers a broker and returns its broker epoch (Kafka `RegisterBrokerResponse.BrokerEpoch`).
+    async fn register(&self, request: RegisterBrokerRequest) -> Result<i64, Refusal> {
         self.await_active().await?;
         let result = self
             .propose(Command::RegisterBroker {
@@ -206,7 +207,7 @@ impl ControllerService {
         // A registration starts the session (Kafka ClusterControlManager.registerBroker
         // touches the heartbeat manager).
         self.lock_heartbeats().touch(request.broker_id, Instant::now());
-        Ok(())
+        Ok(result.broker.map(|b| b.broker_epoch).unwrap_or(0))
     }
 
     fn lock_heartbeats(&self) -> std::sync::MutexGuard<'_, BrokerHeartbeatManager> {
@@ -385,11 +386,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<RegisterBrokerRequest>,
     ) -> Result<Response<RegisterBrokerResponse>, Status> {
-        let error = match self.register(request.into_inner()).await {
-            Ok(()) => success(),
-            Err(refusal) => refusal.to_proto(),
+        let (error, broker_epoch) = match self.register(request.into_inner()).await {
+            Ok(broker_epoch) => (success(), broker_epoch),
+            Err(refusal) => (refusal.to_proto(), 0),
         };
-        Ok(Response::new(RegisterBrokerResponse { error: Some(error) }))
+        Ok(Response::new(RegisterBrokerResponse { error: Some(error), broker_epoch }))
     }
 
     async fn broker_heartbeat(

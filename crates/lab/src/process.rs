@@ -186,6 +186,15 @@ impl LocalNode {
         self.paused
     }
 
+    /// Sets `flag` to `value` on the command line (replacing its value if it is there),
+    /// for the next start.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

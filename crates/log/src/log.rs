@@ -442,6 +442,21 @@ impl PartitionLog {
     /// log_end_offset]` → `OffsetOutOfRange`. One allocation, one positional read (plus
     /// header reads to find the start from the sparse index).
     pub fn read(&self, start_offset: i64, max_offset_exclusive: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.read_bounded(start_offset, max_offset_exclusive, max_bytes, usize::MAX)
+    }
+
+    /// `read` with a ceiling on the first-batch exemption: the first batch is returned when
+    /// it fits `max_bytes`, or, larger, when it fits `first_batch_max_bytes`; otherwise the
+    /// answer is empty and nothing is read. `first_batch_max_bytes == max_bytes` is Kafka's
+    /// `minOneMessage = false` (`LogSegment.read`: no exemption once an earlier partition of
+    /// the same fetch returned data); `usize::MAX` is `minOneMessage = true`.
+    pub fn read_bounded(
+        &self,
+        start_offset: i64,
+        max_offset_exclusive: i64,
+        max_bytes: usize,
+        first_batch_max_bytes: usize,
+    ) -> Result<Bytes, LogError> {
         let log_start_offset = self.log_start_offset();
         if start_offset < log_start_offset || start_offset > self.log_end_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -462,8 +477,11 @@ impl PartitionLog {
         if first.last_offset() >= bound {
             return Ok(Bytes::new());
         }
-        let available = segment.size_bytes() - position;
         let first_bytes = first.total_size_bytes() as u64;
+        if first_bytes > max_bytes.max(first_batch_max_bytes) as u64 {
+            return Ok(Bytes::new());
+        }
+        let available = segment.size_bytes() - position;
         let read_bytes = (max_bytes as u64).min(available).max(first_bytes);
         let mut buffer = vec![0u8; read_bytes as usize];
         segment.read_exact_at(&mut buffer, position)?;

@@ -199,6 +199,28 @@ fn read_respects_the_offset_bound_and_byte_budget() {
     assert!(log.read(-1, i64::MAX, 100).is_err());
 }
 
+#[test]
+fn read_bounded_caps_the_first_batch_exemption() {
+    // Kafka LogSegment.read with minOneMessage = false: a first batch larger than the
+    // budget is not returned; with a ceiling, it is returned only up to that ceiling.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut sizes = Vec::new();
+    for tag in ["a", "b"] {
+        let mut bytes = batch(tag, 3);
+        sizes.push(bytes.len());
+        log.append_as_leader(&mut bytes, 0).unwrap();
+    }
+    let first = sizes[0];
+    assert!(log.read_bounded(0, i64::MAX, first - 1, first - 1).unwrap().is_empty(), "no exemption");
+    assert!(log.read_bounded(0, i64::MAX, 0, 0).unwrap().is_empty());
+    assert_eq!(log.read_bounded(0, i64::MAX, first, first).unwrap().len(), first, "a batch that fits");
+    assert_eq!(log.read_bounded(0, i64::MAX, 0, first).unwrap().len(), first, "exempt up to the ceiling");
+    assert!(log.read_bounded(0, i64::MAX, 0, first - 1).unwrap().is_empty(), "above the ceiling");
+    assert_eq!(log.read_bounded(0, i64::MAX, first + sizes[1], 0).unwrap().len(), first + sizes[1]);
+    assert_eq!(log.read_bounded(0, i64::MAX, 1, usize::MAX).unwrap(), log.read(0, i64::MAX, 1).unwrap());
+}
+
 /// Writes 5 batches (offsets 0..10) and closes; returns the byte length of the first 4.
 fn write_five_batches(dir: &Path) -> (u64, u64) {
     let mut log = PartitionLog::open(dir, LogConfig::default()).unwrap();

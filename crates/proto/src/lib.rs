@@ -3,6 +3,9 @@
 
 tonic::include_proto!("insync.v1");
 
+/// The message trait of the generated types (`encoded_len` bounds answers by the gRPC limit).
+pub use prost;
+
 /// gRPC messages may carry record batches up to `message.max.bytes` plus Raft entries;
 /// tonic's 4 MiB decode default is too small for a fetch response that batches partitions.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

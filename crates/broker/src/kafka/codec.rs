@@ -6,7 +6,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a connection's input or output is unusable; every one of them closes the
 /// connection, as Kafka closes a channel on an invalid receive or request.
@@ -19,6 +23,15 @@ pub enum CodecError {
     /// Kafka `InvalidReceiveException`: size above socket.request.max.bytes, or negative.
     #[error("frame of {size} bytes exceeds the limit of {max_bytes} (message.max.bytes + headroom)")]
     FrameTooLarge { size: i64, max_bytes: usize },
+    /// Kafka `connections.max.idle.ms`.
+    #[error("idle for {} s (connections.max.idle.ms)", .0.as_secs())]
+    Idle(Duration),
+    #[error("request stopped arriving: {received} of {expected} bytes after {} ms", .after.as_millis())]
+    PartialFrame { received: usize, expected: usize, after: Duration },
+    /// Kafka `queued.max.request.bytes`: requests being received on every connection hold
+    /// the whole budget.
+    #[error("no memory for a {bytes}-byte request within {} ms: requests being received hold all {budget} bytes of queued.max.request.bytes", .after.as_millis())]
+    NoMemory { bytes: usize, budget: usize, after: Duration },
     #[error("frame of {0} bytes is too short for a request header")]
     TooShort(usize),
     #[error("cannot decode {what}: {reason}")]
@@ -27,22 +40,82 @@ pub enum CodecError {
     Encode { what: String, reason: String },
 }
 
-/// Reads one size-prefixed frame, refusing sizes above `max_frame_bytes` before allocating.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_frame_bytes: usize) -> Result<Bytes, CodecError> {
+/// What bounds the reading of one request (Kafka `SocketServer`): its size
+/// (`socket.request.max.bytes`), how long a connection may sit idle between requests
+/// (`connections.max.idle.ms`), how long a request may take to arrive once its first byte
+/// has, and the bytes of requests being received across every connection of the listener
+/// (`queued.max.request.bytes`, Kafka's `MemoryPool`).
+#[derive(Clone)]
+pub struct ReceiveLimits {
+    pub max_frame_bytes: usize,
+    pub idle: Duration,
+    pub partial: Duration,
+    pub budget: Arc<Semaphore>,
+    /// The budget's size, and the most any one read asks of it at once.
+    pub budget_bytes: usize,
+}
+
+/// Bytes are read in pieces of at most this size and paid for once they have arrived, so a
+/// frame pins memory and budget only as its bytes arrive, never for a size it declares.
+const RECEIVE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// One request's bytes, and its share of the receive budget. The connection holds the
+/// share until the request's answer is written: a request's decoded form and its answer
+/// are both bounded by a constant times its bytes, so the budget bounds them too.
+pub struct Frame {
+    pub bytes: Bytes,
+    pub budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads one size-prefixed frame: the first byte may take up to `idle`, the rest of it
+/// must arrive within `partial` of that; sizes above `max_frame_bytes` are refused before
+/// anything is allocated, and the frame's memory grows only with the bytes received.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limits: &ReceiveLimits) -> Result<Frame, CodecError> {
     let mut size = [0u8; 4];
-    if let Err(e) = reader.read_exact(&mut size).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof { CodecError::Closed } else { e.into() });
+    match tokio::time::timeout(limits.idle, reader.read(&mut size[..1])).await {
+        Err(_) => return Err(CodecError::Idle(limits.idle)),
+        Ok(Ok(0)) => return Err(CodecError::Closed),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    let deadline = tokio::time::Instant::now() + limits.partial;
+    let partial =
+        |received: usize, expected: usize| CodecError::PartialFrame { received, expected, after: limits.partial };
+    match tokio::time::timeout_at(deadline, reader.read_exact(&mut size[1..])).await {
+        Err(_) => return Err(partial(1, 4)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(CodecError::Closed),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(_)) => {}
     }
     let size = i32::from_be_bytes(size);
-    let Ok(length) = usize::try_from(size) else {
-        return Err(CodecError::FrameTooLarge { size: i64::from(size), max_bytes: max_frame_bytes });
-    };
-    if length > max_frame_bytes {
-        return Err(CodecError::FrameTooLarge { size: i64::from(size), max_bytes: max_frame_bytes });
+    let length = usize::try_from(size).unwrap_or(usize::MAX);
+    if length > limits.max_frame_bytes {
+        return Err(CodecError::FrameTooLarge { size: i64::from(size), max_bytes: limits.max_frame_bytes });
     }
-    let mut frame = BytesMut::zeroed(length);
-    reader.read_exact(&mut frame).await?;
-    Ok(frame.freeze())
+    let mut frame = BytesMut::new();
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    while frame.len() < length {
+        // Read what has arrived (at most a chunk), then pay for exactly those bytes: a
+        // frame holds budget only for bytes received, never for a size it declares.
+        let want = (length - frame.len()).min(RECEIVE_CHUNK_BYTES);
+        frame.reserve(want);
+        let start = frame.len();
+        let read = tokio::time::timeout_at(deadline, (&mut *reader).take(want as u64).read_buf(&mut frame)).await;
+        let received = match read {
+            Err(_) | Ok(Ok(0)) => return Err(partial(start, length)),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(received)) => received,
+        };
+        let permit = tokio::time::timeout_at(deadline, limits.budget.clone().acquire_many_owned(received as u32))
+            .await
+            .map_err(|_| CodecError::NoMemory { bytes: length, budget: limits.budget_bytes, after: limits.partial })?
+            .map_err(|_| CodecError::Closed)?;
+        match &mut budget {
+            Some(held) => held.merge(permit),
+            None => budget = Some(permit),
+        }
+    }
+    Ok(Frame { bytes: frame.freeze(), budget })
 }
 
 /// The first three header fields, which every request header version starts with: enough
@@ -65,20 +138,55 @@ pub fn peek_header(frame: &[u8]) -> Result<RawHeader, CodecError> {
     })
 }
 
-/// Decodes the request header in place, leaving `frame` at the body.
-pub fn decode_header(frame: &mut Bytes, api_key: ApiKey, api_version: i16) -> Result<RequestHeader, CodecError> {
-    let header_version = api_key.request_header_version(api_version);
-    RequestHeader::decode(frame, header_version).map_err(|e| CodecError::Decode {
-        what: format!("{api_key:?} v{api_version} header"),
-        reason: format!("{e:#}"),
-    })
+/// A request whose whole frame passed [`insync_kafka_wire::validate_request`]: only such a
+/// request's body can be decoded, so every API served now or added later is walked with
+/// every count and length checked against the bytes present before `kafka-protocol`
+/// allocates anything for it.
+pub struct Request {
+    pub header: RequestHeader,
+    body: Bytes,
+    api_key: ApiKey,
+    api_version: i16,
+    /// Bytes after the body's last field, by the schema.
+    trailing: usize,
 }
 
-pub fn decode_body<T: Decodable>(body: &mut Bytes, api_key: ApiKey, api_version: i16) -> Result<T, CodecError> {
-    T::decode(body, api_version).map_err(|e| CodecError::Decode {
+/// The reason a decode fails when the decoder and the schema walk disagree on where the
+/// body ends: never expected, and a finding for the fuzzer if it happens.
+pub const DISAGREEMENT: &str = "the decoder and the schema disagree";
+
+impl Request {
+    pub fn body<T: Decodable>(mut self) -> Result<T, CodecError> {
+        let what = || format!("{:?} v{} request", self.api_key, self.api_version);
+        let decoded = T::decode(&mut self.body, self.api_version)
+            .map_err(|e| CodecError::Decode { what: what(), reason: format!("{e:#}") })?;
+        if self.body.len() != self.trailing {
+            let reason = format!("{DISAGREEMENT}: {} bytes left, {} expected", self.body.len(), self.trailing);
+            return Err(CodecError::Decode { what: what(), reason });
+        }
+        Ok(decoded)
+    }
+}
+
+/// Validates the frame by its schema, then decodes the header, leaving the body for
+/// [`Request::body`].
+pub fn decode_request(mut frame: Bytes, api_key: ApiKey, api_version: i16) -> Result<Request, CodecError> {
+    let valid = insync_kafka_wire::validate_request(&frame).map_err(|e| CodecError::Decode {
         what: format!("{api_key:?} v{api_version} request"),
+        reason: e.to_string(),
+    })?;
+    let before = frame.len();
+    let header = RequestHeader::decode(&mut frame, valid.header_version).map_err(|e| CodecError::Decode {
+        what: format!("{api_key:?} v{api_version} header"),
         reason: format!("{e:#}"),
-    })
+    })?;
+    if before - frame.len() != valid.header_len {
+        return Err(CodecError::Decode {
+            what: format!("{api_key:?} v{api_version} header"),
+            reason: "the header decoder and the schema disagree on its length".into(),
+        });
+    }
+    Ok(Request { header, body: frame, api_key, api_version, trailing: valid.trailing })
 }
 
 /// A whole response frame: size, header (v0: correlation id; v1 adds tagged fields), body.
@@ -111,17 +219,69 @@ pub fn response_frame<T: Encodable>(
 mod tests {
     use super::*;
     use kafka_protocol::messages::ApiVersionsResponse;
+    use tokio::io::AsyncWriteExt;
+
+    fn limits(max_frame_bytes: usize, budget_bytes: usize) -> ReceiveLimits {
+        ReceiveLimits {
+            max_frame_bytes,
+            idle: Duration::from_secs(5),
+            partial: Duration::from_millis(200),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+        }
+    }
 
     #[tokio::test]
     async fn frames_above_the_limit_are_refused_before_reading_them() {
+        let limits = limits(100, 1000);
         let mut input: &[u8] = &[0, 0, 0, 200, 1, 2, 3];
-        assert!(matches!(read_frame(&mut input, 100).await, Err(CodecError::FrameTooLarge { size: 200, .. })));
+        assert!(matches!(read_frame(&mut input, &limits).await, Err(CodecError::FrameTooLarge { size: 200, .. })));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut negative, 100).await, Err(CodecError::FrameTooLarge { size: -1, .. })));
+        assert!(matches!(read_frame(&mut negative, &limits).await, Err(CodecError::FrameTooLarge { size: -1, .. })));
         let mut ok: &[u8] = &[0, 0, 0, 3, 7, 8, 9];
-        assert_eq!(read_frame(&mut ok, 100).await.unwrap(), Bytes::from_static(&[7, 8, 9]));
+        assert_eq!(read_frame(&mut ok, &limits).await.unwrap().bytes, Bytes::from_static(&[7, 8, 9]));
         let mut empty: &[u8] = &[];
-        assert!(matches!(read_frame(&mut empty, 100).await, Err(CodecError::Closed)));
+        assert!(matches!(read_frame(&mut empty, &limits).await, Err(CodecError::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stops_arriving_is_dropped_and_its_budget_returned() {
+        let limits = limits(1 << 20, 1 << 20);
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        // Declares 100000 bytes, sends 10, then nothing.
+        client.write_all(&100_000i32.to_be_bytes()).await.unwrap();
+        client.write_all(&[1; 10]).await.unwrap();
+        let error = read_frame(&mut server, &limits).await.err().expect("timed out");
+        assert!(matches!(error, CodecError::PartialFrame { expected: 100_000, .. }), "{error}");
+        assert_eq!(limits.budget.available_permits(), 1 << 20, "budget returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_receive_budget_bounds_memory_across_connections() {
+        // A budget of one chunk: a second frame waits for the first to be released.
+        let limits = limits(1 << 20, RECEIVE_CHUNK_BYTES);
+        let mut first: &[u8] = &[0, 0, 0, 2, 1, 2];
+        let held = read_frame(&mut first, &limits).await.unwrap();
+        assert_eq!(limits.budget.available_permits(), RECEIVE_CHUNK_BYTES - 2);
+        let big = [&(RECEIVE_CHUNK_BYTES as i32).to_be_bytes()[..], &vec![0u8; RECEIVE_CHUNK_BYTES]].concat();
+        let error = read_frame(&mut big.as_slice(), &limits).await.err().expect("no memory");
+        assert!(matches!(error, CodecError::NoMemory { .. }), "{error}");
+        drop(held);
+        assert_eq!(read_frame(&mut big.as_slice(), &limits).await.unwrap().bytes.len(), RECEIVE_CHUNK_BYTES);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_reported_as_idle() {
+        let limits = limits(100, 1000);
+        let (_client, mut server) = tokio::io::duplex(64);
+        assert!(matches!(read_frame(&mut server, &limits).await, Err(CodecError::Idle(_))));
+    }
+
+    #[test]
+    fn the_eighteen_byte_metadata_bomb_is_a_decode_error_not_an_allocation() {
+        let frame = Bytes::from_static(&[0x00, 0x03, 0x00, 0x01, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+        let error = decode_request(frame, ApiKey::Metadata, 1).err().expect("refused");
+        assert!(error.to_string().contains("MetadataRequest.Topics: array count 2147483647"), "{error}");
     }
 
     #[test]

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use super::codec::{self, CodecError};
@@ -29,10 +29,6 @@ use super::{api_versions, fetch, group, metadata, produce, producer_id, supporte
 /// the next request only after answering the previous one; insync pipelines a little so
 /// acks=all waits overlap, and stops reading (TCP backpressure) beyond this.
 const MAX_IN_FLIGHT: usize = 16;
-
-/// Kafka `connections.max.idle.ms` (600000): a connection that sends nothing for this long
-/// is closed. Consumers poll far more often (a Fetch waits at most fetch.max.wait.ms).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long one answer may take to write to a client that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,19 +84,16 @@ where
 /// drops this future).
 pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: SocketAddr) {
     let (mut reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<PendingReply>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<(PendingReply, Option<OwnedSemaphorePermit>)>(MAX_IN_FLIGHT);
     let mut writer_task = tokio::spawn(write_replies(writer, rx, peer));
     let read = async {
         loop {
-            let frame =
-                match tokio::time::timeout(IDLE_TIMEOUT, codec::read_frame(&mut reader, context.max_frame_bytes)).await
-                {
-                    Ok(Ok(frame)) => frame,
-                    Ok(Err(CodecError::Closed)) => return None,
-                    Ok(Err(e)) => return Some(e.to_string()),
-                    Err(_) => return Some(format!("idle for {} s (connections.max.idle.ms)", IDLE_TIMEOUT.as_secs())),
-                };
-            let pending = match handle_frame(&context, frame) {
+            let frame = match codec::read_frame(&mut reader, &context.limits).await {
+                Ok(frame) => frame,
+                Err(CodecError::Closed) => return None,
+                Err(e) => return Some(e.to_string()),
+            };
+            let pending = match handle_frame(&context, frame.bytes) {
                 Ok(pending) => pending,
                 Err(e) => return Some(e.to_string()),
             };
@@ -109,7 +102,8 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
                 Handled::Reply(reply) => reply,
                 Handled::Close(reason) => Box::pin(std::future::ready(Reply::Close(reason))),
             };
-            if tx.send(reply).await.is_err() || closes {
+            // The frame's receive budget travels with its answer until that is written.
+            if tx.send((reply, frame.budget)).await.is_err() || closes {
                 return None;
             }
         }
@@ -117,7 +111,7 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
     tokio::select! {
         closed = read => {
             if let Some(reason) = closed {
-                warn!("Kafka client {peer}: closing the connection: {reason}");
+                warn!(%peer, %reason, "Kafka client: closing the connection");
             }
             drop(tx);
             if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer_task).await.is_err() {
@@ -135,7 +129,7 @@ enum Handled {
     Close(String),
 }
 
-fn handle_frame(context: &Arc<KafkaContext>, mut frame: Bytes) -> Result<Handled, CodecError> {
+fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, CodecError> {
     let raw = codec::peek_header(&frame)?;
     let Ok(api_key) = ApiKey::try_from(raw.api_key) else {
         return Err(CodecError::Decode {
@@ -161,34 +155,34 @@ fn handle_frame(context: &Arc<KafkaContext>, mut frame: Bytes) -> Result<Handled
             reason: format!("unsupported version: insync serves v{min_version} to v{max_version}"),
         });
     }
-    let header: RequestHeader = codec::decode_header(&mut frame, api_key, raw.api_version)?;
+    let request = codec::decode_request(frame, api_key, raw.api_version)?;
+    let client_id = request.header.client_id.clone();
     debug!(
-        "Kafka request {api_key:?} v{} correlation {} from {:?}",
-        raw.api_version,
-        raw.correlation_id,
-        header.client_id.as_deref().unwrap_or("")
+        api = ?api_key,
+        version = raw.api_version,
+        correlation_id = raw.correlation_id,
+        client_id = client_id.as_deref().unwrap_or(""),
+        "Kafka request"
     );
-    let body = &mut frame;
-    let v = raw.api_version;
     let reply = match api_key {
-        ApiKey::ApiVersions => api_versions::handle(meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::Metadata => metadata::handle(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::ApiVersions => api_versions::handle(meta, request.body()?),
+        ApiKey::Metadata => metadata::handle(context, meta, request.body()?),
         ApiKey::Produce => {
-            return Ok(match produce::handle(context, meta, codec::decode_body(body, api_key, v)?) {
+            return Ok(match produce::handle(context, meta, request.body()?) {
                 produce::Dispatched::Reply(reply) => Handled::Reply(reply),
                 produce::Dispatched::Close(reason) => Handled::Close(reason),
             })
         }
-        ApiKey::Fetch => fetch::handle_fetch(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::ListOffsets => fetch::handle_list_offsets(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::InitProducerId => producer_id::handle(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::FindCoordinator => group::handle_find_coordinator(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::JoinGroup => group::handle_join(context, meta, header.client_id, codec::decode_body(body, api_key, v)?),
-        ApiKey::SyncGroup => group::handle_sync(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::Heartbeat => group::handle_heartbeat(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::LeaveGroup => group::handle_leave(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::OffsetCommit => group::handle_offset_commit(context, meta, codec::decode_body(body, api_key, v)?),
-        ApiKey::OffsetFetch => group::handle_offset_fetch(context, meta, codec::decode_body(body, api_key, v)?),
+        ApiKey::Fetch => fetch::handle_fetch(context, meta, request.body()?),
+        ApiKey::ListOffsets => fetch::handle_list_offsets(context, meta, request.body()?),
+        ApiKey::InitProducerId => producer_id::handle(context, meta, request.body()?),
+        ApiKey::FindCoordinator => group::handle_find_coordinator(context, meta, request.body()?),
+        ApiKey::JoinGroup => group::handle_join(context, meta, client_id, request.body()?),
+        ApiKey::SyncGroup => group::handle_sync(context, meta, request.body()?),
+        ApiKey::Heartbeat => group::handle_heartbeat(context, meta, request.body()?),
+        ApiKey::LeaveGroup => group::handle_leave(context, meta, request.body()?),
+        ApiKey::OffsetCommit => group::handle_offset_commit(context, meta, request.body()?),
+        ApiKey::OffsetFetch => group::handle_offset_fetch(context, meta, request.body()?),
         other => {
             debug_assert!(false, "{other:?} is in SUPPORTED_APIS but not dispatched");
             return Err(CodecError::Decode { what: format!("{other:?}"), reason: "not dispatched".into() });
@@ -197,36 +191,41 @@ fn handle_frame(context: &Arc<KafkaContext>, mut frame: Bytes) -> Result<Handled
     Ok(Handled::Reply(reply))
 }
 
-/// Awaits the answers in request order (several at once) and writes them.
-async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<PendingReply>, peer: SocketAddr) {
+/// Awaits the answers in request order (several at once) and writes them; each request's
+/// receive budget is released once its answer is written.
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<(PendingReply, Option<OwnedSemaphorePermit>)>,
+    peer: SocketAddr,
+) {
     let mut pending = FuturesOrdered::new();
     let mut receiving = true;
     loop {
         tokio::select! {
             biased;
-            Some(reply) = pending.next(), if !pending.is_empty() => match reply {
+            Some((reply, _budget)) = pending.next(), if !pending.is_empty() => match reply {
                 Reply::Frame(frame) => {
                     match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
-                            debug!("Kafka client {peer}: write failed: {e}");
+                            debug!(%peer, error = %e, "Kafka client: write failed");
                             return;
                         }
                         Err(_) => {
-                            warn!("Kafka client {peer}: did not read its answers for {} s; closing", WRITE_TIMEOUT.as_secs());
+                            warn!(%peer, seconds = WRITE_TIMEOUT.as_secs(), "Kafka client did not read its answers; closing");
                             return;
                         }
                     }
                 }
                 Reply::Nothing => {}
                 Reply::Close(reason) => {
-                    warn!("Kafka client {peer}: closing the connection: {reason}");
+                    warn!(%peer, %reason, "Kafka client: closing the connection");
                     let _ = writer.shutdown().await;
                     return;
                 }
             },
             next = rx.recv(), if receiving && pending.len() < MAX_IN_FLIGHT => match next {
-                Some(reply) => pending.push_back(reply),
+                Some((reply, budget)) => pending.push_back(async move { (reply.await, budget) }),
                 None => receiving = false,
             },
             else => {

@@ -5,7 +5,11 @@
 //! (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH 74, UNKNOWN_LEADER_EPOCH 75) and long-poll.
 //! There are no transactions, so the last stable offset is the high watermark and
 //! read_committed reads the same as read_uncommitted. No fetch sessions (KIP-227): the
-//! answer's session id 0 tells clients to send full fetches.
+//! answer's session id 0 tells clients to send full fetches. Sizing is the replica
+//! manager's, as for gRPC: max_bytes clamped to fetch.max.bytes, one oversized batch only
+//! for the first partition with data, and a partition listed twice answered
+//! INVALID_REQUEST (42) on each entry. A Kafka client is always a consumer here: the
+//! request's replica id is not used (followers replicate over gRPC).
 use std::sync::Arc;
 
 use insync_log::batch::{decode_records, iter_batches};
@@ -20,11 +24,6 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, 
 use super::connection::{respond, respond_now, PendingReply, RequestMeta};
 use super::KafkaContext;
 use crate::partition::Partition;
-
-/// The most one fetch answer carries (Kafka fetch.max.bytes defaults to 50 MiB; a smaller
-/// bound keeps a connection's memory small). A batch larger than this still goes out
-/// alone (KIP-74), so consumers always make progress.
-const MAX_FETCH_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Fetch's isolation_level for READ_COMMITTED (KIP-98).
 const READ_COMMITTED: i8 = 1;
@@ -60,6 +59,7 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
             });
         }
     }
+    // Negative (nonsense) reads as 0: the replica manager makes it fetch.max.bytes.
     let max_bytes = u32::try_from(request.max_bytes).unwrap_or(0);
     // min_bytes 0 asks for an answer at once, data or not (Kafka `DelayedFetch` is not used
     // then); the replica manager's long poll waits for at least one byte otherwise.
@@ -68,8 +68,10 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
         replica_id: CONSUMER_REPLICA_ID,
         max_wait_ms,
         min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
-        max_bytes: if max_bytes == 0 { MAX_FETCH_RESPONSE_BYTES } else { max_bytes.min(MAX_FETCH_RESPONSE_BYTES) },
+        max_bytes,
         partitions,
+        // Consumers carry no broker epoch (KIP-903 concerns replica fetches only).
+        broker_epoch: 0,
     };
     let context = context.clone();
     respond(meta, async move {

@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
+use codec::ReceiveLimits;
+pub use codec::DISAGREEMENT;
 
 pub use group::GroupCoordinator;
 
@@ -73,23 +75,29 @@ pub(crate) fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
 /// headroom admits every request a default client sends).
 const FRAME_HEADROOM_BYTES: usize = 64 * 1024;
 
-/// Connections served at once (Kafka `max.connections`); more wait in the accept backlog.
-const MAX_CONNECTIONS: usize = 1024;
-
 /// What every connection needs: the replica manager (produce, fetch, metadata), the
-/// producer-id blocks, the group coordinator, and the frame bound.
+/// producer-id blocks, the group coordinator, and the receive limits.
 pub struct KafkaContext {
     pub rm: Arc<ReplicaManager>,
     pub producer_ids: Arc<ProducerIdManager>,
     pub groups: GroupCoordinator,
-    /// Frames larger than this close the connection (Kafka `InvalidReceiveException`).
-    pub max_frame_bytes: usize,
+    /// Frame size, idle and partial-request timeouts, and the listener-wide receive budget.
+    pub limits: ReceiveLimits,
 }
 
 impl KafkaContext {
     pub fn new(rm: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
-        let max_frame_bytes = rm.config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES);
-        Arc::new(KafkaContext { rm, producer_ids, groups: GroupCoordinator::default(), max_frame_bytes })
+        let config = &rm.config;
+        let budget_bytes = usize::try_from(config.queued_max_request_bytes).unwrap_or(usize::MAX >> 4);
+        let limits = ReceiveLimits {
+            // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
+            max_frame_bytes: config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES),
+            idle: Duration::from_millis(config.connections_max_idle_ms),
+            partial: Duration::from_millis(config.request_receive_timeout_ms),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+        };
+        Arc::new(KafkaContext { rm, producer_ids, groups: GroupCoordinator::default(), limits })
     }
 }
 
@@ -121,9 +129,14 @@ pub async fn bind(args: &crate::config::BrokerArgs) -> anyhow::Result<Option<(Tc
 pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: watch::Receiver<bool>) {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!("broker {}: Kafka listener on {local}", context.rm.broker_id);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Kafka max.connections: at the limit, stop accepting (clients wait in the backlog).
+    let max_connections = context.rm.config.max_connections as usize;
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     loop {
+        if slots.available_permits() == 0 {
+            warn!(max_connections, "Kafka listener at max.connections: new clients wait until one closes");
+        }
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -155,6 +168,46 @@ pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: 
     }
     connections.shutdown().await;
     info!("broker {}: Kafka listener on {local} stopped", context.rm.broker_id);
+}
+
+/// Decodes a request frame exactly as a connection does before dispatching it — schema
+/// walk, header, body — and validates a Produce request's record batches as the append
+/// path does; for the fuzzing campaign (`crates/fuzz`), which must find no input that
+/// panics here or allocates beyond a constant times the frame.
+pub fn decode_request_for_fuzzing(frame: bytes::Bytes) -> Result<(), String> {
+    use kafka_protocol::messages as m;
+    let raw = codec::peek_header(&frame).map_err(|e| e.to_string())?;
+    let api_key = ApiKey::try_from(raw.api_key).map_err(|_| format!("unknown API key {}", raw.api_key))?;
+    let (low, high) = supported_versions(api_key).ok_or_else(|| format!("{api_key:?} is not served"))?;
+    if raw.api_version < low || raw.api_version > high {
+        return Err(format!("{api_key:?} v{} is not served", raw.api_version));
+    }
+    let request = codec::decode_request(frame, api_key, raw.api_version).map_err(|e| e.to_string())?;
+    let decoded = match api_key {
+        ApiKey::Produce => {
+            let produce: m::ProduceRequest = request.body().map_err(|e| e.to_string())?;
+            for records in
+                produce.topic_data.iter().flat_map(|t| t.partition_data.iter()).filter_map(|p| p.records.as_ref())
+            {
+                let _ = insync_log::batch::validate_batch(records);
+            }
+            return Ok(());
+        }
+        ApiKey::Fetch => request.body::<m::FetchRequest>().map(drop),
+        ApiKey::ListOffsets => request.body::<m::ListOffsetsRequest>().map(drop),
+        ApiKey::Metadata => request.body::<m::MetadataRequest>().map(drop),
+        ApiKey::OffsetCommit => request.body::<m::OffsetCommitRequest>().map(drop),
+        ApiKey::OffsetFetch => request.body::<m::OffsetFetchRequest>().map(drop),
+        ApiKey::FindCoordinator => request.body::<m::FindCoordinatorRequest>().map(drop),
+        ApiKey::JoinGroup => request.body::<m::JoinGroupRequest>().map(drop),
+        ApiKey::Heartbeat => request.body::<m::HeartbeatRequest>().map(drop),
+        ApiKey::LeaveGroup => request.body::<m::LeaveGroupRequest>().map(drop),
+        ApiKey::SyncGroup => request.body::<m::SyncGroupRequest>().map(drop),
+        ApiKey::ApiVersions => request.body::<m::ApiVersionsRequest>().map(drop),
+        ApiKey::InitProducerId => request.body::<m::InitProducerIdRequest>().map(drop),
+        other => return Err(format!("{other:?} is not dispatched")),
+    };
+    decoded.map_err(|e| e.to_string())
 }
 
 /// `host:port` → (host, port) for Metadata and FindCoordinator answers; IPv6 hosts may be
@@ -193,6 +246,17 @@ mod tests {
         for (key, min, max) in SUPPORTED_APIS {
             let codec = key.valid_versions();
             assert!(codec.min <= *min && *max <= codec.max, "{key:?} {min}..={max} outside the codec's {codec}");
+        }
+    }
+
+    #[test]
+    fn every_served_api_and_version_has_a_schema_to_validate_it() {
+        // codec::decode_request refuses a frame without a schema; this keeps an API added
+        // to SUPPORTED_APIS from going out without its schemas/*.json.
+        for (key, min, max) in SUPPORTED_APIS {
+            let schema = insync_kafka_wire::request_schema(*key as i16)
+                .unwrap_or_else(|| panic!("{key:?} has no schema in crates/kafka-wire/schemas"));
+            assert!(schema.valid.contains(*min) && schema.valid.contains(*max), "{key:?} {min}..={max}");
         }
     }
 }

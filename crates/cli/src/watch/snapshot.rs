@@ -369,6 +369,7 @@ pub(crate) mod tests {
                     incarnation: 1,
                     last_heartbeat_ms_ago: 100,
                     kafka_address: String::new(),
+                    broker_epoch: 1,
                 })
                 .collect(),
             topics: vec![pb::TopicMetadata {

@@ -1,6 +1,7 @@
 //! A live 3-broker cluster under hostile clients on every listener (Kafka, gRPC, metrics):
 //! the 18-byte allocation bomb, thousands of mutated frames, idle and half-sent
-//! connections, garbage and oversized messages on the gRPC port, junk on the metrics port.
+//! connections, silent connections, garbage and oversized messages on the gRPC port, junk on
+//! the metrics port.
 //! Throughout, an honest client keeps being answered; afterwards every broker is alive with
 //! a bounded RSS, acks=all still works and every record acknowledged before is intact.
 use std::io::{Read, Write};
@@ -238,6 +239,12 @@ fn hostile_bytes_on_every_listener_take_no_broker_down_and_lose_nothing() -> any
         );
     }
 
+    // Silent gRPC connections: closed once they have sent nothing for 10 s, so they cannot
+    // sit on the slots other brokers' fetchers and heartbeats need.
+    let mut silent_grpc: Vec<TcpStream> =
+        grpc.iter().flat_map(|a| (0..20).filter_map(move |_| TcpStream::connect(a).ok())).collect();
+    let silent_since = Instant::now();
+
     let stop = Arc::new(AtomicBool::new(false));
     let honest = honest_client(kafka[0].clone(), stop.clone());
     mutant_storm(&kafka);
@@ -250,10 +257,20 @@ fn hostile_bytes_on_every_listener_take_no_broker_down_and_lose_nothing() -> any
     eprintln!("the honest client's slowest answer during the attack: {slowest:?}");
     anyhow::ensure!(slowest < Duration::from_secs(2), "an honest client waited {slowest:?}");
 
+    for stream in &mut silent_grpc {
+        let left = Duration::from_secs(20).saturating_sub(silent_since.elapsed()).max(Duration::from_millis(10));
+        anyhow::ensure!(
+            closed_within(stream, left),
+            "a silent gRPC connection is open after {:?}",
+            silent_since.elapsed()
+        );
+    }
+    eprintln!("{} silent gRPC connections closed after {:?}", silent_grpc.len(), silent_since.elapsed());
+
     for n in 1..=3 {
         let pid = cluster.broker_pid(n).ok_or_else(|| anyhow::anyhow!("broker {n} is not running"))?;
         anyhow::ensure!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "broker {n} died");
-        let rss = rss_bytes(pid).unwrap_or(0);
+        let rss = rss_bytes(pid).ok_or_else(|| anyhow::anyhow!("cannot read broker {n}'s RSS"))?;
         eprintln!("broker {n}: RSS {} MiB after the attack", rss >> 20);
         anyhow::ensure!(rss < MAX_RSS_BYTES, "broker {n} RSS {rss} bytes");
     }

@@ -109,6 +109,10 @@ pub struct BrokerArgs {
     /// bounds it so that connections x their buffers stay within a laptop's memory.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Kafka max.connections.per.ip: Kafka-listener connections from one address; more are
+    /// closed at once (Kafka's default is 2147483647).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
     /// Kafka connections.max.idle.ms: a Kafka connection that sends no request for this
     /// long is closed.
     #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -118,16 +122,22 @@ pub struct BrokerArgs {
     /// connections.max.idle.ms, which a client trickling one byte at a time never trips).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_receive_timeout_ms: u64,
-    /// Kafka queued.max.request.bytes: bytes of Kafka requests being received or decoded
-    /// across all connections; a request that would exceed it waits (at most
-    /// --request-receive-timeout-ms). Kafka's default -1 is unbounded; insync's is 100 MiB.
+    /// Kafka queued.max.request.bytes: bytes of Kafka requests received and not yet
+    /// answered, across all connections; a connection whose next request does not fit stops
+    /// being read until it does. Raised to the largest request if set below it (Kafka
+    /// requires it to be at least socket.request.max.bytes). Kafka's default -1 is
+    /// unbounded; insync's is 100 MiB.
     #[arg(long, default_value_t = 104_857_600, value_parser = clap::value_parser!(u64).range(65_536..=1 << 40))]
     pub queued_max_request_bytes: u64,
     /// gRPC connections served at once (the gRPC counterpart of max.connections).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_connections: u32,
-    /// HTTP/2 streams one gRPC connection may have open at once.
+    /// gRPC connections from one address; more are closed at once, so that one host cannot
+    /// take the slots the other brokers' fetchers and heartbeats need.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_connections_per_ip: u32,
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_streams: u32,
     /// host:port Kafka clients are told to dial in Metadata and FindCoordinator answers
     /// (Kafka `advertised.listeners`); defaults to the Kafka listen address.

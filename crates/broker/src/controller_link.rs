@@ -228,6 +228,12 @@ async fn register(link: &ControllerLink, rm: &ReplicaManager, request: &pb::Regi
                 warn!("broker registration refused: {code}: {message}");
                 return false;
             }
+            if reply.broker_epoch <= 0 {
+                // Without an epoch no leader serves our fetchers (KIP-903): register again
+                // rather than run as a broker that can never replicate.
+                warn!(broker_epoch = reply.broker_epoch, "registration answered without a broker epoch; retrying");
+                return false;
+            }
             rm.set_broker_epoch(reply.broker_epoch);
             info!(
                 broker_epoch = reply.broker_epoch,

@@ -2,6 +2,7 @@
 //! gRPC service and the Kafka wire-protocol listener, assembled by `server::run` (the `insync-broker` binary is a thin
 //! wrapper that parses flags and waits for a signal).
 pub mod config;
+pub mod connection_slots;
 pub mod controller_link;
 pub mod fetch_limits;
 #[cfg(test)]

@@ -120,11 +120,18 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     );
     let server = pb::server_builder()
         .max_concurrent_streams(Some(args.grpc_max_concurrent_streams))
+        // Dead peers (a killed host, a cut network) are noticed and their slots freed.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_header_list_size(Some(MAX_GRPC_HEADER_LIST_BYTES))
         .add_optional_service(broker_service)
         .add_optional_service(controller_service)
         .serve_with_incoming_shutdown(
-            crate::grpc_limits::incoming(listener, args.grpc_max_connections as usize),
+            crate::grpc_limits::incoming(
+                listener,
+                args.grpc_max_connections as usize,
+                args.grpc_max_connections_per_ip as usize,
+            ),
             async move {
                 let _ = stop_serving_rx.wait_for(|stop| *stop).await;
             },

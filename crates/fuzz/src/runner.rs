@@ -10,9 +10,10 @@ use rand::{Rng, SeedableRng};
 use crate::mutate::mutate;
 use crate::targets::{files_in, workspace_root, Target};
 
-/// Allocation allowed for any input regardless of its size (temporary directories, a log's
-/// index, buffers of fixed size).
-const FIXED_ALLOWANCE_BYTES: usize = 8 * 1024 * 1024;
+/// Allocation allowed for any input regardless of its size (error messages, a temporary
+/// directory, a log's fixed-size buffers): small, so that an input of a few hundred bytes
+/// allocating a thousand times its size is a finding.
+const FIXED_ALLOWANCE_BYTES: usize = 64 * 1024;
 
 /// How long a campaign runs.
 #[derive(Debug, Clone, Copy)]

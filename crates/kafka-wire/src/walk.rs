@@ -121,7 +121,7 @@ fn walk_tagged_fields(fields: &[Field], version: i16, reader: &mut Reader<'_>) -
         let tag = reader.uvarint().map_err(|e| e.within("TaggedFields"))?;
         let size = reader.uvarint().map_err(|e| e.within(format!("TaggedFields[tag {tag}]")))? as usize;
         let value = reader.take(size).map_err(|e| e.within(format!("TaggedFields[tag {tag}]")))?;
-        let known = fields.iter().find(|f| f.versions.contains(version) && f.tag.is_some_and(|t| t.tag == tag));
+        let known = fields.iter().find(|f| f.is_tagged_in(version) && f.tag.is_some_and(|t| t.tag == tag));
         if let Some(field) = known {
             let mut inner = Reader { buf: value, pos: 0 };
             walk_field(field, version, true, &mut inner).map_err(|e| e.within(field.name))?;

@@ -186,8 +186,9 @@ impl LocalNode {
         self.paused
     }
 
-    /// Sets `flag` to `value` on the command line (replacing its value if it is there),
-    /// for the next start.
+    /// Sets `flag`, a flag that takes a value given as a separate argument (`--flag
+    /// VALUE`, as every flag here is written), to `value` on the command line, replacing
+    /// its value if it is there, for the next start.
     pub fn set_arg(&mut self, flag: &str, value: &str) {
         match self.args.iter().position(|a| a == flag) {
             Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_string(),

@@ -30,7 +30,7 @@ pub enum CodecError {
     PartialFrame { received: usize, expected: usize, after: Duration },
     /// Kafka `queued.max.request.bytes`: requests being received on every connection hold
     /// the whole budget.
-    #[error("no memory for a {bytes}-byte request within {} ms: requests being received hold all {budget} bytes of queued.max.request.bytes", .after.as_millis())]
+    #[error("no memory for a {bytes}-byte request within {} ms: requests in flight hold all {budget} bytes of queued.max.request.bytes", .after.as_millis())]
     NoMemory { bytes: usize, budget: usize, after: Duration },
     #[error("frame of {0} bytes is too short for a request header")]
     TooShort(usize),
@@ -55,13 +55,15 @@ pub struct ReceiveLimits {
     pub budget_bytes: usize,
 }
 
-/// Bytes are read in pieces of at most this size and paid for once they have arrived, so a
-/// frame pins memory and budget only as its bytes arrive, never for a size it declares.
+/// Bytes are read in pieces of at most this size, so a frame's memory grows only as its
+/// bytes arrive, never to a size it merely declares.
 const RECEIVE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// One request's bytes, and its share of the receive budget. The connection holds the
-/// share until the request's answer is written: a request's decoded form and its answer
-/// are both bounded by a constant times its bytes, so the budget bounds them too.
+/// share until the request's answer is written, so the budget also bounds what decoding a
+/// request and answering it from its contents take (at most a constant times its bytes);
+/// record data a fetch answers with is bounded separately, by fetch.max.bytes per answer
+/// and the answers a connection may have in flight.
 pub struct Frame {
     pub bytes: Bytes,
     pub budget: Option<OwnedSemaphorePermit>,
@@ -92,27 +94,33 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limits: &ReceiveLi
     if length > limits.max_frame_bytes {
         return Err(CodecError::FrameTooLarge { size: i64::from(size), max_bytes: limits.max_frame_bytes });
     }
+    // The whole frame's share of the budget at once, as Kafka's MemoryPool.tryAllocate does
+    // (paying piece by piece would let large frames each hold part and wait for the rest).
+    // A connection that must wait is not read meanwhile (TCP backpressure) and not closed,
+    // up to the idle timeout: what holds the budget is bounded in time (requests stop
+    // arriving within `partial`, answers are written or time out).
+    let budget = match u32::try_from(length) {
+        Ok(0) => None,
+        Ok(bytes) => Some(
+            tokio::time::timeout(limits.idle, limits.budget.clone().acquire_many_owned(bytes))
+                .await
+                .map_err(|_| CodecError::NoMemory { bytes: length, budget: limits.budget_bytes, after: limits.idle })?
+                .map_err(|_| CodecError::Closed)?,
+        ),
+        Err(_) => return Err(CodecError::FrameTooLarge { size: i64::from(size), max_bytes: limits.max_frame_bytes }),
+    };
+    // The body must then arrive within `partial`; memory grows only with what arrives.
+    let deadline = tokio::time::Instant::now() + limits.partial;
     let mut frame = BytesMut::new();
-    let mut budget: Option<OwnedSemaphorePermit> = None;
     while frame.len() < length {
-        // Read what has arrived (at most a chunk), then pay for exactly those bytes: a
-        // frame holds budget only for bytes received, never for a size it declares.
         let want = (length - frame.len()).min(RECEIVE_CHUNK_BYTES);
         frame.reserve(want);
         let start = frame.len();
         let read = tokio::time::timeout_at(deadline, (&mut *reader).take(want as u64).read_buf(&mut frame)).await;
-        let received = match read {
+        match read {
             Err(_) | Ok(Ok(0)) => return Err(partial(start, length)),
             Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(received)) => received,
-        };
-        let permit = tokio::time::timeout_at(deadline, limits.budget.clone().acquire_many_owned(received as u32))
-            .await
-            .map_err(|_| CodecError::NoMemory { bytes: length, budget: limits.budget_bytes, after: limits.partial })?
-            .map_err(|_| CodecError::Closed)?;
-        match &mut budget {
-            Some(held) => held.merge(permit),
-            None => budget = Some(permit),
+            Ok(Ok(_)) => {}
         }
     }
     Ok(Frame { bytes: frame.freeze(), budget })
@@ -257,17 +265,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_receive_budget_bounds_memory_across_connections() {
-        // A budget of one chunk: a second frame waits for the first to be released.
-        let limits = limits(1 << 20, RECEIVE_CHUNK_BYTES);
-        let mut first: &[u8] = &[0, 0, 0, 2, 1, 2];
-        let held = read_frame(&mut first, &limits).await.unwrap();
-        assert_eq!(limits.budget.available_permits(), RECEIVE_CHUNK_BYTES - 2);
-        let big = [&(RECEIVE_CHUNK_BYTES as i32).to_be_bytes()[..], &vec![0u8; RECEIVE_CHUNK_BYTES]].concat();
-        let error = read_frame(&mut big.as_slice(), &limits).await.err().expect("no memory");
-        assert!(matches!(error, CodecError::NoMemory { .. }), "{error}");
+    async fn a_frame_waits_for_the_budget_that_others_hold() {
+        let limits = limits(1 << 20, 100);
+        let mut first: &[u8] = &[0, 0, 0, 60, 1, 2];
+        // 60 of 100 bytes taken as soon as the size is known, even before the body arrives.
+        let partial = read_frame(&mut first, &limits).await.err().expect("the body stops after 2 bytes");
+        assert!(matches!(partial, CodecError::PartialFrame { .. }), "{partial}");
+        assert_eq!(limits.budget.available_permits(), 100, "returned when the frame is dropped");
+        let whole = [&60i32.to_be_bytes()[..], &[9u8; 60]].concat();
+        let held = read_frame(&mut whole.as_slice(), &limits).await.unwrap();
+        assert_eq!(limits.budget.available_permits(), 40);
+        // A second 60-byte frame waits (up to the idle timeout) instead of failing at once...
+        let waiting = tokio::spawn({
+            let limits = limits.clone();
+            let whole = whole.clone();
+            async move { read_frame(&mut whole.as_slice(), &limits).await.map(|f| f.bytes.len()) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "waits for budget");
+        // ...and proceeds once the first answer is written and its share released.
         drop(held);
-        assert_eq!(read_frame(&mut big.as_slice(), &limits).await.unwrap().bytes.len(), RECEIVE_CHUNK_BYTES);
+        assert_eq!(waiting.await.unwrap().unwrap(), 60);
     }
 
     #[tokio::test(start_paused = true)]

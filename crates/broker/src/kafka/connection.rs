@@ -19,7 +19,7 @@ use kafka_protocol::protocol::Encodable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::codec::{self, CodecError};
@@ -84,8 +84,13 @@ where
 /// drops this future).
 pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: SocketAddr) {
     let (mut reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<(PendingReply, Option<OwnedSemaphorePermit>)>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<(PendingReply, Held)>(MAX_IN_FLIGHT);
     let mut writer_task = tokio::spawn(write_replies(writer, rx, peer));
+    // One Fetch in flight per connection (Kafka answers a connection's requests one at a
+    // time; clients send one Fetch per broker anyway): a fetch answer may carry up to
+    // fetch.max.bytes of records, and a client pipelining fetches it never reads must not
+    // pin that many times over. The next Fetch is not read until the previous is answered.
+    let fetch_slot = Arc::new(Semaphore::new(1));
     let read = async {
         loop {
             let frame = match codec::read_frame(&mut reader, &context.limits).await {
@@ -93,6 +98,8 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
                 Err(CodecError::Closed) => return None,
                 Err(e) => return Some(e.to_string()),
             };
+            let is_fetch = frame.bytes.get(..2) == Some(&(ApiKey::Fetch as i16).to_be_bytes()[..]);
+            let fetch_permit = if is_fetch { fetch_slot.clone().acquire_owned().await.ok() } else { None };
             let pending = match handle_frame(&context, frame.bytes) {
                 Ok(pending) => pending,
                 Err(e) => return Some(e.to_string()),
@@ -102,8 +109,10 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
                 Handled::Reply(reply) => reply,
                 Handled::Close(reason) => Box::pin(std::future::ready(Reply::Close(reason))),
             };
-            // The frame's receive budget travels with its answer until that is written.
-            if tx.send((reply, frame.budget)).await.is_err() || closes {
+            // The frame's receive budget (and a Fetch's slot) travel with its answer until
+            // that is written.
+            let held = Held { _budget: frame.budget, _fetch: fetch_permit };
+            if tx.send((reply, held)).await.is_err() || closes {
                 return None;
             }
         }
@@ -120,6 +129,13 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
         }
         _ = &mut writer_task => {}
     }
+}
+
+/// What a request holds until its answer is written: its share of the listener's receive
+/// budget, and for a Fetch the connection's one fetch slot.
+pub(super) struct Held {
+    _budget: Option<OwnedSemaphorePermit>,
+    _fetch: Option<OwnedSemaphorePermit>,
 }
 
 /// The result of reading one request.
@@ -191,19 +207,15 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
     Ok(Handled::Reply(reply))
 }
 
-/// Awaits the answers in request order (several at once) and writes them; each request's
-/// receive budget is released once its answer is written.
-async fn write_replies(
-    mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(PendingReply, Option<OwnedSemaphorePermit>)>,
-    peer: SocketAddr,
-) {
+/// Awaits the answers in request order (several at once) and writes them; what each
+/// request holds is released once its answer is written.
+async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<(PendingReply, Held)>, peer: SocketAddr) {
     let mut pending = FuturesOrdered::new();
     let mut receiving = true;
     loop {
         tokio::select! {
             biased;
-            Some((reply, _budget)) = pending.next(), if !pending.is_empty() => match reply {
+            Some((reply, _held)) = pending.next(), if !pending.is_empty() => match reply {
                 Reply::Frame(frame) => {
                     match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
                         Ok(Ok(())) => {}
@@ -225,7 +237,7 @@ async fn write_replies(
                 }
             },
             next = rx.recv(), if receiving && pending.len() < MAX_IN_FLIGHT => match next {
-                Some((reply, budget)) => pending.push_back(async move { (reply.await, budget) }),
+                Some((reply, held)) => pending.push_back(async move { (reply.await, held) }),
                 None => receiving = false,
             },
             else => {

@@ -55,12 +55,15 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
                 fetch_offset: p.fetch_offset,
                 current_leader_epoch: p.current_leader_epoch,
                 last_fetched_epoch: -1,
-                partition_max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+                // As max_bytes: Kafka's 0 is "nothing beyond the first batch", not "unset".
+                partition_max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0).max(1),
             });
         }
     }
-    // Negative (nonsense) reads as 0: the replica manager makes it fetch.max.bytes.
-    let max_bytes = u32::try_from(request.max_bytes).unwrap_or(0);
+    // Kafka serves min(max_bytes, fetch.max.bytes), so 0 or less still returns one batch
+    // (minOneMessage) and nothing more; the replica manager reads 0 as "unset" (proto3's
+    // default), so a Kafka client's 0 becomes 1 byte here.
+    let max_bytes = u32::try_from(request.max_bytes).unwrap_or(0).max(1);
     // min_bytes 0 asks for an answer at once, data or not (Kafka `DelayedFetch` is not used
     // then); the replica manager's long poll waits for at least one byte otherwise.
     let max_wait_ms = if request.min_bytes <= 0 { 0 } else { u32::try_from(request.max_wait_ms).unwrap_or(0) };

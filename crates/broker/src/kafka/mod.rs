@@ -36,6 +36,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::connection_slots::ConnectionSlots;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use codec::ReceiveLimits;
@@ -88,10 +89,17 @@ pub struct KafkaContext {
 impl KafkaContext {
     pub fn new(rm: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
         let config = &rm.config;
-        let budget_bytes = usize::try_from(config.queued_max_request_bytes).unwrap_or(usize::MAX >> 4);
+        // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
+        let max_frame_bytes = config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES);
+        // Kafka requires queued.max.request.bytes >= socket.request.max.bytes: a smaller
+        // budget could never admit the largest request.
+        let configured = usize::try_from(config.queued_max_request_bytes).unwrap_or(usize::MAX >> 4);
+        let budget_bytes = configured.clamp(max_frame_bytes, Semaphore::MAX_PERMITS);
+        if budget_bytes != configured {
+            warn!(configured, budget_bytes, "queued.max.request.bytes raised to the largest request a client may send");
+        }
         let limits = ReceiveLimits {
-            // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
-            max_frame_bytes: config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES),
+            max_frame_bytes,
             idle: Duration::from_millis(config.connections_max_idle_ms),
             partial: Duration::from_millis(config.request_receive_timeout_ms),
             budget: Arc::new(Semaphore::new(budget_bytes)),
@@ -129,18 +137,16 @@ pub async fn bind(args: &crate::config::BrokerArgs) -> anyhow::Result<Option<(Tc
 pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: watch::Receiver<bool>) {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!("broker {}: Kafka listener on {local}", context.rm.broker_id);
-    // Kafka max.connections: at the limit, stop accepting (clients wait in the backlog).
-    let max_connections = context.rm.config.max_connections as usize;
-    let slots = Arc::new(Semaphore::new(max_connections));
+    // Kafka max.connections (at the limit, stop accepting: clients wait in the backlog) and
+    // max.connections.per.ip (beyond it, close the new connection at once).
+    let config = &context.rm.config;
+    let slots = ConnectionSlots::new("Kafka", config.max_connections as usize, config.max_connections_per_ip as usize);
     let mut connections = JoinSet::new();
     loop {
-        if slots.available_permits() == 0 {
-            warn!(max_connections, "Kafka listener at max.connections: new clients wait until one closes");
-        }
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+        let reserved = tokio::select! {
+            reserved = slots.reserve() => match reserved {
+                Some(reserved) => reserved,
+                None => break,
             },
             _ = stop.wait_for(|stop| *stop) => break,
         };
@@ -152,16 +158,17 @@ pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: 
         while connections.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = slots.admit(reserved, peer.ip()) else { continue };
                 let _ = stream.set_nodelay(true);
                 let context = context.clone();
                 connections.spawn(async move {
                     connection::serve(context, stream, peer).await;
-                    drop(permit);
+                    drop(slot);
                 });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                debug!("Kafka listener accept failed: {e}");
+                debug!(error = %e, "Kafka listener accept failed; retrying in 100 ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -4,7 +4,7 @@
 #! package, librdkafka inside) and, in a virtualenv at target/kafka-clients-venv,
 #! `confluent-kafka` (PyPI wheel that bundles its own librdkafka) and `kafka-python`
 #! (pure Python). Idempotent and quick when everything is there: each step checks first.
-#! Never fails the caller: a missing tool makes the tests skip with a message instead.
+#! Exits non-zero when a client cannot be installed; the tests that need it then fail and say why.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv="${INSYNC_KAFKA_VENV:-$PWD/target/kafka-clients-venv}"
@@ -18,11 +18,11 @@ elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; then
     echo "kcat: $(command -v kcat)"
   else
-    echo "kcat: could not be installed with apt-get (the kcat tests will skip)" >&2
+    echo "kcat: could not be installed with apt-get (the kcat tests will fail)" >&2
     status=1
   fi
 else
-  echo "kcat: not installed and apt-get (as root) is unavailable (the kcat tests will skip)" >&2
+  echo "kcat: not installed and apt-get (as root) is unavailable (the kcat tests will fail)" >&2
   status=1
 fi
 
@@ -31,7 +31,7 @@ for candidate in python3 python; do
   if command -v "$candidate" >/dev/null 2>&1; then python="$candidate"; break; fi
 done
 if [ -z "$python" ]; then
-  echo "python3 not found (the Python client tests will skip)" >&2
+  echo "python3 not found (the Python client tests will fail)" >&2
   exit 1
 fi
 if "$venv/bin/python" -c 'import confluent_kafka, kafka' >/dev/null 2>&1; then
@@ -39,12 +39,12 @@ if "$venv/bin/python" -c 'import confluent_kafka, kafka' >/dev/null 2>&1; then
   exit "$status"
 fi
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv" || { echo "cannot create a virtualenv at $venv (the Python client tests will skip)" >&2; exit 1; }
+  "$python" -m venv "$venv" || { echo "cannot create a virtualenv at $venv (the Python client tests will fail)" >&2; exit 1; }
 fi
 if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "confluent-kafka>=2.3" "kafka-python>=2.0.2"; then
   echo "python clients: $venv ($("$venv/bin/python" -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'))"
 else
-  echo "pip could not install confluent-kafka / kafka-python into $venv (the Python client tests will skip)" >&2
+  echo "pip could not install confluent-kafka / kafka-python into $venv (the Python client tests will fail)" >&2
   status=1
 fi
 exit "$status"

@@ -13,11 +13,14 @@
 #   scripts/cluster.sh pause N | resume N    SIGSTOP / SIGCONT
 #   scripts/cluster.sh logs N [-f]           the node's log
 #
-# Addresses (DESIGN.md): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N);
+# Addresses (docs/design.md "Topology: controllers and brokers"): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N);
 # Prometheus metrics of broker N on 127.0.0.1:(9290+N), of controller N on 127.0.0.1:(9390+N);
 # the Kafka wire protocol (kcat, librdkafka, kafka-python) of broker N on 127.0.0.1:(19091+N).
 # INSYNC_CLUSTER_DIR overrides .cluster/; INSYNC_PORT_OFFSET shifts every port (for running
 # a second cluster beside the first).
+# `up` records the controller quorum in .cluster/quorum and refuses another one at once: the
+# controllers' Raft data keeps its voter set, so a 1-controller directory started with 3 never
+# elects a quorum the brokers can use (they wait forever for cluster metadata).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,7 +77,28 @@ load_config() {
   fi
 }
 
-quorum() { local out="" i; for ((i = 1; i <= CONTROLLERS; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done; echo "$out"; }
+# quorum [N]: the --controller-quorum of an N-controller cluster (default: the configured one).
+quorum() { local n="${1:-$CONTROLLERS}" out="" i; for ((i = 1; i <= n; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done; echo "$out"; }
+# Only the voter ids are compared: the controllers dial the addresses given on the command line,
+# so a quorum moved by INSYNC_PORT_OFFSET still finds its data valid.
+voter_ids() { sed 's/@[^,]*//g' <<<"$1"; }
+
+# check_quorum N: fail at once if the state directory holds data of a different controller
+# quorum; record the quorum when it holds none yet.
+check_quorum() {
+  local want had="" marker="$STATE/quorum"
+  want=$(quorum "$1")
+  if [ -f "$marker" ]; then
+    had=$(head -n 1 "$marker")
+  elif [ -d "$STATE/controller-1/raft" ]; then
+    # Data from before the marker existed: the controllers that have a Raft store tell its size.
+    if [ -d "$STATE/controller-2/raft" ]; then had=$(quorum 3); else had=$(quorum 1); fi
+  fi
+  if [ -n "$had" ] && [ "$(voter_ids "$had")" != "$(voter_ids "$want")" ]; then
+    die "data in $STATE was made for controller quorum $had, not $want: run scripts/cluster.sh down --clean first (it deletes that data)"
+  fi
+  [ -f "$marker" ] || echo "$want" >"$marker"
+}
 
 start_node() {
   local name="$1" kind="${1%%-*}" n="${1##*-}" port metrics args
@@ -97,19 +121,33 @@ start_node() {
 }
 
 # wait_ready TIMEOUT_S NODE...: until 3 brokers are alive in the cluster's own view; fails
-# early if one of the NODEs we just started exited (port taken, bad flag...).
+# early if one of the NODEs we just started exited (port taken, bad flag...). On timeout,
+# LAST_STATUS holds the cluster's last answer, the first clue to why.
+LAST_STATUS=""
 wait_ready() {
-  local deadline=$((SECONDS + $1)) alive name
+  local deadline=$((SECONDS + $1)) alive name out
   shift
   while ((SECONDS < deadline)); do
     for name in "$@"; do
       is_running "$name" || die "$name exited during start-up: $(grep -v '^ ' "$STATE/logs/$name.log" | grep -m1 -i error || echo "see $STATE/logs/$name.log")"
     done
-    alive=$("$BIN/insync" --bootstrap "$(bootstrap)" cluster status --json 2>/dev/null | grep -c '"status":"alive"' || true)
+    out=$("$BIN/insync" --bootstrap "$(bootstrap)" cluster status --json 2>&1 || true)
+    alive=$(grep -c '"status":"alive"' <<<"$out" || true)
     if [ "$alive" -ge 3 ]; then return 0; fi
+    LAST_STATUS=$(grep -m1 . <<<"$out" || true)
     sleep 0.3
   done
   return 1
+}
+
+# log_tails NODE...: the last lines of each node's log, so a failed start-up shows its cause
+# without a second command.
+log_tails() {
+  local name
+  for name in "$@"; do
+    echo "--- $name (tail of $STATE/logs/$name.log)"
+    tail -n 5 "$STATE/logs/$name.log" 2>/dev/null || echo "(no log)"
+  done
 }
 
 cmd_up() {
@@ -123,21 +161,32 @@ cmd_up() {
     esac
   done
   [[ "$controllers" = 1 || "$controllers" = 3 ]] || die "--controllers must be 1 or 3"
-  build
+  # Everything that can refuse runs before the build and before any node starts, so a refusal
+  # comes at once; the quorum check precedes the config write, which a refusal must not change.
   mkdir -p "$STATE"
+  local running=0
   if ls "$STATE"/pids/*.pid >/dev/null 2>&1 && any_running; then
     load_config
     if [ "$CONTROLLERS" != "$controllers" ]; then die "a $CONTROLLERS-controller cluster is running: 'down' it first"; fi
-  else
+    running=1
+  fi
+  check_quorum "$controllers"
+  if [ "$running" = 0 ]; then
     { echo "CONTROLLERS=$controllers"; printf 'EXTRA=('; [ ${#extra[@]} -gt 0 ] && printf '%q ' "${extra[@]}"; echo ')'; } >"$STATE/config"
   fi
+  build
   load_config
   local i
   for ((i = 1; i <= CONTROLLERS; i++)); do start_node "controller-$i"; done
   for i in "${BROKERS[@]}"; do start_node "broker-$i"; done
   echo "waiting for brokers 1-3 to register..."
   local nodes=(); for ((i = 1; i <= CONTROLLERS; i++)); do nodes+=("controller-$i"); done
-  wait_ready 60 "${nodes[@]}" broker-1 broker-2 broker-3 || die "brokers did not all register within 60 s; see $STATE/logs/"
+  nodes+=(broker-1 broker-2 broker-3)
+  if ! wait_ready 60 "${nodes[@]}"; then
+    echo "cluster.sh: brokers did not all register within 60 s; the cluster's last answer: ${LAST_STATUS:-none}" >&2
+    log_tails "${nodes[@]}" >&2
+    die "the nodes are left running for a look ('down' stops them); full logs in $STATE/logs/"
+  fi
   echo "cluster up. bootstrap: $(bootstrap)"
   echo "  export INSYNC_BOOTSTRAP=$(bootstrap)"
   echo "Kafka clients (kcat -b, bootstrap.servers): $(kafka_bootstrap)"

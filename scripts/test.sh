@@ -5,6 +5,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+# Format and lint first: CI fails on either, and they answer in seconds where the tests take minutes.
+# A minimal rustup profile lacks the two components; without rustup the check below says what is missing.
+if command -v rustup >/dev/null 2>&1; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 # `kill` (procps) sends the tests' SIGSTOP/SIGCONT/SIGTERM; install it where missing.
 if ! type -P kill >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then apt-get update -qq && apt-get install -y -qq procps; fi

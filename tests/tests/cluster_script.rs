@@ -8,13 +8,19 @@ use std::time::Duration;
 use insync_tests::{bin_dir, run_bounded, text, wait_for};
 
 fn script(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    script_at(state, "31000", args)
+}
+
+/// `script` on another port range: each test has its own, so two tests running at once
+/// (scripts/test.sh runs two threads) never fight over a port.
+fn script_at(state: &std::path::Path, port_offset: &str, args: &[&str]) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     run_bounded(
         Command::new("bash")
             .arg(root.join("scripts/cluster.sh"))
             .args(args)
             .env("INSYNC_CLUSTER_DIR", state)
-            .env("INSYNC_PORT_OFFSET", "31000")
+            .env("INSYNC_PORT_OFFSET", port_offset)
             .env("INSYNC_BIN_DIR", bin_dir()),
         None,
     )
@@ -68,6 +74,53 @@ fn cluster_script_up_is_idempotent_and_down_always_succeeds() -> anyhow::Result<
         Ok(())
     })();
     let down = script(state.path(), &["down"]);
+    assert!(down.status.success());
+    wait_for("everything stopped", Duration::from_secs(30), || (running_nodes(state.path()) == 0).then_some(()))?;
+    result
+}
+
+/// Data made by a 1-controller cluster cannot serve a 3-controller one (the Raft store keeps its
+/// voter set, and the brokers then wait forever for metadata): `up --controllers 3` on it must
+/// refuse at once, in one line that names the fix, start nothing, and the fix must work.
+#[test]
+fn cluster_script_up_refuses_data_of_another_quorum_at_once() -> anyhow::Result<()> {
+    // Below the ephemeral port range (ports up to 31094), apart from the other test's range.
+    const OFFSET: &str = "12000";
+    let state = tempfile::tempdir()?;
+    let _down = Down(state.path());
+    let result = (|| -> anyhow::Result<()> {
+        let up = script_at(state.path(), OFFSET, &["up"]);
+        anyhow::ensure!(up.status.success(), "up failed: {}{}", text(&up.stdout), text(&up.stderr));
+        let down = script_at(state.path(), OFFSET, &["down"]);
+        anyhow::ensure!(down.status.success(), "down failed: {}", text(&down.stderr));
+
+        let started = std::time::Instant::now();
+        let refused = script_at(state.path(), OFFSET, &["up", "--controllers", "3"]);
+        let took = started.elapsed();
+        let stderr = text(&refused.stderr);
+        assert!(!refused.status.success(), "up on another quorum's data succeeded: {}", text(&refused.stdout));
+        assert!(took < Duration::from_secs(10), "the refusal took {took:?}, not at once");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("made for controller quorum 1@127.0.0.1:21191, not 1@127.0.0.1:21191,2@")
+                && stderr.contains("down --clean"),
+            "names both quorums and the fix: {stderr}"
+        );
+        assert_eq!(running_nodes(state.path()), 0, "a refused up starts nothing");
+
+        let clean = script_at(state.path(), OFFSET, &["down", "--clean"]);
+        anyhow::ensure!(clean.status.success(), "down --clean failed: {}", text(&clean.stderr));
+        let up3 = script_at(state.path(), OFFSET, &["up", "--controllers", "3"]);
+        anyhow::ensure!(
+            up3.status.success(),
+            "up after down --clean failed: {}{}",
+            text(&up3.stdout),
+            text(&up3.stderr)
+        );
+        assert_eq!(running_nodes(state.path()), 6, "3 controllers + 3 brokers");
+        Ok(())
+    })();
+    let down = script_at(state.path(), OFFSET, &["down"]);
     assert!(down.status.success());
     wait_for("everything stopped", Duration::from_secs(30), || (running_nodes(state.path()) == 0).then_some(()))?;
     result

@@ -1,4 +1,4 @@
-//! The docker-compose cluster end to end, as the README's compose walk-through drives it:
+//! The docker-compose cluster end to end, as docs/operations.md's compose walk-through drives it:
 //! build the FROM-scratch image (scripts/docker-build.sh, from the binaries this test run was
 //! built with), `up`, create a topic, produce acks=all, SIGKILL the leader's container and
 //! check a new leader and that every acknowledged record is still readable, cut a follower off
@@ -7,7 +7,7 @@
 //!
 //! Runs under its own compose project name, image tag and metrics ports, so it never touches
 //! a user's stack; a Drop guard tears everything down however the test ends. Where there is
-//! no Docker engine or compose tool it says so on stderr and passes.
+//! no Docker engine or compose tool it fails and says so: a test never passes by skipping.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,8 +2,8 @@
 //! them: `kcat` (Debian's, librdkafka inside), `confluent-kafka` (PyPI, its own bundled
 //! librdkafka) and `kafka-python` (pure Python), all installed by
 //! `scripts/install-kafka-clients.sh` (which `scripts/test.sh` runs; these tests run it
-//! too when a tool is missing). A test whose tool cannot be had prints why and passes
-//! without checking anything: the clients come from outside the workspace.
+//! too when a tool is missing). A test whose tool cannot be had fails and says why: a test
+//! never passes by skipping.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,5 @@
 //! The durability lab in CI (a bounded subset of `insync lab`, on one lab cluster of real
-//! processes): the seeds' RF=3 / min.insync.replicas=2 table — ISR 3 → ok, ISR 2 → ok,
+//! processes): the RF=3 / min.insync.replicas=2 table of docs/lab.md — ISR 3 → ok, ISR 2 → ok,
 //! ISR 1 → NOT_ENOUGH_REPLICAS —, acks=all through a leader SIGKILL with nothing lost, and
 //! a negative control proving the checker catches the acks=1 loss it must catch. The
 //! pre-KIP-101 negative control runs with `--ignored` (it needs a second cluster and

@@ -1,5 +1,5 @@
 //! `insync-broker` command line: Kafka-named settings with insync's laptop-sized defaults
-//! (see DESIGN.md "Defaults worth keeping Kafka-like").
+//! (see docs/design.md "Defaults").
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

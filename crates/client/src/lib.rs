@@ -30,7 +30,7 @@ pub fn retriable_after_metadata_refresh(code: ErrorCode) -> bool {
     )
 }
 
-/// The local cluster's brokers (DESIGN.md: broker N on 127.0.0.1:(9091+N)).
+/// The local cluster's brokers (docs/design.md "Topology: controllers and brokers": broker N on 127.0.0.1:(9091+N)).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
 
 #[derive(Debug, Clone, thiserror::Error)]

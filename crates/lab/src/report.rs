@@ -1,5 +1,5 @@
 //! Renders lab results: the terminal table (comfy-table), Markdown (for `--markdown FILE`
-//! and the README), and JSON lines (`--json`), plus the chaos summary. No cluster access.
+//! and docs/lab.md), and JSON lines (`--json`), plus the chaos summary. No cluster access.
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use std::io::IsTerminal;

@@ -1,5 +1,5 @@
-//! Checks the one line recovery logs when it truncates a torn or corrupt tail (DESIGN:
-//! "logged with the byte count"). A test binary of its own, single test: tracing caches
+//! Checks the one line recovery logs when it truncates a torn or corrupt tail
+//! (docs/design.md "Recovery and flushing": logged with the byte count). A test binary of its own, single test: tracing caches
 //! callsite interest process-wide, so capturing output next to parallel tests is racy.
 
 use std::fs::OpenOptions;

@@ -2,7 +2,7 @@
 //! with a `group.id` needs (Kafka `GroupCoordinator`/`GroupMetadataManager`, classic
 //! protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch).
 //!
-//! Deliberate limits, documented in the README:
+//! Deliberate limits, documented in docs/operations.md ("Use your Kafka tools"):
 //! - One member per group (Kafka's `group.max.size` = 1, KIP-389): a second live member
 //!   gets GROUP_MAX_SIZE_REACHED (81). A member that left (LeaveGroup) or whose session
 //!   timed out frees the group at once, so consumers that take turns work; consumers that

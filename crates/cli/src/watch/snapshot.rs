@@ -9,7 +9,7 @@ use insync_proto as pb;
 use serde::Serialize;
 use serde_json::json;
 
-/// A broker counts as silent after two missed heartbeats (DESIGN.md: one every 500 ms).
+/// A broker counts as silent after two missed heartbeats (docs/design.md "Defaults": one every 500 ms).
 /// The controller fences only after the 3000 ms session timeout; this shows the gap.
 pub const HEARTBEAT_LOST_AFTER_MS: i64 = 2 * 500;
 

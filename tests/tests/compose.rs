@@ -60,14 +60,7 @@ struct Stack {
 
 impl Stack {
     fn new(tool: Vec<String>) -> Stack {
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() % 1_000_000)
-                .unwrap_or(0)
-        );
+        let unique = format!("{}-{}", std::process::id(), insync_types::now_epoch_ms() % 1_000_000);
         let ports = free_ports(4);
         let names = ["broker-1", "broker-2", "broker-3", "controller-1"];
         let vars =

@@ -370,8 +370,13 @@ pub async fn run_metadata_watch(
                     if metadata.version < rm.metadata().version {
                         continue; // a lagging controller: never go back
                     }
-                    if let Err(e) = rm.apply_metadata(metadata) {
-                        warn!("applying metadata failed: {e:#}");
+                    // Opening a partition's log recovers it and rebuilds producer state from
+                    // it: disk work that must not hold up a tokio worker.
+                    let rm = rm.clone();
+                    match tokio::task::spawn_blocking(move || rm.apply_metadata(metadata)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!("applying metadata failed: {e:#}"),
+                        Err(e) => warn!("applying metadata failed: {e}"),
                     }
                 }
                 Ok(None) | Err(_) => {

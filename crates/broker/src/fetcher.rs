@@ -146,6 +146,15 @@ async fn ensure_client<'a>(
     client.as_mut().map(|(_, c)| c)
 }
 
+/// Whether applying `response` may truncate a log: a diverging epoch (KIP-101/279) or an
+/// offset past the leader's end.
+fn needs_truncation(response: &pb::FetchResponse) -> bool {
+    response
+        .partitions
+        .iter()
+        .any(|p| p.diverging_epoch.is_some() || p.error_code == ErrorCode::OFFSET_OUT_OF_RANGE.code())
+}
+
 /// Applies a fetch answer; returns the partitions that returned data and whether to back off.
 pub(crate) fn apply_response(
     rm: &ReplicaManager,
@@ -209,7 +218,16 @@ async fn run_fetcher(
                 continue;
             }
         };
-        let (served, back_off) = apply_response(&rm, leader, &assigned, response);
+        let (served, back_off) = if needs_truncation(&response) {
+            // Truncation rescans the log to rebuild producer state: disk work that can take
+            // far longer than a millisecond, so off the tokio workers. Plain appends (the
+            // acks=all path) stay inline: a page-cache write of one answer's batches.
+            let (rm, assigned) = (rm.clone(), assigned.clone());
+            let applied = tokio::task::spawn_blocking(move || apply_response(&rm, leader, &assigned, response)).await;
+            applied.unwrap_or_else(|_| (HashSet::new(), true))
+        } else {
+            apply_response(&rm, leader, &assigned, response)
+        };
         order.move_to_end(&served);
         if back_off {
             // Epoch, leadership or replica-identity disagreement: wait for metadata (ours or
@@ -299,7 +317,7 @@ pub(crate) fn apply_fetched(
     state.follower_high_watermark = new_hw;
     drop(state);
     if changed {
-        rm.bump_changes();
+        rm.wake_parked_fetches();
     }
     false
 }

@@ -65,8 +65,9 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     waiters: Mutex<HashMap<WaiterId, oneshot::Sender<ErrorCode>>>,
     next_waiter: AtomicU64,
-    /// Bumped on every append and HW change: long-polling fetches wait on it.
-    changes: watch::Sender<u64>,
+    /// Wakes the parked long-polling fetches (Kafka's `DelayedFetch` purgatory) to look
+    /// again: bumped on every append and HW change. The number carries nothing.
+    fetch_wakeups: watch::Sender<u64>,
     metadata: RwLock<Arc<pb::ClusterMetadata>>,
     /// Metadata versions as they are applied (for CreateTopic to wait on).
     metadata_version: watch::Sender<u64>,
@@ -101,7 +102,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
-            changes: watch::channel(0).0,
+            fetch_wakeups: watch::channel(0).0,
             metadata: RwLock::new(Arc::new(pb::ClusterMetadata::default())),
             metadata_version: watch::channel(0).0,
             follower_assignment: watch::channel(FollowerAssignment::new()).0,
@@ -140,8 +141,9 @@ impl ReplicaManager {
         self.follower_assignment.subscribe()
     }
 
-    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// A receiver that sees every `wake_parked_fetches`.
+    pub fn subscribe_fetch_wakeups(&self) -> watch::Receiver<u64> {
+        self.fetch_wakeups.subscribe()
     }
 
     pub fn broker_address(&self, broker: BrokerId) -> Option<String> {
@@ -350,7 +352,7 @@ impl ReplicaManager {
     pub fn run_actions(&self, tp: &TopicPartition, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::HighWatermarkAdvanced { .. } => self.bump_changes(),
+                Action::HighWatermarkAdvanced { .. } => self.wake_parked_fetches(),
                 Action::CompleteProduce { waiter, error } => {
                     let sender = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&waiter);
                     if let Some(sender) = sender {
@@ -571,7 +573,7 @@ impl ReplicaManager {
             (outcome, waiter, actions)
         };
         // Wake fetchers: new data for followers (and HW, if it moved, for consumers).
-        self.bump_changes();
+        self.wake_parked_fetches();
         self.run_actions(&tp, actions);
         match waiter {
             None => {
@@ -790,8 +792,8 @@ impl ReplicaManager {
     /// Serves a Fetch, long-polling up to max_wait_ms until some partition has data, or
     /// (for followers) a HW change to pass on (Kafka `DelayedFetch`).
     pub async fn fetch(&self, request: pb::FetchRequest) -> pb::FetchResponse {
-        let mut changes = self.changes.subscribe();
-        changes.borrow_and_update();
+        let mut wakeups = self.fetch_wakeups.subscribe();
+        wakeups.borrow_and_update();
         let plan = self.plan_fetch(&request);
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.min(30_000)));
         let mut first = true;
@@ -814,7 +816,7 @@ impl ReplicaManager {
             if total >= plan.min_bytes || hw_moved || has_error_or_divergence || Instant::now() >= deadline {
                 return pb::FetchResponse { error_code: 0, partitions: responses };
             }
-            if tokio::time::timeout_at(deadline.into(), changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), wakeups.changed()).await.is_err() {
                 // Deadline: answer with what there is (nothing).
                 return pb::FetchResponse { error_code: 0, partitions: responses };
             }
@@ -936,9 +938,10 @@ impl ReplicaManager {
         }
     }
 
-    /// Wakes every long-polling fetch to look again (new data or a new HW).
-    pub fn bump_changes(&self) {
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    /// Wakes every parked long-polling fetch to look again (new data or a new HW), as Kafka
+    /// `ReplicaManager` completes `DelayedFetch`es on appends and HW moves.
+    pub fn wake_parked_fetches(&self) {
+        self.fetch_wakeups.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 

@@ -162,7 +162,13 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        Ok(Response::new(self.rm.list_offsets(&request.into_inner())))
+        // A timestamp lookup reads the log: disk work, off the tokio workers.
+        let rm = self.rm.clone();
+        let request = request.into_inner();
+        let answer = tokio::task::spawn_blocking(move || rm.list_offsets(&request))
+            .await
+            .map_err(|e| Status::internal(format!("list offsets failed: {e}")))?;
+        Ok(Response::new(answer))
     }
 
     async fn create_topic(

@@ -3,7 +3,7 @@
 //! `watch`, the live cluster view behind `insync cluster watch`.
 pub mod watch;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use insync_client::producer::ProducerConfig;
@@ -11,11 +11,6 @@ pub use insync_client::DEFAULT_BOOTSTRAP;
 use insync_types::Acks;
 
 pub mod perf;
-
-/// Wall-clock milliseconds, for record timestamps (Kafka CreateTime).
-pub fn now_epoch_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// Logs to stderr, quiet unless INSYNC_LOG says otherwise (stdout is for results).
 pub fn init_logging() {

@@ -10,9 +10,10 @@ use clap::Args as ClapArgs;
 use hdrhistogram::Histogram;
 use insync_client::producer::Producer;
 use insync_client::{Cluster, PartitionChoice};
+use insync_types::now_epoch_ms;
 use serde_json::json;
 
-use crate::{now_epoch_ms, ProducerFlags};
+use crate::ProducerFlags;
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct PerfArgs {

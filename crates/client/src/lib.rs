@@ -1,6 +1,7 @@
 //! insync client library: bootstrap, a metadata cache, leader routing, produce with
 //! retries of definite failures, fetch, and admin calls. Used by the `insync` and
 //! `insync-producer` binaries and by the tests.
+pub mod backoff;
 pub mod partitioner;
 pub mod producer;
 
@@ -13,6 +14,8 @@ use insync_proto as pb;
 use insync_proto::broker_client::BrokerClient;
 use insync_types::{Acks, BrokerId, ErrorCode};
 use tonic::transport::Channel;
+
+use crate::backoff::Backoff;
 
 /// The failures Kafka's producer retries after refreshing its metadata: its
 /// `InvalidMetadataException`s (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION from a
@@ -318,7 +321,7 @@ impl Cluster {
         // Kafka's producer waits max.block.ms for a topic's metadata. (`insync-producer`
         // checks the topic up front and fails at once.)
         let deadline = Instant::now() + delivery_timeout;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         let mut refresh = false;
         loop {
             let outcome = self.produce_once(topic, partition, acks, request_timeout, records.clone(), refresh).await;
@@ -326,12 +329,12 @@ impl Cluster {
                 Ok(ack) => return Ok(ack),
                 Err(f) => f,
             };
-            if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff >= deadline {
+            if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff.current() >= deadline {
                 return Err(failure);
             }
-            tracing::debug!("produce to {topic}-{partition}: {failure}; retrying in {backoff:?}");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(1_000));
+            let delay = backoff.next_delay();
+            tracing::debug!("produce to {topic}-{partition}: {failure}; retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
             refresh = true;
         }
     }

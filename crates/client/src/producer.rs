@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::backoff::Backoff;
 use crate::{retriable_after_metadata_refresh, Appended, ClientError, Cluster, PartitionChoice, ProduceFailure};
 
 /// Producer settings, Kafka-named.
@@ -193,7 +194,7 @@ struct PartitionSender {
     /// Idempotence: producer id (-1 when off) and the next sequence number.
     producer_id: i64,
     next_sequence: i32,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Option<Instant>,
     last_error: Option<ProduceFailure>,
     correlation_id: u64,
@@ -230,7 +231,7 @@ impl PartitionSender {
             connection: None,
             producer_id: -1,
             next_sequence: 0,
-            backoff: Duration::from_millis(50),
+            backoff: Backoff::new(),
             retry_at: None,
             last_error: None,
             correlation_id: 0,
@@ -455,7 +456,7 @@ impl PartitionSender {
             ErrorCode::NONE => {
                 let batch = self.queue.pop_front().expect("a response answers a sent batch");
                 self.sent -= 1;
-                self.backoff = Duration::from_millis(50);
+                self.backoff.reset();
                 self.last_error = None;
                 for (i, ack) in batch.acks.into_iter().enumerate() {
                     let _ =
@@ -550,7 +551,7 @@ impl PartitionSender {
 
     /// Drops the stream and schedules a retry with exponential backoff (KIP-580).
     fn note_retriable(&mut self, failure: ProduceFailure) {
-        tracing::debug!("{}-{}: {failure}; retrying in {:?}", self.topic, self.partition, self.backoff);
+        tracing::debug!("{}-{}: {failure}; retrying in {:?}", self.topic, self.partition, self.backoff.current());
         if self.config.acks == Acks::None {
             // acks=0 never retries what it sent: the user was told "sent" already.
             self.queue.drain(..self.sent.min(self.queue.len()));
@@ -569,8 +570,7 @@ impl PartitionSender {
         }
         self.leader_poll_at = Some(tokio::time::Instant::now() + LEADER_POLL_INTERVAL);
         self.sent = 0;
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(Duration::from_millis(1_000));
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         self.last_error = Some(failure);
     }
 

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use insync_client::backoff::Backoff;
 use insync_client::producer::{Producer, ProducerConfig};
 use insync_client::{retriable_after_metadata_refresh, Appended, Cluster, PartitionChoice};
 use insync_log::batch::{decode_records, iter_batches, BatchBuilder};
-use insync_types::{Acks, ErrorCode};
+use insync_types::{now_epoch_ms, Acks, ErrorCode};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -59,8 +60,7 @@ pub struct Workload {
 const ACKS_0_IN_FLIGHT: usize = 64;
 
 fn one_record_batch(value: &str) -> Bytes {
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = now_epoch_ms();
     let mut batch = BatchBuilder::new();
     batch.push(None, Some(value.as_bytes()), now_ms);
     batch.build()
@@ -220,7 +220,7 @@ async fn send_fire_and_forget(
     last_refresh: &Mutex<Option<Instant>>,
 ) {
     let deadline = Instant::now() + config.delivery_timeout;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let attempt = cluster.produce(
             &config.topic,
@@ -236,18 +236,16 @@ async fn send_fire_and_forget(
         }
         let never_sent = failure.appended == Appended::No
             && matches!(failure.code, ErrorCode::LEADER_NOT_AVAILABLE | ErrorCode::BROKER_NOT_AVAILABLE);
-        if !never_sent || Instant::now() + backoff >= deadline {
+        if !never_sent || Instant::now() + backoff.current() >= deadline {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(1_000));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
 /// One acks=all send through the idempotent producer (which retries by itself).
 async fn send_idempotent(producer: &Producer, config: &WorkloadConfig, partition: i32, value: String) -> Outcome {
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = now_epoch_ms();
     let sent = producer
         .send(&config.topic, PartitionChoice::Explicit(partition), None, Some(Bytes::from(value)), now_ms)
         .await;
@@ -273,7 +271,7 @@ async fn send_idempotent(producer: &Producer, config: &WorkloadConfig, partition
 /// been written was retried.
 async fn send(cluster: &Cluster, config: &WorkloadConfig, partition: i32, records: Bytes) -> (Outcome, bool) {
     let deadline = Instant::now() + config.delivery_timeout;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     let mut maybe_written = false;
     loop {
         // One attempt (a zero delivery timeout makes `produce` try once).
@@ -289,7 +287,7 @@ async fn send(cluster: &Cluster, config: &WorkloadConfig, partition: i32, record
             Ok(ack) => return (Outcome::Ok { offset: Some(ack.base_offset) }, maybe_written),
             Err(failure) => {
                 let written = failure.appended != Appended::No;
-                if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff >= deadline {
+                if !retriable_after_metadata_refresh(failure.code) || Instant::now() + backoff.current() >= deadline {
                     let outcome = if written || maybe_written {
                         Outcome::Indeterminate { error: Some(failure.code) }
                     } else {
@@ -298,8 +296,7 @@ async fn send(cluster: &Cluster, config: &WorkloadConfig, partition: i32, record
                     return (outcome, maybe_written);
                 }
                 maybe_written |= written;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(1_000));
+                tokio::time::sleep(backoff.next_delay()).await;
                 let _ = cluster.refresh_metadata().await;
             }
         }

@@ -5,8 +5,9 @@
 //!
 //! Plain `std::fs` with positional I/O (`FileExt::read_at`/`write_at`), no tokio and no
 //! mmap: a truncated mmapped file can SIGBUS, and Kafka itself reads segments with
-//! `FileChannel` positional reads. The broker crate wraps a [`PartitionLog`] in a lock and
-//! calls it from blocking tasks; the replication core never touches files.
+//! `FileChannel` positional reads. The broker crate wraps a [`PartitionLog`] in a lock; it
+//! opens, truncates and searches logs from blocking tasks and appends and reads on the async
+//! workers. The replication core never touches files.
 //!
 //! Fuzzing entry point: [`batch::fuzz_batches`] takes arbitrary bytes and exercises every
 //! decoder in this crate (it must never panic).

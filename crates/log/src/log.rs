@@ -12,7 +12,9 @@
 //! `open` recovers both (Kafka recovers everything after its recovery point).
 //!
 //! Not thread-safe by itself: writers take `&mut self`, readers `&self`; the broker puts
-//! the log behind a lock and calls it from blocking tasks.
+//! the log behind a lock. It opens, truncates and searches logs (work that can take longer
+//! than a millisecond) from blocking tasks, and appends and reads (page-cache copies of one
+//! request's batches) on the async workers.
 
 use std::fs;
 use std::path::{Path, PathBuf};

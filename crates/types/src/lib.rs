@@ -1,7 +1,9 @@
-//! Shared vocabulary of insync: broker ids, topic-partitions, offsets, epochs and Kafka's
-//! error codes (same numbers as Kafka's `org.apache.kafka.common.protocol.Errors`).
+//! Shared vocabulary of insync: broker ids, topic-partitions, offsets, epochs, Kafka's
+//! error codes (same numbers as Kafka's `org.apache.kafka.common.protocol.Errors`) and the
+//! wall clock in epoch milliseconds.
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A broker's `node.id`.
 pub type BrokerId = i32;
@@ -18,6 +20,14 @@ pub const NO_BROKER: BrokerId = -1;
 pub const NO_EPOCH: LeaderEpoch = -1;
 /// The `replica_id` a consumer sends in Fetch.
 pub const CONSUMER_REPLICA_ID: BrokerId = -1;
+
+/// Wall-clock milliseconds since the Unix epoch, as Kafka's `System.currentTimeMillis()`:
+/// record timestamps (CreateTime) and times shown to people. A clock set before 1970 gives
+/// 0. Code that decides anything by elapsed time takes `now_ms` as an argument or uses a
+/// monotonic `Instant` instead (the wall clock can jump).
+pub fn now_epoch_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// A topic and partition number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,11 +84,20 @@ error_codes! {
     BROKER_NOT_AVAILABLE = 8, false;
     REPLICA_NOT_AVAILABLE = 9, true;
     MESSAGE_TOO_LARGE = 10, false;
+    OFFSET_METADATA_TOO_LARGE = 12, false;
     NETWORK_EXCEPTION = 13, true;
+    COORDINATOR_NOT_AVAILABLE = 15, true;
+    NOT_COORDINATOR = 16, true;
     INVALID_TOPIC_EXCEPTION = 17, false;
     NOT_ENOUGH_REPLICAS = 19, true;
     NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20, true;
     INVALID_REQUIRED_ACKS = 21, false;
+    ILLEGAL_GENERATION = 22, false;
+    INCONSISTENT_GROUP_PROTOCOL = 23, false;
+    INVALID_GROUP_ID = 24, false;
+    UNKNOWN_MEMBER_ID = 25, false;
+    INVALID_SESSION_TIMEOUT = 26, false;
+    UNSUPPORTED_VERSION = 35, false;
     TOPIC_ALREADY_EXISTS = 36, false;
     INVALID_PARTITIONS = 37, false;
     INVALID_REPLICATION_FACTOR = 38, false;
@@ -93,6 +112,7 @@ error_codes! {
     UNKNOWN_LEADER_EPOCH = 75, true;
     UNSUPPORTED_COMPRESSION_TYPE = 76, false;
     STALE_BROKER_EPOCH = 77, false;
+    GROUP_MAX_SIZE_REACHED = 81, false;
     INELIGIBLE_REPLICA = 107, false;
     INVALID_UPDATE_VERSION = 108, false;
 }
@@ -155,7 +175,18 @@ mod tests {
         assert_eq!(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND.code(), 20);
         assert_eq!(ErrorCode::from_code(74), ErrorCode::FENCED_LEADER_EPOCH);
         assert_eq!(ErrorCode::from_code(9999), ErrorCode::UNKNOWN_SERVER_ERROR);
+        // Codes the Kafka listener's group coordinator answers with.
+        assert_eq!(ErrorCode::NOT_COORDINATOR.code(), 16);
+        assert_eq!(ErrorCode::from_code(25), ErrorCode::UNKNOWN_MEMBER_ID);
+        assert_eq!(ErrorCode::GROUP_MAX_SIZE_REACHED.code(), 81);
         assert_eq!(ErrorCode::INVALID_REQUIRED_ACKS.to_string(), "INVALID_REQUIRED_ACKS (21)");
+    }
+
+    #[test]
+    fn epoch_ms_counts_milliseconds_not_seconds_or_nanos() {
+        // Between 2020-01-01 and 2200-01-01 (UTC) in epoch ms: a wrong unit lands far outside.
+        let now = now_epoch_ms();
+        assert!((1_577_836_800_000..7_258_118_400_000).contains(&now), "{now}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use insync_proto as pb;
-use kafka_protocol::error::ResponseError;
+use insync_types::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -51,10 +51,10 @@ const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 /// FindCoordinator key types (Kafka `FindCoordinatorRequest.CoordinatorType`).
 const KEY_TYPE_GROUP: i8 = 0;
 
-/// Error codes of the group protocol.
-const NONE: i16 = 0;
-fn code(e: ResponseError) -> i16 {
-    e.code()
+/// An error code as the group responses carry it: Kafka's codes are int16 on the wire, and
+/// every `ErrorCode` number fits.
+fn wire(error: ErrorCode) -> i16 {
+    error.code() as i16
 }
 
 /// The one member of a group.
@@ -101,17 +101,23 @@ impl Group {
     }
 
     /// Kafka `GroupCoordinator.validateCurrentMember`-style check for Sync/Heartbeat/Commit.
-    fn check_member(&mut self, group_id: &str, member_id: &str, generation_id: i32, now: Instant) -> Result<(), i16> {
+    fn check_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
         self.expire(group_id, now);
         match &mut self.member {
             Some(member) if member.member_id == member_id => {
                 if generation_id != self.generation_id {
-                    return Err(code(ResponseError::IllegalGeneration));
+                    return Err(ErrorCode::ILLEGAL_GENERATION);
                 }
                 member.last_seen = now;
                 Ok(())
             }
-            _ => Err(code(ResponseError::UnknownMemberId)),
+            _ => Err(ErrorCode::UNKNOWN_MEMBER_ID),
         }
     }
 }
@@ -161,14 +167,14 @@ pub fn coordinator_for<'a>(metadata: &'a pb::ClusterMetadata, group_id: &str) ->
 
 /// NOT_COORDINATOR unless this broker coordinates `group_id` (clients then ask
 /// FindCoordinator again).
-fn check_coordinator(context: &KafkaContext, group_id: &str) -> Result<(), i16> {
+fn check_coordinator(context: &KafkaContext, group_id: &str) -> Result<(), ErrorCode> {
     if group_id.is_empty() {
-        return Err(code(ResponseError::InvalidGroupId));
+        return Err(ErrorCode::INVALID_GROUP_ID);
     }
     match coordinator_for(&context.rm.metadata(), group_id) {
         Some(b) if b.id == context.rm.broker_id => Ok(()),
-        Some(_) => Err(code(ResponseError::NotCoordinator)),
-        None => Err(code(ResponseError::CoordinatorNotAvailable)),
+        Some(_) => Err(ErrorCode::NOT_COORDINATOR),
+        None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
     }
 }
 
@@ -182,10 +188,10 @@ pub(super) fn handle_find_coordinator(
     request: FindCoordinatorRequest,
 ) -> PendingReply {
     let metadata = context.rm.metadata();
-    let find = |key: &str| -> (i16, String, i32, String, i32) {
+    let find = |key: &str| -> (ErrorCode, String, i32, String, i32) {
         if request.key_type != KEY_TYPE_GROUP {
             return (
-                code(ResponseError::UnsupportedVersion),
+                ErrorCode::UNSUPPORTED_VERSION,
                 "insync has no transaction coordinator: transactions are not supported".into(),
                 -1,
                 String::new(),
@@ -193,9 +199,9 @@ pub(super) fn handle_find_coordinator(
             );
         }
         match coordinator_for(&metadata, key).and_then(|b| kafka_endpoint(b).map(|(host, port)| (b.id, host, port))) {
-            Some((id, host, port)) => (NONE, String::new(), id, host, port),
+            Some((id, host, port)) => (ErrorCode::NONE, String::new(), id, host, port),
             None => (
-                code(ResponseError::CoordinatorNotAvailable),
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 "no live broker with a Kafka listener".into(),
                 -1,
                 String::new(),
@@ -215,20 +221,20 @@ pub(super) fn handle_find_coordinator(
                     .with_node_id(BrokerId(node))
                     .with_host(str_bytes(host))
                     .with_port(port)
-                    .with_error_code(error_code)
-                    .with_error_message((error_code != NONE).then(|| str_bytes(message)))
+                    .with_error_code(wire(error_code))
+                    .with_error_message((error_code != ErrorCode::NONE).then(|| str_bytes(message)))
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
         let (error_code, message, node, host, port) = find(&request.key);
         let response = FindCoordinatorResponse::default()
-            .with_error_code(error_code)
+            .with_error_code(wire(error_code))
             .with_node_id(BrokerId(node))
             .with_host(str_bytes(host))
             .with_port(port);
         if meta.api_version >= 1 {
-            response.with_error_message((error_code != NONE).then(|| str_bytes(message)))
+            response.with_error_message((error_code != ErrorCode::NONE).then(|| str_bytes(message)))
         } else {
             response
         }
@@ -243,7 +249,7 @@ pub(super) fn handle_join(
     request: JoinGroupRequest,
 ) -> PendingReply {
     let response = join(context, meta.api_version, client_id.as_deref().unwrap_or(""), request)
-        .unwrap_or_else(|error_code| JoinGroupResponse::default().with_error_code(error_code));
+        .unwrap_or_else(|error_code| JoinGroupResponse::default().with_error_code(wire(error_code)));
     respond_now(meta, response)
 }
 
@@ -252,21 +258,21 @@ fn join(
     version: i16,
     client_id: &str,
     request: JoinGroupRequest,
-) -> Result<JoinGroupResponse, i16> {
+) -> Result<JoinGroupResponse, ErrorCode> {
     let group_id = request.group_id.0.to_string();
     check_coordinator(context, &group_id)?;
     if !(GROUP_MIN_SESSION_TIMEOUT_MS..=GROUP_MAX_SESSION_TIMEOUT_MS).contains(&request.session_timeout_ms) {
-        return Err(code(ResponseError::InvalidSessionTimeout));
+        return Err(ErrorCode::INVALID_SESSION_TIMEOUT);
     }
     if request.protocol_type.is_empty() || request.protocols.is_empty() {
-        return Err(code(ResponseError::InconsistentGroupProtocol));
+        return Err(ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
     }
     let now = Instant::now();
     let coordinator = &context.groups;
     let mut groups = coordinator.lock();
     if !groups.contains_key(&group_id) && groups.len() >= MAX_GROUPS {
         warn!("group {group_id}: refused, this broker already coordinates {MAX_GROUPS} groups");
-        return Err(code(ResponseError::CoordinatorNotAvailable));
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     }
     let group = groups.entry(group_id.clone()).or_default();
     group.expire(&group_id, now);
@@ -279,16 +285,16 @@ fn join(
         Some(m) if instance_id.is_some() && m.group_instance_id == instance_id => m.member_id.clone(),
         Some(m) => {
             if !member_id.is_empty() {
-                return Err(code(ResponseError::UnknownMemberId));
+                return Err(ErrorCode::UNKNOWN_MEMBER_ID);
             }
             warn!(
                 "group {group_id}: refused a second member (client {client_id:?}) while {} is live: insync's Kafka \
                  listener coordinates one member per group (GROUP_MAX_SIZE_REACHED)",
                 m.member_id
             );
-            return Err(code(ResponseError::GroupMaxSizeReached));
+            return Err(ErrorCode::GROUP_MAX_SIZE_REACHED);
         }
-        None if !member_id.is_empty() => return Err(code(ResponseError::UnknownMemberId)),
+        None if !member_id.is_empty() => return Err(ErrorCode::UNKNOWN_MEMBER_ID),
         None => coordinator.new_member_id(client_id),
     };
     if group.member.is_none()
@@ -333,7 +339,7 @@ pub(super) fn handle_sync(context: &Arc<KafkaContext>, meta: RequestMeta, reques
     let group_id = request.group_id.0.to_string();
     let result = check_coordinator(context, &group_id).and_then(|()| {
         let mut groups = context.groups.lock();
-        let group = groups.get_mut(&group_id).ok_or(code(ResponseError::UnknownMemberId))?;
+        let group = groups.get_mut(&group_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID)?;
         group.check_member(&group_id, &request.member_id, request.generation_id, Instant::now())?;
         // The only member is the leader: its own entry of the assignments is its share.
         let assignment = request
@@ -358,7 +364,7 @@ pub(super) fn handle_sync(context: &Arc<KafkaContext>, meta: RequestMeta, reques
                 response
             }
         }
-        Err(error_code) => SyncGroupResponse::default().with_error_code(error_code),
+        Err(error_code) => SyncGroupResponse::default().with_error_code(wire(error_code)),
     };
     respond_now(meta, response)
 }
@@ -371,10 +377,10 @@ pub(super) fn handle_heartbeat(
     let group_id = request.group_id.0.to_string();
     let result = check_coordinator(context, &group_id).and_then(|()| {
         let mut groups = context.groups.lock();
-        let group = groups.get_mut(&group_id).ok_or(code(ResponseError::UnknownMemberId))?;
+        let group = groups.get_mut(&group_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID)?;
         group.check_member(&group_id, &request.member_id, request.generation_id, Instant::now())
     });
-    respond_now(meta, HeartbeatResponse::default().with_error_code(result.err().unwrap_or(NONE)))
+    respond_now(meta, HeartbeatResponse::default().with_error_code(wire(result.err().unwrap_or(ErrorCode::NONE))))
 }
 
 pub(super) fn handle_leave(context: &Arc<KafkaContext>, meta: RequestMeta, request: LeaveGroupRequest) -> PendingReply {
@@ -390,7 +396,7 @@ pub(super) fn handle_leave(context: &Arc<KafkaContext>, meta: RequestMeta, reque
         vec![(request.member_id.to_string(), None)]
     };
     let response = match check_coordinator(context, &group_id) {
-        Err(error_code) => LeaveGroupResponse::default().with_error_code(error_code),
+        Err(error_code) => LeaveGroupResponse::default().with_error_code(wire(error_code)),
         Ok(()) => {
             let mut groups = context.groups.lock();
             let mut results = Vec::with_capacity(leaving.len());
@@ -406,7 +412,7 @@ pub(super) fn handle_leave(context: &Arc<KafkaContext>, meta: RequestMeta, reque
                         group.member = None;
                     }
                 }
-                results.push(if found { NONE } else { code(ResponseError::UnknownMemberId) });
+                results.push(if found { ErrorCode::NONE } else { ErrorCode::UNKNOWN_MEMBER_ID });
             }
             if meta.api_version >= 3 {
                 let members = leaving
@@ -416,12 +422,12 @@ pub(super) fn handle_leave(context: &Arc<KafkaContext>, meta: RequestMeta, reque
                         MemberResponse::default()
                             .with_member_id(str_bytes(member_id))
                             .with_group_instance_id(instance_id.map(str_bytes))
-                            .with_error_code(error_code)
+                            .with_error_code(wire(error_code))
                     })
                     .collect();
                 LeaveGroupResponse::default().with_members(members)
             } else {
-                LeaveGroupResponse::default().with_error_code(results.first().copied().unwrap_or(NONE))
+                LeaveGroupResponse::default().with_error_code(wire(results.first().copied().unwrap_or(ErrorCode::NONE)))
             }
         }
     };
@@ -442,14 +448,14 @@ pub(super) fn handle_offset_commit(
     let verdict = check_coordinator(context, &group_id).and_then(|()| {
         let mut groups = context.groups.lock();
         if !groups.contains_key(&group_id) && groups.len() >= MAX_GROUPS {
-            return Err(code(ResponseError::CoordinatorNotAvailable));
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
         }
         let group = groups.entry(group_id.clone()).or_default();
         group.expire(&group_id, now);
         if generation_id < 0 && request.member_id.is_empty() {
             return match group.member {
                 None => Ok(()),
-                Some(_) => Err(code(ResponseError::UnknownMemberId)),
+                Some(_) => Err(ErrorCode::UNKNOWN_MEMBER_ID),
             };
         }
         group.check_member(&group_id, &request.member_id, generation_id, now)
@@ -471,10 +477,10 @@ pub(super) fn handle_offset_commit(
                             let group = groups.entry(group_id.clone()).or_default();
                             let key = (name.clone(), p.partition_index);
                             if metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
-                                code(ResponseError::OffsetMetadataTooLarge)
+                                ErrorCode::OFFSET_METADATA_TOO_LARGE
                             } else if !group.offsets.contains_key(&key) && group.offsets.len() >= MAX_OFFSETS_PER_GROUP
                             {
-                                code(ResponseError::CoordinatorNotAvailable)
+                                ErrorCode::COORDINATOR_NOT_AVAILABLE
                             } else {
                                 group.offsets.insert(
                                     key,
@@ -484,13 +490,13 @@ pub(super) fn handle_offset_commit(
                                         metadata,
                                     },
                                 );
-                                NONE
+                                ErrorCode::NONE
                             }
                         }
                     };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(error_code)
+                        .with_error_code(wire(error_code))
                 })
                 .collect();
             OffsetCommitResponseTopic::default().with_name(topic.name).with_partitions(partitions)
@@ -506,9 +512,9 @@ pub(super) fn handle_offset_fetch(
     request: OffsetFetchRequest,
 ) -> PendingReply {
     let group_id = request.group_id.0.to_string();
-    let partition_answer = |partition: i32, committed: Option<&CommittedOffset>, error_code: i16| {
+    let partition_answer = |partition: i32, committed: Option<&CommittedOffset>, error_code: ErrorCode| {
         let answer =
-            OffsetFetchResponsePartition::default().with_partition_index(partition).with_error_code(error_code);
+            OffsetFetchResponsePartition::default().with_partition_index(partition).with_error_code(wire(error_code));
         match committed {
             Some(c) => answer
                 .with_committed_offset(c.offset)
@@ -533,7 +539,7 @@ pub(super) fn handle_offset_fetch(
                 .collect();
             let response = OffsetFetchResponse::default().with_topics(topics);
             if meta.api_version >= 2 {
-                response.with_error_code(error_code)
+                response.with_error_code(wire(error_code))
             } else {
                 response
             }
@@ -549,7 +555,9 @@ pub(super) fn handle_offset_fetch(
                         let partitions = t
                             .partition_indexes
                             .iter()
-                            .map(|p| partition_answer(*p, offsets.and_then(|o| o.get(&(name.clone(), *p))), NONE))
+                            .map(|p| {
+                                partition_answer(*p, offsets.and_then(|o| o.get(&(name.clone(), *p))), ErrorCode::NONE)
+                            })
                             .collect();
                         OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(partitions)
                     })
@@ -558,7 +566,11 @@ pub(super) fn handle_offset_fetch(
                 None => {
                     let mut by_topic: BTreeMap<&str, Vec<OffsetFetchResponsePartition>> = BTreeMap::new();
                     for ((topic, partition), committed) in offsets.into_iter().flatten() {
-                        by_topic.entry(topic).or_default().push(partition_answer(*partition, Some(committed), NONE));
+                        by_topic.entry(topic).or_default().push(partition_answer(
+                            *partition,
+                            Some(committed),
+                            ErrorCode::NONE,
+                        ));
                     }
                     by_topic
                         .into_iter()

@@ -6,10 +6,10 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use insync_cli::{init_logging, now_epoch_ms, perf, ProducerFlags};
+use insync_cli::{init_logging, perf, ProducerFlags};
 use insync_client::producer::{Producer, RecordResult};
 use insync_client::{Cluster, PartitionChoice, ProduceFailure};
-use insync_types::Acks;
+use insync_types::{now_epoch_ms, Acks};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 use insync_client::Cluster;
 use insync_proto as pb;
 use insync_proto::controller_client::ControllerClient;
+use insync_types::now_epoch_ms;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
 use super::snapshot::{MetadataSource, Reports, Snapshot};
-use crate::now_epoch_ms;
 
 /// Deadline of one controller or broker call; well under the 3000 ms session timeout so a
 /// round still shows the failover as it unfolds.

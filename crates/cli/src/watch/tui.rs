@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use insync_types::now_epoch_ms;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -20,7 +21,6 @@ use super::collect::Collector;
 use super::highlight::Highlights;
 use super::snapshot::{ids, leader_text, opt, MetadataSource, Snapshot};
 use super::timeline::{clock, Event, EventKind, Timeline};
-use crate::now_epoch_ms;
 
 /// Timeline lines kept for the pane (the screen shows the newest that fit).
 const TIMELINE_KEPT: usize = 200;

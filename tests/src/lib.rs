@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use insync_lab::process::{quorum, LocalNode, NodeSettings, Role};
+use insync_lab::process::{quorum, LocalNode, NodeRole, NodeSettings};
 use serde_json::Value;
 
 pub use insync_lab::process::signal;
@@ -183,7 +183,7 @@ impl TestCluster {
         let root = dir.path();
         let controllers: Vec<LocalNode> = (1..)
             .zip(controller_ports)
-            .map(|(n, port)| LocalNode::new(root, Role::Controller, n, *port, &quorum, &settings, None))
+            .map(|(n, port)| LocalNode::new(root, NodeRole::Controller, n, *port, &quorum, &settings, None))
             .collect();
         // Without `kafka_listeners`, `--kafka-listen none`: side-by-side test clusters must
         // not compete for the default ports 19092-19094.
@@ -191,7 +191,7 @@ impl TestCluster {
             .zip(broker_ports)
             .map(|(n, port)| {
                 let kafka = kafka_ports.get(n as usize - 1).map(|p| format!("127.0.0.1:{p}"));
-                let mut node = LocalNode::new(root, Role::Broker, n, *port, &quorum, &settings, kafka);
+                let mut node = LocalNode::new(root, NodeRole::Broker, n, *port, &quorum, &settings, kafka);
                 if let Some(metrics) = metrics_ports.get(n as usize - 1) {
                     node.set_arg("--metrics-listen", &format!("127.0.0.1:{metrics}"));
                 }

@@ -214,7 +214,11 @@ async fn heartbeat(
 /// One RegisterBroker (Kafka `BrokerLifecycleManager.sendBrokerRegistration`); true once
 /// registered. The broker epoch the controller assigns is kept for the fetchers: leaders
 /// serve them as followers only while their metadata holds it for us (KIP-903).
-async fn register(link: &ControllerLink, rm: &ReplicaManager, request: &pb::RegisterBrokerRequest) -> bool {
+async fn register(
+    link: &ControllerLink,
+    replica_manager: &ReplicaManager,
+    request: &pb::RegisterBrokerRequest,
+) -> bool {
     let reply = link
         .call(Duration::from_secs(3), |mut c| {
             let r = request.clone();
@@ -234,7 +238,7 @@ async fn register(link: &ControllerLink, rm: &ReplicaManager, request: &pb::Regi
                 warn!(broker_epoch = reply.broker_epoch, "registration answered without a broker epoch; retrying");
                 return false;
             }
-            rm.set_broker_epoch(reply.broker_epoch);
+            replica_manager.set_broker_epoch(reply.broker_epoch);
             info!(
                 broker_epoch = reply.broker_epoch,
                 "registered broker {} at {} (incarnation {}) with the controller",
@@ -257,15 +261,15 @@ async fn register(link: &ControllerLink, rm: &ReplicaManager, request: &pb::Regi
 /// registered so every broker can name every other in Kafka Metadata answers.
 pub async fn run_lifecycle(
     link: Arc<ControllerLink>,
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     address: String,
     kafka_address: String,
     incarnation: u64,
     mut shutdown: watch::Receiver<bool>,
     registered: watch::Sender<bool>,
 ) {
-    let broker_id = rm.broker_id;
-    let interval = Duration::from_millis(rm.config.broker_heartbeat_interval_ms);
+    let broker_id = replica_manager.broker_id;
+    let interval = Duration::from_millis(replica_manager.config.broker_heartbeat_interval_ms);
     let request = pb::RegisterBrokerRequest { broker_id, address, incarnation, kafka_address };
     let mut is_registered = false;
     let mut fenced = true;
@@ -274,7 +278,7 @@ pub async fn run_lifecycle(
             break;
         }
         if !is_registered {
-            is_registered = register(&link, &rm, &request).await;
+            is_registered = register(&link, &replica_manager, &request).await;
             if is_registered {
                 let _ = registered.send(true);
             }
@@ -295,7 +299,7 @@ pub async fn run_lifecycle(
                         ErrorCode::STALE_BROKER_EPOCH => {
                             warn!("controller does not know this incarnation ({message}); registering again");
                             // Leaders would refuse our old epoch: fetchers wait for the new one.
-                            rm.set_broker_epoch(0);
+                            replica_manager.set_broker_epoch(0);
                             is_registered = false;
                             continue;
                         }
@@ -311,15 +315,15 @@ pub async fn run_lifecycle(
         }
     }
     if is_registered {
-        controlled_shutdown(&link, &rm, incarnation).await;
+        controlled_shutdown(&link, &replica_manager, incarnation).await;
     }
 }
 
 /// Asks the controller to move leadership away and take us out of the ISRs before we stop
 /// serving (Kafka BrokerHeartbeat WantShutDown, KIP-631), until done or timed out.
-async fn controlled_shutdown(link: &ControllerLink, rm: &ReplicaManager, incarnation: u64) {
-    let broker_id = rm.broker_id;
-    let deadline = Instant::now() + Duration::from_millis(rm.config.controlled_shutdown_timeout_ms);
+async fn controlled_shutdown(link: &ControllerLink, replica_manager: &ReplicaManager, incarnation: u64) {
+    let broker_id = replica_manager.broker_id;
+    let deadline = Instant::now() + Duration::from_millis(replica_manager.config.controlled_shutdown_timeout_ms);
     info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
     while Instant::now() < deadline {
         if let Ok(reply) = heartbeat(link, broker_id, incarnation, true).await {
@@ -336,7 +340,7 @@ async fn controlled_shutdown(link: &ControllerLink, rm: &ReplicaManager, incarna
 /// Follows the metadata feed of the quorum and applies every snapshot.
 pub async fn run_metadata_watch(
     link: Arc<ControllerLink>,
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -349,7 +353,7 @@ pub async fn run_metadata_watch(
                 _ = shutdown.changed() => return,
             }
         };
-        let known_version = rm.metadata().version;
+        let known_version = replica_manager.metadata().version;
         let stream = match client.watch_metadata(pb::WatchMetadataRequest { known_version }).await {
             Ok(s) => s.into_inner(),
             Err(status) => {
@@ -367,13 +371,13 @@ pub async fn run_metadata_watch(
             };
             match next {
                 Ok(Some(metadata)) => {
-                    if metadata.version < rm.metadata().version {
+                    if metadata.version < replica_manager.metadata().version {
                         continue; // a lagging controller: never go back
                     }
                     // Opening a partition's log recovers it and rebuilds producer state from
                     // it: disk work that must not hold up a tokio worker.
-                    let rm = rm.clone();
-                    match tokio::task::spawn_blocking(move || rm.apply_metadata(metadata)).await {
+                    let replica_manager = replica_manager.clone();
+                    match tokio::task::spawn_blocking(move || replica_manager.apply_metadata(metadata)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => warn!("applying metadata failed: {e:#}"),
                         Err(e) => warn!("applying metadata failed: {e}"),
@@ -392,13 +396,13 @@ pub async fn run_metadata_watch(
 /// Sends the leader cores' ISR proposals to the controller, one at a time.
 pub async fn run_alter_partition(
     link: Arc<ControllerLink>,
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     mut jobs: mpsc::Receiver<AlterPartitionJob>,
 ) {
     while let Some(job) = jobs.recv().await {
         let AlterPartitionJob { topic_partition, change } = job;
         let request = pb::AlterPartitionRequest {
-            broker_id: rm.broker_id,
+            broker_id: replica_manager.broker_id,
             topic: topic_partition.topic.clone(),
             partition: topic_partition.partition,
             leader_epoch: change.leader_epoch,
@@ -416,7 +420,13 @@ pub async fn run_alter_partition(
                 })
                 .await;
             match result {
-                Err(e) if rm.isr_change_pending(&topic_partition, change.leader_epoch, change.partition_epoch) => {
+                Err(e)
+                    if replica_manager.isr_change_pending(
+                        &topic_partition,
+                        change.leader_epoch,
+                        change.partition_epoch,
+                    ) =>
+                {
                     warn!("{topic_partition}: AlterPartition unanswered ({e}); retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -427,13 +437,18 @@ pub async fn run_alter_partition(
             Ok(reply) => {
                 let (code, message, _) = reply.controller_error();
                 match (code, reply.partition) {
-                    (ErrorCode::NONE, Some(pm)) => Ok(pm),
+                    (ErrorCode::NONE, Some(partition_metadata)) => Ok(partition_metadata),
                     (ErrorCode::NONE, None) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "no partition in reply".into())),
                     (code, _) => Err((code, message)),
                 }
             }
             Err(e) => Err((ErrorCode::REQUEST_TIMED_OUT, e.to_string())),
         };
-        rm.on_alter_partition_result(&topic_partition, change.leader_epoch, change.partition_epoch, outcome);
+        replica_manager.on_alter_partition_result(
+            &topic_partition,
+            change.leader_epoch,
+            change.partition_epoch,
+            outcome,
+        );
     }
 }

@@ -39,7 +39,7 @@ impl Drop for TempDir {
 
 /// One in-process broker: its replica manager, and the ISR-proposal queue kept open.
 struct Broker {
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     _alter: mpsc::Receiver<AlterPartitionJob>,
     _dir: TempDir,
 }
@@ -52,8 +52,8 @@ fn broker(node_id: i32, extra: &[&str]) -> Broker {
     argv.extend_from_slice(extra);
     let args = BrokerArgs::try_parse_from(argv).expect("test flags parse");
     let (tx, rx) = mpsc::channel(1024);
-    let rm = ReplicaManager::new(Arc::new(args), tx).expect("replica manager");
-    Broker { rm, _alter: rx, _dir: dir }
+    let replica_manager = ReplicaManager::new(Arc::new(args), tx).expect("replica manager");
+    Broker { replica_manager, _alter: rx, _dir: dir }
 }
 
 /// Brokers 1, 2 and 3 with broker epochs 11, 22 and 33; topic `topic` with `partitions`
@@ -92,12 +92,12 @@ fn batch(value_bytes: usize) -> Bytes {
 }
 
 /// Appends one batch on the leader (acks=1); returns its size in bytes.
-fn produce(rm: &ReplicaManager, topic: &str, partition: i32, value_bytes: usize) -> usize {
+fn produce(replica_manager: &ReplicaManager, topic: &str, partition: i32, value_bytes: usize) -> usize {
     let records = batch(value_bytes);
     let size = records.len();
     let request =
         pb::ProduceRequest { topic: topic.into(), partition, acks: 1, timeout_ms: 1000, records, correlation_id: 0 };
-    match rm.produce_append(request) {
+    match replica_manager.produce_append(request) {
         ProduceAppended::Done(outcome) => assert_eq!(outcome.error, ErrorCode::NONE, "{}", outcome.message),
         ProduceAppended::Waiting { .. } => panic!("acks=1 does not wait"),
     }
@@ -127,29 +127,29 @@ fn record_bytes(response: &pb::FetchResponse) -> Vec<usize> {
 async fn only_the_first_partition_with_data_may_exceed_max_bytes() {
     // Kafka ReplicaManager.readFromLog: minOneMessage until a partition returned bytes.
     let b = broker(1, &[]);
-    b.rm.apply_metadata(metadata(1, "t", 4, &[1])).expect("metadata");
-    let big1 = produce(&b.rm, "t", 1, 5_000);
-    let big2 = produce(&b.rm, "t", 2, 5_000);
-    let small = produce(&b.rm, "t", 3, 100);
-    produce(&b.rm, "t", 3, 100);
+    b.replica_manager.apply_metadata(metadata(1, "t", 4, &[1])).expect("metadata");
+    let big1 = produce(&b.replica_manager, "t", 1, 5_000);
+    let big2 = produce(&b.replica_manager, "t", 2, 5_000);
+    let small = produce(&b.replica_manager, "t", 3, 100);
+    produce(&b.replica_manager, "t", 3, 100);
 
     // p0 has nothing; p1's batch exceeds max_bytes but is the first data: served alone.
     let order = (0..4).map(|p| entry("t", p, 0, 0)).collect();
-    let response = b.rm.fetch(consumer_fetch(1_000, order)).await;
+    let response = b.replica_manager.fetch(consumer_fetch(1_000, order)).await;
     assert_eq!(record_bytes(&response), vec![0, big1, 0, 0]);
 
     // Small batches first: they fit, and the exemption is gone for p1's large batch.
     let order = vec![entry("t", 3, 0, 0), entry("t", 1, 0, 0)];
-    let response = b.rm.fetch(consumer_fetch(1_000, order)).await;
+    let response = b.replica_manager.fetch(consumer_fetch(1_000, order)).await;
     assert_eq!(record_bytes(&response), vec![2 * small, 0]);
     assert!(response.partitions.iter().all(|p| p.error_code == 0));
 
     // The exemption also beats partition_max_bytes, for the first partition with data only.
     let order = vec![entry("t", 1, 0, 100), entry("t", 2, 0, 100_000)];
-    let response = b.rm.fetch(consumer_fetch(100_000, order)).await;
+    let response = b.replica_manager.fetch(consumer_fetch(100_000, order)).await;
     assert_eq!(record_bytes(&response), vec![big1, big2]);
     let order = vec![entry("t", 3, 0, 0), entry("t", 1, 0, 100)];
-    let response = b.rm.fetch(consumer_fetch(100_000, order)).await;
+    let response = b.replica_manager.fetch(consumer_fetch(100_000, order)).await;
     assert_eq!(record_bytes(&response), vec![2 * small, 0], "partition_max_bytes applies after the first");
 }
 
@@ -157,19 +157,23 @@ async fn only_the_first_partition_with_data_may_exceed_max_bytes() {
 async fn max_bytes_is_clamped_to_fetch_max_bytes() {
     // KafkaApis.handleFetchRequest: fetchMaxBytes = min(request maxBytes, fetch.max.bytes).
     let b = broker(1, &["--fetch-max-bytes", "2048"]);
-    b.rm.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
-    let sizes: Vec<u32> = (0..4).map(|_| produce(&b.rm, "t", 0, 600) as u32).collect();
-    let other = produce(&b.rm, "t", 1, 600);
+    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
+    let sizes: Vec<u32> = (0..4).map(|_| produce(&b.replica_manager, "t", 0, 600) as u32).collect();
+    let other = produce(&b.replica_manager, "t", 1, 600);
     let three = (sizes[0] + sizes[1] + sizes[2]) as usize;
     assert!(three <= 2048 && three + sizes[3] as usize > 2048);
     for max_bytes in [0, 2049, 1_000_000, u32::MAX] {
-        let response = b.rm.fetch(consumer_fetch(max_bytes, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
+        let response =
+            b.replica_manager.fetch(consumer_fetch(max_bytes, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
         assert_eq!(record_bytes(&response), vec![three, 0], "max_bytes {max_bytes} is fetch.max.bytes");
     }
-    let response = b.rm.fetch(consumer_fetch(sizes[0] + 1, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
-    assert_eq!(record_bytes(&response), vec![sizes[0] as usize, 0], "a smaller request max_bytes holds");
     let response =
-        b.rm.fetch(consumer_fetch(0, vec![entry("t", 0, 0, sizes[0] + sizes[1]), entry("t", 1, 0, 0)])).await;
+        b.replica_manager.fetch(consumer_fetch(sizes[0] + 1, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
+    assert_eq!(record_bytes(&response), vec![sizes[0] as usize, 0], "a smaller request max_bytes holds");
+    let response = b
+        .replica_manager
+        .fetch(consumer_fetch(0, vec![entry("t", 0, 0, sizes[0] + sizes[1]), entry("t", 1, 0, 0)]))
+        .await;
     let first_two = (sizes[0] + sizes[1]) as usize;
     assert!(first_two + other <= 2048);
     assert_eq!(record_bytes(&response), vec![first_two, other], "partition_max_bytes, then the rest");
@@ -179,13 +183,13 @@ async fn max_bytes_is_clamped_to_fetch_max_bytes() {
 async fn a_partition_listed_twice_is_refused_on_every_entry() {
     // Kafka refuses duplicates with INVALID_REQUEST (KafkaApis.handleListOffsetRequest).
     let b = broker(1, &[]);
-    b.rm.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
-    produce(&b.rm, "t", 0, 100);
-    let two = produce(&b.rm, "t", 1, 100);
+    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
+    produce(&b.replica_manager, "t", 0, 100);
+    let two = produce(&b.replica_manager, "t", 1, 100);
     let entries = vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0), entry("t", 0, 0, 0)];
     let mut request = consumer_fetch(0, entries);
     request.max_wait_ms = 10_000;
-    let response = b.rm.fetch(request.clone()).await;
+    let response = b.replica_manager.fetch(request.clone()).await;
     let codes: Vec<i32> = response.partitions.iter().map(|p| p.error_code).collect();
     assert_eq!(codes, vec![42, 0, 42]);
     assert_eq!(record_bytes(&response), vec![0, two, 0]);
@@ -193,7 +197,7 @@ async fn a_partition_listed_twice_is_refused_on_every_entry() {
     // Followers are refused the same way, before any identity or offset bookkeeping.
     request.replica_id = 2;
     request.broker_epoch = 22;
-    let response = b.rm.fetch(request).await;
+    let response = b.replica_manager.fetch(request).await;
     assert_eq!(response.partitions.iter().map(|p| p.error_code).collect::<Vec<_>>(), vec![42, 0, 42]);
     assert_eq!(record_bytes(&response), vec![0, two, 0]);
 }
@@ -203,7 +207,9 @@ fn log_end_offsets(leader: &ReplicaManager, follower: &ReplicaManager, topic: &s
     (0..n)
         .map(|p| {
             let tp = TopicPartition::new(topic, p);
-            let leo = |rm: &ReplicaManager| rm.partition(&tp).map(|x| x.lock().log.log_end_offset()).unwrap_or(-1);
+            let leo = |replica_manager: &ReplicaManager| {
+                replica_manager.partition(&tp).map(|x| x.lock().log.log_end_offset()).unwrap_or(-1)
+            };
             (leo(leader), leo(follower))
         })
         .collect()
@@ -218,27 +224,36 @@ async fn follower_answers_stay_inside_the_grpc_limit_while_replication_progresse
     let leader = broker(1, &[]);
     let follower = broker(2, &[]);
     let md = metadata(1, "big", PARTITIONS, &[1]);
-    leader.rm.apply_metadata(md.clone()).expect("metadata");
-    follower.rm.apply_metadata(md).expect("metadata");
-    follower.rm.set_broker_epoch(22);
+    leader.replica_manager.apply_metadata(md.clone()).expect("metadata");
+    follower.replica_manager.apply_metadata(md).expect("metadata");
+    follower.replica_manager.set_broker_epoch(22);
     for p in 0..PARTITIONS {
-        produce(&leader.rm, "big", p, 1_000_000);
+        produce(&leader.replica_manager, "big", p, 1_000_000);
     }
     let assigned: BTreeMap<TopicPartition, i32> =
-        follower.rm.subscribe_follower_assignment().borrow().get(&1).cloned().expect("follows broker 1");
+        follower.replica_manager.subscribe_follower_assignment().borrow().get(&1).cloned().expect("follows broker 1");
     let mut order = FetchOrder::default();
     let mut rounds = 0;
-    while log_end_offsets(&leader.rm, &follower.rm, "big", PARTITIONS).iter().any(|(l, f)| l != f) {
+    while log_end_offsets(&leader.replica_manager, &follower.replica_manager, "big", PARTITIONS)
+        .iter()
+        .any(|(l, f)| l != f)
+    {
         rounds += 1;
         assert!(rounds <= 20, "replication does not progress");
         order.sync(&assigned);
-        let request = build_fetch_request(&follower.rm, 1, follower.rm.broker_epoch(), &assigned, &order);
+        let request = build_fetch_request(
+            &follower.replica_manager,
+            1,
+            follower.replica_manager.broker_epoch(),
+            &assigned,
+            &order,
+        );
         assert_eq!(request.broker_epoch, 22);
-        let response = leader.rm.fetch(request).await;
+        let response = leader.replica_manager.fetch(request).await;
         assert!(response.encoded_len() < pb::MAX_GRPC_MESSAGE_BYTES, "answer of {} bytes", response.encoded_len());
         assert!(response.partitions.iter().all(|p| p.error_code == 0));
         assert!(record_bytes(&response).iter().sum::<usize>() > 0, "every round moves data");
-        let (served, back_off) = apply_response(&follower.rm, 1, &assigned, response);
+        let (served, back_off) = apply_response(&follower.replica_manager, 1, &assigned, response);
         assert!(!back_off);
         order.move_to_end(&served);
     }
@@ -251,14 +266,14 @@ async fn the_leader_holds_any_answer_inside_the_grpc_limit() {
     // the answer (records plus every partition's framing) fits one gRPC message.
     const PARTITIONS: i32 = 80;
     let leader = broker(1, &["--fetch-max-bytes", "4294967295"]);
-    leader.rm.apply_metadata(metadata(1, "big", PARTITIONS, &[1])).expect("metadata");
+    leader.replica_manager.apply_metadata(metadata(1, "big", PARTITIONS, &[1])).expect("metadata");
     for p in 0..PARTITIONS {
-        produce(&leader.rm, "big", p, 1_000_000);
+        produce(&leader.replica_manager, "big", p, 1_000_000);
     }
     let entries: Vec<_> = (0..PARTITIONS).map(|p| entry("big", p, 0, 0)).collect();
     let follower = pb::FetchRequest { replica_id: 2, broker_epoch: 22, ..consumer_fetch(0, entries.clone()) };
     for request in [consumer_fetch(u32::MAX, entries), follower] {
-        let response = leader.rm.fetch(request).await;
+        let response = leader.replica_manager.fetch(request).await;
         let bytes: usize = record_bytes(&response).iter().sum();
         assert!(bytes > 60_000_000, "the budget is used: {bytes}");
         assert!(response.encoded_len() < pb::MAX_GRPC_MESSAGE_BYTES, "answer of {} bytes", response.encoded_len());
@@ -271,21 +286,21 @@ fn follower_fetch(replica_id: i32, broker_epoch: i64, current_leader_epoch: i32)
     pb::FetchRequest { replica_id, broker_epoch, ..consumer_fetch(0, vec![partition]) }
 }
 
-fn high_watermark(rm: &ReplicaManager) -> i64 {
-    rm.partition(&TopicPartition::new("t", 0)).map(|p| p.lock().high_watermark()).unwrap_or(-1)
+fn high_watermark(replica_manager: &ReplicaManager) -> i64 {
+    replica_manager.partition(&TopicPartition::new("t", 0)).map(|p| p.lock().high_watermark()).unwrap_or(-1)
 }
 
 #[tokio::test]
 async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_follower() {
     let b = broker(1, &[]);
     // ISR [1, 2]: the HW moves only when follower 2 fetches.
-    b.rm.apply_metadata(metadata(1, "t", 1, &[1, 2])).expect("metadata");
-    let size = produce(&b.rm, "t", 0, 100);
-    assert_eq!(high_watermark(&b.rm), 0);
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1, 2])).expect("metadata");
+    let size = produce(&b.replica_manager, "t", 0, 100);
+    assert_eq!(high_watermark(&b.replica_manager), 0);
     let code = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
 
     // A consumer reads below the HW only: nothing yet.
-    let consumer = b.rm.fetch(consumer_fetch(0, vec![entry("t", 0, 0, 0)])).await;
+    let consumer = b.replica_manager.fetch(consumer_fetch(0, vec![entry("t", 0, 0, 0)])).await;
     assert_eq!((code(&consumer), record_bytes(&consumer)), (ErrorCode::NONE, vec![0]));
 
     // Impostors: wrong, missing or newer epochs; a non-replica; the leader's own id.
@@ -298,22 +313,22 @@ async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_
         (3, 33, -1, ErrorCode::NOT_LEADER_OR_FOLLOWER),
         (1, 11, 0, ErrorCode::UNKNOWN_LEADER_EPOCH),
     ] {
-        let response = b.rm.fetch(follower_fetch(replica_id, epoch, leader_epoch)).await;
+        let response = b.replica_manager.fetch(follower_fetch(replica_id, epoch, leader_epoch)).await;
         assert_eq!(code(&response), expected, "replica {replica_id} epoch {epoch}");
         assert_eq!(record_bytes(&response), vec![0], "nothing past the HW for replica {replica_id}");
         assert_eq!(response.partitions[0].high_watermark, -1);
         assert!(!response.partitions[0].error_message.is_empty());
     }
-    assert_eq!(high_watermark(&b.rm), 0, "refused fetches move nothing");
+    assert_eq!(high_watermark(&b.replica_manager), 0, "refused fetches move nothing");
 
     // The real follower: data up to the LEO, and its next fetch at the LEO moves the HW.
-    let response = b.rm.fetch(follower_fetch(2, 22, 0)).await;
+    let response = b.replica_manager.fetch(follower_fetch(2, 22, 0)).await;
     assert_eq!((code(&response), record_bytes(&response)), (ErrorCode::NONE, vec![size]));
     let mut at_leo = follower_fetch(2, 22, 0);
     at_leo.partitions[0].fetch_offset = 1;
-    let response = b.rm.fetch(at_leo).await;
+    let response = b.replica_manager.fetch(at_leo).await;
     assert_eq!(code(&response), ErrorCode::NONE);
-    assert_eq!(high_watermark(&b.rm), 1);
+    assert_eq!(high_watermark(&b.replica_manager), 1);
 }
 
 #[tokio::test]
@@ -322,11 +337,11 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
     // the new one with the broker fenced until its first heartbeat: refused, retriably, until
     // the leader's metadata shows the new epoch unfenced.
     let b = broker(1, &[]);
-    b.rm.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
-    let size = produce(&b.rm, "t", 0, 100);
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
+    let size = produce(&b.replica_manager, "t", 0, 100);
     let refused = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
 
-    let response = b.rm.fetch(follower_fetch(2, 40, 0)).await;
+    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
     assert_eq!(refused(&response), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert!(refused(&response).is_retriable());
 
@@ -335,19 +350,19 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
         broker.broker_epoch = 40;
         broker.fenced = true;
     }
-    b.rm.apply_metadata(registered.clone()).expect("metadata");
-    let response = b.rm.fetch(follower_fetch(2, 40, 0)).await;
+    b.replica_manager.apply_metadata(registered.clone()).expect("metadata");
+    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
     assert_eq!(refused(&response), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert!(response.partitions[0].error_message.contains("fenced"));
-    let response = b.rm.fetch(follower_fetch(2, 22, 0)).await;
+    let response = b.replica_manager.fetch(follower_fetch(2, 22, 0)).await;
     assert!(response.partitions[0].error_message.contains("stale broker epoch"), "the old incarnation is out");
 
     registered.version = 3;
     for broker in registered.brokers.iter_mut() {
         broker.fenced = false;
     }
-    b.rm.apply_metadata(registered).expect("metadata");
-    let response = b.rm.fetch(follower_fetch(2, 40, 0)).await;
+    b.replica_manager.apply_metadata(registered).expect("metadata");
+    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
     assert_eq!((refused(&response), record_bytes(&response)), (ErrorCode::NONE, vec![size]));
 }
 
@@ -355,18 +370,18 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
 async fn a_follower_fenced_during_its_long_poll_is_not_served() {
     // Identity is checked on every pass of a long poll, not only when the fetch arrived.
     let b = broker(1, &[]);
-    b.rm.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
     let mut request = follower_fetch(2, 22, 0);
     request.max_wait_ms = 10_000;
-    let rm = b.rm.clone();
-    let poll = tokio::spawn(async move { rm.fetch(request).await });
+    let replica_manager = b.replica_manager.clone();
+    let poll = tokio::spawn(async move { replica_manager.fetch(request).await });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await; // parked: nothing to read yet
     let mut fenced = metadata(2, "t", 1, &[1]);
     for broker in fenced.brokers.iter_mut().filter(|b| b.id == 2) {
         broker.fenced = true;
     }
-    b.rm.apply_metadata(fenced).expect("metadata");
-    produce(&b.rm, "t", 0, 100); // wakes the poll
+    b.replica_manager.apply_metadata(fenced).expect("metadata");
+    produce(&b.replica_manager, "t", 0, 100); // wakes the poll
     let response = poll.await.expect("the fetch task");
     assert_eq!(ErrorCode::from_code(response.partitions[0].error_code), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert_eq!(record_bytes(&response), vec![0]);

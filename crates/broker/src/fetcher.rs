@@ -18,8 +18,11 @@ use crate::fetch_limits::replica_fetch_max_bytes;
 use crate::replica_manager::{FollowerAssignment, ReplicaManager};
 
 /// Starts and stops fetchers as the follower assignment changes; ends with `shutdown`.
-pub async fn run_fetcher_manager(rm: Arc<ReplicaManager>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut assignment = rm.subscribe_follower_assignment();
+pub async fn run_fetcher_manager(
+    replica_manager: Arc<ReplicaManager>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut assignment = replica_manager.subscribe_follower_assignment();
     let mut fetchers: HashMap<BrokerId, JoinHandle<()>> = HashMap::new();
     loop {
         let leaders: Vec<BrokerId> = assignment.borrow_and_update().keys().copied().collect();
@@ -33,7 +36,11 @@ pub async fn run_fetcher_manager(rm: Arc<ReplicaManager>, mut shutdown: tokio::s
         for leader in leaders {
             fetchers.entry(leader).or_insert_with(|| {
                 info!("starting fetcher for leader broker {leader}");
-                tokio::spawn(run_fetcher(rm.clone(), leader, rm.subscribe_follower_assignment()))
+                tokio::spawn(run_fetcher(
+                    replica_manager.clone(),
+                    leader,
+                    replica_manager.subscribe_follower_assignment(),
+                ))
             });
         }
         tokio::select! {
@@ -90,7 +97,7 @@ impl FetchOrder {
 /// with its broker epoch (KIP-903) and a max_bytes whose answer, with every partition's
 /// framing, stays below the gRPC message limit (the leader enforces the same bound).
 pub(crate) fn build_fetch_request(
-    rm: &ReplicaManager,
+    replica_manager: &ReplicaManager,
     leader: BrokerId,
     broker_epoch: i64,
     assigned: &BTreeMap<TopicPartition, i32>,
@@ -98,7 +105,7 @@ pub(crate) fn build_fetch_request(
 ) -> pb::FetchRequest {
     let mut partitions = Vec::with_capacity(assigned.len());
     for tp in order.iter() {
-        let (Some(leader_epoch), Some(partition)) = (assigned.get(tp), rm.partition(tp)) else {
+        let (Some(leader_epoch), Some(partition)) = (assigned.get(tp), replica_manager.partition(tp)) else {
             continue;
         };
         let state = partition.lock();
@@ -112,17 +119,17 @@ pub(crate) fn build_fetch_request(
             current_leader_epoch: *leader_epoch,
             // The unsafe negative-control mode fetches by offset alone, as before KIP-101,
             // so the leader never reports a diverging epoch (see replica_manager.rs).
-            last_fetched_epoch: if rm.config.unsafe_truncate_to_high_watermark {
+            last_fetched_epoch: if replica_manager.config.unsafe_truncate_to_high_watermark {
                 -1
             } else {
                 state.log.last_batch_epoch().unwrap_or(-1)
             },
-            partition_max_bytes: (rm.config.message_max_bytes as u32).max(1024 * 1024),
+            partition_max_bytes: (replica_manager.config.message_max_bytes as u32).max(1024 * 1024),
         });
     }
     pb::FetchRequest {
-        replica_id: rm.broker_id,
-        max_wait_ms: rm.config.replica_fetch_wait_max_ms as u32,
+        replica_id: replica_manager.broker_id,
+        max_wait_ms: replica_manager.config.replica_fetch_wait_max_ms as u32,
         min_bytes: 1,
         max_bytes: replica_fetch_max_bytes(&partitions),
         partitions,
@@ -157,29 +164,29 @@ fn needs_truncation(response: &pb::FetchResponse) -> bool {
 
 /// Applies a fetch answer; returns the partitions that returned data and whether to back off.
 pub(crate) fn apply_response(
-    rm: &ReplicaManager,
+    replica_manager: &ReplicaManager,
     leader: BrokerId,
     assigned: &BTreeMap<TopicPartition, i32>,
     response: pb::FetchResponse,
 ) -> (HashSet<TopicPartition>, bool) {
     let mut served = HashSet::new();
     let mut back_off = false;
-    for pr in response.partitions {
-        let tp = TopicPartition::new(pr.topic.clone(), pr.partition);
+    for partition_response in response.partitions {
+        let tp = TopicPartition::new(partition_response.topic.clone(), partition_response.partition);
         let Some(&leader_epoch) = assigned.get(&tp) else {
             continue;
         };
-        if !pr.records.is_empty() {
+        if !partition_response.records.is_empty() {
             served.insert(tp.clone());
         }
-        back_off |= apply_fetched(rm, leader, leader_epoch, &tp, pr);
+        back_off |= apply_fetched(replica_manager, leader, leader_epoch, &tp, partition_response);
     }
     (served, back_off)
 }
 
 /// Fetches from one leader until it leads nothing this broker follows.
 async fn run_fetcher(
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     leader: BrokerId,
     assignment: tokio::sync::watch::Receiver<FollowerAssignment>,
 ) {
@@ -190,8 +197,8 @@ async fn run_fetcher(
             Some(p) if !p.is_empty() => p.clone(),
             _ => return,
         };
-        let broker_epoch = rm.broker_epoch();
-        let Some(address) = rm.broker_address(leader).filter(|_| broker_epoch > 0) else {
+        let broker_epoch = replica_manager.broker_epoch();
+        let Some(address) = replica_manager.broker_address(leader).filter(|_| broker_epoch > 0) else {
             // Leader unknown, or not registered (yet, or any more): a leader serves replica
             // fetches only to a registered broker's current epoch (KIP-903).
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -202,13 +209,13 @@ async fn run_fetcher(
             continue;
         };
         order.sync(&assigned);
-        let request = build_fetch_request(&rm, leader, broker_epoch, &assigned, &order);
+        let request = build_fetch_request(&replica_manager, leader, broker_epoch, &assigned, &order);
         if request.partitions.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let mut grpc_request = tonic::Request::new(request);
-        grpc_request.set_timeout(Duration::from_millis(rm.config.replica_fetch_wait_max_ms + 5_000));
+        grpc_request.set_timeout(Duration::from_millis(replica_manager.config.replica_fetch_wait_max_ms + 5_000));
         let response = match c.fetch(grpc_request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
@@ -222,11 +229,13 @@ async fn run_fetcher(
             // Truncation rescans the log to rebuild producer state: disk work that can take
             // far longer than a millisecond, so off the tokio workers. Plain appends (the
             // acks=all path) stay inline: a page-cache write of one answer's batches.
-            let (rm, assigned) = (rm.clone(), assigned.clone());
-            let applied = tokio::task::spawn_blocking(move || apply_response(&rm, leader, &assigned, response)).await;
+            let (replica_manager, assigned) = (replica_manager.clone(), assigned.clone());
+            let applied =
+                tokio::task::spawn_blocking(move || apply_response(&replica_manager, leader, &assigned, response))
+                    .await;
             applied.unwrap_or_else(|_| (HashSet::new(), true))
         } else {
-            apply_response(&rm, leader, &assigned, response)
+            apply_response(&replica_manager, leader, &assigned, response)
         };
         order.move_to_end(&served);
         if back_off {
@@ -239,32 +248,35 @@ async fn run_fetcher(
 
 /// Applies one partition's fetch response. Returns true when the fetcher should back off.
 pub(crate) fn apply_fetched(
-    rm: &ReplicaManager,
+    replica_manager: &ReplicaManager,
     leader: BrokerId,
     leader_epoch: i32,
     tp: &TopicPartition,
-    pr: pb::FetchPartitionResponse,
+    partition_response: pb::FetchPartitionResponse,
 ) -> bool {
-    let Some(partition) = rm.partition(tp) else {
+    let Some(partition) = replica_manager.partition(tp) else {
         return false;
     };
     let mut state = partition.lock();
     if !state.is_follower_of(leader, leader_epoch) {
         return false; // the role changed while the fetch was in flight
     }
-    let error = ErrorCode::from_code(pr.error_code);
+    let error = ErrorCode::from_code(partition_response.error_code);
     match error {
         ErrorCode::NONE => {}
-        ErrorCode::OFFSET_OUT_OF_RANGE if pr.log_end_offset >= 0 && state.log.log_end_offset() > pr.log_end_offset => {
+        ErrorCode::OFFSET_OUT_OF_RANGE
+            if partition_response.log_end_offset >= 0
+                && state.log.log_end_offset() > partition_response.log_end_offset =>
+        {
             // We are ahead of the leader with no epoch to locate the divergence (Kafka
             // `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
             let leo = state.log.log_end_offset();
-            let truncated = state.log.truncate_to(pr.log_end_offset);
+            let truncated = state.log.truncate_to(partition_response.log_end_offset);
             state.rebuild_producer_state();
             match truncated {
                 Ok(t) => info!(
                     "{tp}: truncated log from {leo} to leader {leader}'s log end offset {}: {} records ({} bytes) dropped (fetch offset out of range)",
-                    pr.log_end_offset, t.records_removed, t.bytes_removed
+                    partition_response.log_end_offset, t.records_removed, t.bytes_removed
                 ),
                 Err(e) => warn!("{tp}: truncation failed: {e}"),
             }
@@ -273,11 +285,13 @@ pub(crate) fn apply_fetched(
         other => {
             // Retriable while metadata catches up (a leader change, or the leader not yet
             // knowing our registration or unfencing); debug only, as it repeats per fetch.
-            debug!(%tp, leader, error = %other, "fetch answered an error: {}", pr.error_message);
+            debug!(%tp, leader, error = %other, "fetch answered an error: {}", partition_response.error_message);
             return true;
         }
     }
-    if let Some(d) = pr.diverging_epoch.filter(|_| !rm.config.unsafe_truncate_to_high_watermark) {
+    if let Some(d) =
+        partition_response.diverging_epoch.filter(|_| !replica_manager.config.unsafe_truncate_to_high_watermark)
+    {
         // (The unsafe negative-control mode ignores diverging-epoch answers: pre-KIP-101.)
         let diverging = EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset };
         let leo = state.log.log_end_offset();
@@ -303,21 +317,26 @@ pub(crate) fn apply_fetched(
         }
         return false;
     }
-    if !pr.records.is_empty() {
-        match state.log.append_as_follower(&pr.records) {
-            Ok(info) => state.record_producer_batches(&pr.records[..info.bytes.min(pr.records.len())]),
+    if !partition_response.records.is_empty() {
+        match state.log.append_as_follower(&partition_response.records) {
+            Ok(info) => state.record_producer_batches(
+                &partition_response.records[..info.bytes.min(partition_response.records.len())],
+            ),
             Err(e) => {
-                warn!("{tp}: cannot append {} fetched bytes from leader {leader}: {e}", pr.records.len());
+                warn!(
+                    "{tp}: cannot append {} fetched bytes from leader {leader}: {e}",
+                    partition_response.records.len()
+                );
                 return true;
             }
         }
     }
-    let new_hw = follower_high_watermark(pr.high_watermark, state.log.log_end_offset());
+    let new_hw = follower_high_watermark(partition_response.high_watermark, state.log.log_end_offset());
     let changed = new_hw != state.follower_high_watermark;
     state.follower_high_watermark = new_hw;
     drop(state);
     if changed {
-        rm.wake_parked_fetches();
+        replica_manager.wake_parked_fetches();
     }
     false
 }

@@ -218,8 +218,8 @@ pub async fn run_gauges(
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Some(rm) = &replica_manager {
-            update_broker_gauges(rm);
+        if let Some(replica_manager) = &replica_manager {
+            update_broker_gauges(replica_manager);
         }
         if let Some(controller) = &controller {
             // Standby controllers report 0, as in Kafka, so a sum over controllers is right.
@@ -229,11 +229,11 @@ pub async fn run_gauges(
     }
 }
 
-fn update_broker_gauges(rm: &ReplicaManager) {
-    let now_ms = rm.now_ms();
+fn update_broker_gauges(replica_manager: &ReplicaManager) {
+    let now_ms = replica_manager.now_ms();
     let started = Instant::now();
     let mut health = PartitionHealth::default();
-    for partition in rm.all_partitions() {
+    for partition in replica_manager.all_partitions() {
         let tp = &partition.topic_partition;
         let labels = [("topic", tp.topic.clone()), ("partition", tp.partition.to_string())];
         // Read under the partition lock, publish after releasing it.

@@ -10,7 +10,7 @@ use insync_types::{BrokerId, LeaderEpoch, Offset, PartitionEpoch, TopicPartition
 
 /// Leader or follower (Kafka `Partition.makeLeader` / `makeFollower`).
 #[derive(Debug)]
-pub enum Role {
+pub enum ReplicaRole {
     Leader(Box<LeaderPartition>),
     /// Following `leader` (NO_BROKER while the partition is offline).
     Follower {
@@ -20,9 +20,9 @@ pub enum Role {
 
 /// State under the partition lock.
 #[derive(Debug)]
-pub struct PartitionState {
+pub struct ReplicaState {
     pub log: PartitionLog,
-    pub role: Role,
+    pub role: ReplicaRole,
     /// The follower's HW (a leader's lives in its `LeaderPartition`).
     pub follower_high_watermark: Offset,
     pub leader_epoch: LeaderEpoch,
@@ -35,32 +35,32 @@ pub struct PartitionState {
     pub producers: ProducerStateTable,
 }
 
-impl PartitionState {
+impl ReplicaState {
     pub fn high_watermark(&self) -> Offset {
         match &self.role {
-            Role::Leader(leader) => leader.high_watermark(),
-            Role::Follower { .. } => self.follower_high_watermark,
+            ReplicaRole::Leader(leader) => leader.high_watermark(),
+            ReplicaRole::Follower { .. } => self.follower_high_watermark,
         }
     }
 
     pub fn leader_id(&self, local: BrokerId) -> BrokerId {
         match self.role {
-            Role::Leader(_) => local,
-            Role::Follower { leader } => leader,
+            ReplicaRole::Leader(_) => local,
+            ReplicaRole::Follower { leader } => leader,
         }
     }
 
     pub fn leader_mut(&mut self) -> Option<&mut LeaderPartition> {
         match &mut self.role {
-            Role::Leader(l) => Some(l),
-            Role::Follower { .. } => None,
+            ReplicaRole::Leader(l) => Some(l),
+            ReplicaRole::Follower { .. } => None,
         }
     }
 
     pub fn leader(&self) -> Option<&LeaderPartition> {
         match &self.role {
-            Role::Leader(l) => Some(l),
-            Role::Follower { .. } => None,
+            ReplicaRole::Leader(l) => Some(l),
+            ReplicaRole::Follower { .. } => None,
         }
     }
 
@@ -76,7 +76,7 @@ impl PartitionState {
     }
 
     pub fn is_follower_of(&self, leader: BrokerId, leader_epoch: LeaderEpoch) -> bool {
-        matches!(self.role, Role::Follower { leader: l } if l == leader && l != NO_BROKER)
+        matches!(self.role, ReplicaRole::Follower { leader: l } if l == leader && l != NO_BROKER)
             && self.leader_epoch == leader_epoch
     }
 }
@@ -85,11 +85,11 @@ impl PartitionState {
 #[derive(Debug)]
 pub struct Partition {
     pub topic_partition: TopicPartition,
-    pub state: Mutex<PartitionState>,
+    pub state: Mutex<ReplicaState>,
 }
 
 impl Partition {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionState> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
         // A panic while holding the lock is a bug; keep serving the data rather than
         // cascading panics into every request for this partition.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::BrokerArgs;
 use crate::fetch_limits::{duplicate_entries, effective_max_bytes, grpc_record_budget, FetchBudget};
-use crate::partition::{Partition, PartitionState, Role};
+use crate::partition::{Partition, ReplicaRole, ReplicaState};
 use crate::replica_identity::{check_follower_identity, check_partition_replica, is_follower_fetch, ReplicaRefusal};
 
 /// An ISR change for the controller, produced by the leader core.
@@ -191,19 +191,22 @@ impl ReplicaManager {
         let mut assignment = FollowerAssignment::new();
         for topic in &metadata.topics {
             let min_isr = self.min_insync_replicas(topic);
-            for pm in &topic.partitions {
-                if !pm.replicas.contains(&self.broker_id) {
+            for partition_metadata in &topic.partitions {
+                if !partition_metadata.replicas.contains(&self.broker_id) {
                     continue;
                 }
-                let tp = TopicPartition::new(topic.name.clone(), pm.partition);
+                let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
                 let partition = match self.partition(&tp) {
                     Some(p) => p,
-                    None => self.open_partition(&tp, pm)?,
+                    None => self.open_partition(&tp, partition_metadata)?,
                 };
-                let actions = self.apply_partition_metadata(&partition, pm, min_isr, &eligible, now_ms);
+                let actions = self.apply_partition_metadata(&partition, partition_metadata, min_isr, &eligible, now_ms);
                 self.run_actions(&tp, actions);
-                if pm.leader != self.broker_id && pm.leader != NO_BROKER {
-                    assignment.entry(pm.leader).or_default().insert(tp, pm.leader_epoch);
+                if partition_metadata.leader != self.broker_id && partition_metadata.leader != NO_BROKER {
+                    assignment
+                        .entry(partition_metadata.leader)
+                        .or_default()
+                        .insert(tp, partition_metadata.leader_epoch);
                 }
             }
         }
@@ -218,25 +221,29 @@ impl ReplicaManager {
         Ok(())
     }
 
-    fn open_partition(&self, tp: &TopicPartition, pm: &pb::PartitionMetadata) -> anyhow::Result<Arc<Partition>> {
+    fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        partition_metadata: &pb::PartitionMetadata,
+    ) -> anyhow::Result<Arc<Partition>> {
         let log = PartitionLog::open(&self.log_dir(tp), self.log_config())?;
         let checkpointed = self.checkpointed_high_watermarks.get(tp).copied().unwrap_or(0);
         let high_watermark = checkpointed.min(log.log_end_offset());
         info!(
             "{tp}: opened replica (log end offset {}, high watermark {high_watermark}, replicas {:?})",
             log.log_end_offset(),
-            pm.replicas
+            partition_metadata.replicas
         );
         let partition = Arc::new(Partition {
             topic_partition: tp.clone(),
-            state: Mutex::new(PartitionState {
+            state: Mutex::new(ReplicaState {
                 log,
-                role: Role::Follower { leader: NO_BROKER },
+                role: ReplicaRole::Follower { leader: NO_BROKER },
                 follower_high_watermark: high_watermark,
                 leader_epoch: NO_EPOCH,
                 partition_epoch: -1,
-                replicas: pm.replicas.clone(),
-                isr: pm.isr.clone(),
+                replicas: partition_metadata.replicas.clone(),
+                isr: partition_metadata.isr.clone(),
                 producers: Default::default(),
             }),
         });
@@ -248,7 +255,7 @@ impl ReplicaManager {
     fn apply_partition_metadata(
         &self,
         partition: &Partition,
-        pm: &pb::PartitionMetadata,
+        partition_metadata: &pb::PartitionMetadata,
         min_isr: usize,
         eligible: &BTreeSet<BrokerId>,
         now_ms: u64,
@@ -256,8 +263,9 @@ impl ReplicaManager {
         let tp = &partition.topic_partition;
         let mut state = partition.lock();
         let mut actions = Vec::new();
-        if pm.leader_epoch < state.leader_epoch
-            || (pm.leader_epoch == state.leader_epoch && pm.partition_epoch <= state.partition_epoch)
+        if partition_metadata.leader_epoch < state.leader_epoch
+            || (partition_metadata.leader_epoch == state.leader_epoch
+                && partition_metadata.partition_epoch <= state.partition_epoch)
         {
             // Stale or already applied; still refresh eligibility (fencing changes it).
             if let Some(leader) = state.leader_mut() {
@@ -265,25 +273,25 @@ impl ReplicaManager {
             }
             return actions;
         }
-        let new_epoch = pm.leader_epoch != state.leader_epoch;
-        state.replicas = pm.replicas.clone();
-        state.isr = pm.isr.clone();
-        if pm.leader == self.broker_id {
+        let new_epoch = partition_metadata.leader_epoch != state.leader_epoch;
+        state.replicas = partition_metadata.replicas.clone();
+        state.isr = partition_metadata.isr.clone();
+        if partition_metadata.leader == self.broker_id {
             if new_epoch || state.leader().is_none() {
                 // Kafka Partition.makeLeader: the new epoch starts at our LEO (recorded in
                 // the epoch cache so followers can find where they diverged).
                 let log_end_offset = state.log.log_end_offset();
-                if let Err(e) = state.log.assign_epoch_start_offset(pm.leader_epoch, log_end_offset) {
-                    warn!("{tp}: cannot record leader epoch {} start: {e}", pm.leader_epoch);
+                if let Err(e) = state.log.assign_epoch_start_offset(partition_metadata.leader_epoch, log_end_offset) {
+                    warn!("{tp}: cannot record leader epoch {} start: {e}", partition_metadata.leader_epoch);
                 }
                 let high_watermark = state.high_watermark();
                 let mut leader = LeaderPartition::new(
                     LeaderParams {
                         local_broker: self.broker_id,
-                        replicas: pm.replicas.clone(),
-                        isr: pm.isr.clone(),
-                        leader_epoch: pm.leader_epoch,
-                        partition_epoch: pm.partition_epoch,
+                        replicas: partition_metadata.replicas.clone(),
+                        isr: partition_metadata.isr.clone(),
+                        leader_epoch: partition_metadata.leader_epoch,
+                        partition_epoch: partition_metadata.partition_epoch,
                         leader_epoch_start_offset: log_end_offset,
                         log_end_offset,
                         high_watermark,
@@ -295,15 +303,22 @@ impl ReplicaManager {
                 leader.set_eligible_followers(eligible.iter().copied());
                 info!(
                     "{tp}: became leader at epoch {} (partition epoch {}), log end offset {log_end_offset}, high watermark {high_watermark}, replicas {:?}, ISR {:?}",
-                    pm.leader_epoch, pm.partition_epoch, pm.replicas, pm.isr
+                    partition_metadata.leader_epoch, partition_metadata.partition_epoch, partition_metadata.replicas, partition_metadata.isr
                 );
                 if let Some(old) = state.leader_mut() {
                     actions.extend(old.resign());
                 }
-                state.role = Role::Leader(Box::new(leader));
+                state.role = ReplicaRole::Leader(Box::new(leader));
             } else if let Some(leader) = state.leader_mut() {
                 leader.set_eligible_followers(eligible.iter().copied());
-                actions.extend(commit_isr(tp, leader, &pm.isr, pm.partition_epoch, "the metadata feed", now_ms));
+                actions.extend(commit_isr(
+                    tp,
+                    leader,
+                    &partition_metadata.isr,
+                    partition_metadata.partition_epoch,
+                    "the metadata feed",
+                    now_ms,
+                ));
                 actions.extend(leader.set_min_insync_replicas(min_isr, now_ms));
             }
         } else {
@@ -312,8 +327,8 @@ impl ReplicaManager {
                 info!(
                     "{tp}: resigned leadership at epoch {} -> {} (new leader {}); {} waiting acks=all requests answered NOT_LEADER_OR_FOLLOWER",
                     state.leader_epoch,
-                    pm.leader_epoch,
-                    pm.leader,
+                    partition_metadata.leader_epoch,
+                    partition_metadata.leader,
                     resigned.len()
                 );
                 // A follower's HW starts at what the leader had; never above our LEO.
@@ -321,9 +336,12 @@ impl ReplicaManager {
                 state.follower_high_watermark = high_watermark;
                 actions.extend(resigned);
             } else if new_epoch {
-                info!("{tp}: following leader {} at epoch {}", pm.leader, pm.leader_epoch);
+                info!(
+                    "{tp}: following leader {} at epoch {}",
+                    partition_metadata.leader, partition_metadata.leader_epoch
+                );
             }
-            if self.config.unsafe_truncate_to_high_watermark && new_epoch && pm.leader != NO_BROKER {
+            if self.config.unsafe_truncate_to_high_watermark && new_epoch && partition_metadata.leader != NO_BROKER {
                 // DELIBERATELY WRONG (negative control for `insync lab`, off by default): the
                 // pre-KIP-101 `Partition.makeFollower` truncated to the local HW. A follower's HW
                 // lags the leader's by a fetch round, so records the leader already acknowledged
@@ -335,16 +353,16 @@ impl ReplicaManager {
                     match state.log.truncate_to(high_watermark) {
                         Ok(t) => warn!(
                             "{tp}: UNSAFE truncation to the local high watermark {high_watermark} on following leader {} at epoch {}: {} records dropped (log end offset was {log_end_offset})",
-                            pm.leader, pm.leader_epoch, t.records_removed
+                            partition_metadata.leader, partition_metadata.leader_epoch, t.records_removed
                         ),
                         Err(e) => warn!("{tp}: UNSAFE truncation to {high_watermark} failed: {e}"),
                     }
                 }
             }
-            state.role = Role::Follower { leader: pm.leader };
+            state.role = ReplicaRole::Follower { leader: partition_metadata.leader };
         }
-        state.leader_epoch = pm.leader_epoch;
-        state.partition_epoch = pm.partition_epoch;
+        state.leader_epoch = partition_metadata.leader_epoch;
+        state.partition_epoch = partition_metadata.partition_epoch;
         actions
     }
 
@@ -394,14 +412,21 @@ impl ReplicaManager {
             return; // leadership moved on while the request was in flight
         }
         let actions = match result {
-            Ok(pm) => {
+            Ok(partition_metadata) => {
                 let Some(leader) = state.leader_mut() else {
                     return;
                 };
-                let actions = commit_isr(tp, leader, &pm.isr, pm.partition_epoch, "AlterPartition", now_ms);
-                if pm.partition_epoch > state.partition_epoch {
-                    state.partition_epoch = pm.partition_epoch;
-                    state.isr = pm.isr.clone();
+                let actions = commit_isr(
+                    tp,
+                    leader,
+                    &partition_metadata.isr,
+                    partition_metadata.partition_epoch,
+                    "AlterPartition",
+                    now_ms,
+                );
+                if partition_metadata.partition_epoch > state.partition_epoch {
+                    state.partition_epoch = partition_metadata.partition_epoch;
+                    state.isr = partition_metadata.isr.clone();
                 }
                 actions
             }
@@ -494,7 +519,7 @@ impl ReplicaManager {
         let (outcome, waiter, actions) = {
             let mut state = partition.lock();
             let leader_epoch = state.leader_epoch;
-            let Role::Leader(leader) = &mut state.role else {
+            let ReplicaRole::Leader(leader) = &mut state.role else {
                 let leader_id = state.leader_id(self.broker_id);
                 return ProduceAppended::Done(ProduceOutcome::rejected(
                     ErrorCode::NOT_LEADER_OR_FOLLOWER,
@@ -630,9 +655,9 @@ impl ReplicaManager {
             .find(|t| t.name == tp.topic)
             .and_then(|t| t.partitions.iter().find(|p| p.partition == tp.partition));
         match known {
-            Some(pm) => ProduceOutcome::rejected(
+            Some(partition_metadata) => ProduceOutcome::rejected(
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                format!("broker {} does not host {tp} (leader: {})", self.broker_id, pm.leader),
+                format!("broker {} does not host {tp} (leader: {})", self.broker_id, partition_metadata.leader),
             ),
             None => ProduceOutcome::rejected(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -647,12 +672,12 @@ impl ReplicaManager {
     fn fetch_partition(
         &self,
         replica_id: BrokerId,
-        fp: &pb::FetchPartition,
+        wanted: &pb::FetchPartition,
         budget: &FetchBudget,
         update_follower: bool,
     ) -> (pb::FetchPartitionResponse, Vec<Action>) {
-        let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
-        let mut response = empty_partition_response(fp);
+        let tp = TopicPartition::new(wanted.topic.clone(), wanted.partition);
+        let mut response = empty_partition_response(wanted);
         let Some(partition) = self.partition(&tp) else {
             response.error_code = self.missing_partition_code(&tp).code();
             return (response, Vec::new());
@@ -663,7 +688,7 @@ impl ReplicaManager {
             response.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.code();
             return (response, Vec::new());
         }
-        if let Err(code) = check_current_leader_epoch(fp.current_leader_epoch, state.leader_epoch) {
+        if let Err(code) = check_current_leader_epoch(wanted.current_leader_epoch, state.leader_epoch) {
             response.error_code = code.code();
             return (response, Vec::new());
         }
@@ -673,32 +698,32 @@ impl ReplicaManager {
         let is_follower = is_follower_fetch(replica_id);
         if is_follower {
             if let Err(refusal) =
-                check_partition_replica(self.broker_id, &state.replicas, replica_id, fp.current_leader_epoch)
+                check_partition_replica(self.broker_id, &state.replicas, replica_id, wanted.current_leader_epoch)
             {
                 debug!(%tp, replica_id, error = %refusal.error, "refused replica fetch: {}", refusal.message);
-                return (refused_partition_response(fp, &refusal), Vec::new());
+                return (refused_partition_response(wanted, &refusal), Vec::new());
             }
-            if let Some(d) = fetch_divergence(&state, fp) {
+            if let Some(d) = fetch_divergence(&state, wanted) {
                 response.diverging_epoch = Some(d);
                 return (response, Vec::new());
             }
         }
-        if fp.fetch_offset < response.log_start_offset || fp.fetch_offset > response.log_end_offset {
+        if wanted.fetch_offset < response.log_start_offset || wanted.fetch_offset > response.log_end_offset {
             response.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
             return (response, Vec::new());
         }
         let mut actions = Vec::new();
         if is_follower && update_follower {
             if let Some(leader) = state.leader_mut() {
-                actions = leader.on_follower_fetch(replica_id, fp.fetch_offset, self.now_ms());
+                actions = leader.on_follower_fetch(replica_id, wanted.fetch_offset, self.now_ms());
             }
             response.high_watermark = state.high_watermark();
         }
         // Consumers read only below the HW; followers up to the LEO.
         let upper = if is_follower { response.log_end_offset } else { state.high_watermark() };
-        if fp.fetch_offset < upper {
-            let (max_bytes, first_batch_max_bytes) = budget.partition_limits(fp.partition_max_bytes);
-            match state.log.read_bounded(fp.fetch_offset, upper, max_bytes, first_batch_max_bytes) {
+        if wanted.fetch_offset < upper {
+            let (max_bytes, first_batch_max_bytes) = budget.partition_limits(wanted.partition_max_bytes);
+            match state.log.read_bounded(wanted.fetch_offset, upper, max_bytes, first_batch_max_bytes) {
                 Ok(bytes) => response.records = bytes,
                 Err(e) => response.error_code = log_error_code(&e).code(),
             }
@@ -770,14 +795,15 @@ impl ReplicaManager {
         let mut budget = FetchBudget::new(plan.max_bytes, plan.hard_limit);
         let mut responses = Vec::with_capacity(request.partitions.len());
         let mut total = 0usize;
-        for (fp, &listed_twice) in request.partitions.iter().zip(&plan.listed_twice) {
+        for (wanted, &listed_twice) in request.partitions.iter().zip(&plan.listed_twice) {
             let response = match (&identity, listed_twice) {
-                (_, true) => refused_partition_response(fp, &duplicate),
-                (Err(refusal), false) => refused_partition_response(fp, refusal),
+                (_, true) => refused_partition_response(wanted, &duplicate),
+                (Err(refusal), false) => refused_partition_response(wanted, refusal),
                 (Ok(()), false) => {
-                    let (response, actions) = self.fetch_partition(request.replica_id, fp, &budget, update_follower);
+                    let (response, actions) =
+                        self.fetch_partition(request.replica_id, wanted, &budget, update_follower);
                     if !actions.is_empty() {
-                        self.run_actions(&TopicPartition::new(fp.topic.clone(), fp.partition), actions);
+                        self.run_actions(&TopicPartition::new(wanted.topic.clone(), wanted.partition), actions);
                     }
                     response
                 }
@@ -957,10 +983,10 @@ struct FetchPlan {
 }
 
 /// A partition's answer before anything is known about it.
-fn empty_partition_response(fp: &pb::FetchPartition) -> pb::FetchPartitionResponse {
+fn empty_partition_response(wanted: &pb::FetchPartition) -> pb::FetchPartitionResponse {
     pb::FetchPartitionResponse {
-        topic: fp.topic.clone(),
-        partition: fp.partition,
+        topic: wanted.topic.clone(),
+        partition: wanted.partition,
         high_watermark: -1,
         log_start_offset: -1,
         log_end_offset: -1,
@@ -968,24 +994,24 @@ fn empty_partition_response(fp: &pb::FetchPartition) -> pb::FetchPartitionRespon
     }
 }
 
-fn refused_partition_response(fp: &pb::FetchPartition, refusal: &ReplicaRefusal) -> pb::FetchPartitionResponse {
+fn refused_partition_response(wanted: &pb::FetchPartition, refusal: &ReplicaRefusal) -> pb::FetchPartitionResponse {
     pb::FetchPartitionResponse {
         error_code: refusal.error.code(),
         error_message: refusal.message.clone(),
-        ..empty_partition_response(fp)
+        ..empty_partition_response(wanted)
     }
 }
 
 /// Where a follower's log diverged from ours, if it did (KIP-320: the follower's last
 /// fetched epoch ends before its fetch offset here).
-fn fetch_divergence(state: &PartitionState, fp: &pb::FetchPartition) -> Option<pb::EpochEndOffset> {
-    if fp.last_fetched_epoch == NO_EPOCH {
+fn fetch_divergence(state: &ReplicaState, wanted: &pb::FetchPartition) -> Option<pb::EpochEndOffset> {
+    if wanted.last_fetched_epoch == NO_EPOCH {
         return None;
     }
-    let (epoch, end_offset) = state.log.end_offset_for_epoch(fp.last_fetched_epoch);
+    let (epoch, end_offset) = state.log.end_offset_for_epoch(wanted.last_fetched_epoch);
     diverging_epoch(
-        fp.last_fetched_epoch,
-        fp.fetch_offset,
+        wanted.last_fetched_epoch,
+        wanted.fetch_offset,
         EpochEndOffset { epoch, end_offset },
         state.log.log_start_offset(),
     )

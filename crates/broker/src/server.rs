@@ -71,32 +71,32 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     let mut kafka_task = None;
     let broker_service = if args.roles.broker {
         let (alter_tx, alter_rx) = mpsc::channel(1024);
-        let rm = ReplicaManager::new(args.clone(), alter_tx)?;
+        let replica_manager = ReplicaManager::new(args.clone(), alter_tx)?;
         let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
         let incarnation = incarnation_id();
         let (registered_tx, _registered_rx) = watch::channel(false);
         let kafka_address = kafka_listener.as_ref().map(|(_, address)| address.clone()).unwrap_or_default();
         let lifecycle = tokio::spawn(run_lifecycle(
             link.clone(),
-            rm.clone(),
+            replica_manager.clone(),
             args.advertised_address(),
             kafka_address,
             incarnation,
             shutdown_rx.clone(),
             registered_tx,
         ));
-        tokio::spawn(run_metadata_watch(link.clone(), rm.clone(), stop_serving_rx.clone()));
-        tokio::spawn(run_alter_partition(link.clone(), rm.clone(), alter_rx));
-        let fetchers = tokio::spawn(run_fetcher_manager(rm.clone(), stop_serving_rx.clone()));
-        tokio::spawn(run_periodic(rm.clone(), stop_serving_rx.clone()));
-        broker_parts = Some((rm.clone(), lifecycle, fetchers));
-        let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), rm.broker_id, incarnation));
+        tokio::spawn(run_metadata_watch(link.clone(), replica_manager.clone(), stop_serving_rx.clone()));
+        tokio::spawn(run_alter_partition(link.clone(), replica_manager.clone(), alter_rx));
+        let fetchers = tokio::spawn(run_fetcher_manager(replica_manager.clone(), stop_serving_rx.clone()));
+        tokio::spawn(run_periodic(replica_manager.clone(), stop_serving_rx.clone()));
+        broker_parts = Some((replica_manager.clone(), lifecycle, fetchers));
+        let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), replica_manager.broker_id, incarnation));
         if let Some((listener, _)) = kafka_listener.take() {
-            let context = crate::kafka::KafkaContext::new(rm.clone(), producer_ids.clone());
+            let context = crate::kafka::KafkaContext::new(replica_manager.clone(), producer_ids.clone());
             kafka_task = Some(tokio::spawn(crate::kafka::serve(listener, context, stop_serving_rx.clone())));
         }
         Some(
-            BrokerServer::new(BrokerService { rm, link, producer_ids })
+            BrokerServer::new(BrokerService { replica_manager, link, producer_ids })
                 // Checked against the length prefix before a request is buffered: nothing a
                 // broker is sent is larger than one batch of message.max.bytes plus framing.
                 .max_decoding_message_size(max_broker_request_bytes(&args))
@@ -107,8 +107,12 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     };
 
     if metrics_enabled {
-        let rm = broker_parts.as_ref().map(|(rm, _, _)| rm.clone());
-        tokio::spawn(crate::metrics::run_gauges(rm, controller.as_ref().map(|c| c.observer()), shutdown_rx.clone()));
+        let replica_manager = broker_parts.as_ref().map(|(replica_manager, _, _)| replica_manager.clone());
+        tokio::spawn(crate::metrics::run_gauges(
+            replica_manager,
+            controller.as_ref().map(|c| c.observer()),
+            shutdown_rx.clone(),
+        ));
     }
     let controller_service = controller.as_ref().map(|c| c.service());
     info!(
@@ -156,9 +160,9 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     if let Some(kafka_task) = kafka_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), kafka_task).await;
     }
-    if let Some((rm, _, fetchers)) = broker_parts {
+    if let Some((replica_manager, _, fetchers)) = broker_parts {
         let _ = tokio::time::timeout(Duration::from_secs(2), fetchers).await;
-        rm.shutdown();
+        replica_manager.shutdown();
     }
     info!("node {}: stopped", args.node_id);
     Ok(())
@@ -166,19 +170,19 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
 
 /// Periodic broker chores: the ISR shrink check every replica.lag.time.max.ms / 2 (Kafka
 /// `ReplicaManager.startup` schedules "isr-expiration" so) and the HW checkpoint.
-async fn run_periodic(rm: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
-    let shrink_every = Duration::from_millis((rm.config.replica_lag_time_max_ms / 2).max(10));
-    let checkpoint_every = Duration::from_millis(rm.config.high_watermark_checkpoint_interval_ms.max(100));
+async fn run_periodic(replica_manager: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
+    let shrink_every = Duration::from_millis((replica_manager.config.replica_lag_time_max_ms / 2).max(10));
+    let checkpoint_every = Duration::from_millis(replica_manager.config.high_watermark_checkpoint_interval_ms.max(100));
     let mut shrink = tokio::time::interval(shrink_every);
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     shrink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shrink.tick() => rm.shrink_isr_tick(),
+            _ = shrink.tick() => replica_manager.shrink_isr_tick(),
             _ = checkpoint.tick() => {
-                let rm = rm.clone();
-                let _ = tokio::task::spawn_blocking(move || rm.checkpoint_high_watermarks()).await;
+                let replica_manager = replica_manager.clone();
+                let _ = tokio::task::spawn_blocking(move || replica_manager.checkpoint_high_watermarks()).await;
             }
             _ = stop.changed() => return,
         }

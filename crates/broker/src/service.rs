@@ -22,7 +22,7 @@ use crate::replica_manager::{ProduceOutcome, ReplicaManager};
 const MAX_STREAM_IN_FLIGHT: usize = 64;
 
 pub struct BrokerService {
-    pub rm: Arc<ReplicaManager>,
+    pub replica_manager: Arc<ReplicaManager>,
     pub link: Arc<ControllerLink>,
     /// Producer ids for InitProducerId, shared with the Kafka listener.
     pub producer_ids: Arc<ProducerIdManager>,
@@ -45,7 +45,7 @@ type PendingProduce = Pin<Box<dyn std::future::Future<Output = pb::ProduceRespon
 struct ProduceStreamState {
     /// None once the client has closed its side (or it broke).
     inbound: Option<Streaming<pb::ProduceRequest>>,
-    rm: Arc<ReplicaManager>,
+    replica_manager: Arc<ReplicaManager>,
     waiting: FuturesOrdered<PendingProduce>,
 }
 
@@ -63,10 +63,10 @@ impl ProduceStreamState {
                         let correlation_id = request.correlation_id;
                         let timeout_ms = request.timeout_ms;
                         let (acks, started) = (request.acks, Instant::now());
-                        let appended = self.rm.produce_append(request);
-                        let rm = self.rm.clone();
+                        let appended = self.replica_manager.produce_append(request);
+                        let replica_manager = self.replica_manager.clone();
                         self.waiting.push_back(Box::pin(async move {
-                            let outcome = rm.produce_wait(appended, timeout_ms).await;
+                            let outcome = replica_manager.produce_wait(appended, timeout_ms).await;
                             crate::metrics::record_produce(acks, outcome.error, started.elapsed());
                             produce_response(outcome, correlation_id)
                         }));
@@ -95,7 +95,7 @@ impl Broker for BrokerService {
         let correlation_id = request.correlation_id;
         let tp = format!("{}-{}", request.topic, request.partition);
         let started = Instant::now();
-        let outcome = self.rm.produce(request).await;
+        let outcome = self.replica_manager.produce(request).await;
         crate::metrics::record_produce(acks, outcome.error, started.elapsed());
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
@@ -117,7 +117,7 @@ impl Broker for BrokerService {
         // answered in request order.
         let state = ProduceStreamState {
             inbound: Some(request.into_inner()),
-            rm: self.rm.clone(),
+            replica_manager: self.replica_manager.clone(),
             waiting: FuturesOrdered::new(),
         };
         let answers = futures::stream::unfold(state, |mut state| async move {
@@ -144,14 +144,14 @@ impl Broker for BrokerService {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        let response = self.rm.fetch(request.into_inner()).await;
+        let response = self.replica_manager.fetch(request.into_inner()).await;
         crate::metrics::record_fetch(&response);
         Ok(Response::new(response))
     }
 
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
         let wanted = request.into_inner().topics;
-        let mut metadata = (*self.rm.metadata()).clone();
+        let mut metadata = (*self.replica_manager.metadata()).clone();
         if !wanted.is_empty() {
             metadata.topics.retain(|t| wanted.contains(&t.name));
         }
@@ -163,9 +163,9 @@ impl Broker for BrokerService {
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         // A timestamp lookup reads the log: disk work, off the tokio workers.
-        let rm = self.rm.clone();
+        let replica_manager = self.replica_manager.clone();
         let request = request.into_inner();
-        let answer = tokio::task::spawn_blocking(move || rm.list_offsets(&request))
+        let answer = tokio::task::spawn_blocking(move || replica_manager.list_offsets(&request))
             .await
             .map_err(|e| Status::internal(format!("list offsets failed: {e}")))?;
         Ok(Response::new(answer))
@@ -187,11 +187,11 @@ impl Broker for BrokerService {
         if reply.error_code == 0 {
             // Answer once this broker's metadata shows the topic with leaders, so a
             // produce right after `topic create` finds it.
-            let mut versions = self.rm.subscribe_metadata_version();
+            let mut versions = self.replica_manager.subscribe_metadata_version();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
                 let ready = self
-                    .rm
+                    .replica_manager
                     .metadata()
                     .topics
                     .iter()
@@ -208,6 +208,6 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeReplicasRequest>,
     ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
-        Ok(Response::new(self.rm.describe_replicas(&request.into_inner().topics)))
+        Ok(Response::new(self.replica_manager.describe_replicas(&request.into_inner().topics)))
     }
 }

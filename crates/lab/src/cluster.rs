@@ -16,7 +16,7 @@ use insync_proto as pb;
 use insync_types::TopicPartition;
 
 use crate::checker::ReplicaLog;
-use crate::process::{free_ports, quorum, LocalNode, NodeSettings, Role};
+use crate::process::{free_ports, quorum, LocalNode, NodeRole, NodeSettings};
 use crate::LabError;
 
 /// What to launch.
@@ -104,8 +104,8 @@ impl LabCluster {
         // The lab speaks gRPC only: no Kafka listener (none takes 19092-19094 from a user's cluster).
         let node = |id: NodeId, port: u16| {
             let (role, n) = match id {
-                NodeId::Broker(n) => (Role::Broker, n),
-                NodeId::Controller(n) => (Role::Controller, n),
+                NodeId::Broker(n) => (NodeRole::Broker, n),
+                NodeId::Controller(n) => (NodeRole::Controller, n),
             };
             Node { id, process: LocalNode::new(&root, role, n, port, &quorum, &settings, None) }
         };

@@ -62,16 +62,16 @@ impl Default for NodeSettings {
 
 /// Whether a node is a controller voter or a broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum NodeRole {
     Controller,
     Broker,
 }
 
-impl Role {
+impl NodeRole {
     fn as_str(self) -> &'static str {
         match self {
-            Role::Controller => "controller",
-            Role::Broker => "broker",
+            NodeRole::Controller => "controller",
+            NodeRole::Broker => "broker",
         }
     }
 }
@@ -81,7 +81,7 @@ impl Role {
 pub struct LocalNode {
     /// `broker-2`, `controller-1`: also the name of its data directory and log file.
     pub name: String,
-    pub role: Role,
+    pub role: NodeRole,
     /// Its gRPC address.
     pub address: String,
     pub data_dir: PathBuf,
@@ -100,7 +100,7 @@ impl LocalNode {
     /// side-by-side test clusters with the same node ids would compete for.
     pub fn new(
         root: &Path,
-        role: Role,
+        role: NodeRole,
         n: i32,
         port: u16,
         quorum: &str,
@@ -136,7 +136,7 @@ impl LocalNode {
         if let Some(ms) = settings.controlled_shutdown_timeout_ms {
             args.extend(["--controlled-shutdown-timeout-ms".into(), ms.to_string()]);
         }
-        if role == Role::Broker {
+        if role == NodeRole::Broker {
             args.extend(["--kafka-listen".into(), kafka_listen.unwrap_or_else(|| "none".into())]);
             if settings.unsafe_truncate_to_high_watermark {
                 args.push("--unsafe-truncate-to-high-watermark".into());
@@ -302,7 +302,7 @@ mod tests {
             unsafe_truncate_to_high_watermark: true,
             ..NodeSettings::default()
         };
-        let node = LocalNode::new(Path::new("/tmp/x"), Role::Broker, 2, 7000, &quorum(&[7001]), &settings, None);
+        let node = LocalNode::new(Path::new("/tmp/x"), NodeRole::Broker, 2, 7000, &quorum(&[7001]), &settings, None);
         assert_eq!(node.name, "broker-2");
         assert_eq!(node.address, "127.0.0.1:7000");
         assert_eq!(node.log, Path::new("/tmp/x/broker-2.log"));
@@ -322,7 +322,7 @@ mod tests {
         ] {
             assert!(line.contains(expected), "{expected:?} missing from {line}");
         }
-        let controller = LocalNode::new(Path::new("/tmp/x"), Role::Controller, 1, 7001, "", &settings, None);
+        let controller = LocalNode::new(Path::new("/tmp/x"), NodeRole::Controller, 1, 7001, "", &settings, None);
         let line = controller.args.join(" ");
         assert!(!line.contains("--kafka-listen") && !line.contains("--unsafe"), "{line}");
     }

@@ -1,6 +1,6 @@
 //! insync-log: the on-disk log of one partition replica — Kafka RecordBatch v2 codec
 //! (`batch`), segment files with a sparse offset index (`segment`, `index`), crash recovery
-//! and the partition log itself (`log`), the leader-epoch cache (`epoch_cache`) and the
+//! and the partition log itself (`partition_log`), the leader-epoch cache (`epoch_cache`) and the
 //! per-broker offset checkpoint file (`checkpoint`).
 //!
 //! Plain `std::fs` with positional I/O (`FileExt::read_at`/`write_at`), no tokio and no
@@ -17,7 +17,7 @@ pub mod checkpoint;
 pub mod epoch_cache;
 mod error;
 pub mod index;
-pub mod log;
+pub mod partition_log;
 pub mod segment;
 mod varint;
 
@@ -28,4 +28,4 @@ pub use batch::{
 pub use checkpoint::OffsetCheckpointFile;
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use error::LogError;
-pub use log::{AppendInfo, LogConfig, PartitionLog, TruncateInfo};
+pub use partition_log::{AppendInfo, LogConfig, PartitionLog, TruncateInfo};

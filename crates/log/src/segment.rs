@@ -2,7 +2,7 @@
 //! RecordBatch v2 batches back to back, plus its sparse [`OffsetIndex`] in `.index`.
 //! Appends, positional reads, header scans to find the batch holding an offset, recovery
 //! (CRC scan and truncation of a torn tail, Kafka `LogSegment.recover`), and truncation.
-//! `PartitionLog` (in `log.rs`) owns the list of segments and decides when to roll.
+//! `PartitionLog` (in `partition_log.rs`) owns the list of segments and decides when to roll.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

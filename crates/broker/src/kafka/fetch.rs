@@ -78,7 +78,7 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
     };
     let context = context.clone();
     respond(meta, async move {
-        let fetched = context.rm.fetch(fetch).await;
+        let fetched = context.replica_manager.fetch(fetch).await;
         crate::metrics::record_fetch(&fetched);
         let mut fetched = fetched.partitions.into_iter();
         let responses = layout
@@ -159,9 +159,9 @@ fn list_offset(
     timestamp: i64,
     current_leader_epoch: i32,
 ) -> Result<(i64, i64, i32), ErrorCode> {
-    let Some(partition) = context.rm.partition(tp) else {
+    let Some(partition) = context.replica_manager.partition(tp) else {
         let known = context
-            .rm
+            .replica_manager
             .metadata()
             .topics
             .iter()

@@ -171,8 +171,8 @@ fn check_coordinator(context: &KafkaContext, group_id: &str) -> Result<(), Error
     if group_id.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
-    match coordinator_for(&context.rm.metadata(), group_id) {
-        Some(b) if b.id == context.rm.broker_id => Ok(()),
+    match coordinator_for(&context.replica_manager.metadata(), group_id) {
+        Some(b) if b.id == context.replica_manager.broker_id => Ok(()),
         Some(_) => Err(ErrorCode::NOT_COORDINATOR),
         None => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
     }
@@ -187,7 +187,7 @@ pub(super) fn handle_find_coordinator(
     meta: RequestMeta,
     request: FindCoordinatorRequest,
 ) -> PendingReply {
-    let metadata = context.rm.metadata();
+    let metadata = context.replica_manager.metadata();
     let find = |key: &str| -> (ErrorCode, String, i32, String, i32) {
         if request.key_type != KEY_TYPE_GROUP {
             return (

@@ -21,14 +21,14 @@ use super::{kafka_endpoint, KafkaContext};
 pub const CLUSTER_ID: &str = "insync";
 
 pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: MetadataRequest) -> PendingReply {
-    let metadata = context.rm.metadata();
+    let metadata = context.replica_manager.metadata();
     // v0: an empty list means every topic; v1+: null means every topic, empty means none.
     let wanted: Option<Vec<String>> = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && meta.api_version == 0 => None,
         Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
     };
-    respond_now(meta, response(&metadata, context.rm.broker_id, wanted.as_deref()))
+    respond_now(meta, response(&metadata, context.replica_manager.broker_id, wanted.as_deref()))
 }
 
 /// Builds the answer from a metadata snapshot; `wanted` None = every topic.

@@ -79,7 +79,7 @@ const FRAME_HEADROOM_BYTES: usize = 64 * 1024;
 /// What every connection needs: the replica manager (produce, fetch, metadata), the
 /// producer-id blocks, the group coordinator, and the receive limits.
 pub struct KafkaContext {
-    pub rm: Arc<ReplicaManager>,
+    pub replica_manager: Arc<ReplicaManager>,
     pub producer_ids: Arc<ProducerIdManager>,
     pub groups: GroupCoordinator,
     /// Frame size, idle and partial-request timeouts, and the listener-wide receive budget.
@@ -87,8 +87,8 @@ pub struct KafkaContext {
 }
 
 impl KafkaContext {
-    pub fn new(rm: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
-        let config = &rm.config;
+    pub fn new(replica_manager: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
+        let config = &replica_manager.config;
         // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
         let max_frame_bytes = config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES);
         // Kafka requires queued.max.request.bytes >= socket.request.max.bytes: a smaller
@@ -105,7 +105,7 @@ impl KafkaContext {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
         };
-        Arc::new(KafkaContext { rm, producer_ids, groups: GroupCoordinator::default(), limits })
+        Arc::new(KafkaContext { replica_manager, producer_ids, groups: GroupCoordinator::default(), limits })
     }
 }
 
@@ -136,10 +136,10 @@ pub async fn bind(args: &crate::config::BrokerArgs) -> anyhow::Result<Option<(Tc
 /// Accepts Kafka clients until `stop` turns true, then drops every connection.
 pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: watch::Receiver<bool>) {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    info!("broker {}: Kafka listener on {local}", context.rm.broker_id);
+    info!("broker {}: Kafka listener on {local}", context.replica_manager.broker_id);
     // Kafka max.connections (at the limit, stop accepting: clients wait in the backlog) and
     // max.connections.per.ip (beyond it, close the new connection at once).
-    let config = &context.rm.config;
+    let config = &context.replica_manager.config;
     let slots = ConnectionSlots::new("Kafka", config.max_connections as usize, config.max_connections_per_ip as usize);
     let mut connections = JoinSet::new();
     loop {
@@ -174,7 +174,7 @@ pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: 
         }
     }
     connections.shutdown().await;
-    info!("broker {}: Kafka listener on {local} stopped", context.rm.broker_id);
+    info!("broker {}: Kafka listener on {local} stopped", context.replica_manager.broker_id);
 }
 
 /// Decodes a request frame exactly as a connection does before dispatching it — schema

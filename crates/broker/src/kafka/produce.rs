@@ -35,7 +35,7 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
     let acks = i32::from(request.acks);
     let timeout_ms = u32::try_from(request.timeout_ms).unwrap_or(0);
     let started = Instant::now();
-    let rm = &context.rm;
+    let replica_manager = &context.replica_manager;
     let transactional = request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty());
     // Appends happen here, synchronously and in request order (see connection.rs).
     let mut appended: Vec<(String, Vec<(i32, ProduceAppended)>)> = Vec::with_capacity(request.topic_data.len());
@@ -52,7 +52,7 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
                 ))
             } else {
                 match partition.records {
-                    Some(records) => rm.produce_append(pb::ProduceRequest {
+                    Some(records) => replica_manager.produce_append(pb::ProduceRequest {
                         topic: name.clone(),
                         partition: partition.index,
                         acks,
@@ -96,14 +96,14 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
     let context = context.clone();
     let version = meta.api_version;
     Dispatched::Reply(respond(meta, async move {
-        let rm = &context.rm;
+        let replica_manager = &context.replica_manager;
         // acks=all waits of all partitions run at once: the request answers when the last
         // one is done, as one DelayedProduce watches every partition of a request.
         let mut waits = Vec::new();
         for (topic, partitions) in appended {
-            let waits_of_topic = partitions
-                .into_iter()
-                .map(|(partition, appended)| async move { (partition, rm.produce_wait(appended, timeout_ms).await) });
+            let waits_of_topic = partitions.into_iter().map(|(partition, appended)| async move {
+                (partition, replica_manager.produce_wait(appended, timeout_ms).await)
+            });
             waits.push(async move { (topic, futures::future::join_all(waits_of_topic).await) });
         }
         let results = futures::future::join_all(waits).await;
@@ -133,7 +133,7 @@ fn rejected(error: ErrorCode, message: &str) -> ProduceOutcome {
 
 fn log_start_offset(context: &KafkaContext, topic: &str, partition: i32) -> i64 {
     context
-        .rm
+        .replica_manager
         .partition(&TopicPartition::new(topic.to_string(), partition))
         .map(|p| p.lock().log.log_start_offset())
         .unwrap_or(-1)

@@ -165,16 +165,16 @@ fn stalled_connections_are_closed(kafka: &[String]) -> anyhow::Result<()> {
             stalled.push(stream);
         }
     }
-    let started = Instant::now();
-    for stream in &mut stalled {
-        let left = Duration::from_secs(15).saturating_sub(started.elapsed()).max(Duration::from_millis(10));
-        anyhow::ensure!(
-            closed_within(stream, left),
-            "a stalled connection is still open after {:?}",
-            started.elapsed()
-        );
+    all_closed_within(&mut stalled, Instant::now(), Duration::from_secs(15), "idle and half-sent Kafka")
+}
+
+/// Every stream is closed by the broker within `limit` of `since`.
+fn all_closed_within(streams: &mut [TcpStream], since: Instant, limit: Duration, what: &str) -> anyhow::Result<()> {
+    for stream in streams.iter_mut() {
+        let left = limit.saturating_sub(since.elapsed()).max(Duration::from_millis(10));
+        anyhow::ensure!(closed_within(stream, left), "a {what} connection is still open after {:?}", since.elapsed());
     }
-    eprintln!("{} idle and half-sent connections closed after {:?}", stalled.len(), started.elapsed());
+    eprintln!("{} {what} connections closed after {:?}", streams.len(), since.elapsed());
     Ok(())
 }
 
@@ -257,15 +257,7 @@ fn hostile_bytes_on_every_listener_take_no_broker_down_and_lose_nothing() -> any
     eprintln!("the honest client's slowest answer during the attack: {slowest:?}");
     anyhow::ensure!(slowest < Duration::from_secs(2), "an honest client waited {slowest:?}");
 
-    for stream in &mut silent_grpc {
-        let left = Duration::from_secs(20).saturating_sub(silent_since.elapsed()).max(Duration::from_millis(10));
-        anyhow::ensure!(
-            closed_within(stream, left),
-            "a silent gRPC connection is open after {:?}",
-            silent_since.elapsed()
-        );
-    }
-    eprintln!("{} silent gRPC connections closed after {:?}", silent_grpc.len(), silent_since.elapsed());
+    all_closed_within(&mut silent_grpc, silent_since, Duration::from_secs(20), "silent gRPC")?;
 
     for n in 1..=3 {
         let pid = cluster.broker_pid(n).ok_or_else(|| anyhow::anyhow!("broker {n} is not running"))?;

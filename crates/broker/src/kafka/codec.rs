@@ -4,7 +4,7 @@
 //! responses with the correlation id. Bodies are encoded and decoded with the
 //! `kafka-protocol` crate's generated codecs at the request's version.
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,9 +164,10 @@ pub struct Request {
 pub const DISAGREEMENT: &str = "the decoder and the schema disagree";
 
 impl Request {
-    pub fn body<T: Decodable>(mut self) -> Result<T, CodecError> {
+    /// The body, decoded as the request its API key names.
+    pub fn body(mut self) -> Result<RequestKind, CodecError> {
         let what = || format!("{:?} v{} request", self.api_key, self.api_version);
-        let decoded = T::decode(&mut self.body, self.api_version)
+        let decoded = RequestKind::decode(self.api_key, &mut self.body, self.api_version)
             .map_err(|e| CodecError::Decode { what: what(), reason: format!("{e:#}") })?;
         if self.body.len() != self.trailing {
             let reason = format!("{DISAGREEMENT}: {} bytes left, {} expected", self.body.len(), self.trailing);

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -145,7 +145,21 @@ enum Handled {
     Close(String),
 }
 
-fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, CodecError> {
+/// A request frame decoded, before it is handled.
+pub(super) enum Decoded {
+    Request {
+        meta: RequestMeta,
+        client_id: Option<StrBytes>,
+        /// Boxed: a decoded request is far larger than the other variant.
+        body: Box<RequestKind>,
+    },
+    /// KIP-511: an ApiVersions newer than any served, answered in the v0 format.
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+/// Routes a frame by its header (API key and version served?) and decodes it: the schema
+/// walk, the header, the body. The listener and the fuzzing campaign both decode this way.
+pub(super) fn decode_frame(frame: Bytes) -> Result<Decoded, CodecError> {
     let raw = codec::peek_header(&frame)?;
     let Ok(api_key) = ApiKey::try_from(raw.api_key) else {
         return Err(CodecError::Decode {
@@ -161,9 +175,7 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
         });
     };
     if api_key == ApiKey::ApiVersions && raw.api_version > max_version {
-        // KIP-511: a newer client's ApiVersions gets an UNSUPPORTED_VERSION answer in the v0
-        // format it can always read, listing the ApiVersions versions to retry with.
-        return Ok(Handled::Reply(api_versions::unsupported_version(raw.correlation_id)));
+        return Ok(Decoded::ApiVersionsTooNew { correlation_id: raw.correlation_id });
     }
     if raw.api_version < min_version || raw.api_version > max_version {
         return Err(CodecError::Decode {
@@ -180,28 +192,41 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
         client_id = client_id.as_deref().unwrap_or(""),
         "Kafka request"
     );
-    let reply = match api_key {
-        ApiKey::ApiVersions => api_versions::handle(meta, request.body()?),
-        ApiKey::Metadata => metadata::handle(context, meta, request.body()?),
-        ApiKey::Produce => {
-            return Ok(match produce::handle(context, meta, request.body()?) {
+    Ok(Decoded::Request { meta, client_id, body: Box::new(request.body()?) })
+}
+
+fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, CodecError> {
+    let (meta, client_id, body) = match decode_frame(frame)? {
+        // KIP-511: a newer client's ApiVersions gets an UNSUPPORTED_VERSION answer in the v0
+        // format it can always read, listing the ApiVersions versions to retry with.
+        Decoded::ApiVersionsTooNew { correlation_id } => {
+            return Ok(Handled::Reply(api_versions::unsupported_version(correlation_id)))
+        }
+        Decoded::Request { meta, client_id, body } => (meta, client_id, body),
+    };
+    let reply = match *body {
+        RequestKind::ApiVersions(request) => api_versions::handle(meta, request),
+        RequestKind::Metadata(request) => metadata::handle(context, meta, request),
+        RequestKind::Produce(request) => {
+            return Ok(match produce::handle(context, meta, request) {
                 produce::Dispatched::Reply(reply) => Handled::Reply(reply),
                 produce::Dispatched::Close(reason) => Handled::Close(reason),
             })
         }
-        ApiKey::Fetch => fetch::handle_fetch(context, meta, request.body()?),
-        ApiKey::ListOffsets => fetch::handle_list_offsets(context, meta, request.body()?),
-        ApiKey::InitProducerId => producer_id::handle(context, meta, request.body()?),
-        ApiKey::FindCoordinator => group::handle_find_coordinator(context, meta, request.body()?),
-        ApiKey::JoinGroup => group::handle_join(context, meta, client_id, request.body()?),
-        ApiKey::SyncGroup => group::handle_sync(context, meta, request.body()?),
-        ApiKey::Heartbeat => group::handle_heartbeat(context, meta, request.body()?),
-        ApiKey::LeaveGroup => group::handle_leave(context, meta, request.body()?),
-        ApiKey::OffsetCommit => group::handle_offset_commit(context, meta, request.body()?),
-        ApiKey::OffsetFetch => group::handle_offset_fetch(context, meta, request.body()?),
-        other => {
-            debug_assert!(false, "{other:?} is in SUPPORTED_APIS but not dispatched");
-            return Err(CodecError::Decode { what: format!("{other:?}"), reason: "not dispatched".into() });
+        RequestKind::Fetch(request) => fetch::handle_fetch(context, meta, request),
+        RequestKind::ListOffsets(request) => fetch::handle_list_offsets(context, meta, request),
+        RequestKind::InitProducerId(request) => producer_id::handle(context, meta, request),
+        RequestKind::FindCoordinator(request) => group::handle_find_coordinator(context, meta, request),
+        RequestKind::JoinGroup(request) => group::handle_join(context, meta, client_id, request),
+        RequestKind::SyncGroup(request) => group::handle_sync(context, meta, request),
+        RequestKind::Heartbeat(request) => group::handle_heartbeat(context, meta, request),
+        RequestKind::LeaveGroup(request) => group::handle_leave(context, meta, request),
+        RequestKind::OffsetCommit(request) => group::handle_offset_commit(context, meta, request),
+        RequestKind::OffsetFetch(request) => group::handle_offset_fetch(context, meta, request),
+        _ => {
+            debug_assert!(false, "{:?} is in SUPPORTED_APIS but not dispatched", meta.api_key);
+            let what = format!("{:?}", meta.api_key);
+            return Err(CodecError::Decode { what, reason: "not dispatched".into() });
         }
     };
     Ok(Handled::Reply(reply))

@@ -182,39 +182,16 @@ pub async fn serve(listener: TcpListener, context: Arc<KafkaContext>, mut stop: 
 /// path does; for the fuzzing campaign (`crates/fuzz`), which must find no input that
 /// panics here or allocates beyond a constant times the frame.
 pub fn decode_request_for_fuzzing(frame: bytes::Bytes) -> Result<(), String> {
-    use kafka_protocol::messages as m;
-    let raw = codec::peek_header(&frame).map_err(|e| e.to_string())?;
-    let api_key = ApiKey::try_from(raw.api_key).map_err(|_| format!("unknown API key {}", raw.api_key))?;
-    let (low, high) = supported_versions(api_key).ok_or_else(|| format!("{api_key:?} is not served"))?;
-    if raw.api_version < low || raw.api_version > high {
-        return Err(format!("{api_key:?} v{} is not served", raw.api_version));
-    }
-    let request = codec::decode_request(frame, api_key, raw.api_version).map_err(|e| e.to_string())?;
-    let decoded = match api_key {
-        ApiKey::Produce => {
-            let produce: m::ProduceRequest = request.body().map_err(|e| e.to_string())?;
-            for records in
-                produce.topic_data.iter().flat_map(|t| t.partition_data.iter()).filter_map(|p| p.records.as_ref())
-            {
-                let _ = insync_log::batch::validate_batch(records);
-            }
-            return Ok(());
+    let decoded = connection::decode_frame(frame).map_err(|e| e.to_string())?;
+    let connection::Decoded::Request { body, .. } = decoded else { return Ok(()) };
+    if let kafka_protocol::messages::RequestKind::Produce(produce) = *body {
+        let batches =
+            produce.topic_data.iter().flat_map(|t| t.partition_data.iter()).filter_map(|p| p.records.as_ref());
+        for records in batches {
+            let _ = insync_log::batch::validate_batch(records);
         }
-        ApiKey::Fetch => request.body::<m::FetchRequest>().map(drop),
-        ApiKey::ListOffsets => request.body::<m::ListOffsetsRequest>().map(drop),
-        ApiKey::Metadata => request.body::<m::MetadataRequest>().map(drop),
-        ApiKey::OffsetCommit => request.body::<m::OffsetCommitRequest>().map(drop),
-        ApiKey::OffsetFetch => request.body::<m::OffsetFetchRequest>().map(drop),
-        ApiKey::FindCoordinator => request.body::<m::FindCoordinatorRequest>().map(drop),
-        ApiKey::JoinGroup => request.body::<m::JoinGroupRequest>().map(drop),
-        ApiKey::Heartbeat => request.body::<m::HeartbeatRequest>().map(drop),
-        ApiKey::LeaveGroup => request.body::<m::LeaveGroupRequest>().map(drop),
-        ApiKey::SyncGroup => request.body::<m::SyncGroupRequest>().map(drop),
-        ApiKey::ApiVersions => request.body::<m::ApiVersionsRequest>().map(drop),
-        ApiKey::InitProducerId => request.body::<m::InitProducerIdRequest>().map(drop),
-        other => return Err(format!("{other:?} is not dispatched")),
-    };
-    decoded.map_err(|e| e.to_string())
+    }
+    Ok(())
 }
 
 /// `host:port` → (host, port) for Metadata and FindCoordinator answers; IPv6 hosts may be

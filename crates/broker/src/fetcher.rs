@@ -73,6 +73,10 @@ pub(crate) struct FetchOrder {
 impl FetchOrder {
     /// Drops partitions no longer assigned and appends new ones (in key order).
     pub(crate) fn sync(&mut self, assigned: &BTreeMap<TopicPartition, i32>) {
+        // Runs before every fetch: the usual case, an unchanged assignment, allocates nothing.
+        if self.order.len() == assigned.len() && self.order.iter().all(|tp| assigned.contains_key(tp)) {
+            return;
+        }
         self.order.retain(|tp| assigned.contains_key(tp));
         let present: HashSet<TopicPartition> = self.order.iter().cloned().collect();
         self.order.extend(assigned.keys().filter(|tp| !present.contains(*tp)).cloned());

@@ -91,7 +91,9 @@ pub struct BrokerArgs {
     pub controlled_shutdown_timeout_ms: u64,
     /// UNSAFE, for `insync lab`'s negative control only: behave like a pre-KIP-101 follower
     /// (truncate to the local high watermark whenever following a leader, and fetch without
-    /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help.
+    /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help, and
+    /// only in a broker built with the `unsafe-truncation` feature.
+    #[cfg(feature = "unsafe-truncation")]
     #[arg(long, hide = true)]
     pub unsafe_truncate_to_high_watermark: bool,
     /// Prometheus metrics HTTP address (`GET /metrics`), or `none`. Default 127.0.0.1:(9290+N)
@@ -176,6 +178,15 @@ impl std::str::FromStr for OptionalListen {
 }
 
 impl BrokerArgs {
+    /// Whether this broker runs the lab's pre-KIP-101 negative control (never, unless built
+    /// with the `unsafe-truncation` feature and started with its flag).
+    pub fn unsafe_truncation(&self) -> bool {
+        #[cfg(feature = "unsafe-truncation")]
+        return self.unsafe_truncate_to_high_watermark;
+        #[cfg(not(feature = "unsafe-truncation"))]
+        false
+    }
+
     pub fn advertised_address(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }

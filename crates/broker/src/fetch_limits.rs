@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 
 use insync_proto as pb;
+use insync_types::TopicPartition;
+
+use crate::messages::FetchPartition;
 
 /// Bytes of a gRPC answer kept free beyond what `partition_framing_bytes` counts (the
 /// FetchResponse's own fields, and a margin for anything added to the message later).
@@ -35,9 +38,8 @@ pub fn partition_framing_bytes(topic: &str) -> usize {
 
 /// Record bytes that fit one gRPC answer to a fetch of `partitions`, after the framing of
 /// every entry (answered with data or not) and the slack.
-pub fn grpc_record_budget(partitions: &[pb::FetchPartition]) -> usize {
-    let framing =
-        partitions.iter().map(|p| partition_framing_bytes(&p.topic)).fold(RESPONSE_SLACK_BYTES, usize::saturating_add);
+pub fn grpc_record_budget<'a>(topics: impl Iterator<Item = &'a str>) -> usize {
+    let framing = topics.map(partition_framing_bytes).fold(RESPONSE_SLACK_BYTES, usize::saturating_add);
     pb::MAX_GRPC_MESSAGE_BYTES.saturating_sub(framing)
 }
 
@@ -50,8 +52,9 @@ pub fn effective_max_bytes(requested: u32, fetch_max_bytes: u32) -> usize {
 
 /// The max_bytes a follower sends: its nominal budget, but never more than what fits the
 /// gRPC limit (the leader's encode and our decode limit) with this request's framing.
-pub fn replica_fetch_max_bytes(partitions: &[pb::FetchPartition]) -> u32 {
-    let bytes = REPLICA_FETCH_RESPONSE_MAX_BYTES.min(grpc_record_budget(partitions));
+pub fn replica_fetch_max_bytes(partitions: &[FetchPartition]) -> u32 {
+    let topics = partitions.iter().map(|p| p.topic_partition.topic.as_str());
+    let bytes = REPLICA_FETCH_RESPONSE_MAX_BYTES.min(grpc_record_budget(topics));
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -106,12 +109,12 @@ impl FetchBudget {
 /// a positional answer cannot express; insync refuses them all with INVALID_REQUEST, the rule
 /// Kafka applies to ListOffsets (`KafkaApis.handleListOffsetRequest`,
 /// `ListOffsetsRequest.duplicatePartitions`), so no partition is read twice into one answer.
-pub fn duplicate_entries(partitions: &[pb::FetchPartition]) -> Vec<bool> {
-    let mut counts: HashMap<(&str, i32), usize> = HashMap::with_capacity(partitions.len());
+pub fn duplicate_entries(partitions: &[FetchPartition]) -> Vec<bool> {
+    let mut counts: HashMap<&TopicPartition, usize> = HashMap::with_capacity(partitions.len());
     for p in partitions {
-        *counts.entry((p.topic.as_str(), p.partition)).or_default() += 1;
+        *counts.entry(&p.topic_partition).or_default() += 1;
     }
-    partitions.iter().map(|p| counts.get(&(p.topic.as_str(), p.partition)).is_some_and(|&n| n > 1)).collect()
+    partitions.iter().map(|p| counts.get(&p.topic_partition).is_some_and(|&n| n > 1)).collect()
 }
 
 /// Cuts a message to `MAX_ERROR_MESSAGE_BYTES` on a character boundary, so the framing
@@ -132,8 +135,18 @@ mod tests {
     use super::*;
     use insync_proto::prost::Message;
 
-    fn entry(topic: &str, partition: i32) -> pb::FetchPartition {
-        pb::FetchPartition { topic: topic.into(), partition, ..Default::default() }
+    fn entry(topic: &str, partition: i32) -> FetchPartition {
+        FetchPartition {
+            topic_partition: TopicPartition::new(topic, partition),
+            fetch_offset: 0,
+            current_leader_epoch: -1,
+            last_fetched_epoch: -1,
+            partition_max_bytes: 0,
+        }
+    }
+
+    fn budget_of(entries: &[FetchPartition]) -> usize {
+        grpc_record_budget(entries.iter().map(|p| p.topic_partition.topic.as_str()))
     }
 
     #[test]
@@ -167,10 +180,10 @@ mod tests {
         assert_eq!(budget.partition_limits(0), (500, 500));
         let many: Vec<_> = (0..1000).map(|p| entry("orders", p)).collect();
         let expected = pb::MAX_GRPC_MESSAGE_BYTES - RESPONSE_SLACK_BYTES - 1000 * (PARTITION_FRAMING_BYTES + 6);
-        assert_eq!(grpc_record_budget(&many), expected);
+        assert_eq!(budget_of(&many), expected);
         assert_eq!(replica_fetch_max_bytes(&many) as usize, REPLICA_FETCH_RESPONSE_MAX_BYTES);
         let huge: Vec<_> = (0..120_000).map(|p| entry("orders", p)).collect();
-        assert_eq!(replica_fetch_max_bytes(&huge) as usize, grpc_record_budget(&huge));
+        assert_eq!(replica_fetch_max_bytes(&huge) as usize, budget_of(&huge));
         assert!(replica_fetch_max_bytes(&huge) as usize + 120_000 * 518 < pb::MAX_GRPC_MESSAGE_BYTES);
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::BrokerArgs;
 use crate::fetcher::{apply_response, build_fetch_request, FetchOrder};
+use crate::grpc_convert;
 use crate::replica_manager::{AlterPartitionJob, ProduceAppended, ReplicaManager};
 
 /// A data directory removed when the test ends.
@@ -97,7 +98,7 @@ fn produce(replica_manager: &ReplicaManager, topic: &str, partition: i32, value_
     let size = records.len();
     let request =
         pb::ProduceRequest { topic: topic.into(), partition, acks: 1, timeout_ms: 1000, records, correlation_id: 0 };
-    match replica_manager.produce_append(request) {
+    match replica_manager.produce_append(grpc_convert::produce_request(request)) {
         ProduceAppended::Done(outcome) => assert_eq!(outcome.error, ErrorCode::NONE, "{}", outcome.message),
         ProduceAppended::Waiting { .. } => panic!("acks=1 does not wait"),
     }
@@ -119,6 +120,11 @@ fn consumer_fetch(max_bytes: u32, partitions: Vec<pb::FetchPartition>) -> pb::Fe
     pb::FetchRequest { replica_id: -1, max_wait_ms: 0, min_bytes: 1, max_bytes, partitions, broker_epoch: 0 }
 }
 
+/// A fetch through the gRPC edge, as the service serves it.
+async fn grpc_fetch(replica_manager: &ReplicaManager, request: pb::FetchRequest) -> pb::FetchResponse {
+    grpc_convert::fetch_response_to_wire(replica_manager.fetch(grpc_convert::fetch_request(request)).await)
+}
+
 fn record_bytes(response: &pb::FetchResponse) -> Vec<usize> {
     response.partitions.iter().map(|p| p.records.len()).collect()
 }
@@ -135,21 +141,21 @@ async fn only_the_first_partition_with_data_may_exceed_max_bytes() {
 
     // p0 has nothing; p1's batch exceeds max_bytes but is the first data: served alone.
     let order = (0..4).map(|p| entry("t", p, 0, 0)).collect();
-    let response = b.replica_manager.fetch(consumer_fetch(1_000, order)).await;
+    let response = grpc_fetch(&b.replica_manager, consumer_fetch(1_000, order)).await;
     assert_eq!(record_bytes(&response), vec![0, big1, 0, 0]);
 
     // Small batches first: they fit, and the exemption is gone for p1's large batch.
     let order = vec![entry("t", 3, 0, 0), entry("t", 1, 0, 0)];
-    let response = b.replica_manager.fetch(consumer_fetch(1_000, order)).await;
+    let response = grpc_fetch(&b.replica_manager, consumer_fetch(1_000, order)).await;
     assert_eq!(record_bytes(&response), vec![2 * small, 0]);
     assert!(response.partitions.iter().all(|p| p.error_code == 0));
 
     // The exemption also beats partition_max_bytes, for the first partition with data only.
     let order = vec![entry("t", 1, 0, 100), entry("t", 2, 0, 100_000)];
-    let response = b.replica_manager.fetch(consumer_fetch(100_000, order)).await;
+    let response = grpc_fetch(&b.replica_manager, consumer_fetch(100_000, order)).await;
     assert_eq!(record_bytes(&response), vec![big1, big2]);
     let order = vec![entry("t", 3, 0, 0), entry("t", 1, 0, 100)];
-    let response = b.replica_manager.fetch(consumer_fetch(100_000, order)).await;
+    let response = grpc_fetch(&b.replica_manager, consumer_fetch(100_000, order)).await;
     assert_eq!(record_bytes(&response), vec![2 * small, 0], "partition_max_bytes applies after the first");
 }
 
@@ -164,16 +170,16 @@ async fn max_bytes_is_clamped_to_fetch_max_bytes() {
     assert!(three <= 2048 && three + sizes[3] as usize > 2048);
     for max_bytes in [0, 2049, 1_000_000, u32::MAX] {
         let response =
-            b.replica_manager.fetch(consumer_fetch(max_bytes, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
+            grpc_fetch(&b.replica_manager, consumer_fetch(max_bytes, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)]))
+                .await;
         assert_eq!(record_bytes(&response), vec![three, 0], "max_bytes {max_bytes} is fetch.max.bytes");
     }
     let response =
-        b.replica_manager.fetch(consumer_fetch(sizes[0] + 1, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)])).await;
+        grpc_fetch(&b.replica_manager, consumer_fetch(sizes[0] + 1, vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0)]))
+            .await;
     assert_eq!(record_bytes(&response), vec![sizes[0] as usize, 0], "a smaller request max_bytes holds");
-    let response = b
-        .replica_manager
-        .fetch(consumer_fetch(0, vec![entry("t", 0, 0, sizes[0] + sizes[1]), entry("t", 1, 0, 0)]))
-        .await;
+    let request = consumer_fetch(0, vec![entry("t", 0, 0, sizes[0] + sizes[1]), entry("t", 1, 0, 0)]);
+    let response = grpc_fetch(&b.replica_manager, request).await;
     let first_two = (sizes[0] + sizes[1]) as usize;
     assert!(first_two + other <= 2048);
     assert_eq!(record_bytes(&response), vec![first_two, other], "partition_max_bytes, then the rest");
@@ -189,7 +195,7 @@ async fn a_partition_listed_twice_is_refused_on_every_entry() {
     let entries = vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0), entry("t", 0, 0, 0)];
     let mut request = consumer_fetch(0, entries);
     request.max_wait_ms = 10_000;
-    let response = b.replica_manager.fetch(request.clone()).await;
+    let response = grpc_fetch(&b.replica_manager, request.clone()).await;
     let codes: Vec<i32> = response.partitions.iter().map(|p| p.error_code).collect();
     assert_eq!(codes, vec![42, 0, 42]);
     assert_eq!(record_bytes(&response), vec![0, two, 0]);
@@ -197,7 +203,7 @@ async fn a_partition_listed_twice_is_refused_on_every_entry() {
     // Followers are refused the same way, before any identity or offset bookkeeping.
     request.replica_id = 2;
     request.broker_epoch = 22;
-    let response = b.replica_manager.fetch(request).await;
+    let response = grpc_fetch(&b.replica_manager, request).await;
     assert_eq!(response.partitions.iter().map(|p| p.error_code).collect::<Vec<_>>(), vec![42, 0, 42]);
     assert_eq!(record_bytes(&response), vec![0, two, 0]);
 }
@@ -208,7 +214,7 @@ fn log_end_offsets(leader: &ReplicaManager, follower: &ReplicaManager, topic: &s
         .map(|p| {
             let tp = TopicPartition::new(topic, p);
             let leo = |replica_manager: &ReplicaManager| {
-                replica_manager.partition(&tp).map(|x| x.lock().log.log_end_offset()).unwrap_or(-1)
+                replica_manager.partition(&tp).map(|x| x.log_end_offset()).unwrap_or(-1)
             };
             (leo(leader), leo(follower))
         })
@@ -249,10 +255,12 @@ async fn follower_answers_stay_inside_the_grpc_limit_while_replication_progresse
             &order,
         );
         assert_eq!(request.broker_epoch, 22);
-        let response = leader.replica_manager.fetch(request).await;
+        // Over the wire and back, as the fetcher sends and reads it.
+        let response = grpc_fetch(&leader.replica_manager, grpc_convert::fetch_request_to_wire(request)).await;
         assert!(response.encoded_len() < pb::MAX_GRPC_MESSAGE_BYTES, "answer of {} bytes", response.encoded_len());
         assert!(response.partitions.iter().all(|p| p.error_code == 0));
         assert!(record_bytes(&response).iter().sum::<usize>() > 0, "every round moves data");
+        let response = grpc_convert::fetch_response(response);
         let (served, back_off) = apply_response(&follower.replica_manager, 1, &assigned, response);
         assert!(!back_off);
         order.move_to_end(&served);
@@ -273,7 +281,7 @@ async fn the_leader_holds_any_answer_inside_the_grpc_limit() {
     let entries: Vec<_> = (0..PARTITIONS).map(|p| entry("big", p, 0, 0)).collect();
     let follower = pb::FetchRequest { replica_id: 2, broker_epoch: 22, ..consumer_fetch(0, entries.clone()) };
     for request in [consumer_fetch(u32::MAX, entries), follower] {
-        let response = leader.replica_manager.fetch(request).await;
+        let response = grpc_fetch(&leader.replica_manager, request).await;
         let bytes: usize = record_bytes(&response).iter().sum();
         assert!(bytes > 60_000_000, "the budget is used: {bytes}");
         assert!(response.encoded_len() < pb::MAX_GRPC_MESSAGE_BYTES, "answer of {} bytes", response.encoded_len());
@@ -287,7 +295,7 @@ fn follower_fetch(replica_id: i32, broker_epoch: i64, current_leader_epoch: i32)
 }
 
 fn high_watermark(replica_manager: &ReplicaManager) -> i64 {
-    replica_manager.partition(&TopicPartition::new("t", 0)).map(|p| p.lock().high_watermark()).unwrap_or(-1)
+    replica_manager.partition(&TopicPartition::new("t", 0)).map(|p| p.high_watermark()).unwrap_or(-1)
 }
 
 #[tokio::test]
@@ -300,7 +308,7 @@ async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_
     let code = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
 
     // A consumer reads below the HW only: nothing yet.
-    let consumer = b.replica_manager.fetch(consumer_fetch(0, vec![entry("t", 0, 0, 0)])).await;
+    let consumer = grpc_fetch(&b.replica_manager, consumer_fetch(0, vec![entry("t", 0, 0, 0)])).await;
     assert_eq!((code(&consumer), record_bytes(&consumer)), (ErrorCode::NONE, vec![0]));
 
     // Impostors: wrong, missing or newer epochs; a non-replica; the leader's own id.
@@ -313,7 +321,7 @@ async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_
         (3, 33, -1, ErrorCode::NOT_LEADER_OR_FOLLOWER),
         (1, 11, 0, ErrorCode::UNKNOWN_LEADER_EPOCH),
     ] {
-        let response = b.replica_manager.fetch(follower_fetch(replica_id, epoch, leader_epoch)).await;
+        let response = grpc_fetch(&b.replica_manager, follower_fetch(replica_id, epoch, leader_epoch)).await;
         assert_eq!(code(&response), expected, "replica {replica_id} epoch {epoch}");
         assert_eq!(record_bytes(&response), vec![0], "nothing past the HW for replica {replica_id}");
         assert_eq!(response.partitions[0].high_watermark, -1);
@@ -322,11 +330,11 @@ async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_
     assert_eq!(high_watermark(&b.replica_manager), 0, "refused fetches move nothing");
 
     // The real follower: data up to the LEO, and its next fetch at the LEO moves the HW.
-    let response = b.replica_manager.fetch(follower_fetch(2, 22, 0)).await;
+    let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 22, 0)).await;
     assert_eq!((code(&response), record_bytes(&response)), (ErrorCode::NONE, vec![size]));
     let mut at_leo = follower_fetch(2, 22, 0);
     at_leo.partitions[0].fetch_offset = 1;
-    let response = b.replica_manager.fetch(at_leo).await;
+    let response = grpc_fetch(&b.replica_manager, at_leo).await;
     assert_eq!(code(&response), ErrorCode::NONE);
     assert_eq!(high_watermark(&b.replica_manager), 1);
 }
@@ -341,7 +349,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
     let size = produce(&b.replica_manager, "t", 0, 100);
     let refused = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
 
-    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
+    let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 40, 0)).await;
     assert_eq!(refused(&response), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert!(refused(&response).is_retriable());
 
@@ -351,10 +359,10 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
         broker.fenced = true;
     }
     b.replica_manager.apply_metadata(registered.clone()).expect("metadata");
-    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
+    let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 40, 0)).await;
     assert_eq!(refused(&response), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert!(response.partitions[0].error_message.contains("fenced"));
-    let response = b.replica_manager.fetch(follower_fetch(2, 22, 0)).await;
+    let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 22, 0)).await;
     assert!(response.partitions[0].error_message.contains("stale broker epoch"), "the old incarnation is out");
 
     registered.version = 3;
@@ -362,7 +370,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
         broker.fenced = false;
     }
     b.replica_manager.apply_metadata(registered).expect("metadata");
-    let response = b.replica_manager.fetch(follower_fetch(2, 40, 0)).await;
+    let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 40, 0)).await;
     assert_eq!((refused(&response), record_bytes(&response)), (ErrorCode::NONE, vec![size]));
 }
 
@@ -374,7 +382,7 @@ async fn a_follower_fenced_during_its_long_poll_is_not_served() {
     let mut request = follower_fetch(2, 22, 0);
     request.max_wait_ms = 10_000;
     let replica_manager = b.replica_manager.clone();
-    let poll = tokio::spawn(async move { replica_manager.fetch(request).await });
+    let poll = tokio::spawn(async move { grpc_fetch(&replica_manager, request).await });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await; // parked: nothing to read yet
     let mut fenced = metadata(2, "t", 1, &[1]);
     for broker in fenced.brokers.iter_mut().filter(|b| b.id == 2) {

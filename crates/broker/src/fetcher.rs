@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use insync_proto as pb;
 use insync_proto::broker_client::BrokerClient;
-use insync_replication::{follower_high_watermark, truncation_offset, EpochEndOffset};
 use insync_types::{BrokerId, ErrorCode, TopicPartition};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::fetch_limits::replica_fetch_max_bytes;
+use crate::grpc_convert;
+use crate::messages::{FetchPartition, FetchRequest, FetchResponse};
 use crate::replica_manager::{FollowerAssignment, ReplicaManager};
 
 /// Starts and stops fetchers as the follower assignment changes; ends with `shutdown`.
@@ -106,38 +107,32 @@ pub(crate) fn build_fetch_request(
     broker_epoch: i64,
     assigned: &BTreeMap<TopicPartition, i32>,
     order: &FetchOrder,
-) -> pb::FetchRequest {
+) -> FetchRequest {
     let mut partitions = Vec::with_capacity(assigned.len());
     for tp in order.iter() {
-        let (Some(leader_epoch), Some(partition)) = (assigned.get(tp), replica_manager.partition(tp)) else {
+        let (Some(&leader_epoch), Some(partition)) = (assigned.get(tp), replica_manager.partition(tp)) else {
             continue;
         };
-        let state = partition.lock();
-        if !state.is_follower_of(leader, *leader_epoch) {
+        let Some((fetch_offset, last_fetched_epoch)) = partition.fetch_position(leader, leader_epoch) else {
             continue;
-        }
-        partitions.push(pb::FetchPartition {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            fetch_offset: state.log.log_end_offset(),
-            current_leader_epoch: *leader_epoch,
-            // The unsafe negative-control mode fetches by offset alone, as before KIP-101,
-            // so the leader never reports a diverging epoch (see replica_manager.rs).
-            last_fetched_epoch: if replica_manager.config.unsafe_truncate_to_high_watermark {
-                -1
-            } else {
-                state.log.last_batch_epoch().unwrap_or(-1)
-            },
+        };
+        partitions.push(FetchPartition {
+            topic_partition: tp.clone(),
+            fetch_offset,
+            current_leader_epoch: leader_epoch,
+            last_fetched_epoch,
             partition_max_bytes: (replica_manager.config.message_max_bytes as u32).max(1024 * 1024),
         });
     }
-    pb::FetchRequest {
+    FetchRequest {
         replica_id: replica_manager.broker_id,
+        broker_epoch,
         max_wait_ms: replica_manager.config.replica_fetch_wait_max_ms as u32,
         min_bytes: 1,
         max_bytes: replica_fetch_max_bytes(&partitions),
+        // The leader computes the bound of its answer; a follower's request carries none.
+        transport_limit: 0,
         partitions,
-        broker_epoch,
     }
 }
 
@@ -159,11 +154,8 @@ async fn ensure_client<'a>(
 
 /// Whether applying `response` may truncate a log: a diverging epoch (KIP-101/279) or an
 /// offset past the leader's end.
-fn needs_truncation(response: &pb::FetchResponse) -> bool {
-    response
-        .partitions
-        .iter()
-        .any(|p| p.diverging_epoch.is_some() || p.error_code == ErrorCode::OFFSET_OUT_OF_RANGE.code())
+fn needs_truncation(response: &FetchResponse) -> bool {
+    response.partitions.iter().any(|p| p.diverging_epoch.is_some() || p.error == ErrorCode::OFFSET_OUT_OF_RANGE)
 }
 
 /// Applies a fetch answer; returns the partitions that returned data and whether to back off.
@@ -171,19 +163,26 @@ pub(crate) fn apply_response(
     replica_manager: &ReplicaManager,
     leader: BrokerId,
     assigned: &BTreeMap<TopicPartition, i32>,
-    response: pb::FetchResponse,
+    response: FetchResponse,
 ) -> (HashSet<TopicPartition>, bool) {
     let mut served = HashSet::new();
     let mut back_off = false;
+    let mut high_watermark_changed = false;
     for partition_response in response.partitions {
-        let tp = TopicPartition::new(partition_response.topic.clone(), partition_response.partition);
-        let Some(&leader_epoch) = assigned.get(&tp) else {
+        let tp = partition_response.topic_partition.clone();
+        let (Some(&leader_epoch), Some(partition)) = (assigned.get(&tp), replica_manager.partition(&tp)) else {
             continue;
         };
-        if !partition_response.records.is_empty() {
-            served.insert(tp.clone());
+        let has_data = !partition_response.records.is_empty();
+        let applied = partition.apply_fetch_response(leader, leader_epoch, partition_response);
+        back_off |= applied.back_off;
+        high_watermark_changed |= applied.high_watermark_changed;
+        if has_data {
+            served.insert(tp);
         }
-        back_off |= apply_fetched(replica_manager, leader, leader_epoch, &tp, partition_response);
+    }
+    if high_watermark_changed {
+        replica_manager.wake_parked_fetches();
     }
     (served, back_off)
 }
@@ -218,10 +217,10 @@ async fn run_fetcher(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let mut grpc_request = tonic::Request::new(request);
+        let mut grpc_request = tonic::Request::new(grpc_convert::fetch_request_to_wire(request));
         grpc_request.set_timeout(Duration::from_millis(replica_manager.config.replica_fetch_wait_max_ms + 5_000));
         let response = match c.fetch(grpc_request).await {
-            Ok(r) => r.into_inner(),
+            Ok(r) => grpc_convert::fetch_response(r.into_inner()),
             Err(status) => {
                 debug!(leader, "fetch failed: {status}");
                 client = None;
@@ -248,99 +247,4 @@ async fn run_fetcher(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Applies one partition's fetch response. Returns true when the fetcher should back off.
-pub(crate) fn apply_fetched(
-    replica_manager: &ReplicaManager,
-    leader: BrokerId,
-    leader_epoch: i32,
-    tp: &TopicPartition,
-    partition_response: pb::FetchPartitionResponse,
-) -> bool {
-    let Some(partition) = replica_manager.partition(tp) else {
-        return false;
-    };
-    let mut state = partition.lock();
-    if !state.is_follower_of(leader, leader_epoch) {
-        return false; // the role changed while the fetch was in flight
-    }
-    let error = ErrorCode::from_code(partition_response.error_code);
-    match error {
-        ErrorCode::NONE => {}
-        ErrorCode::OFFSET_OUT_OF_RANGE
-            if partition_response.log_end_offset >= 0
-                && state.log.log_end_offset() > partition_response.log_end_offset =>
-        {
-            // We are ahead of the leader with no epoch to locate the divergence (Kafka
-            // `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
-            let leo = state.log.log_end_offset();
-            let truncated = state.log.truncate_to(partition_response.log_end_offset);
-            state.rebuild_producer_state();
-            match truncated {
-                Ok(t) => info!(
-                    "{tp}: truncated log from {leo} to leader {leader}'s log end offset {}: {} records ({} bytes) dropped (fetch offset out of range)",
-                    partition_response.log_end_offset, t.records_removed, t.bytes_removed
-                ),
-                Err(e) => warn!("{tp}: truncation failed: {e}"),
-            }
-            return false;
-        }
-        other => {
-            // Retriable while metadata catches up (a leader change, or the leader not yet
-            // knowing our registration or unfencing); debug only, as it repeats per fetch.
-            debug!(%tp, leader, error = %other, "fetch answered an error: {}", partition_response.error_message);
-            return true;
-        }
-    }
-    if let Some(d) =
-        partition_response.diverging_epoch.filter(|_| !replica_manager.config.unsafe_truncate_to_high_watermark)
-    {
-        // (The unsafe negative-control mode ignores diverging-epoch answers: pre-KIP-101.)
-        let diverging = EpochEndOffset { epoch: d.epoch, end_offset: d.end_offset };
-        let leo = state.log.log_end_offset();
-        let our_last_epoch = state.log.last_batch_epoch().unwrap_or(-1);
-        let (epoch, end_offset) = state.log.end_offset_for_epoch(d.epoch);
-        let (offset, complete) = truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo);
-        if offset < leo {
-            match state.log.truncate_to(offset) {
-                Ok(t) => info!(
-                    "{tp}: truncated log from {leo} to {offset}: {} records ({} bytes) dropped; leader {leader} (epoch {leader_epoch}) says our epoch {} diverged, its epoch {} ends at {}{}",
-                    t.records_removed,
-                    t.bytes_removed,
-                    our_last_epoch,
-                    d.epoch,
-                    d.end_offset,
-                    if complete { "" } else { " (will look further back on the next fetch)" }
-                ),
-                Err(e) => warn!("{tp}: truncation to {offset} failed: {e}"),
-            }
-            let hw = state.follower_high_watermark.min(state.log.log_end_offset());
-            state.follower_high_watermark = hw;
-            state.rebuild_producer_state();
-        }
-        return false;
-    }
-    if !partition_response.records.is_empty() {
-        match state.log.append_as_follower(&partition_response.records) {
-            Ok(info) => state.record_producer_batches(
-                &partition_response.records[..info.bytes.min(partition_response.records.len())],
-            ),
-            Err(e) => {
-                warn!(
-                    "{tp}: cannot append {} fetched bytes from leader {leader}: {e}",
-                    partition_response.records.len()
-                );
-                return true;
-            }
-        }
-    }
-    let new_hw = follower_high_watermark(partition_response.high_watermark, state.log.log_end_offset());
-    let changed = new_hw != state.follower_high_watermark;
-    state.follower_high_watermark = new_hw;
-    drop(state);
-    if changed {
-        replica_manager.wake_parked_fetches();
-    }
-    false
 }

@@ -1,19 +1,26 @@
 //! insync broker library: the replica manager, follower fetchers, the controller link, the
-//! gRPC service and the Kafka wire-protocol listener, assembled by `server::run` (the `insync-broker` binary is a thin
-//! wrapper that parses flags and waits for a signal).
+//! gRPC service and the Kafka wire-protocol listener, assembled by `server::run` (the
+//! `insync-broker` binary is a thin wrapper that parses flags and waits for a signal).
+//!
+//! Only `config`, `server` and the Kafka listener's fuzzing entry are public: everything else
+//! is the broker's inside, `pub(crate)` at the module, so a `pub` item in it is visible to the
+//! broker alone.
 pub mod config;
-pub mod connection_slots;
-pub mod controller_link;
-pub mod fetch_limits;
+pub(crate) mod connection_slots;
+pub(crate) mod controller_link;
+pub(crate) mod fetch_limits;
 #[cfg(test)]
 mod fetch_tests;
-pub mod fetcher;
-pub mod grpc_limits;
+pub(crate) mod fetcher;
+pub(crate) mod grpc_convert;
+pub(crate) mod grpc_limits;
 pub mod kafka;
-pub mod metrics;
-pub mod partition;
-pub mod producer_ids;
-pub mod replica_identity;
-pub mod replica_manager;
+pub(crate) mod messages;
+pub(crate) mod metrics;
+pub(crate) mod partition;
+pub(crate) mod producer_ids;
+pub(crate) mod producer_snapshots;
+pub(crate) mod replica_identity;
+pub(crate) mod replica_manager;
 pub mod server;
-pub mod service;
+pub(crate) mod service;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use insync_controller::ControllerObserver;
-use insync_proto as pb;
 use insync_types::{BrokerId, ErrorCode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
@@ -18,6 +17,7 @@ use metrics_util::MetricKindMask;
 use tokio::sync::watch;
 
 use crate::config::BrokerArgs;
+use crate::messages::FetchResponse;
 use crate::replica_manager::ReplicaManager;
 
 pub const UNDER_REPLICATED_PARTITIONS: &str = "insync_under_replicated_partitions";
@@ -153,10 +153,9 @@ pub fn record_produce(acks: i32, error: ErrorCode, elapsed: Duration) {
 }
 
 /// Every partition error of a fetch answer (followers and consumers alike).
-pub fn record_fetch(response: &pb::FetchResponse) {
-    record_error("fetch", ErrorCode::from_code(response.error_code));
+pub fn record_fetch(response: &FetchResponse) {
     for partition in &response.partitions {
-        record_error("fetch", ErrorCode::from_code(partition.error_code));
+        record_error("fetch", partition.error);
     }
 }
 
@@ -234,13 +233,12 @@ fn update_broker_gauges(replica_manager: &ReplicaManager) {
     let started = Instant::now();
     let mut health = PartitionHealth::default();
     for partition in replica_manager.all_partitions() {
-        let tp = &partition.topic_partition;
+        let tp = partition.topic_partition();
         let labels = [("topic", tp.topic.clone()), ("partition", tp.partition.to_string())];
         // Read under the partition lock, publish after releasing it.
         let mut followers = Vec::new();
-        let (log_end_offset, high_watermark) = {
-            let state = partition.lock();
-            let log_end_offset = state.log.log_end_offset();
+        let (log_end_offset, high_watermark) = partition.inspect(|state| {
+            let log_end_offset = state.log_end_offset();
             if let Some(leader) = state.leader() {
                 health.add_led(
                     leader.isr_state().committed().len(),
@@ -255,7 +253,7 @@ fn update_broker_gauges(replica_manager: &ReplicaManager) {
                 }
             }
             (log_end_offset, state.high_watermark())
-        };
+        });
         health.hosted += 1;
         gauge!(LOG_END_OFFSET, &labels).set(log_end_offset as f64);
         gauge!(HIGH_WATERMARK, &labels).set(high_watermark as f64);

@@ -12,6 +12,7 @@ use insync_proto as pb;
 use insync_proto::broker_server::BrokerServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::BrokerArgs;
@@ -31,6 +32,23 @@ fn max_broker_request_bytes(args: &BrokerArgs) -> usize {
     args.message_max_bytes.saturating_add(64 * 1024).clamp(4 * 1024 * 1024, pb::MAX_GRPC_MESSAGE_BYTES)
 }
 
+/// The broker role's running parts, for the ordered shutdown.
+struct BrokerParts {
+    replica_manager: Arc<ReplicaManager>,
+    lifecycle: JoinHandle<()>,
+    fetchers: JoinHandle<()>,
+    kafka: Option<JoinHandle<()>>,
+}
+
+/// The node's shutdown signals: `shutdown` starts controlled shutdown, `stop_serving` stops
+/// the listeners, fetchers and periodic chores once leaderships have moved.
+struct Signals {
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    stop_serving_tx: watch::Sender<bool>,
+    stop_serving_rx: watch::Receiver<bool>,
+}
+
 /// Runs the node until `shutdown_signal` resolves, then shuts down cleanly.
 pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let args = Arc::new(args);
@@ -40,81 +58,24 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
     let metrics_enabled = crate::metrics::serve(&args)?;
     // Bound before anything starts, so an address the operator chose that is taken fails
     // the start like --listen does.
-    let mut kafka_listener = if args.roles.broker { crate::kafka::bind(&args).await? } else { None };
-
-    let controller = if args.roles.controller {
-        let voters = insync_controller::parse_quorum(&args.controller_quorum)?;
-        let node_id =
-            u64::try_from(args.node_id).map_err(|_| anyhow::anyhow!("--node-id must be ≥ 0 for a controller"))?;
-        anyhow::ensure!(
-            voters.contains_key(&node_id),
-            "controller {node_id} is not among the voters of --controller-quorum {}",
-            args.controller_quorum
-        );
-        Some(
-            ControllerNode::start(ControllerConfig {
-                node_id,
-                data_dir: args.data_dir.clone(),
-                voters,
-                broker_session_timeout_ms: args.broker_session_timeout_ms,
-                default_min_insync_replicas: args.min_insync_replicas,
-            })
-            .await?,
-        )
-    } else {
-        None
-    };
-
+    let kafka_listener = if args.roles.broker { crate::kafka::bind(&args).await? } else { None };
+    let controller = if args.roles.controller { Some(start_controller(&args).await?) } else { None };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (stop_serving_tx, mut stop_serving_rx) = watch::channel(false);
-    let mut broker_parts = None;
-    let mut kafka_task = None;
-    let broker_service = if args.roles.broker {
-        let (alter_tx, alter_rx) = mpsc::channel(1024);
-        let replica_manager = ReplicaManager::new(args.clone(), alter_tx)?;
-        let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
-        let incarnation = incarnation_id();
-        let (registered_tx, _registered_rx) = watch::channel(false);
-        let kafka_address = kafka_listener.as_ref().map(|(_, address)| address.clone()).unwrap_or_default();
-        let lifecycle = tokio::spawn(run_lifecycle(
-            link.clone(),
-            replica_manager.clone(),
-            args.advertised_address(),
-            kafka_address,
-            incarnation,
-            shutdown_rx.clone(),
-            registered_tx,
-        ));
-        tokio::spawn(run_metadata_watch(link.clone(), replica_manager.clone(), stop_serving_rx.clone()));
-        tokio::spawn(run_alter_partition(link.clone(), replica_manager.clone(), alter_rx));
-        let fetchers = tokio::spawn(run_fetcher_manager(replica_manager.clone(), stop_serving_rx.clone()));
-        tokio::spawn(run_periodic(replica_manager.clone(), stop_serving_rx.clone()));
-        broker_parts = Some((replica_manager.clone(), lifecycle, fetchers));
-        let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), replica_manager.broker_id, incarnation));
-        if let Some((listener, _)) = kafka_listener.take() {
-            let context = crate::kafka::KafkaContext::new(replica_manager.clone(), producer_ids.clone());
-            kafka_task = Some(tokio::spawn(crate::kafka::serve(listener, context, stop_serving_rx.clone())));
-        }
-        Some(
-            BrokerServer::new(BrokerService { replica_manager, link, producer_ids })
-                // Checked against the length prefix before a request is buffered: nothing a
-                // broker is sent is larger than one batch of message.max.bytes plus framing.
-                .max_decoding_message_size(max_broker_request_bytes(&args))
-                .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES),
-        )
+    let (stop_serving_tx, stop_serving_rx) = watch::channel(false);
+    let signals = Signals { shutdown_tx, shutdown_rx, stop_serving_tx, stop_serving_rx };
+    let (broker, broker_service) = if args.roles.broker {
+        let (parts, service) = start_broker(&args, kafka_listener, &signals)?;
+        (Some(parts), Some(service))
     } else {
-        None
+        (None, None)
     };
-
     if metrics_enabled {
-        let replica_manager = broker_parts.as_ref().map(|(replica_manager, _, _)| replica_manager.clone());
         tokio::spawn(crate::metrics::run_gauges(
-            replica_manager,
+            broker.as_ref().map(|b| b.replica_manager.clone()),
             controller.as_ref().map(|c| c.observer()),
-            shutdown_rx.clone(),
+            signals.shutdown_rx.clone(),
         ));
     }
-    let controller_service = controller.as_ref().map(|c| c.service());
     info!(
         "node {} listening on {} (roles:{}{})",
         args.node_id,
@@ -122,6 +83,8 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
         if args.roles.broker { " broker" } else { "" },
         if args.roles.controller { " controller" } else { "" }
     );
+    let controller_service = controller.as_ref().map(|c| c.service());
+    let mut stop_serving = signals.stop_serving_rx.clone();
     let server = pb::server_builder()
         .max_concurrent_streams(Some(args.grpc_max_concurrent_streams))
         // Dead peers (a killed host, a cut network) are noticed and their slots freed.
@@ -137,35 +100,107 @@ pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + S
                 args.grpc_max_connections_per_ip as usize,
             ),
             async move {
-                let _ = stop_serving_rx.wait_for(|stop| *stop).await;
+                let _ = stop_serving.wait_for(|stop| *stop).await;
             },
         );
     let server = tokio::spawn(server);
-
     shutdown_signal.await;
+    shut_down(&args, signals, broker, controller, server).await;
+    Ok(())
+}
+
+/// Starts the controller role (Kafka `ControllerServer`).
+async fn start_controller(args: &BrokerArgs) -> anyhow::Result<ControllerNode> {
+    let voters = insync_controller::parse_quorum(&args.controller_quorum)?;
+    let node_id = u64::try_from(args.node_id).map_err(|_| anyhow::anyhow!("--node-id must be ≥ 0 for a controller"))?;
+    anyhow::ensure!(
+        voters.contains_key(&node_id),
+        "controller {node_id} is not among the voters of --controller-quorum {}",
+        args.controller_quorum
+    );
+    ControllerNode::start(ControllerConfig {
+        node_id,
+        data_dir: args.data_dir.clone(),
+        voters,
+        broker_session_timeout_ms: args.broker_session_timeout_ms,
+        default_min_insync_replicas: args.min_insync_replicas,
+    })
+    .await
+}
+
+/// Starts the broker role (Kafka `BrokerServer`): the replica manager, its tasks (lifecycle,
+/// metadata watch, AlterPartition, fetchers, periodic chores), the Kafka listener, and the
+/// gRPC service to add to the server.
+fn start_broker(
+    args: &Arc<BrokerArgs>,
+    kafka_listener: Option<(TcpListener, String)>,
+    signals: &Signals,
+) -> anyhow::Result<(BrokerParts, BrokerServer<BrokerService>)> {
+    let (alter_tx, alter_rx) = mpsc::channel(1024);
+    let replica_manager = ReplicaManager::new(args.clone(), alter_tx)?;
+    let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
+    let incarnation = incarnation_id();
+    let (registered_tx, _registered_rx) = watch::channel(false);
+    let kafka_address = kafka_listener.as_ref().map(|(_, address)| address.clone()).unwrap_or_default();
+    let lifecycle = tokio::spawn(run_lifecycle(
+        link.clone(),
+        replica_manager.clone(),
+        args.advertised_address(),
+        kafka_address,
+        incarnation,
+        signals.shutdown_rx.clone(),
+        registered_tx,
+    ));
+    let stop_serving = &signals.stop_serving_rx;
+    tokio::spawn(run_metadata_watch(link.clone(), replica_manager.clone(), stop_serving.clone()));
+    tokio::spawn(run_alter_partition(link.clone(), replica_manager.clone(), alter_rx));
+    let fetchers = tokio::spawn(run_fetcher_manager(replica_manager.clone(), stop_serving.clone()));
+    tokio::spawn(run_periodic(replica_manager.clone(), stop_serving.clone()));
+    let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), replica_manager.broker_id, incarnation));
+    let kafka = kafka_listener.map(|(listener, _)| {
+        let context = crate::kafka::KafkaContext::new(replica_manager.clone(), producer_ids.clone());
+        tokio::spawn(crate::kafka::serve(listener, context, stop_serving.clone()))
+    });
+    let service = BrokerServer::new(BrokerService { replica_manager: replica_manager.clone(), link, producer_ids })
+        // Checked against the length prefix before a request is buffered: nothing a broker
+        // is sent is larger than one batch of message.max.bytes plus framing.
+        .max_decoding_message_size(max_broker_request_bytes(args))
+        .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES);
+    Ok((BrokerParts { replica_manager, lifecycle, fetchers, kafka }, service))
+}
+
+/// The ordered shutdown: controlled shutdown first (leadership moves away while we still
+/// serve), the controller, then the listeners and fetchers, then HW checkpoint and flush.
+async fn shut_down(
+    args: &BrokerArgs,
+    signals: Signals,
+    broker: Option<BrokerParts>,
+    controller: Option<ControllerNode>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     info!("node {}: shutting down", args.node_id);
-    let _ = shutdown_tx.send(true);
-    if let Some((_, lifecycle, _)) = &mut broker_parts {
+    let _ = signals.shutdown_tx.send(true);
+    let mut broker = broker;
+    if let Some(parts) = &mut broker {
         // Controlled shutdown runs inside the lifecycle task; bounded by its own timeout.
-        let _ =
-            tokio::time::timeout(Duration::from_millis(args.controlled_shutdown_timeout_ms + 2_000), lifecycle).await;
+        let timeout = Duration::from_millis(args.controlled_shutdown_timeout_ms + 2_000);
+        let _ = tokio::time::timeout(timeout, &mut parts.lifecycle).await;
     }
     // The controller goes first: it ends its WatchMetadata streams, which a graceful
     // server stop would otherwise wait on.
     if let Some(controller) = &controller {
         controller.shutdown().await;
     }
-    let _ = stop_serving_tx.send(true);
+    let _ = signals.stop_serving_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Some(kafka_task) = kafka_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), kafka_task).await;
-    }
-    if let Some((replica_manager, _, fetchers)) = broker_parts {
-        let _ = tokio::time::timeout(Duration::from_secs(2), fetchers).await;
-        replica_manager.shutdown();
+    if let Some(parts) = broker {
+        if let Some(kafka) = parts.kafka {
+            let _ = tokio::time::timeout(Duration::from_secs(5), kafka).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), parts.fetchers).await;
+        parts.replica_manager.shutdown();
     }
     info!("node {}: stopped", args.node_id);
-    Ok(())
 }
 
 /// Periodic broker chores: the ISR shrink check every replica.lag.time.max.ms / 2 (Kafka

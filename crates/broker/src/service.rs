@@ -9,13 +9,15 @@ use tokio_stream::Stream;
 
 use insync_proto as pb;
 use insync_proto::broker_server::Broker;
-use insync_types::ErrorCode;
+use insync_types::{ErrorCode, TopicPartition};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use crate::controller_link::ControllerLink;
+use crate::grpc_convert::{self, produce_response};
+use crate::partition::ReplicaState;
 use crate::producer_ids::ProducerIdManager;
-use crate::replica_manager::{ProduceOutcome, ReplicaManager};
+use crate::replica_manager::ReplicaManager;
 
 /// Requests of one ProduceStream whose answers may be outstanding at once (bounded, as
 /// Kafka bounds a connection's in-flight requests).
@@ -26,17 +28,6 @@ pub struct BrokerService {
     pub link: Arc<ControllerLink>,
     /// Producer ids for InitProducerId, shared with the Kafka listener.
     pub producer_ids: Arc<ProducerIdManager>,
-}
-
-fn produce_response(outcome: ProduceOutcome, correlation_id: u64) -> pb::ProduceResponse {
-    pb::ProduceResponse {
-        error_code: outcome.error.code(),
-        error_message: outcome.message,
-        base_offset: outcome.base_offset,
-        appended: outcome.appended,
-        leader_epoch: outcome.leader_epoch,
-        correlation_id,
-    }
 }
 
 type PendingProduce = Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>;
@@ -63,7 +54,7 @@ impl ProduceStreamState {
                         let correlation_id = request.correlation_id;
                         let timeout_ms = request.timeout_ms;
                         let (acks, started) = (request.acks, Instant::now());
-                        let appended = self.replica_manager.produce_append(request);
+                        let appended = self.replica_manager.produce_append(grpc_convert::produce_request(request));
                         let replica_manager = self.replica_manager.clone();
                         self.waiting.push_back(Box::pin(async move {
                             let outcome = replica_manager.produce_wait(appended, timeout_ms).await;
@@ -95,7 +86,7 @@ impl Broker for BrokerService {
         let correlation_id = request.correlation_id;
         let tp = format!("{}-{}", request.topic, request.partition);
         let started = Instant::now();
-        let outcome = self.replica_manager.produce(request).await;
+        let outcome = self.replica_manager.produce(grpc_convert::produce_request(request)).await;
         crate::metrics::record_produce(acks, outcome.error, started.elapsed());
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
@@ -144,9 +135,9 @@ impl Broker for BrokerService {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        let response = self.replica_manager.fetch(request.into_inner()).await;
+        let response = self.replica_manager.fetch(grpc_convert::fetch_request(request.into_inner())).await;
         crate::metrics::record_fetch(&response);
-        Ok(Response::new(response))
+        Ok(Response::new(grpc_convert::fetch_response_to_wire(response)))
     }
 
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
@@ -165,10 +156,18 @@ impl Broker for BrokerService {
         // A timestamp lookup reads the log: disk work, off the tokio workers.
         let replica_manager = self.replica_manager.clone();
         let request = request.into_inner();
-        let answer = tokio::task::spawn_blocking(move || replica_manager.list_offsets(&request))
-            .await
-            .map_err(|e| Status::internal(format!("list offsets failed: {e}")))?;
-        Ok(Response::new(answer))
+        let answer = tokio::task::spawn_blocking(move || {
+            let tp = TopicPartition::new(request.topic, request.partition);
+            replica_manager.list_offsets(&tp, request.timestamp)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("list offsets failed: {e}")))?;
+        Ok(Response::new(match answer {
+            Ok(offset) => pb::ListOffsetsResponse { error_code: 0, error_message: String::new(), offset },
+            Err(refused) => {
+                pb::ListOffsetsResponse { error_code: refused.error.code(), error_message: refused.message, offset: -1 }
+            }
+        }))
     }
 
     async fn create_topic(
@@ -208,6 +207,55 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::DescribeReplicasRequest>,
     ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
-        Ok(Response::new(self.replica_manager.describe_replicas(&request.into_inner().topics)))
+        Ok(Response::new(describe_replicas(&self.replica_manager, &request.into_inner().topics)))
     }
+}
+
+/// Every hosted replica of `topics` (all when empty), as `insync describe` shows them.
+fn describe_replicas(replica_manager: &ReplicaManager, topics: &[String]) -> pb::DescribeReplicasResponse {
+    let now_ms = replica_manager.now_ms();
+    let replicas = replica_manager
+        .all_partitions()
+        .into_iter()
+        .filter(|p| topics.is_empty() || topics.contains(&p.topic_partition().topic))
+        .map(|p| p.inspect(|state| describe_replica(p.topic_partition(), state, now_ms)))
+        .collect();
+    pb::DescribeReplicasResponse { broker_id: replica_manager.broker_id, replicas }
+}
+
+fn describe_replica(tp: &TopicPartition, state: &ReplicaState, now_ms: u64) -> pb::ReplicaDescription {
+    let mut d = pb::ReplicaDescription {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        is_leader: state.leader().is_some(),
+        leader_epoch: state.leader_epoch(),
+        log_start_offset: state.log_start_offset(),
+        log_end_offset: state.log_end_offset(),
+        high_watermark: state.high_watermark(),
+        ..Default::default()
+    };
+    let Some(leader) = state.leader() else { return d };
+    d.isr = leader.isr_state().committed().iter().copied().collect();
+    d.maximal_isr = leader.isr_state().maximal().into_iter().collect();
+    d.effective_min_isr = leader.effective_min_isr() as i32;
+    d.followers = leader
+        .followers()
+        .map(|(id, f)| pb::FollowerDescription {
+            broker_id: id,
+            log_end_offset: f.log_end_offset,
+            last_caught_up_ms_ago: if f.last_caught_up_ms == 0 {
+                -1
+            } else {
+                now_ms.saturating_sub(f.last_caught_up_ms) as i64
+            },
+        })
+        .collect();
+    if leader.is_under_min_isr() {
+        d.note = format!(
+            "HW held: ISR below min.insync.replicas ({} < {})",
+            leader.isr_state().committed().len(),
+            leader.effective_min_isr()
+        );
+    }
+    d
 }

@@ -96,6 +96,16 @@ pub struct PartitionLog {
     roll_flush_failed: Option<String>,
 }
 
+/// What `PartitionLog::recover_segments` found.
+struct Recovery {
+    /// The end of the last segment kept.
+    log_end_offset: i64,
+    /// (epoch, start offset) of each batch epoch newer than the epoch cache knew.
+    epoch_starts: Vec<(i32, i64)>,
+    /// A segment was truncated or short (and those after it deleted): the directory changed.
+    torn: bool,
+}
+
 impl PartitionLog {
     /// Opens (creating if needed) the log in `dir`: loads every segment, recovers the last
     /// two (CRC scan, torn or corrupt tail truncated, index rebuilt, a segment after a torn
@@ -114,38 +124,90 @@ impl PartitionLog {
         let base_offsets = Self::scan_directory(dir)?;
         let mut epoch_cache = LeaderEpochCache::load(dir)?;
 
-        let mut segments = Vec::with_capacity(base_offsets.len().max(1));
         if base_offsets.is_empty() {
-            segments.push(LogSegment::create(dir, 0, config.index_interval_bytes)?);
+            let segments = vec![LogSegment::create(dir, 0, config.index_interval_bytes)?];
             epoch_cache.truncate_from_end(0)?;
-            return Ok(PartitionLog {
-                dir: dir.to_owned(),
-                config,
-                segments,
-                log_end_offset: 0,
-                epoch_cache,
-                unflushed_messages: 0,
-                roll_flush: None,
-                roll_flush_failed: None,
-            });
+            return Ok(Self::loaded(dir, config, segments, 0, epoch_cache));
         }
         // The last two segments may not have been fsynced (see the module docs).
         let recover_from = base_offsets.len().saturating_sub(2);
+        let mut segments = Vec::with_capacity(base_offsets.len());
         for &base_offset in &base_offsets[..recover_from] {
             segments.push(LogSegment::open(dir, base_offset, config.index_interval_bytes)?);
         }
+        let recovery = Self::recover_segments(
+            dir,
+            &base_offsets[recover_from..],
+            config.index_interval_bytes,
+            epoch_cache.latest_epoch(),
+            &mut segments,
+        )?;
+        let log_end_offset = recovery.log_end_offset;
+        if recovery.torn {
+            sync_dir(dir)?;
+        } else {
+            tracing::debug!(
+                "opened log {}: {} segments, log end offset {log_end_offset}",
+                dir.display(),
+                segments.len()
+            );
+        }
 
-        // Kafka LogSegment.recover assigns an epoch entry for each batch whose epoch is
-        // newer than the cache's latest, which restores entries lost with a crash.
-        let mut latest_epoch = epoch_cache.latest_epoch();
-        let mut epoch_starts = Vec::new();
-        let mut log_end_offset = 0;
-        let mut torn = false;
-        for (i, &base_offset) in base_offsets.iter().enumerate().skip(recover_from) {
-            if torn {
+        for (epoch, start_offset) in recovery.epoch_starts {
+            epoch_cache.assign(epoch, start_offset)?;
+        }
+        epoch_cache.truncate_from_end(log_end_offset)?;
+        // "The earliest leader epoch may not be flushed during a hard failure" (Kafka
+        // LogLoader): clamp the first entry to the log start.
+        let log_start_offset = segments[0].base_offset();
+        epoch_cache.truncate_from_start(log_start_offset)?;
+
+        let log = Self::loaded(dir, config, segments, log_end_offset, epoch_cache);
+        log.debug_check_invariants();
+        Ok(log)
+    }
+
+    /// A log just opened: nothing unflushed, no roll flush running.
+    fn loaded(
+        dir: &Path,
+        config: LogConfig,
+        segments: Vec<LogSegment>,
+        log_end_offset: i64,
+        epoch_cache: LeaderEpochCache,
+    ) -> PartitionLog {
+        PartitionLog {
+            dir: dir.to_owned(),
+            config,
+            segments,
+            log_end_offset,
+            epoch_cache,
+            unflushed_messages: 0,
+            roll_flush: None,
+            roll_flush_failed: None,
+        }
+    }
+
+    /// Recovers the segments at `base_offsets` (the last ones of the log, in order) and
+    /// appends them to `segments`: each is CRC-scanned and its torn or corrupt tail
+    /// truncated; once one is torn, or short of where the next one starts, the segments
+    /// after it are deleted, as their records would follow a hole.
+    ///
+    /// Kafka LogSegment.recover assigns an epoch entry for each batch whose epoch is newer
+    /// than the cache's latest (`latest_epoch`), which restores entries lost with a crash:
+    /// those are returned for the caller to assign.
+    fn recover_segments(
+        dir: &Path,
+        base_offsets: &[i64],
+        index_interval_bytes: u32,
+        mut latest_epoch: Option<i32>,
+        segments: &mut Vec<LogSegment>,
+    ) -> Result<Recovery, LogError> {
+        let mut recovery = Recovery { log_end_offset: 0, epoch_starts: Vec::new(), torn: false };
+        for (i, &base_offset) in base_offsets.iter().enumerate() {
+            if recovery.torn {
                 // Its records would follow a hole: gone, as Kafka's LogLoader deletes the
                 // segments after one whose recovery truncated it.
-                let (segment, _) = LogSegment::open_files(dir, base_offset, config.index_interval_bytes)?;
+                let (segment, _) = LogSegment::open_files(dir, base_offset, index_interval_bytes)?;
                 let path = segment.log_path().to_owned();
                 segment.delete()?;
                 tracing::info!(
@@ -155,8 +217,9 @@ impl PartitionLog {
                 );
                 continue;
             }
+            let epoch_starts = &mut recovery.epoch_starts;
             let (segment, outcome) =
-                LogSegment::open_and_recover(dir, base_offset, config.index_interval_bytes, |header: &BatchHeader| {
+                LogSegment::open_and_recover(dir, base_offset, index_interval_bytes, |header: &BatchHeader| {
                     let epoch = header.partition_leader_epoch;
                     if epoch >= 0 && latest_epoch.is_none_or(|latest| epoch > latest) {
                         epoch_starts.push((epoch, header.base_offset));
@@ -164,12 +227,13 @@ impl PartitionLog {
                     }
                 })?;
             segments.push(segment);
-            log_end_offset = outcome.next_offset;
+            let log_end_offset = outcome.next_offset;
+            recovery.log_end_offset = log_end_offset;
             let next_base = base_offsets.get(i + 1).copied();
             if outcome.truncated_bytes == 0 && next_base.is_some_and(|next| next != log_end_offset) {
                 // Whole batches lost at its end (a crash before its roll flush finished)
                 // leave it valid but short of the next segment: a hole all the same.
-                torn = true;
+                recovery.torn = true;
                 tracing::info!(
                     "recovered log {}: segment {} ends at offset {log_end_offset} but the next one starts at {}; \
                      log end offset now {log_end_offset}",
@@ -179,7 +243,7 @@ impl PartitionLog {
                 );
             }
             if outcome.truncated_bytes > 0 {
-                torn = true;
+                recovery.torn = true;
                 tracing::info!(
                     "recovered log {}: truncated {} torn/corrupt bytes at position {} (offset {}) \
                      of segment {}: {}; log end offset now {log_end_offset}",
@@ -192,37 +256,7 @@ impl PartitionLog {
                 );
             }
         }
-        if torn {
-            sync_dir(dir)?;
-        } else {
-            tracing::debug!(
-                "opened log {}: {} segments, log end offset {log_end_offset}",
-                dir.display(),
-                segments.len()
-            );
-        }
-
-        for (epoch, start_offset) in epoch_starts {
-            epoch_cache.assign(epoch, start_offset)?;
-        }
-        epoch_cache.truncate_from_end(log_end_offset)?;
-        // "The earliest leader epoch may not be flushed during a hard failure" (Kafka
-        // LogLoader): clamp the first entry to the log start.
-        let log_start_offset = segments[0].base_offset();
-        epoch_cache.truncate_from_start(log_start_offset)?;
-
-        let log = PartitionLog {
-            dir: dir.to_owned(),
-            config,
-            segments,
-            log_end_offset,
-            epoch_cache,
-            unflushed_messages: 0,
-            roll_flush: None,
-            roll_flush_failed: None,
-        };
-        log.debug_check_invariants();
-        Ok(log)
+        Ok(recovery)
     }
 
     /// Base offsets of the segments in `dir`, sorted; deletes leftovers that would confuse
@@ -279,6 +313,12 @@ impl PartitionLog {
     /// Base offsets of the segments, oldest first (for tools and tests).
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.iter().map(LogSegment::base_offset).collect()
+    }
+
+    /// The base offset of the active segment: it changes when the log rolls (for callers
+    /// that act on a roll, as Kafka snapshots producer state then).
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset()
     }
 
     /// The leader-epoch cache, read-only.

@@ -13,8 +13,6 @@
 use std::sync::Arc;
 
 use insync_log::batch::{decode_records, iter_batches};
-use insync_proto as pb;
-use insync_replication::check_current_leader_epoch;
 use insync_types::{ErrorCode, TopicPartition, CONSUMER_REPLICA_ID};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -23,6 +21,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, 
 
 use super::connection::{respond, respond_now, PendingReply, RequestMeta};
 use super::KafkaContext;
+use crate::messages::{self, FetchPartition, FetchPartitionResponse};
 use crate::partition::Partition;
 
 /// Fetch's isolation_level for READ_COMMITTED (KIP-98).
@@ -49,9 +48,8 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
         let name = topic.topic.0.to_string();
         layout.push((topic.topic.clone(), topic.partitions.len()));
         for p in topic.partitions {
-            partitions.push(pb::FetchPartition {
-                topic: name.clone(),
-                partition: p.partition,
+            partitions.push(FetchPartition {
+                topic_partition: TopicPartition::new(name.clone(), p.partition),
                 fetch_offset: p.fetch_offset,
                 current_leader_epoch: p.current_leader_epoch,
                 last_fetched_epoch: -1,
@@ -67,8 +65,10 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
     // min_bytes 0 asks for an answer at once, data or not (Kafka `DelayedFetch` is not used
     // then); the replica manager's long poll waits for at least one byte otherwise.
     let max_wait_ms = if request.min_bytes <= 0 { 0 } else { u32::try_from(request.max_wait_ms).unwrap_or(0) };
-    let fetch = pb::FetchRequest {
+    let fetch = messages::FetchRequest {
         replica_id: CONSUMER_REPLICA_ID,
+        // A Kafka answer is bounded by fetch.max.bytes (and the one-batch exemption) alone.
+        transport_limit: usize::MAX,
         max_wait_ms,
         min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
         max_bytes,
@@ -92,10 +92,10 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
     })
 }
 
-fn partition_data(p: pb::FetchPartitionResponse, read_committed: bool) -> PartitionData {
+fn partition_data(p: FetchPartitionResponse, read_committed: bool) -> PartitionData {
     PartitionData::default()
-        .with_partition_index(p.partition)
-        .with_error_code(p.error_code as i16)
+        .with_partition_index(p.topic_partition.partition)
+        .with_error_code(p.error.code() as i16)
         .with_high_watermark(p.high_watermark)
         // No transactions: everything below the HW is stable.
         .with_last_stable_offset(p.high_watermark)
@@ -160,22 +160,9 @@ fn list_offset(
     current_leader_epoch: i32,
 ) -> Result<(i64, i64, i32), ErrorCode> {
     let Some(partition) = context.replica_manager.partition(tp) else {
-        let known = context
-            .replica_manager
-            .metadata()
-            .topics
-            .iter()
-            .any(|t| t.name == tp.topic && t.partitions.iter().any(|p| p.partition == tp.partition));
-        return Err(if known { ErrorCode::NOT_LEADER_OR_FOLLOWER } else { ErrorCode::UNKNOWN_TOPIC_OR_PARTITION });
+        return Err(context.replica_manager.missing_partition_code(tp));
     };
-    let (log_start_offset, high_watermark) = {
-        let state = partition.lock();
-        if state.leader().is_none() {
-            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-        }
-        check_current_leader_epoch(current_leader_epoch, state.leader_epoch)?;
-        (state.log.log_start_offset(), state.high_watermark())
-    };
+    let (log_start_offset, high_watermark) = partition.leader_offsets(current_leader_epoch)?;
     let found = match timestamp {
         EARLIEST_TIMESTAMP => Some((-1, log_start_offset)),
         LATEST_TIMESTAMP => Some((-1, high_watermark)),
@@ -184,15 +171,9 @@ fn list_offset(
         _ => return Err(ErrorCode::INVALID_REQUEST),
     };
     Ok(match found {
-        Some((timestamp, offset)) => (timestamp, offset, epoch_of(&partition, offset)),
+        Some((timestamp, offset)) => (timestamp, offset, partition.epoch_at(offset)),
         None => (-1, -1, -1),
     })
-}
-
-/// The leader epoch of the batch holding `offset` (or of the next one written there).
-fn epoch_of(partition: &Partition, offset: i64) -> i32 {
-    let state = partition.lock();
-    state.log.epoch_entries().iter().rev().find(|(_, start)| *start <= offset).map(|(epoch, _)| *epoch).unwrap_or(-1)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -213,11 +194,7 @@ fn search(
     let mut offset = start;
     let mut best: Option<(i64, i64)> = None;
     while offset < high_watermark {
-        let chunk = partition
-            .lock()
-            .log
-            .read(offset, high_watermark, SEARCH_CHUNK_BYTES)
-            .map_err(|e| crate::replica_manager::log_error_code(&e))?;
+        let chunk = partition.read_range(offset, high_watermark, SEARCH_CHUNK_BYTES).map_err(|e| e.error_code())?;
         if chunk.is_empty() {
             break;
         }

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use insync_proto as pb;
 use insync_types::{ErrorCode, TopicPartition};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -22,7 +21,8 @@ use tracing::warn;
 
 use super::connection::{respond, PendingReply, Reply, RequestMeta};
 use super::KafkaContext;
-use crate::replica_manager::{ProduceAppended, ProduceOutcome};
+use crate::messages::{self, ProduceOutcome};
+use crate::replica_manager::ProduceAppended;
 
 /// What the connection does with a produce request.
 pub(super) enum Dispatched {
@@ -52,13 +52,11 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
                 ))
             } else {
                 match partition.records {
-                    Some(records) => replica_manager.produce_append(pb::ProduceRequest {
-                        topic: name.clone(),
-                        partition: partition.index,
+                    Some(records) => replica_manager.produce_append(messages::ProduceRequest {
+                        topic_partition: TopicPartition::new(name.clone(), partition.index),
                         acks,
                         timeout_ms,
                         records,
-                        correlation_id: 0,
                     }),
                     None => ProduceAppended::Done(rejected(ErrorCode::CORRUPT_MESSAGE, "no records")),
                 }
@@ -128,14 +126,14 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
 }
 
 fn rejected(error: ErrorCode, message: &str) -> ProduceOutcome {
-    ProduceOutcome { error, message: message.to_string(), base_offset: -1, appended: false, leader_epoch: -1 }
+    ProduceOutcome::rejected(error, message)
 }
 
 fn log_start_offset(context: &KafkaContext, topic: &str, partition: i32) -> i64 {
     context
         .replica_manager
         .partition(&TopicPartition::new(topic.to_string(), partition))
-        .map(|p| p.lock().log.log_start_offset())
+        .map(|p| p.log_start_offset())
         .unwrap_or(-1)
 }
 

@@ -3,7 +3,9 @@
 //! ISR 1 → NOT_ENOUGH_REPLICAS —, acks=all through a leader SIGKILL with nothing lost, and
 //! a negative control proving the checker catches the acks=1 loss it must catch. The
 //! pre-KIP-101 negative control runs with `--ignored` (it needs a second cluster and
-//! sub-second timing that a loaded CI machine may blur).
+//! sub-second timing that a loaded CI machine may blur), on brokers built with the
+//! `unsafe-truncation` feature: `cargo build -p insync-broker --features unsafe-truncation`
+//! first. The shipped broker has no such flag, which is checked here.
 use std::time::Instant;
 
 use insync_lab::scenario::{all_scenarios, RunConfig, Scenario, ScenarioResult, Verdict};
@@ -94,6 +96,19 @@ fn pre_kip_101_follower_loses_acks_all_writes_that_a_correct_one_keeps() -> anyh
     assert_eq!(broken.verdict, Verdict::Caught, "{:?} {:?}", broken.reasons, broken.notes);
     assert!(broken.stats.lost > 0);
     Ok(())
+}
+
+#[test]
+fn the_shipped_broker_cannot_run_the_negative_control_and_the_lab_says_how_to_build_one() {
+    // `cargo build --workspace --bins` (scripts/test.sh) builds brokers without the feature.
+    assert!(!insync_lab::process::broker_has_unsafe_truncation(&bin_dir()), "the test build has the unsafe flag");
+    let named = run_bounded(
+        std::process::Command::new(bin("insync")).args(["lab", "--scenario", "negative/all/2/kip101-truncate-to-hw"]),
+        None,
+    );
+    assert!(!named.status.success());
+    let stderr = text(&named.stderr);
+    assert!(stderr.contains("--features unsafe-truncation"), "{stderr}");
 }
 
 #[test]

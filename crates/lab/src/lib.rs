@@ -187,7 +187,7 @@ fn announce(bar: &ProgressBar, line: String) {
 }
 
 async fn run_matrix_command(args: &LabArgs) -> anyhow::Result<LabExit> {
-    let scenarios = scenario::select(&args.scenario);
+    let mut scenarios = scenario::select(&args.scenario);
     if args.list {
         for s in &scenarios {
             println!("{:<62} {}", s.id, expectation(s).summary);
@@ -200,6 +200,7 @@ async fn run_matrix_command(args: &LabArgs) -> anyhow::Result<LabExit> {
         Some(d) => d.clone(),
         None => default_bin_dir()?,
     };
+    check_negative_controls(&mut scenarios, &bin_dir, !args.scenario.is_empty())?;
     let mut replay = format!("insync lab --seed {seed}");
     for p in &args.scenario {
         replay.push_str(&format!(" --scenario '{p}'"));
@@ -284,6 +285,26 @@ async fn run_matrix_command(args: &LabArgs) -> anyhow::Result<LabExit> {
     Ok(LabExit { failures, replay })
 }
 
+/// The scenarios that need brokers with the pre-KIP-101 negative control, when the brokers in
+/// `bin_dir` do not have it (shipped builds): named ones are an error that says how to build
+/// them; in the default matrix they are left out with one line saying so.
+fn check_negative_controls(scenarios: &mut Vec<Scenario>, bin_dir: &std::path::Path, named: bool) -> anyhow::Result<()> {
+    let needing: Vec<String> = scenarios.iter().filter(|s| s.unsafe_brokers).map(|s| s.id.clone()).collect();
+    if needing.is_empty() || process::broker_has_unsafe_truncation(bin_dir) {
+        return Ok(());
+    }
+    let why = format!(
+        "{} need(s) brokers built with the unsafe-truncation feature, which {} lacks: `{}`, or pass --bin-dir",
+        needing.join(", "),
+        bin_dir.join("insync-broker").display(),
+        process::UNSAFE_TRUNCATION_BUILD
+    );
+    anyhow::ensure!(!named, "{why}");
+    eprintln!("insync lab: not running {why}");
+    scenarios.retain(|s| !s.unsafe_brokers);
+    Ok(())
+}
+
 /// Runs `scenarios` on clusters launched from `bin_dir` (one with correct brokers, one
 /// with the unsafe flag when a negative control needs it), in order. For tests.
 pub async fn run_scenarios(
@@ -318,6 +339,12 @@ async fn run_scenarios_with(
         } else {
             "launching cluster"
         });
+        if unsafe_brokers && !process::broker_has_unsafe_truncation(bin_dir) {
+            return Err(LabError::Setup(format!(
+                "the negative control needs brokers built with the unsafe-truncation feature: `{}`",
+                process::UNSAFE_TRUNCATION_BUILD
+            )));
+        }
         let mut spec = ClusterSpec::new(bin_dir.to_path_buf());
         spec.unsafe_truncate_to_high_watermark = unsafe_brokers;
         let mut lab = LabCluster::start(spec).await?;

@@ -24,6 +24,22 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
+/// How to build a broker that has the pre-KIP-101 negative control.
+pub const UNSAFE_TRUNCATION_BUILD: &str = "cargo build --release -p insync-broker --features unsafe-truncation";
+
+/// Whether the `insync-broker` in `bin_dir` has the negative control's hidden
+/// `--unsafe-truncate-to-high-watermark` flag: only a build with the `unsafe-truncation`
+/// feature does (a shipped broker cannot lose acknowledged writes on purpose). Asked of the
+/// binary itself: it accepts the flag with `--help` and exits 0, else refuses it.
+pub fn broker_has_unsafe_truncation(bin_dir: &Path) -> bool {
+    Command::new(bin_dir.join("insync-broker"))
+        .args(["--unsafe-truncate-to-high-watermark", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// `--controller-quorum` for voters 1..=n listening on `ports` of 127.0.0.1.
 pub fn quorum(ports: &[u16]) -> String {
     ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",")

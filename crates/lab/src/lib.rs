@@ -288,7 +288,11 @@ async fn run_matrix_command(args: &LabArgs) -> anyhow::Result<LabExit> {
 /// The scenarios that need brokers with the pre-KIP-101 negative control, when the brokers in
 /// `bin_dir` do not have it (shipped builds): named ones are an error that says how to build
 /// them; in the default matrix they are left out with one line saying so.
-fn check_negative_controls(scenarios: &mut Vec<Scenario>, bin_dir: &std::path::Path, named: bool) -> anyhow::Result<()> {
+fn check_negative_controls(
+    scenarios: &mut Vec<Scenario>,
+    bin_dir: &std::path::Path,
+    named: bool,
+) -> anyhow::Result<()> {
     let needing: Vec<String> = scenarios.iter().filter(|s| s.unsafe_brokers).map(|s| s.id.clone()).collect();
     if needing.is_empty() || process::broker_has_unsafe_truncation(bin_dir) {
         return Ok(());

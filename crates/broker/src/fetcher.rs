@@ -229,9 +229,10 @@ async fn run_fetcher(
             }
         };
         let (served, back_off) = if needs_truncation(&response) {
-            // Truncation rescans the log to rebuild producer state: disk work that can take
-            // far longer than a millisecond, so off the tokio workers. Plain appends (the
-            // acks=all path) stay inline: a page-cache write of one answer's batches.
+            // Truncation cuts segment files and reloads producer state (a snapshot plus the
+            // log tail after it, up to a segment): disk work that can take far longer than a
+            // millisecond, so off the tokio workers. Plain appends (the acks=all path) stay
+            // inline: a page-cache write of one answer's batches.
             let (replica_manager, assigned) = (replica_manager.clone(), assigned.clone());
             let applied =
                 tokio::task::spawn_blocking(move || apply_response(&replica_manager, leader, &assigned, response))

@@ -198,7 +198,9 @@ async fn shut_down(
             let _ = tokio::time::timeout(Duration::from_secs(5), kafka).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), parts.fetchers).await;
-        parts.replica_manager.shutdown();
+        // Checkpoint, fsync every log and write producer snapshots: disk work, off the workers.
+        let replica_manager = parts.replica_manager;
+        let _ = tokio::task::spawn_blocking(move || replica_manager.shutdown()).await;
     }
     info!("node {}: stopped", args.node_id);
 }

@@ -18,6 +18,8 @@ pub mod kafka;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod partition;
+#[cfg(test)]
+mod partition_tests;
 pub(crate) mod producer_ids;
 pub(crate) mod producer_snapshots;
 pub(crate) mod replica_identity;

@@ -13,6 +13,8 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# House rule: no non-test function over 100 lines (prints the offenders and fails).
+scripts/long-functions.sh 100
 # `kill` (procps) sends the tests' SIGSTOP/SIGCONT/SIGTERM; install it where missing.
 if ! type -P kill >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then apt-get update -qq && apt-get install -y -qq procps; fi

@@ -81,94 +81,123 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     let remainder = args.num_records % u64::from(args.producers);
     let mut tasks = Vec::new();
     for p in 0..args.producers {
-        let count = per_producer + u64::from(u64::from(p) < remainder);
         let cluster = Cluster::new(&args.flags.bootstrap)?;
         cluster.metadata().await?;
-        let producer = Producer::new(cluster, args.flags.config());
-        let topic = args.topic.clone();
-        let stats = stats.clone();
-        let payload = payload.clone();
-        let rate = (args.throughput > 0).then(|| args.throughput as f64 / f64::from(args.producers));
-        // --max-in-flight 1 --linger-ms 0 is the one-at-a-time latency mode.
-        let sync = args.flags.max_in_flight == 1 && args.flags.linger_ms == 0;
-        tasks.push(tokio::spawn(async move {
-            // Answers are awaited in send order by a collector, so the sender never blocks
-            // on an answer and no task is spawned per record.
-            let (answers_tx, mut answers) = tokio::sync::mpsc::channel::<(Instant, _)>(1 << 16);
-            let collector = {
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    while let Some((sent_at, rx)) = answers.recv().await {
-                        record_answer(&stats, sent_at, rx.await);
-                    }
-                })
-            };
-            let begin = Instant::now();
-            for i in 0..count {
-                if let Some(rate) = rate {
-                    // Throttle like kafka-producer-perf-test's ThroughputThrottler.
-                    let due = begin + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let sent_at = Instant::now();
-                match producer.send(&topic, PartitionChoice::Auto, None, Some(payload.clone()), now_epoch_ms()).await {
-                    Ok(rx) if sync => {
-                        // One-at-a-time latency mode: the next record waits for this one's
-                        // answer, so the latency is the request's, not the queue's.
-                        let result = rx.await;
-                        record_answer(&stats, sent_at, result);
-                    }
-                    Ok(rx) => {
-                        if answers_tx.send((sent_at, rx)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(f) => {
-                        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                        s.failed += 1;
-                        s.first_error.get_or_insert_with(|| f.to_string());
-                    }
-                }
-            }
-            drop(answers_tx);
-            producer.close().await;
-            let _ = collector.await;
-        }));
+        let share = Share {
+            producer: Producer::new(cluster, args.flags.config()),
+            topic: args.topic.clone(),
+            count: per_producer + u64::from(u64::from(p) < remainder),
+            payload: payload.clone(),
+            rate: (args.throughput > 0).then(|| args.throughput as f64 / f64::from(args.producers)),
+            // --max-in-flight 1 --linger-ms 0 is the one-at-a-time latency mode.
+            sync: args.flags.max_in_flight == 1 && args.flags.linger_ms == 0,
+        };
+        tasks.push(tokio::spawn(produce(share, stats.clone())));
     }
-    let reporter = {
-        let stats = stats.clone();
-        let interval = Duration::from_secs(args.report_interval_s.max(1));
-        let record_size = args.record_size as f64;
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            loop {
-                tokio::time::sleep(interval).await;
-                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                let secs = last.elapsed().as_secs_f64();
-                last = Instant::now();
-                let rate = s.window_count as f64 / secs;
-                let avg_ms =
-                    if s.window_count > 0 { s.window_latency_us as f64 / s.window_count as f64 / 1000.0 } else { 0.0 };
-                eprintln!(
-                    "{} records sent, {:.1} records/sec ({:.2} MiB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
-                    s.window_count,
-                    rate,
-                    rate * record_size / (1024.0 * 1024.0),
-                    avg_ms,
-                    s.window_max_us as f64 / 1000.0
-                );
-                s.window_count = 0;
-                s.window_latency_us = 0;
-                s.window_max_us = 0;
-            }
-        })
-    };
+    let interval = Duration::from_secs(args.report_interval_s.max(1));
+    let reporter = spawn_reporter(stats.clone(), interval, args.record_size as f64);
     for t in tasks {
         t.await?;
     }
     reporter.abort();
     let elapsed = started.elapsed().as_secs_f64();
     let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    print_summary(&args, &s, elapsed);
+    if s.failed > 0 {
+        eprintln!("{} records failed; first error: {}", s.failed, s.first_error.as_deref().unwrap_or("?"));
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One producer's part of the benchmark.
+struct Share {
+    producer: Arc<Producer>,
+    topic: String,
+    /// Records this producer sends.
+    count: u64,
+    payload: Bytes,
+    /// This producer's records per second; `None` for as fast as possible.
+    rate: Option<f64>,
+    /// One-at-a-time latency mode: each record waits for the previous one's answer.
+    sync: bool,
+}
+
+/// Sends one producer's records, recording every answer in `stats`, then closes the producer.
+async fn produce(share: Share, stats: Arc<Mutex<Stats>>) {
+    let Share { producer, topic, count, payload, rate, sync } = share;
+    // Answers are awaited in send order by a collector, so the sender never blocks
+    // on an answer and no task is spawned per record.
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel::<(Instant, _)>(1 << 16);
+    let collector = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            while let Some((sent_at, rx)) = answers.recv().await {
+                record_answer(&stats, sent_at, rx.await);
+            }
+        })
+    };
+    let begin = Instant::now();
+    for i in 0..count {
+        if let Some(rate) = rate {
+            // Throttle like kafka-producer-perf-test's ThroughputThrottler.
+            let due = begin + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let sent_at = Instant::now();
+        match producer.send(&topic, PartitionChoice::Auto, None, Some(payload.clone()), now_epoch_ms()).await {
+            Ok(rx) if sync => {
+                // One-at-a-time latency mode: the next record waits for this one's
+                // answer, so the latency is the request's, not the queue's.
+                let result = rx.await;
+                record_answer(&stats, sent_at, result);
+            }
+            Ok(rx) => {
+                if answers_tx.send((sent_at, rx)).await.is_err() {
+                    break;
+                }
+            }
+            Err(f) => {
+                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                s.failed += 1;
+                s.first_error.get_or_insert_with(|| f.to_string());
+            }
+        }
+    }
+    drop(answers_tx);
+    producer.close().await;
+    let _ = collector.await;
+}
+
+/// Prints a progress line for the answers of each `interval`, until aborted.
+fn spawn_reporter(stats: Arc<Mutex<Stats>>, interval: Duration, record_size: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = Instant::now();
+        loop {
+            tokio::time::sleep(interval).await;
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            let rate = s.window_count as f64 / secs;
+            let avg_ms =
+                if s.window_count > 0 { s.window_latency_us as f64 / s.window_count as f64 / 1000.0 } else { 0.0 };
+            eprintln!(
+                "{} records sent, {:.1} records/sec ({:.2} MiB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
+                s.window_count,
+                rate,
+                rate * record_size / (1024.0 * 1024.0),
+                avg_ms,
+                s.window_max_us as f64 / 1000.0
+            );
+            s.window_count = 0;
+            s.window_latency_us = 0;
+            s.window_max_us = 0;
+        }
+    })
+}
+
+/// The final line (or JSON object, with --json): throughput and the latency distribution.
+fn print_summary(args: &PerfArgs, s: &Stats, elapsed: f64) {
     let h = &s.histogram;
     let rate = s.acknowledged as f64 / elapsed;
     let mib = rate * args.record_size as f64 / (1024.0 * 1024.0);
@@ -196,11 +225,6 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
             ms(h.max())
         );
     }
-    if s.failed > 0 {
-        eprintln!("{} records failed; first error: {}", s.failed, s.first_error.as_deref().unwrap_or("?"));
-        std::process::exit(1);
-    }
-    Ok(())
 }
 
 fn record_answer(

@@ -106,73 +106,16 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
             apply_register_broker(state, *broker_id, address, kafka_address, *incarnation, index)
         }
         Command::UnfenceBroker { broker_id, incarnation } => {
-            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
-                return CommandResult::rejected(rejection);
-            }
-            if !state.brokers[broker_id].fenced {
-                return CommandResult::with_broker(state, *broker_id);
-            }
-            let changes = rules::unfence_broker(state, *broker_id);
-            tracing::info!(
-                index,
-                "unfenced broker {broker_id} (incarnation {incarnation}): first heartbeat of its session; {}",
-                describe_changes(&changes)
-            );
-            log_unclean_elections(&changes, "an unfencing");
-            CommandResult::with_broker(state, *broker_id)
+            apply_unfence_broker(state, *broker_id, *incarnation, index)
         }
         Command::FenceBroker { broker_id, incarnation, reason } => {
-            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
-                return CommandResult::rejected(rejection);
-            }
-            if state.brokers[broker_id].fenced {
-                return CommandResult::with_broker(state, *broker_id);
-            }
-            let changes = rules::fence_broker(state, *broker_id);
-            tracing::info!(index, "fenced broker {broker_id}: {reason}; {}", describe_changes(&changes));
-            log_unclean_elections(&changes, "a fencing");
-            CommandResult::with_broker(state, *broker_id)
+            apply_fence_broker(state, *broker_id, *incarnation, reason, index)
         }
         Command::ControlledShutdown { broker_id, incarnation } => {
-            if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
-                return CommandResult::rejected(rejection);
-            }
-            if state.brokers[broker_id].in_controlled_shutdown {
-                return CommandResult::with_broker(state, *broker_id);
-            }
-            let changes = rules::begin_controlled_shutdown(state, *broker_id);
-            tracing::info!(
-                index,
-                "broker {broker_id} began controlled shutdown: moved its leadership and left every ISR; {}",
-                describe_changes(&changes)
-            );
-            log_unclean_elections(&changes, "a controlled shutdown");
-            CommandResult::with_broker(state, *broker_id)
+            apply_controlled_shutdown(state, *broker_id, *incarnation, index)
         }
         Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable } => {
-            match rules::create_topic(state, name, assignment, *min_insync_replicas, *unclean_leader_election_enable) {
-                Err(rejection) => {
-                    tracing::info!(index, "rejected creation of topic {name}: {rejection}");
-                    CommandResult::rejected(rejection)
-                }
-                Ok(topic) => {
-                    let layout: Vec<String> = topic
-                        .partitions
-                        .iter()
-                        .map(|p| format!("{}: replicas {} leader {}", p.partition, format_ids(&p.replicas), p.leader))
-                        .collect();
-                    tracing::info!(
-                        index,
-                        "created topic {name}: {} partition(s), replication factor {}, min.insync.replicas {}, unclean.leader.election.enable {}; {}",
-                        topic.partitions.len(),
-                        topic.partitions.first().map_or(0, |p| p.replicas.len()),
-                        min_insync_replicas.map_or("cluster default".to_string(), |m| m.to_string()),
-                        unclean_leader_election_enable,
-                        layout.join(", ")
-                    );
-                    CommandResult { topic: Some(topic), ..CommandResult::ok() }
-                }
-            }
+            apply_create_topic(state, name, assignment, *min_insync_replicas, *unclean_leader_election_enable, index)
         }
         Command::AlterPartition { broker_id, topic, partition, leader_epoch, partition_epoch, new_isr } => {
             let spec = AlterPartitionSpec {
@@ -183,22 +126,7 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                 partition_epoch: *partition_epoch,
                 new_isr: new_isr.clone(),
             };
-            match rules::alter_partition(state, &spec) {
-                Err(rejection) => {
-                    tracing::info!(
-                        index,
-                        "rejected AlterPartition from broker {broker_id} for {topic}-{partition} (isr -> {}): {rejection}",
-                        format_ids(new_isr)
-                    );
-                    CommandResult::rejected(rejection)
-                }
-                Ok((committed, change)) => {
-                    if let Some(change) = change {
-                        tracing::info!(index, "ISR change requested by leader {broker_id}: {change}");
-                    }
-                    CommandResult { partition: Some(committed), ..CommandResult::ok() }
-                }
-            }
+            apply_alter_partition(state, &spec, index)
         }
         Command::AllocateProducerIds { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
@@ -208,6 +136,127 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
             state.next_producer_id += i64::from(PRODUCER_ID_BLOCK_SIZE);
             tracing::debug!(index, "producer ids {first}..{} allocated to broker {broker_id}", state.next_producer_id);
             CommandResult { producer_id_block: Some((first, PRODUCER_ID_BLOCK_SIZE)), ..CommandResult::ok() }
+        }
+    }
+}
+
+/// KIP-631 UNFENCED transition, on the first heartbeat of the registered incarnation; a
+/// broker already unfenced is left as it is (the command replays harmlessly).
+fn apply_unfence_broker(state: &mut ClusterState, broker_id: BrokerId, incarnation: u64, index: u64) -> CommandResult {
+    if let Err(rejection) = rules::check_incarnation(state, broker_id, incarnation) {
+        return CommandResult::rejected(rejection);
+    }
+    if !state.brokers[&broker_id].fenced {
+        return CommandResult::with_broker(state, broker_id);
+    }
+    let changes = rules::unfence_broker(state, broker_id);
+    tracing::info!(
+        index,
+        "unfenced broker {broker_id} (incarnation {incarnation}): first heartbeat of its session; {}",
+        describe_changes(&changes)
+    );
+    log_unclean_elections(&changes, "an unfencing");
+    CommandResult::with_broker(state, broker_id)
+}
+
+/// Fences a broker whose session expired (`reason` as the active controller worded it); a
+/// broker already fenced is left as it is.
+fn apply_fence_broker(
+    state: &mut ClusterState,
+    broker_id: BrokerId,
+    incarnation: u64,
+    reason: &str,
+    index: u64,
+) -> CommandResult {
+    if let Err(rejection) = rules::check_incarnation(state, broker_id, incarnation) {
+        return CommandResult::rejected(rejection);
+    }
+    if state.brokers[&broker_id].fenced {
+        return CommandResult::with_broker(state, broker_id);
+    }
+    let changes = rules::fence_broker(state, broker_id);
+    tracing::info!(index, "fenced broker {broker_id}: {reason}; {}", describe_changes(&changes));
+    log_unclean_elections(&changes, "a fencing");
+    CommandResult::with_broker(state, broker_id)
+}
+
+/// KIP-631 CONTROLLED_SHUTDOWN: the broker's leadership moves and it leaves every ISR; a
+/// broker already shutting down is left as it is.
+fn apply_controlled_shutdown(
+    state: &mut ClusterState,
+    broker_id: BrokerId,
+    incarnation: u64,
+    index: u64,
+) -> CommandResult {
+    if let Err(rejection) = rules::check_incarnation(state, broker_id, incarnation) {
+        return CommandResult::rejected(rejection);
+    }
+    if state.brokers[&broker_id].in_controlled_shutdown {
+        return CommandResult::with_broker(state, broker_id);
+    }
+    let changes = rules::begin_controlled_shutdown(state, broker_id);
+    tracing::info!(
+        index,
+        "broker {broker_id} began controlled shutdown: moved its leadership and left every ISR; {}",
+        describe_changes(&changes)
+    );
+    log_unclean_elections(&changes, "a controlled shutdown");
+    CommandResult::with_broker(state, broker_id)
+}
+
+/// Creates a topic with the assignment the active controller computed, logging its layout.
+fn apply_create_topic(
+    state: &mut ClusterState,
+    name: &str,
+    assignment: &[Vec<BrokerId>],
+    min_insync_replicas: Option<i32>,
+    unclean_leader_election_enable: bool,
+    index: u64,
+) -> CommandResult {
+    match rules::create_topic(state, name, assignment, min_insync_replicas, unclean_leader_election_enable) {
+        Err(rejection) => {
+            tracing::info!(index, "rejected creation of topic {name}: {rejection}");
+            CommandResult::rejected(rejection)
+        }
+        Ok(topic) => {
+            let layout: Vec<String> = topic
+                .partitions
+                .iter()
+                .map(|p| format!("{}: replicas {} leader {}", p.partition, format_ids(&p.replicas), p.leader))
+                .collect();
+            tracing::info!(
+                index,
+                "created topic {name}: {} partition(s), replication factor {}, min.insync.replicas {}, unclean.leader.election.enable {}; {}",
+                topic.partitions.len(),
+                topic.partitions.first().map_or(0, |p| p.replicas.len()),
+                min_insync_replicas.map_or("cluster default".to_string(), |m| m.to_string()),
+                unclean_leader_election_enable,
+                layout.join(", ")
+            );
+            CommandResult { topic: Some(topic), ..CommandResult::ok() }
+        }
+    }
+}
+
+/// An ISR change requested by a partition leader: committed, or rejected with the reason.
+fn apply_alter_partition(state: &mut ClusterState, spec: &AlterPartitionSpec, index: u64) -> CommandResult {
+    match rules::alter_partition(state, spec) {
+        Err(rejection) => {
+            tracing::info!(
+                index,
+                "rejected AlterPartition from broker {} for {}-{} (isr -> {}): {rejection}",
+                spec.broker_id,
+                spec.topic,
+                spec.partition,
+                format_ids(&spec.new_isr)
+            );
+            CommandResult::rejected(rejection)
+        }
+        Ok((committed, change)) => {
+            if let Some(change) = change {
+                tracing::info!(index, "ISR change requested by leader {}: {change}", spec.broker_id);
+            }
+            CommandResult { partition: Some(committed), ..CommandResult::ok() }
         }
     }
 }

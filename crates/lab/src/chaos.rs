@@ -62,185 +62,33 @@ pub async fn run_chaos(
 ) -> Result<ChaosResult, LabError> {
     let started = Instant::now();
     let seed = config.run.seed;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let session_ms = lab.spec().broker_session_timeout_ms;
-    let controllers: Vec<i32> = lab
-        .node_ids()
-        .into_iter()
-        .filter_map(|n| match n {
-            NodeId::Controller(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    lab.create_topic(TOPIC, config.partitions, 2, Duration::from_secs(30)).await?;
-    let workload = Workload::start(
-        &lab.bootstrap(),
-        WorkloadConfig {
-            topic: TOPIC.into(),
-            partitions: config.partitions,
-            acks: Acks::All,
-            producers: config.run.producers,
-            pace: config.run.pace,
-            request_timeout: config.run.request_timeout,
-            delivery_timeout: config.run.delivery_timeout,
-            tag: format!("chaos{seed}"),
-        },
-    )?;
-    let t0 = Instant::now();
-    let mut schedule: Vec<String> = Vec::new();
-    let mut out: Vec<Out> = Vec::new();
+    let workload = start_workload(lab, config).await?;
+    let mut faults = Faults {
+        rng: StdRng::seed_from_u64(seed),
+        session_ms: lab.spec().broker_session_timeout_ms,
+        controllers: controller_ids(lab),
+        partitions: config.partitions,
+        out: Vec::new(),
+        schedule: Vec::new(),
+        t0: Instant::now(),
+    };
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     for step in 0..config.faults {
-        // Bring back what is due.
-        for o in out.iter_mut() {
-            o.steps_left = o.steps_left.saturating_sub(1);
-        }
-        let due: Vec<Out> = {
-            let (due, keep): (Vec<Out>, Vec<Out>) = out.into_iter().partition(|o| o.steps_left == 0);
-            out = keep;
-            due
-        };
-        for o in due {
-            bring_back(lab, &o, &mut schedule, t0)?;
-        }
-        // Keep two of three brokers and two of three controllers reachable most of the time,
-        // so faults keep striking a cluster that works (and failovers have somewhere to go).
-        while out.iter().filter(|o| matches!(o.node, NodeId::Broker(_))).count() >= 2 {
-            let o = out.remove(0);
-            bring_back(lab, &o, &mut schedule, t0)?;
-        }
-        while out.iter().filter(|o| matches!(o.node, NodeId::Controller(_))).count() >= 1 && rng.gen_bool(0.5) {
-            let index = out.iter().position(|o| matches!(o.node, NodeId::Controller(_))).unwrap_or(0);
-            let o = out.remove(index);
-            bring_back(lab, &o, &mut schedule, t0)?;
-        }
-        let down_brokers: Vec<i32> = out
-            .iter()
-            .filter_map(|o| match o.node {
-                NodeId::Broker(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        let up_brokers: Vec<i32> = (1..=BROKERS).filter(|b| !down_brokers.contains(b)).collect();
-        let controller_out = out.iter().any(|o| matches!(o.node, NodeId::Controller(_)));
-        let partition = rng.gen_range(0..config.partitions);
-        let steps_left = rng.gen_range(1..=3);
-        let stamp = |t0: Instant| format!("[{:>6} ms] fault {:>3}:", t0.elapsed().as_millis(), step + 1);
-        let choice = rng.gen_range(0..100);
-        let line = match choice {
-            // SIGKILL a broker (often the leader of a partition).
-            0..=24 => {
-                let victim = if rng.gen_bool(0.5) { leader_among(lab, partition, &up_brokers).await } else { None }
-                    .unwrap_or_else(|| *up_brokers.choose(&mut rng).unwrap_or(&1));
-                lab.kill(NodeId::Broker(victim));
-                out.push(Out { node: NodeId::Broker(victim), paused: false, steps_left });
-                format!("SIGKILL broker {victim}")
-            }
-            // SIGSTOP a broker; for 1–3 faults it may outlive the session timeout (a zombie).
-            25..=44 => {
-                let victim = if rng.gen_bool(0.5) { leader_among(lab, partition, &up_brokers).await } else { None }
-                    .unwrap_or_else(|| *up_brokers.choose(&mut rng).unwrap_or(&1));
-                lab.pause(NodeId::Broker(victim));
-                out.push(Out { node: NodeId::Broker(victim), paused: true, steps_left });
-                format!("SIGSTOP broker {victim}")
-            }
-            // Clean restart of a broker (SIGTERM: controlled shutdown, then start).
-            45..=54 => {
-                let victim = *up_brokers.choose(&mut rng).unwrap_or(&1);
-                lab.stop(&[NodeId::Broker(victim)], Duration::from_secs(10)).await;
-                lab.start_node(NodeId::Broker(victim))?;
-                format!("SIGTERM + restart broker {victim}")
-            }
-            // Back-to-back failovers: kill the leader, and the next one as soon as it leads.
-            55..=66 if up_brokers.len() == BROKERS as usize => {
-                let first = leader_among(lab, partition, &up_brokers).await.unwrap_or(1);
-                lab.kill(NodeId::Broker(first));
-                let deadline = Instant::now() + Duration::from_millis(session_ms * 3);
-                let mut second = None;
-                while Instant::now() < deadline {
-                    if let Some(p) = lab.partition(TOPIC, partition).await {
-                        if p.leader > 0 && p.leader != first {
-                            second = Some(p.leader);
-                            break;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                out.push(Out { node: NodeId::Broker(first), paused: false, steps_left });
-                match second {
-                    Some(s) => {
-                        lab.kill(NodeId::Broker(s));
-                        out.push(Out { node: NodeId::Broker(s), paused: false, steps_left });
-                        format!("back-to-back failover of partition {partition}: SIGKILL leader {first}, then new leader {s}")
-                    }
-                    None => format!("SIGKILL leader {first} of partition {partition} (no new leader in time)"),
-                }
-            }
-            // The KIP-101 set-up: restart a follower, kill the leader before it rejoined.
-            55..=74 if up_brokers.len() == BROKERS as usize => {
-                let leader = leader_among(lab, partition, &up_brokers).await.unwrap_or(1);
-                let followers: Vec<i32> = up_brokers.iter().copied().filter(|b| *b != leader).collect();
-                let follower = *followers.choose(&mut rng).unwrap_or(&1);
-                lab.kill(NodeId::Broker(follower));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                lab.start_node(NodeId::Broker(follower))?;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                lab.kill(NodeId::Broker(leader));
-                out.push(Out { node: NodeId::Broker(leader), paused: false, steps_left });
-                format!("restart follower {follower}, then SIGKILL leader {leader} of partition {partition}")
-            }
-            // Controllers: kill or pause one (often the active one).
-            _ if !controller_out => {
-                let active = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0);
-                let victim = match active {
-                    Some(a) if rng.gen_bool(0.6) => a,
-                    _ => *controllers.choose(&mut rng).unwrap_or(&1),
-                };
-                if rng.gen_bool(0.5) {
-                    lab.kill(NodeId::Controller(victim));
-                    out.push(Out { node: NodeId::Controller(victim), paused: false, steps_left });
-                    format!("SIGKILL controller {victim}{}", if active == Some(victim) { " (active)" } else { "" })
-                } else {
-                    lab.pause(NodeId::Controller(victim));
-                    out.push(Out { node: NodeId::Controller(victim), paused: true, steps_left });
-                    format!("SIGSTOP controller {victim}{}", if active == Some(victim) { " (active)" } else { "" })
-                }
-            }
-            _ => {
-                let victim = *up_brokers.choose(&mut rng).unwrap_or(&1);
-                lab.kill(NodeId::Broker(victim));
-                out.push(Out { node: NodeId::Broker(victim), paused: false, steps_left });
-                format!("SIGKILL broker {victim}")
-            }
-        };
-        let line = format!("{} {line} ({} acknowledged so far)", stamp(t0), workload.acknowledged());
+        faults.bring_back_due(lab)?;
+        let line = faults.inject(lab).await?;
+        let stamp = format!("[{:>6} ms] fault {:>3}:", faults.t0.elapsed().as_millis(), step + 1);
+        let line = format!("{stamp} {line} ({} acknowledged so far)", workload.acknowledged());
         progress(step + 1, &line);
-        schedule.push(line);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1_500))).await;
+        faults.schedule.push(line);
+        tokio::time::sleep(Duration::from_millis(faults.rng.gen_range(300..1_500))).await;
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let ops = workload.stop().await;
 
+    let Faults { mut schedule, t0, .. } = faults;
     schedule.push(format!("[{:>6} ms] healing everything", t0.elapsed().as_millis()));
-    lab.heal()?;
-    let healed = lab.wait_healed(TOPIC, config.partitions, Duration::from_secs(90)).await.map_err(|e| e.to_string());
-    let mut result = CheckResult::default();
-    let mut consumers = Vec::new();
-    for p in 0..config.partitions {
-        consumers.push(read_through_leader(&lab.bootstrap(), TOPIC, p, Duration::from_secs(30)).await.ok());
-    }
-    let brokers: Vec<NodeId> = (1..=BROKERS).map(NodeId::Broker).collect();
-    lab.stop(&brokers, Duration::from_secs(15)).await;
-    for (p, consumer) in consumers.into_iter().enumerate() {
-        let p = p as i32;
-        let mut replicas = Vec::new();
-        for b in 1..=BROKERS {
-            replicas.push(lab.read_replica(b, TOPIC, p)?);
-        }
-        let partition_ops: Vec<Op> = ops.iter().filter(|o| o.partition == p).cloned().collect();
-        result.merge(check(&partition_ops, &Reads { replicas, consumer }));
-    }
+    let (result, healed) = heal_and_check(lab, config.partitions, &ops).await?;
     let expectation = Expectation {
         loss: LossRule::MustNotLose,
         not_enough_replicas: ErrorRule::Allowed,
@@ -261,6 +109,243 @@ pub async fn run_chaos(
         stats: result.stats,
         schedule,
     })
+}
+
+/// The ids of the lab's controllers: the candidates when a fault strikes the quorum.
+fn controller_ids(lab: &LabCluster) -> Vec<i32> {
+    lab.node_ids()
+        .into_iter()
+        .filter_map(|n| match n {
+            NodeId::Controller(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Creates the chaos topic (min.insync.replicas=2) and starts the acks=all producers on it.
+async fn start_workload(lab: &mut LabCluster, config: &ChaosConfig) -> Result<Workload, LabError> {
+    lab.create_topic(TOPIC, config.partitions, 2, Duration::from_secs(30)).await?;
+    Workload::start(
+        &lab.bootstrap(),
+        WorkloadConfig {
+            topic: TOPIC.into(),
+            partitions: config.partitions,
+            acks: Acks::All,
+            producers: config.run.producers,
+            pace: config.run.pace,
+            request_timeout: config.run.request_timeout,
+            delivery_timeout: config.run.delivery_timeout,
+            tag: format!("chaos{}", config.run.seed),
+        },
+    )
+}
+
+/// Heals the cluster, reads every partition back through its leader and then from every
+/// broker's files (stopped cleanly first, so HW checkpoints are current), and checks `ops`
+/// against those reads. Also returns whether the cluster healed in time.
+async fn heal_and_check(
+    lab: &mut LabCluster,
+    partitions: i32,
+    ops: &[Op],
+) -> Result<(CheckResult, Result<(), String>), LabError> {
+    lab.heal()?;
+    let healed = lab.wait_healed(TOPIC, partitions, Duration::from_secs(90)).await.map_err(|e| e.to_string());
+    let mut result = CheckResult::default();
+    let mut consumers = Vec::new();
+    for p in 0..partitions {
+        consumers.push(read_through_leader(&lab.bootstrap(), TOPIC, p, Duration::from_secs(30)).await.ok());
+    }
+    let brokers: Vec<NodeId> = (1..=BROKERS).map(NodeId::Broker).collect();
+    lab.stop(&brokers, Duration::from_secs(15)).await;
+    for (p, consumer) in consumers.into_iter().enumerate() {
+        let p = p as i32;
+        let mut replicas = Vec::new();
+        for b in 1..=BROKERS {
+            replicas.push(lab.read_replica(b, TOPIC, p)?);
+        }
+        let partition_ops: Vec<Op> = ops.iter().filter(|o| o.partition == p).cloned().collect();
+        result.merge(check(&partition_ops, &Reads { replicas, consumer }));
+    }
+    Ok((result, healed))
+}
+
+/// The fault schedule in progress. Every random choice comes from `rng`, in a fixed order,
+/// so that a run is replayed from its seed: keep the order of `rng` calls when editing.
+struct Faults {
+    rng: StdRng,
+    session_ms: u64,
+    controllers: Vec<i32>,
+    partitions: i32,
+    /// Nodes taken out and not yet brought back.
+    out: Vec<Out>,
+    /// The log of what was done, for the result.
+    schedule: Vec<String>,
+    /// When the producers started; the schedule's timestamps count from here.
+    t0: Instant,
+}
+
+impl Faults {
+    /// Brings back the nodes whose time is up, and more if too many are out.
+    fn bring_back_due(&mut self, lab: &mut LabCluster) -> Result<(), LabError> {
+        for o in self.out.iter_mut() {
+            o.steps_left = o.steps_left.saturating_sub(1);
+        }
+        let (due, keep): (Vec<Out>, Vec<Out>) =
+            std::mem::take(&mut self.out).into_iter().partition(|o| o.steps_left == 0);
+        self.out = keep;
+        for o in due {
+            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+        }
+        // Keep two of three brokers and two of three controllers reachable most of the time,
+        // so faults keep striking a cluster that works (and failovers have somewhere to go).
+        while self.out.iter().filter(|o| matches!(o.node, NodeId::Broker(_))).count() >= 2 {
+            let o = self.out.remove(0);
+            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+        }
+        while self.out.iter().any(|o| matches!(o.node, NodeId::Controller(_))) && self.rng.gen_bool(0.5) {
+            let index = self.out.iter().position(|o| matches!(o.node, NodeId::Controller(_))).unwrap_or(0);
+            let o = self.out.remove(index);
+            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+        }
+        Ok(())
+    }
+
+    /// Picks and carries out one fault; returns its description for the schedule.
+    async fn inject(&mut self, lab: &mut LabCluster) -> Result<String, LabError> {
+        let down_brokers: Vec<i32> = self
+            .out
+            .iter()
+            .filter_map(|o| match o.node {
+                NodeId::Broker(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let up_brokers: Vec<i32> = (1..=BROKERS).filter(|b| !down_brokers.contains(b)).collect();
+        let all_up = up_brokers.len() == BROKERS as usize;
+        let controller_out = self.out.iter().any(|o| matches!(o.node, NodeId::Controller(_)));
+        let partition = self.rng.gen_range(0..self.partitions);
+        let steps_left = self.rng.gen_range(1..=3);
+        let line = match self.rng.gen_range(0..100) {
+            // SIGKILL a broker (often the leader of a partition).
+            0..=24 => self.stop_broker(lab, partition, &up_brokers, false, steps_left).await,
+            // SIGSTOP a broker; for 1–3 faults it may outlive the session timeout (a zombie).
+            25..=44 => self.stop_broker(lab, partition, &up_brokers, true, steps_left).await,
+            // Clean restart of a broker (SIGTERM: controlled shutdown, then start).
+            45..=54 => {
+                let victim = *up_brokers.choose(&mut self.rng).unwrap_or(&1);
+                lab.stop(&[NodeId::Broker(victim)], Duration::from_secs(10)).await;
+                lab.start_node(NodeId::Broker(victim))?;
+                format!("SIGTERM + restart broker {victim}")
+            }
+            // The failovers need all three brokers up: the first and the second leader, and the
+            // remaining follower.
+            55..=66 if all_up => self.back_to_back_failover(lab, partition, &up_brokers, steps_left).await,
+            55..=74 if all_up => {
+                self.restart_follower_then_kill_leader(lab, partition, &up_brokers, steps_left).await?
+            }
+            // Controllers: one out at a time, so the quorum keeps a majority.
+            _ if !controller_out => self.stop_controller(lab, steps_left).await,
+            // The fault the arms above could not strike: SIGKILL any broker that is up.
+            _ => {
+                let victim = *up_brokers.choose(&mut self.rng).unwrap_or(&1);
+                lab.kill(NodeId::Broker(victim));
+                self.out.push(Out { node: NodeId::Broker(victim), paused: false, steps_left });
+                format!("SIGKILL broker {victim}")
+            }
+        };
+        Ok(line)
+    }
+
+    /// SIGKILLs or SIGSTOPs (`pause`) a broker that is up: half the time the partition's leader.
+    async fn stop_broker(
+        &mut self,
+        lab: &mut LabCluster,
+        partition: i32,
+        up_brokers: &[i32],
+        pause: bool,
+        steps_left: usize,
+    ) -> String {
+        let victim = if self.rng.gen_bool(0.5) { leader_among(lab, partition, up_brokers).await } else { None }
+            .unwrap_or_else(|| *up_brokers.choose(&mut self.rng).unwrap_or(&1));
+        if pause {
+            lab.pause(NodeId::Broker(victim));
+        } else {
+            lab.kill(NodeId::Broker(victim));
+        }
+        self.out.push(Out { node: NodeId::Broker(victim), paused: pause, steps_left });
+        format!("{} broker {victim}", if pause { "SIGSTOP" } else { "SIGKILL" })
+    }
+
+    /// Back-to-back failovers: kills the partition's leader, and the next one as soon as it leads.
+    async fn back_to_back_failover(
+        &mut self,
+        lab: &mut LabCluster,
+        partition: i32,
+        up_brokers: &[i32],
+        steps_left: usize,
+    ) -> String {
+        let first = leader_among(lab, partition, up_brokers).await.unwrap_or(1);
+        lab.kill(NodeId::Broker(first));
+        let deadline = Instant::now() + Duration::from_millis(self.session_ms * 3);
+        let mut second = None;
+        while Instant::now() < deadline {
+            if let Some(p) = lab.partition(TOPIC, partition).await {
+                if p.leader > 0 && p.leader != first {
+                    second = Some(p.leader);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.out.push(Out { node: NodeId::Broker(first), paused: false, steps_left });
+        match second {
+            Some(s) => {
+                lab.kill(NodeId::Broker(s));
+                self.out.push(Out { node: NodeId::Broker(s), paused: false, steps_left });
+                format!("back-to-back failover of partition {partition}: SIGKILL leader {first}, then new leader {s}")
+            }
+            None => format!("SIGKILL leader {first} of partition {partition} (no new leader in time)"),
+        }
+    }
+
+    /// The KIP-101 set-up: restarts a follower and kills the leader before the follower rejoined.
+    async fn restart_follower_then_kill_leader(
+        &mut self,
+        lab: &mut LabCluster,
+        partition: i32,
+        up_brokers: &[i32],
+        steps_left: usize,
+    ) -> Result<String, LabError> {
+        let leader = leader_among(lab, partition, up_brokers).await.unwrap_or(1);
+        let followers: Vec<i32> = up_brokers.iter().copied().filter(|b| *b != leader).collect();
+        let follower = *followers.choose(&mut self.rng).unwrap_or(&1);
+        lab.kill(NodeId::Broker(follower));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lab.start_node(NodeId::Broker(follower))?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lab.kill(NodeId::Broker(leader));
+        self.out.push(Out { node: NodeId::Broker(leader), paused: false, steps_left });
+        Ok(format!("restart follower {follower}, then SIGKILL leader {leader} of partition {partition}"))
+    }
+
+    /// Kills or pauses one controller, often the active one.
+    async fn stop_controller(&mut self, lab: &mut LabCluster, steps_left: usize) -> String {
+        let active = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0);
+        let victim = match active {
+            Some(a) if self.rng.gen_bool(0.6) => a,
+            _ => *self.controllers.choose(&mut self.rng).unwrap_or(&1),
+        };
+        let which = if active == Some(victim) { " (active)" } else { "" };
+        if self.rng.gen_bool(0.5) {
+            lab.kill(NodeId::Controller(victim));
+            self.out.push(Out { node: NodeId::Controller(victim), paused: false, steps_left });
+            format!("SIGKILL controller {victim}{which}")
+        } else {
+            lab.pause(NodeId::Controller(victim));
+            self.out.push(Out { node: NodeId::Controller(victim), paused: true, steps_left });
+            format!("SIGSTOP controller {victim}{which}")
+        }
+    }
 }
 
 /// The current leader of the partition if it is among `candidates`.

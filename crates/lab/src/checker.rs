@@ -258,13 +258,56 @@ fn index(records: &[(i64, String)], anomalies: &mut Vec<Anomaly>) -> BTreeMap<i6
 /// Checks one partition: `ops` must be the sends to this partition only.
 pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
     let mut anomalies = Vec::new();
+    let logs = index_sources(reads, &mut anomalies);
+    let reference = reference_log(&logs.committed);
+    let mut committed_at: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (offset, value) in &reference {
+        committed_at.entry(value.as_str()).or_default().push(*offset);
+    }
 
-    // Every source's committed part (below its HW) and its whole log.
-    let mut committed_by_source: Vec<(Source, i64, BTreeMap<i64, String>)> = Vec::new();
-    let mut whole_by_source: Vec<(Source, BTreeMap<i64, String>)> = Vec::new();
+    let mut stats = Stats { sent: ops.len(), committed: reference.len(), ..Stats::default() };
+    let by_value: HashMap<&str, &Op> = ops.iter().map(|op| (op.value.as_str(), op)).collect();
+    let claims = check_outcomes(ops, &committed_at, &logs.whole, &mut stats, &mut anomalies);
+    offset_conflicts(claims, &reference, &mut anomalies);
+    duplicates(&committed_at, &by_value, &mut stats, &mut anomalies);
+
+    // Values nobody sent, wherever they lie.
+    for (source, log) in &logs.whole {
+        for (offset, value) in log {
+            if !by_value.contains_key(value.as_str()) {
+                anomalies.push(Anomaly::UnknownValue { source: *source, offset: *offset, value: value.clone() });
+            }
+        }
+    }
+
+    // Committed records are identical on every replica (and in the consumer's read).
+    for (i, left) in logs.committed.iter().enumerate() {
+        for right in logs.committed.iter().skip(i + 1) {
+            anomalies.extend(divergence(left, right));
+        }
+    }
+    CheckResult { stats, anomalies }
+}
+
+/// One source's committed part: where it was read, its HW, and its records below the HW.
+type CommittedLog = (Source, i64, BTreeMap<i64, String>);
+
+/// Every source's log as offset → value, in the order the sources were read: the replicas,
+/// then the consumer.
+struct SourceLogs {
+    /// The committed part of each log (below the source's HW).
+    committed: Vec<CommittedLog>,
+    /// Each log whole.
+    whole: Vec<(Source, BTreeMap<i64, String>)>,
+}
+
+/// Indexes every source's records, reporting a source's own offset conflicts and a replica
+/// HW beyond its log end on the way.
+fn index_sources(reads: &Reads, anomalies: &mut Vec<Anomaly>) -> SourceLogs {
+    let mut logs = SourceLogs { committed: Vec::new(), whole: Vec::new() };
     for replica in &reads.replicas {
         let source = Source::Replica(replica.broker);
-        let whole = index(&replica.records, &mut anomalies);
+        let whole = index(&replica.records, anomalies);
         let log_end_offset = whole.keys().next_back().map(|o| o + 1).unwrap_or(0);
         if replica.high_watermark > log_end_offset {
             anomalies.push(Anomaly::HighWatermarkBeyondLog {
@@ -275,34 +318,41 @@ pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
         }
         let below_hw: BTreeMap<i64, String> =
             whole.range(..replica.high_watermark).map(|(o, v)| (*o, v.clone())).collect();
-        committed_by_source.push((source, replica.high_watermark, below_hw));
-        whole_by_source.push((source, whole));
+        logs.committed.push((source, replica.high_watermark, below_hw));
+        logs.whole.push((source, whole));
     }
     if let Some(consumer) = &reads.consumer {
-        let whole = index(&consumer.records, &mut anomalies);
+        let whole = index(&consumer.records, anomalies);
         let below_hw: BTreeMap<i64, String> =
             whole.range(..consumer.high_watermark).map(|(o, v)| (*o, v.clone())).collect();
-        committed_by_source.push((Source::Consumer, consumer.high_watermark, below_hw));
-        whole_by_source.push((Source::Consumer, whole));
+        logs.committed.push((Source::Consumer, consumer.high_watermark, below_hw));
+        logs.whole.push((Source::Consumer, whole));
     }
+    logs
+}
 
-    // The reference: what a consumer reads; without a consumer read, the replica that has
-    // committed the most.
-    let reference: BTreeMap<i64, String> = committed_by_source
+/// The reference: what a consumer reads; without a consumer read, the replica that has
+/// committed the most.
+fn reference_log(committed: &[CommittedLog]) -> BTreeMap<i64, String> {
+    committed
         .iter()
         .find(|(s, _, _)| *s == Source::Consumer)
-        .or_else(|| committed_by_source.iter().max_by_key(|(_, hw, _)| *hw))
+        .or_else(|| committed.iter().max_by_key(|(_, hw, _)| *hw))
         .map(|(_, _, m)| m.clone())
-        .unwrap_or_default();
-    let mut committed_at: HashMap<&str, Vec<i64>> = HashMap::new();
-    for (offset, value) in &reference {
-        committed_at.entry(value.as_str()).or_default().push(*offset);
-    }
+        .unwrap_or_default()
+}
 
-    let mut stats = Stats { sent: ops.len(), committed: reference.len(), ..Stats::default() };
-    let by_value: HashMap<&str, &Op> = ops.iter().map(|op| (op.value.as_str(), op)).collect();
-
-    // Acknowledged writes: present, and where they were acknowledged.
+/// Checks each send's outcome against the committed log (`committed_at`: value → offsets):
+/// acknowledged writes are present, and where they were acknowledged; definitely failed ones
+/// appear nowhere. Counts outcomes and errors into `stats`, and returns the values each
+/// acknowledgement claimed for its offset.
+fn check_outcomes(
+    ops: &[Op],
+    committed_at: &HashMap<&str, Vec<i64>>,
+    whole_by_source: &[(Source, BTreeMap<i64, String>)],
+    stats: &mut Stats,
+    anomalies: &mut Vec<Anomaly>,
+) -> BTreeMap<i64, BTreeSet<String>> {
     let mut claims: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     for op in ops {
         if let Some(error) = op.outcome.error() {
@@ -338,12 +388,7 @@ pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
             }
             Outcome::Failed { error } => {
                 stats.failed += 1;
-                let seen: Vec<(Source, i64)> = whole_by_source
-                    .iter()
-                    .flat_map(|(source, log)| {
-                        log.iter().filter(|(_, v)| **v == op.value).map(move |(o, _)| (*source, *o))
-                    })
-                    .collect();
+                let seen = read_anywhere(whole_by_source, &op.value);
                 if !seen.is_empty() {
                     anomalies.push(Anomaly::ReadOfFailedWrite { value: op.value.clone(), error: *error, found: seen });
                 }
@@ -356,8 +401,23 @@ pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
             }
         }
     }
+    claims
+}
 
-    // Two values for one offset: acknowledgements against each other and the reference.
+/// Every place `value` was read, committed or not.
+fn read_anywhere(whole_by_source: &[(Source, BTreeMap<i64, String>)], value: &str) -> Vec<(Source, i64)> {
+    whole_by_source
+        .iter()
+        .flat_map(|(source, log)| log.iter().filter(|(_, v)| *v == value).map(move |(o, _)| (*source, *o)))
+        .collect()
+}
+
+/// Two values for one offset: acknowledgements (`claims`) against each other and the reference.
+fn offset_conflicts(
+    claims: BTreeMap<i64, BTreeSet<String>>,
+    reference: &BTreeMap<i64, String>,
+    anomalies: &mut Vec<Anomaly>,
+) {
     for (offset, mut values) in claims {
         if let Some(v) = reference.get(&offset) {
             values.insert(v.clone());
@@ -366,8 +426,15 @@ pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
             anomalies.push(Anomaly::OffsetConflict { offset, values: values.into_iter().collect() });
         }
     }
+}
 
-    // Duplicates in the committed log.
+/// Duplicates in the committed log, in the order of their first offset.
+fn duplicates(
+    committed_at: &HashMap<&str, Vec<i64>>,
+    by_value: &HashMap<&str, &Op>,
+    stats: &mut Stats,
+    anomalies: &mut Vec<Anomaly>,
+) {
     let mut duplicated: Vec<(&str, &Vec<i64>)> =
         committed_at.iter().filter(|(_, offsets)| offsets.len() > 1).map(|(v, o)| (*v, o)).collect();
     duplicated.sort_by_key(|(_, offsets)| offsets[0]);
@@ -376,50 +443,36 @@ pub fn check(ops: &[Op], reads: &Reads) -> CheckResult {
         let retried = by_value.get(value).is_some_and(|op| op.retried_after_indeterminate);
         anomalies.push(Anomaly::Duplicate { value: value.to_string(), offsets: offsets.clone(), retried });
     }
+}
 
-    // Values nobody sent, wherever they lie.
-    for (source, log) in &whole_by_source {
-        for (offset, value) in log {
-            if !by_value.contains_key(value.as_str()) {
-                anomalies.push(Anomaly::UnknownValue { source: *source, offset: *offset, value: value.clone() });
+/// Where two sources' committed logs differ below the smaller of their HWs, if they do.
+fn divergence(left: &CommittedLog, right: &CommittedLog) -> Option<Anomaly> {
+    let ((left, left_hw, left_log), (right, right_hw, right_log)) = (left, right);
+    let below = (*left_hw).min(*right_hw);
+    let mut first = None;
+    let mut differing = 0usize;
+    let offsets: BTreeSet<i64> = left_log.range(..below).chain(right_log.range(..below)).map(|(o, _)| *o).collect();
+    // Offsets neither side has (a gap in both) are not a divergence between them.
+    for offset in offsets {
+        let l = left_log.get(&offset);
+        let r = right_log.get(&offset);
+        if l != r {
+            differing += 1;
+            if first.is_none() {
+                first = Some((offset, l.cloned(), r.cloned()));
             }
         }
     }
-
-    // Committed records are identical on every replica (and in the consumer's read).
-    for (i, (left, left_hw, left_log)) in committed_by_source.iter().enumerate() {
-        for (right, right_hw, right_log) in committed_by_source.iter().skip(i + 1) {
-            let below = (*left_hw).min(*right_hw);
-            let mut first = None;
-            let mut differing = 0usize;
-            let offsets: BTreeSet<i64> =
-                left_log.range(..below).chain(right_log.range(..below)).map(|(o, _)| *o).collect();
-            // Offsets neither side has (a gap in both) are not a divergence between them.
-            for offset in offsets {
-                let l = left_log.get(&offset);
-                let r = right_log.get(&offset);
-                if l != r {
-                    differing += 1;
-                    if first.is_none() {
-                        first = Some((offset, l.cloned(), r.cloned()));
-                    }
-                }
-            }
-            if let Some((first_offset, left_value, right_value)) = first {
-                anomalies.push(Anomaly::ReplicaDivergence {
-                    left: *left,
-                    right: *right,
-                    below,
-                    first_offset,
-                    left_value,
-                    right_value,
-                    differing_offsets: differing,
-                });
-            }
-        }
-    }
-
-    CheckResult { stats, anomalies }
+    let (first_offset, left_value, right_value) = first?;
+    Some(Anomaly::ReplicaDivergence {
+        left: *left,
+        right: *right,
+        below,
+        first_offset,
+        left_value,
+        right_value,
+        differing_offsets: differing,
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::checker::{check, Anomaly, AnomalyKind, CheckResult, Reads};
 use crate::cluster::{LabCluster, NodeId, BROKERS};
+use crate::history::Op;
 use crate::workload::{read_through_leader, Workload, WorkloadConfig};
 use crate::LabError;
 use insync_types::Acks;
@@ -541,6 +542,8 @@ async fn after(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// Sets up `topic`, produces to it, strikes the scenario's fault, then heals the cluster and
+/// checks what was acknowledged against what the replicas (and a consumer) hold.
 async fn drive(
     lab: &mut LabCluster,
     scenario: &Scenario,
@@ -556,17 +559,9 @@ async fn drive(
     lab.heal()?;
     lab.wait_brokers_alive(Duration::from_secs(30)).await?;
     phase("creating topic");
-    lab.create_topic(topic, 1, scenario.min_insync_replicas, Duration::from_secs(20)).await?;
-    let partition =
-        lab.partition(topic, 0).await.ok_or_else(|| LabError::Setup(format!("no metadata for {topic}-0")))?;
-    let leader = partition.leader;
-    // The controller elects the first ISR replica in assignment order: F1 next, then F2.
-    let followers: Vec<i32> = partition.replicas.iter().copied().filter(|b| *b != leader).collect();
-    if followers.len() != BROKERS as usize - 1 {
-        return Err(LabError::Setup(format!("{topic}-0 has replicas {:?}", partition.replicas)));
-    }
-    let (f1, f2) = (followers[0], followers[1]);
-    notes.push(format!("leader {leader}, followers {f1} and {f2} (replicas {:?})", partition.replicas));
+    let roles = create_scenario_topic(lab, topic, scenario.min_insync_replicas).await?;
+    let Roles { leader, f1, f2, .. } = roles;
+    notes.push(format!("leader {leader}, followers {f1} and {f2} (replicas {:?})", roles.replicas));
 
     phase("producing");
     let workload = Workload::start(
@@ -587,98 +582,174 @@ async fn drive(
     let fault_at = Instant::now();
     notes.push(format!("fault after {warm_up_ms} ms and {} acknowledged sends", workload.acknowledged()));
     phase("fault");
-    let stamp = |what: String| format!("+{} ms: {what}", fault_at.elapsed().as_millis());
-    match scenario.fault {
-        Fault::None => {}
-        Fault::KillOneFollower => {
-            let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
-            lab.kill(NodeId::Broker(victim));
-            notes.push(stamp(format!("SIGKILL follower {victim}")));
-        }
-        Fault::KillBothFollowers => {
-            lab.kill(NodeId::Broker(f1));
-            lab.kill(NodeId::Broker(f2));
-            notes.push(stamp(format!("SIGKILL followers {f1} and {f2}")));
-        }
-        Fault::KillLeader => {
-            lab.kill(NodeId::Broker(leader));
-            notes.push(stamp(format!("SIGKILL leader {leader}")));
-        }
-        Fault::PauseLeader => {
-            lab.pause(NodeId::Broker(leader));
-            notes.push(stamp(format!("SIGSTOP leader {leader}")));
-            after(session_ms + 1_000).await;
-            lab.resume(NodeId::Broker(leader));
-            notes.push(stamp(format!("SIGCONT leader {leader} (past the {session_ms} ms session timeout)")));
-        }
-        Fault::RestartFollowerThenKillLeader => {
-            let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
-            lab.kill(NodeId::Broker(victim));
-            notes.push(stamp(format!("SIGKILL follower {victim}")));
-            after(200).await;
-            lab.start_node(NodeId::Broker(victim))?;
-            notes.push(stamp(format!("restarted follower {victim}")));
-            after(500).await;
-            lab.kill(NodeId::Broker(leader));
-            notes.push(stamp(format!("SIGKILL leader {leader}")));
-        }
-        Fault::LeaderKilledRightAfterAcks => {
-            // Followers cut off well within replica.lag.time.max.ms, so they stay in the ISR
-            // and one of them is elected cleanly; the leader alone acknowledges acks=1.
-            lab.pause(NodeId::Broker(f1));
-            lab.pause(NodeId::Broker(f2));
-            let before = workload.acknowledged();
-            notes.push(stamp(format!("SIGSTOP followers {f1} and {f2}")));
-            after(300).await;
-            lab.kill(NodeId::Broker(leader));
-            notes.push(stamp(format!(
-                "SIGKILL leader {leader} right after {} acks=1 acknowledgements only it had",
-                workload.acknowledged() - before
-            )));
-            lab.resume(NodeId::Broker(f1));
-            lab.resume(NodeId::Broker(f2));
-            notes.push(stamp("SIGCONT both followers".into()));
-        }
-        Fault::Kip101DoubleFailover => {
-            // 1. F1 stops fetching: the HW stops at F1's log end, acks=all writes wait.
-            lab.pause(NodeId::Broker(f1));
-            notes.push(stamp(format!("SIGSTOP F1 = broker {f1}")));
-            after(300).await;
-            // 2. F2 has fetched the waiting writes; stop it too, and let its long-poll
-            //    fetch (replica.fetch.wait.max.ms 500) expire, so no fetch of F2's is
-            //    parked at the leader when the HW moves: F2 cannot learn the new HW.
-            lab.pause(NodeId::Broker(f2));
-            notes.push(stamp(format!("SIGSTOP F2 = broker {f2}")));
-            after(700).await;
-            // 3. F1 catches up: the HW passes the waiting writes, they are acknowledged.
-            lab.resume(NodeId::Broker(f1));
-            notes.push(stamp("SIGCONT F1 (the leader acknowledges what F2 holds above its HW)".into()));
-            after(200).await;
-            // 4. The leader dies; F2 resumes with its stale HW; all within the lag time.
-            lab.kill(NodeId::Broker(leader));
-            notes.push(stamp(format!("SIGKILL leader {leader}")));
-            after(100).await;
-            lab.resume(NodeId::Broker(f2));
-            notes.push(stamp("SIGCONT F2".into()));
-            // 5. F1 dies before the leader's session expires: the controller still elects
-            //    it, F2 starts following it (a pre-KIP-101 F2 truncates to its HW now) but
-            //    cannot fetch; when F1 is fenced too, F2 is the only ISR member and leads.
-            after(session_ms / 2).await;
-            lab.kill(NodeId::Broker(f1));
-            notes.push(stamp("SIGKILL F1 (elected next, before F2 could fetch from it)".into()));
-        }
-    }
+    let mut log = FaultLog { fault_at, notes: &mut *notes };
+    strike(lab, scenario.fault, &roles, &workload, &mut rng, session_ms, &mut log).await?;
     let window = production_after_fault(scenario.fault, session_ms);
     let elapsed = fault_at.elapsed();
     if window > elapsed {
         tokio::time::sleep(window - elapsed).await;
     }
     if let Some(p) = lab.partition(topic, 0).await {
-        notes.push(stamp(format!("leader {} at epoch {}, ISR {:?}", p.leader, p.leader_epoch, p.isr)));
+        log.note(format!("leader {} at epoch {}, ISR {:?}", p.leader, p.leader_epoch, p.isr));
     }
     phase("draining producers");
     let ops = workload.stop().await;
+    heal_and_check(lab, topic, &ops, phase, notes).await
+}
 
+/// Who holds `topic`-0 when a scenario starts: its leader and its two followers.
+struct Roles {
+    leader: i32,
+    /// The follower the controller elects next (the first ISR replica in assignment order).
+    f1: i32,
+    /// The follower elected after F1.
+    f2: i32,
+    replicas: Vec<i32>,
+}
+
+/// Creates the scenario's one-partition topic and says who leads and follows it.
+async fn create_scenario_topic(lab: &mut LabCluster, topic: &str, min_insync_replicas: i32) -> Result<Roles, LabError> {
+    lab.create_topic(topic, 1, min_insync_replicas, Duration::from_secs(20)).await?;
+    let partition =
+        lab.partition(topic, 0).await.ok_or_else(|| LabError::Setup(format!("no metadata for {topic}-0")))?;
+    let leader = partition.leader;
+    // The controller elects the first ISR replica in assignment order: F1 next, then F2.
+    let followers: Vec<i32> = partition.replicas.iter().copied().filter(|b| *b != leader).collect();
+    if followers.len() != BROKERS as usize - 1 {
+        return Err(LabError::Setup(format!("{topic}-0 has replicas {:?}", partition.replicas)));
+    }
+    Ok(Roles { leader, f1: followers[0], f2: followers[1], replicas: partition.replicas })
+}
+
+/// The scenario's notes, each fault step stamped with the time since the fault began.
+struct FaultLog<'a> {
+    fault_at: Instant,
+    notes: &'a mut Vec<String>,
+}
+
+impl FaultLog<'_> {
+    fn note(&mut self, what: String) {
+        self.notes.push(format!("+{} ms: {what}", self.fault_at.elapsed().as_millis()));
+    }
+}
+
+/// Carries out `fault` on the brokers in `roles` while `workload` produces.
+async fn strike(
+    lab: &mut LabCluster,
+    fault: Fault,
+    roles: &Roles,
+    workload: &Workload,
+    rng: &mut StdRng,
+    session_ms: u64,
+    log: &mut FaultLog<'_>,
+) -> Result<(), LabError> {
+    let Roles { leader, f1, f2, .. } = *roles;
+    match fault {
+        Fault::None => {}
+        Fault::KillOneFollower => {
+            let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
+            lab.kill(NodeId::Broker(victim));
+            log.note(format!("SIGKILL follower {victim}"));
+        }
+        Fault::KillBothFollowers => {
+            lab.kill(NodeId::Broker(f1));
+            lab.kill(NodeId::Broker(f2));
+            log.note(format!("SIGKILL followers {f1} and {f2}"));
+        }
+        Fault::KillLeader => {
+            lab.kill(NodeId::Broker(leader));
+            log.note(format!("SIGKILL leader {leader}"));
+        }
+        Fault::PauseLeader => {
+            lab.pause(NodeId::Broker(leader));
+            log.note(format!("SIGSTOP leader {leader}"));
+            after(session_ms + 1_000).await;
+            lab.resume(NodeId::Broker(leader));
+            log.note(format!("SIGCONT leader {leader} (past the {session_ms} ms session timeout)"));
+        }
+        Fault::RestartFollowerThenKillLeader => {
+            let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
+            lab.kill(NodeId::Broker(victim));
+            log.note(format!("SIGKILL follower {victim}"));
+            after(200).await;
+            lab.start_node(NodeId::Broker(victim))?;
+            log.note(format!("restarted follower {victim}"));
+            after(500).await;
+            lab.kill(NodeId::Broker(leader));
+            log.note(format!("SIGKILL leader {leader}"));
+        }
+        Fault::LeaderKilledRightAfterAcks => leader_killed_right_after_acks(lab, roles, workload, log).await,
+        Fault::Kip101DoubleFailover => kip101_double_failover(lab, roles, session_ms, log).await,
+    }
+    Ok(())
+}
+
+/// Kills the leader while it alone holds acks=1 acknowledged writes.
+async fn leader_killed_right_after_acks(
+    lab: &mut LabCluster,
+    roles: &Roles,
+    workload: &Workload,
+    log: &mut FaultLog<'_>,
+) {
+    let Roles { leader, f1, f2, .. } = *roles;
+    // Followers cut off well within replica.lag.time.max.ms, so they stay in the ISR
+    // and one of them is elected cleanly; the leader alone acknowledges acks=1.
+    lab.pause(NodeId::Broker(f1));
+    lab.pause(NodeId::Broker(f2));
+    let before = workload.acknowledged();
+    log.note(format!("SIGSTOP followers {f1} and {f2}"));
+    after(300).await;
+    lab.kill(NodeId::Broker(leader));
+    log.note(format!(
+        "SIGKILL leader {leader} right after {} acks=1 acknowledgements only it had",
+        workload.acknowledged() - before
+    ));
+    lab.resume(NodeId::Broker(f1));
+    lab.resume(NodeId::Broker(f2));
+    log.note("SIGCONT both followers".into());
+}
+
+/// The KIP-101 double failover: F2 ends up leading with a stale HW after two leaders die.
+async fn kip101_double_failover(lab: &mut LabCluster, roles: &Roles, session_ms: u64, log: &mut FaultLog<'_>) {
+    let Roles { leader, f1, f2, .. } = *roles;
+    // 1. F1 stops fetching: the HW stops at F1's log end, acks=all writes wait.
+    lab.pause(NodeId::Broker(f1));
+    log.note(format!("SIGSTOP F1 = broker {f1}"));
+    after(300).await;
+    // 2. F2 has fetched the waiting writes; stop it too, and let its long-poll
+    //    fetch (replica.fetch.wait.max.ms 500) expire, so no fetch of F2's is
+    //    parked at the leader when the HW moves: F2 cannot learn the new HW.
+    lab.pause(NodeId::Broker(f2));
+    log.note(format!("SIGSTOP F2 = broker {f2}"));
+    after(700).await;
+    // 3. F1 catches up: the HW passes the waiting writes, they are acknowledged.
+    lab.resume(NodeId::Broker(f1));
+    log.note("SIGCONT F1 (the leader acknowledges what F2 holds above its HW)".into());
+    after(200).await;
+    // 4. The leader dies; F2 resumes with its stale HW; all within the lag time.
+    lab.kill(NodeId::Broker(leader));
+    log.note(format!("SIGKILL leader {leader}"));
+    after(100).await;
+    lab.resume(NodeId::Broker(f2));
+    log.note("SIGCONT F2".into());
+    // 5. F1 dies before the leader's session expires: the controller still elects
+    //    it, F2 starts following it (a pre-KIP-101 F2 truncates to its HW now) but
+    //    cannot fetch; when F1 is fenced too, F2 is the only ISR member and leads.
+    after(session_ms / 2).await;
+    lab.kill(NodeId::Broker(f1));
+    log.note("SIGKILL F1 (elected next, before F2 could fetch from it)".into());
+}
+
+/// Heals the cluster, reads `topic`-0 back through its leader and from every broker's files
+/// (stopped cleanly first), and checks `ops` against those reads. Also returns whether the
+/// cluster healed in time.
+async fn heal_and_check(
+    lab: &mut LabCluster,
+    topic: &str,
+    ops: &[Op],
+    phase: &(dyn Fn(&str) + Sync),
+    notes: &mut Vec<String>,
+) -> Result<(CheckResult, Result<(), String>), LabError> {
     phase("healing");
     let restarted = lab.heal()?;
     if !restarted.is_empty() {
@@ -711,7 +782,7 @@ async fn drive(
         replicas.push(lab.read_replica(b, topic, 0)?);
     }
     let reads = Reads { replicas, consumer };
-    Ok((check(&ops, &reads), healed))
+    Ok((check(ops, &reads), healed))
 }
 
 /// The unsafe broker's own account of what it truncated (its loud WARN lines).

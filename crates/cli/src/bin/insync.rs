@@ -245,6 +245,12 @@ fn list(ids: &[i32]) -> String {
     ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// Each broker's own report of the replicas it hosts: (topic, partition) → broker → description.
+type ReplicaReports = BTreeMap<(String, i32), BTreeMap<i32, pb::ReplicaDescription>>;
+
+const DESCRIBE_COLUMNS: [&str; 8] =
+    ["Partition", "Leader", "Epoch", "Replicas", "ISR", "HW", "LEO per replica", "Note"];
+
 async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &DescribeFilter) -> anyhow::Result<()> {
     let metadata = cluster.refresh_metadata().await?;
     let topics: Vec<&pb::TopicMetadata> = metadata.topics.iter().filter(|t| name.is_none_or(|n| n == t.name)).collect();
@@ -252,18 +258,16 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &Des
         anyhow::ensure!(!topics.is_empty(), "{}: unknown topic '{n}'", ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let wanted: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-    // Each broker's own report of the replicas it hosts: (topic, partition) → broker → desc.
-    let mut replicas: BTreeMap<(String, i32), BTreeMap<i32, pb::ReplicaDescription>> = BTreeMap::new();
+    let mut replicas: ReplicaReports = BTreeMap::new();
     for report in cluster.describe_replicas(&wanted).await {
         for r in report.replicas {
             replicas.entry((r.topic.clone(), r.partition)).or_default().insert(report.broker_id, r);
         }
     }
     let live_brokers: Vec<i32> = metadata.brokers.iter().filter(|b| !b.fenced).map(|b| b.id).collect();
-    const COLUMNS: [&str; 8] = ["Partition", "Leader", "Epoch", "Replicas", "ISR", "HW", "LEO per replica", "Note"];
     // With a filter, the matches of every topic go in one table (kafka-topics likewise prints
     // only partition lines then, each naming its topic).
-    let mut matches = new_table(std::iter::once("Topic").chain(COLUMNS));
+    let mut matches = new_table(std::iter::once("Topic").chain(DESCRIBE_COLUMNS));
     let mut matched = 0usize;
     for t in topics {
         let min_isr =
@@ -279,66 +283,20 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &Des
                 if t.unclean_leader_election_enable { "  unclean.leader.election.enable: true" } else { "" }
             );
         }
-        let mut table = new_table(COLUMNS);
+        let mut table = new_table(DESCRIBE_COLUMNS);
         for p in &t.partitions {
             let health = PartitionHealth::of(p, min_isr, &live_brokers);
             if !filter.matches(&health) {
                 continue;
             }
             matched += 1;
-            let reports = replicas.get(&(t.name.clone(), p.partition));
-            let leader_report = reports.and_then(|r| r.get(&p.leader));
-            let hw = leader_report.map(|r| r.high_watermark);
-            let leos: Vec<(i32, Option<i64>)> =
-                p.replicas.iter().map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset))).collect();
-            let mut notes = Vec::new();
-            if p.leader < 0 {
-                notes.push("OFFLINE: no leader".to_string());
-            }
-            if p.unclean_elected {
-                notes.push("UNCLEAN leader election: acknowledged records may be lost".to_string());
-            }
-            if let Some(r) = leader_report {
-                if !r.note.is_empty() {
-                    notes.push(r.note.clone());
-                }
-            }
-            if p.isr.len() < p.replicas.len() {
-                notes.push("under-replicated".into());
-            }
+            let row = DescribeRow::new(t, p, min_isr, health, replicas.get(&(t.name.clone(), p.partition)));
             if cli.json {
-                let leo_map: serde_json::Map<String, serde_json::Value> =
-                    leos.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
-                println!(
-                    "{}",
-                    json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
-                           "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
-                           "high_watermark": hw, "log_end_offsets": leo_map, "min_insync_replicas": min_isr,
-                           "unclean_elected": p.unclean_elected, "notes": notes,
-                           "under_replicated": health.under_replicated, "under_min_isr": health.under_min_isr,
-                           "at_min_isr": health.at_min_isr, "unavailable": health.unavailable})
-                );
+                println!("{}", row.json());
+            } else if filter.is_set() {
+                matches.add_row(std::iter::once(t.name.clone()).chain(row.cells()));
             } else {
-                let leo_text = leos
-                    .iter()
-                    .map(|(b, l)| format!("{b}:{}", l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let row = vec![
-                    p.partition.to_string(),
-                    if p.leader < 0 { "none".into() } else { p.leader.to_string() },
-                    p.leader_epoch.to_string(),
-                    list(&p.replicas),
-                    list(&p.isr),
-                    hw.map(|h| h.to_string()).unwrap_or_else(|| "?".into()),
-                    leo_text,
-                    notes.join("; "),
-                ];
-                if filter.is_set() {
-                    matches.add_row(std::iter::once(t.name.clone()).chain(row));
-                } else {
-                    table.add_row(row);
-                }
+                table.add_row(row.cells());
             }
         }
         if !cli.json && !filter.is_set() {
@@ -354,6 +312,84 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &Des
         }
     }
     Ok(())
+}
+
+/// One partition as `topic describe` shows it: the controller's metadata joined with what
+/// the brokers report of their replicas (the leader's HW, every replica's LEO).
+struct DescribeRow<'a> {
+    topic: &'a pb::TopicMetadata,
+    partition: &'a pb::PartitionMetadata,
+    min_isr: i32,
+    health: PartitionHealth,
+    /// The leader's HW; `None` when the leader did not report.
+    high_watermark: Option<i64>,
+    /// Each replica's LEO, in assignment order; `None` for a replica that did not report.
+    log_end_offsets: Vec<(i32, Option<i64>)>,
+    notes: Vec<String>,
+}
+
+impl<'a> DescribeRow<'a> {
+    fn new(
+        topic: &'a pb::TopicMetadata,
+        p: &'a pb::PartitionMetadata,
+        min_isr: i32,
+        health: PartitionHealth,
+        reports: Option<&BTreeMap<i32, pb::ReplicaDescription>>,
+    ) -> Self {
+        let leader_report = reports.and_then(|r| r.get(&p.leader));
+        let log_end_offsets =
+            p.replicas.iter().map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset))).collect();
+        let mut notes = Vec::new();
+        if p.leader < 0 {
+            notes.push("OFFLINE: no leader".to_string());
+        }
+        if p.unclean_elected {
+            notes.push("UNCLEAN leader election: acknowledged records may be lost".to_string());
+        }
+        if let Some(r) = leader_report {
+            if !r.note.is_empty() {
+                notes.push(r.note.clone());
+            }
+        }
+        if p.isr.len() < p.replicas.len() {
+            notes.push("under-replicated".into());
+        }
+        let high_watermark = leader_report.map(|r| r.high_watermark);
+        DescribeRow { topic, partition: p, min_isr, health, high_watermark, log_end_offsets, notes }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (t, p, health) = (self.topic, self.partition, &self.health);
+        let leo_map: serde_json::Map<String, serde_json::Value> =
+            self.log_end_offsets.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
+        json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+               "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
+               "high_watermark": self.high_watermark, "log_end_offsets": leo_map, "min_insync_replicas": self.min_isr,
+               "unclean_elected": p.unclean_elected, "notes": self.notes,
+               "under_replicated": health.under_replicated, "under_min_isr": health.under_min_isr,
+               "at_min_isr": health.at_min_isr, "unavailable": health.unavailable})
+    }
+
+    /// The table cells, in `DESCRIBE_COLUMNS` order.
+    fn cells(&self) -> Vec<String> {
+        let p = self.partition;
+        let leo_text = self
+            .log_end_offsets
+            .iter()
+            .map(|(b, l)| format!("{b}:{}", l.map(|v| v.to_string()).unwrap_or_else(|| "?".into())))
+            .collect::<Vec<_>>()
+            .join(" ");
+        vec![
+            p.partition.to_string(),
+            if p.leader < 0 { "none".into() } else { p.leader.to_string() },
+            p.leader_epoch.to_string(),
+            list(&p.replicas),
+            list(&p.isr),
+            self.high_watermark.map(|h| h.to_string()).unwrap_or_else(|| "?".into()),
+            leo_text,
+            self.notes.join("; "),
+        ]
+    }
 }
 
 fn new_table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {

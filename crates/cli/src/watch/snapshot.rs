@@ -104,6 +104,53 @@ pub struct PartitionView {
 }
 
 impl PartitionView {
+    /// Joins one partition's metadata with its replicas' own reports (`own`: broker →
+    /// report); `min_isr` is the topic's effective min.insync.replicas, for the notes.
+    fn build(
+        topic: &str,
+        p: &pb::PartitionMetadata,
+        min_isr: i32,
+        own: Option<&BTreeMap<i32, &pb::ReplicaDescription>>,
+    ) -> PartitionView {
+        let leader_report = own.and_then(|r| r.get(&p.leader)).copied().filter(|r| r.is_leader);
+        let leader_leo = leader_report.map(|r| r.log_end_offset);
+        let replica_states = p
+            .replicas
+            .iter()
+            .map(|&broker| {
+                let report = own.and_then(|r| r.get(&broker));
+                let tracked = leader_report
+                    .and_then(|l| l.followers.iter().find(|f| f.broker_id == broker))
+                    .map(|f| f.log_end_offset)
+                    // A new leader knows nothing of a follower until its first fetch: -1.
+                    .filter(|leo| *leo >= 0);
+                let log_end_offset = report.map(|r| r.log_end_offset).or(tracked);
+                ReplicaView {
+                    broker,
+                    log_end_offset,
+                    // Reports are taken a few ms apart, so a follower can look ahead of
+                    // the leader under load; that is timing, not lag.
+                    lag: leader_leo.zip(log_end_offset).map(|(l, r)| (l - r).max(0)),
+                    high_watermark: report.map(|r| r.high_watermark),
+                    reports_leader: report.is_some_and(|r| r.is_leader),
+                    reported_leader_epoch: report.map(|r| r.leader_epoch),
+                }
+            })
+            .collect();
+        PartitionView {
+            topic: topic.to_string(),
+            partition: p.partition,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            high_watermark: leader_report.map(|r| r.high_watermark),
+            replica_states,
+            notes: partition_notes(p, leader_report, min_isr),
+        }
+    }
+
     pub fn name(&self) -> String {
         format!("{}-{}", self.topic, self.partition)
     }
@@ -125,6 +172,57 @@ pub struct Snapshot {
     pub partitions: Vec<PartitionView>,
 }
 
+/// The brokers of `metadata`, with whether each answered DescribeReplicas; heartbeat ages
+/// only when the metadata came from the controller itself.
+fn broker_views(metadata: &pb::ClusterMetadata, reports: &Reports, from_controller: bool) -> Vec<BrokerView> {
+    metadata
+        .brokers
+        .iter()
+        .map(|b| BrokerView {
+            id: b.id,
+            address: b.address.clone(),
+            fenced: b.fenced,
+            in_controlled_shutdown: b.in_controlled_shutdown,
+            // A broker-cached copy carries whatever age the controller stamped when it
+            // was sent: stale by an unknown amount, so unknown.
+            last_heartbeat_ms_ago: (from_controller && b.last_heartbeat_ms_ago >= 0).then_some(b.last_heartbeat_ms_ago),
+            describe_error: match reports.get(&b.id) {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.clone()),
+                None => Some("not asked".into()),
+            },
+        })
+        .collect()
+}
+
+/// What is wrong with a partition, worst first: offline, a silent leader, an unclean
+/// election, the leader's own note (else ISR below min.insync.replicas), under-replication.
+fn partition_notes(
+    p: &pb::PartitionMetadata,
+    leader_report: Option<&pb::ReplicaDescription>,
+    min_isr: i32,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if p.leader < 0 {
+        notes.push("OFFLINE: no leader".to_string());
+    }
+    if p.leader >= 0 && leader_report.is_none() {
+        notes.push(format!("leader {} not answering", p.leader));
+    }
+    if p.unclean_elected {
+        notes.push("UNCLEAN election".to_string());
+    }
+    if let Some(r) = leader_report.filter(|r| !r.note.is_empty()) {
+        notes.push(r.note.clone());
+    } else if (p.isr.len() as i32) < min_isr.min(p.replicas.len() as i32) {
+        notes.push(format!("ISR below min.insync.replicas {min_isr}"));
+    }
+    if p.isr.len() < p.replicas.len() && !notes.iter().any(|n| n.contains("under-replicated")) {
+        notes.push("under-replicated".into());
+    }
+    notes
+}
+
 /// DescribeReplicas outcome per broker id: its report, or why there is none.
 pub type Reports = BTreeMap<i32, Result<pb::DescribeReplicasResponse, String>>;
 
@@ -137,26 +235,7 @@ impl Snapshot {
         reports: &Reports,
         topic: Option<&str>,
     ) -> Snapshot {
-        let from_controller = source.is_controller();
-        let brokers = metadata
-            .brokers
-            .iter()
-            .map(|b| BrokerView {
-                id: b.id,
-                address: b.address.clone(),
-                fenced: b.fenced,
-                in_controlled_shutdown: b.in_controlled_shutdown,
-                // A broker-cached copy carries whatever age the controller stamped when it
-                // was sent: stale by an unknown amount, so unknown.
-                last_heartbeat_ms_ago: (from_controller && b.last_heartbeat_ms_ago >= 0)
-                    .then_some(b.last_heartbeat_ms_ago),
-                describe_error: match reports.get(&b.id) {
-                    Some(Ok(_)) => None,
-                    Some(Err(e)) => Some(e.clone()),
-                    None => Some("not asked".into()),
-                },
-            })
-            .collect();
+        let brokers = broker_views(metadata, reports, source.is_controller());
         // (topic, partition) → broker → that broker's description of its replica.
         let mut by_partition: BTreeMap<(&str, i32), BTreeMap<i32, &pb::ReplicaDescription>> = BTreeMap::new();
         for (broker, report) in reports {
@@ -172,61 +251,7 @@ impl Snapshot {
             let min_isr = if t.min_insync_replicas > 0 { t.min_insync_replicas } else { min_isr_default };
             for p in &t.partitions {
                 let own = by_partition.get(&(t.name.as_str(), p.partition));
-                let leader_report = own.and_then(|r| r.get(&p.leader)).filter(|r| r.is_leader);
-                let leader_leo = leader_report.map(|r| r.log_end_offset);
-                let replica_states = p
-                    .replicas
-                    .iter()
-                    .map(|&broker| {
-                        let report = own.and_then(|r| r.get(&broker));
-                        let tracked = leader_report
-                            .and_then(|l| l.followers.iter().find(|f| f.broker_id == broker))
-                            .map(|f| f.log_end_offset)
-                            // A new leader knows nothing of a follower until its first fetch: -1.
-                            .filter(|leo| *leo >= 0);
-                        let log_end_offset = report.map(|r| r.log_end_offset).or(tracked);
-                        ReplicaView {
-                            broker,
-                            log_end_offset,
-                            // Reports are taken a few ms apart, so a follower can look ahead of
-                            // the leader under load; that is timing, not lag.
-                            lag: leader_leo.zip(log_end_offset).map(|(l, r)| (l - r).max(0)),
-                            high_watermark: report.map(|r| r.high_watermark),
-                            reports_leader: report.is_some_and(|r| r.is_leader),
-                            reported_leader_epoch: report.map(|r| r.leader_epoch),
-                        }
-                    })
-                    .collect();
-                let mut notes = Vec::new();
-                if p.leader < 0 {
-                    notes.push("OFFLINE: no leader".to_string());
-                }
-                if p.leader >= 0 && leader_report.is_none() {
-                    notes.push(format!("leader {} not answering", p.leader));
-                }
-                if p.unclean_elected {
-                    notes.push("UNCLEAN election".to_string());
-                }
-                if let Some(r) = leader_report.filter(|r| !r.note.is_empty()) {
-                    notes.push(r.note.clone());
-                } else if (p.isr.len() as i32) < min_isr.min(p.replicas.len() as i32) {
-                    notes.push(format!("ISR below min.insync.replicas {min_isr}"));
-                }
-                if p.isr.len() < p.replicas.len() && !notes.iter().any(|n| n.contains("under-replicated")) {
-                    notes.push("under-replicated".into());
-                }
-                partitions.push(PartitionView {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    leader: p.leader,
-                    leader_epoch: p.leader_epoch,
-                    partition_epoch: p.partition_epoch,
-                    replicas: p.replicas.clone(),
-                    isr: p.isr.clone(),
-                    high_watermark: leader_report.map(|r| r.high_watermark),
-                    replica_states,
-                    notes,
-                });
+                partitions.push(PartitionView::build(&t.name, p, min_isr, own));
             }
         }
         Snapshot {

@@ -226,6 +226,8 @@ impl Timeline {
         self.episode.as_ref().map(|e| e.start_ms)
     }
 
+    /// Compares `now` with the previous snapshot and returns what changed, as events (with
+    /// the summaries of failovers that are over).
     pub fn observe(&mut self, now: &Snapshot) -> Vec<Event> {
         let Some(previous) = self.previous.take() else {
             // The first snapshot is the baseline: brokers already down are not news.
@@ -240,96 +242,9 @@ impl Timeline {
         // would invent fence/unfence flips. Metadata events wait for a version at least as new.
         let metadata_moved_on = now.metadata_version >= previous.metadata_version;
 
-        match (&previous.source, &now.source) {
-            (MetadataSource::Controller { .. }, MetadataSource::BrokerCache { reason }) => {
-                kinds.push((at, EventKind::ControllerUnreachable { reason: reason.clone() }))
-            }
-            (MetadataSource::BrokerCache { .. }, MetadataSource::Controller { .. }) => {
-                kinds.push((at, EventKind::ControllerReachable { controller: now.controller_id }))
-            }
-            _ => {}
-        }
-        if metadata_moved_on && now.controller_id != previous.controller_id {
-            kinds.push((at, EventKind::ControllerChanged { from: previous.controller_id, to: now.controller_id }));
-        }
-
-        for b in &now.brokers {
-            let before = previous.brokers.iter().find(|p| p.id == b.id);
-            let was_silent = self.silent.contains(&b.id);
-            if b.heartbeat_lost() && !was_silent {
-                self.silent.insert(b.id);
-                let detail = match (&b.describe_error, b.last_heartbeat_ms_ago) {
-                    (Some(e), Some(ms)) => format!("not answering: {e}; last heartbeat {ms} ms before"),
-                    (Some(e), None) => format!("not answering: {e}"),
-                    (None, Some(ms)) => format!("no heartbeat for {ms} ms"),
-                    (None, None) => "silent".into(),
-                };
-                // Dated back to the last heartbeat the controller saw: the moment it went
-                // silent, not the moment this refresh happened to notice.
-                let since = b.last_heartbeat_ms_ago.filter(|ms| (0..EPISODE_GIVE_UP_MS).contains(ms)).unwrap_or(0);
-                kinds.push((at - since, EventKind::HeartbeatLost { broker: b.id, detail }));
-            } else if !b.heartbeat_lost() && was_silent {
-                self.silent.remove(&b.id);
-                // A fenced broker coming back is reported as "unfenced" once it is.
-                if !b.fenced && before.is_none_or(|p| !p.fenced) {
-                    kinds.push((at, EventKind::HeartbeatResumed { broker: b.id }));
-                }
-            }
-            let Some(before) = before.filter(|_| metadata_moved_on) else { continue };
-            if b.fenced && !before.fenced {
-                kinds.push((at, EventKind::Fenced { broker: b.id }));
-            } else if !b.fenced && before.fenced {
-                kinds.push((at, EventKind::Unfenced { broker: b.id }));
-            }
-            if b.in_controlled_shutdown && !before.in_controlled_shutdown {
-                kinds.push((at, EventKind::ShuttingDown { broker: b.id }));
-            }
-        }
-
-        let mut awaits: Vec<(String, AwaitProduce, i32)> = Vec::new();
-        if metadata_moved_on {
-            for p in &now.partitions {
-                let Some(q) = previous.partitions.iter().find(|q| q.topic == p.topic && q.partition == p.partition)
-                else {
-                    continue;
-                };
-                let name = p.name();
-                if p.leader != q.leader || p.leader_epoch != q.leader_epoch {
-                    if p.leader < 0 {
-                        if q.leader >= 0 {
-                            kinds.push((
-                                at,
-                                EventKind::Offline {
-                                    partition: name.clone(),
-                                    from: q.leader,
-                                    leader_epoch: p.leader_epoch,
-                                },
-                            ));
-                        }
-                    } else {
-                        kinds.push((
-                            at,
-                            EventKind::LeaderChanged {
-                                partition: name.clone(),
-                                from: q.leader,
-                                to: p.leader,
-                                leader_epoch: p.leader_epoch,
-                            },
-                        ));
-                        let wait = AwaitProduce {
-                            leader: p.leader,
-                            leader_epoch: p.leader_epoch,
-                            elected_ms: at,
-                            baseline: election_baseline(q, p),
-                        };
-                        awaits.push((name.clone(), wait, q.leader));
-                    }
-                }
-                if p.isr != q.isr {
-                    kinds.push((at, EventKind::IsrChanged { partition: name, from: q.isr.clone(), to: p.isr.clone() }));
-                }
-            }
-        }
+        controller_events(&previous, now, metadata_moved_on, &mut kinds);
+        self.broker_events(&previous, now, metadata_moved_on, &mut kinds);
+        let awaits = if metadata_moved_on { partition_events(&previous, now, &mut kinds) } else { Vec::new() };
 
         // Open an episode if something failover-like happened.
         if self.episode.is_none() {
@@ -362,6 +277,50 @@ impl Timeline {
 
         self.previous = Some(if metadata_moved_on { now.clone() } else { Snapshot { at_ms: now.at_ms, ..previous } });
         events
+    }
+
+    /// Heartbeats lost and resumed, fencing and controlled shutdown, from `previous` to `now`.
+    /// Silence is tracked in `self.silent` rather than diffed, so it is news once.
+    fn broker_events(
+        &mut self,
+        previous: &Snapshot,
+        now: &Snapshot,
+        metadata_moved_on: bool,
+        kinds: &mut Vec<(i64, EventKind)>,
+    ) {
+        let at = now.at_ms;
+        for b in &now.brokers {
+            let before = previous.brokers.iter().find(|p| p.id == b.id);
+            let was_silent = self.silent.contains(&b.id);
+            if b.heartbeat_lost() && !was_silent {
+                self.silent.insert(b.id);
+                let detail = match (&b.describe_error, b.last_heartbeat_ms_ago) {
+                    (Some(e), Some(ms)) => format!("not answering: {e}; last heartbeat {ms} ms before"),
+                    (Some(e), None) => format!("not answering: {e}"),
+                    (None, Some(ms)) => format!("no heartbeat for {ms} ms"),
+                    (None, None) => "silent".into(),
+                };
+                // Dated back to the last heartbeat the controller saw: the moment it went
+                // silent, not the moment this refresh happened to notice.
+                let since = b.last_heartbeat_ms_ago.filter(|ms| (0..EPISODE_GIVE_UP_MS).contains(ms)).unwrap_or(0);
+                kinds.push((at - since, EventKind::HeartbeatLost { broker: b.id, detail }));
+            } else if !b.heartbeat_lost() && was_silent {
+                self.silent.remove(&b.id);
+                // A fenced broker coming back is reported as "unfenced" once it is.
+                if !b.fenced && before.is_none_or(|p| !p.fenced) {
+                    kinds.push((at, EventKind::HeartbeatResumed { broker: b.id }));
+                }
+            }
+            let Some(before) = before.filter(|_| metadata_moved_on) else { continue };
+            if b.fenced && !before.fenced {
+                kinds.push((at, EventKind::Fenced { broker: b.id }));
+            } else if !b.fenced && before.fenced {
+                kinds.push((at, EventKind::Unfenced { broker: b.id }));
+            }
+            if b.in_controlled_shutdown && !before.in_controlled_shutdown {
+                kinds.push((at, EventKind::ShuttingDown { broker: b.id }));
+            }
+        }
     }
 
     /// Stamps an event with the episode clock and files it under its broker or partition.
@@ -523,6 +482,71 @@ fn sorted(steps: impl Iterator<Item = (String, i64)>) -> Vec<(String, i64)> {
     let mut steps: Vec<_> = steps.collect();
     steps.sort_by_key(|(_, ms)| *ms); // stable: same-instant steps keep their causal order
     steps
+}
+
+/// The controller becoming unreachable or reachable again, and a new active controller.
+fn controller_events(previous: &Snapshot, now: &Snapshot, metadata_moved_on: bool, kinds: &mut Vec<(i64, EventKind)>) {
+    let at = now.at_ms;
+    match (&previous.source, &now.source) {
+        (MetadataSource::Controller { .. }, MetadataSource::BrokerCache { reason }) => {
+            kinds.push((at, EventKind::ControllerUnreachable { reason: reason.clone() }))
+        }
+        (MetadataSource::BrokerCache { .. }, MetadataSource::Controller { .. }) => {
+            kinds.push((at, EventKind::ControllerReachable { controller: now.controller_id }))
+        }
+        _ => {}
+    }
+    if metadata_moved_on && now.controller_id != previous.controller_id {
+        kinds.push((at, EventKind::ControllerChanged { from: previous.controller_id, to: now.controller_id }));
+    }
+}
+
+/// Leader changes (or a partition left offline) and ISR changes from `previous` to `now`.
+/// Returns, for each newly elected leader, the first produce to wait for: (partition name,
+/// what to wait for, the leader it replaced).
+fn partition_events(
+    previous: &Snapshot,
+    now: &Snapshot,
+    kinds: &mut Vec<(i64, EventKind)>,
+) -> Vec<(String, AwaitProduce, i32)> {
+    let at = now.at_ms;
+    let mut awaits = Vec::new();
+    for p in &now.partitions {
+        let Some(q) = previous.partitions.iter().find(|q| q.topic == p.topic && q.partition == p.partition) else {
+            continue;
+        };
+        let name = p.name();
+        if p.leader != q.leader || p.leader_epoch != q.leader_epoch {
+            if p.leader < 0 {
+                if q.leader >= 0 {
+                    let offline =
+                        EventKind::Offline { partition: name.clone(), from: q.leader, leader_epoch: p.leader_epoch };
+                    kinds.push((at, offline));
+                }
+            } else {
+                kinds.push((
+                    at,
+                    EventKind::LeaderChanged {
+                        partition: name.clone(),
+                        from: q.leader,
+                        to: p.leader,
+                        leader_epoch: p.leader_epoch,
+                    },
+                ));
+                let wait = AwaitProduce {
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    elected_ms: at,
+                    baseline: election_baseline(q, p),
+                };
+                awaits.push((name.clone(), wait, q.leader));
+            }
+        }
+        if p.isr != q.isr {
+            kinds.push((at, EventKind::IsrChanged { partition: name, from: q.isr.clone(), to: p.isr.clone() }));
+        }
+    }
+    awaits
 }
 
 /// The new leader's log end when it was elected: from the refresh before (as a follower of

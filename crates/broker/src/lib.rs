@@ -26,3 +26,5 @@ pub(crate) mod replica_identity;
 pub(crate) mod replica_manager;
 pub mod server;
 pub(crate) mod service;
+#[cfg(test)]
+mod sim;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use insync_proto as pb;
 use insync_proto::controller_client::ControllerClient;
+use insync_replication::{alter_partition_error_action, AlterPartitionErrorAction};
 use insync_types::ErrorCode;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
@@ -393,6 +394,24 @@ pub async fn run_metadata_watch(
     }
 }
 
+/// The controller's answer to an AlterPartition (or why there is none) as the partition
+/// takes it.
+fn alter_partition_outcome(
+    result: Result<pb::AlterPartitionResponse, NoController>,
+) -> Result<pb::PartitionMetadata, (ErrorCode, String)> {
+    match result {
+        Ok(reply) => {
+            let (code, message, _) = reply.controller_error();
+            match (code, reply.partition) {
+                (ErrorCode::NONE, Some(partition_metadata)) => Ok(partition_metadata),
+                (ErrorCode::NONE, None) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "no partition in reply".into())),
+                (code, _) => Err((code, message)),
+            }
+        }
+        Err(e) => Err((ErrorCode::REQUEST_TIMED_OUT, e.to_string())),
+    }
+}
+
 /// Sends the leader cores' ISR proposals to the controller, one at a time.
 pub async fn run_alter_partition(
     link: Arc<ControllerLink>,
@@ -409,40 +428,29 @@ pub async fn run_alter_partition(
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr.clone(),
         };
-        // An unanswered AlterPartition may still have been committed, so the pending
-        // state must stay (KIP-497): retry until the controller answers or the proposal
-        // is overtaken (Kafka's AlterPartitionManager retries the same way).
-        let result = loop {
+        // An unanswered AlterPartition may still have been committed, so the pending state
+        // must stay (KIP-497): retry until the controller answers or the proposal is overtaken.
+        // Errors Kafka retries (`Partition.handleAlterPartitionError`'s default: a timeout,
+        // NOT_CONTROLLER) are retried the same way; the others go to the partition.
+        let outcome = loop {
             let result = link
                 .call(Duration::from_secs(5), |mut c| {
                     let r = request.clone();
                     async move { c.alter_partition(r).await }
                 })
                 .await;
-            match result {
-                Err(e)
-                    if replica_manager.isr_change_pending(
-                        &topic_partition,
-                        change.leader_epoch,
-                        change.partition_epoch,
-                    ) =>
-                {
-                    warn!("{topic_partition}: AlterPartition unanswered ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            let outcome = alter_partition_outcome(result);
+            let retry = matches!(&outcome, Err((code, _)) if alter_partition_error_action(*code) == AlterPartitionErrorAction::Retry);
+            if retry
+                && replica_manager.isr_change_pending(&topic_partition, change.leader_epoch, change.partition_epoch)
+            {
+                if let Err((code, message)) = &outcome {
+                    warn!("{topic_partition}: AlterPartition answered {code} ({message}); retrying");
                 }
-                other => break other,
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
-        };
-        let outcome = match result {
-            Ok(reply) => {
-                let (code, message, _) = reply.controller_error();
-                match (code, reply.partition) {
-                    (ErrorCode::NONE, Some(partition_metadata)) => Ok(partition_metadata),
-                    (ErrorCode::NONE, None) => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "no partition in reply".into())),
-                    (code, _) => Err((code, message)),
-                }
-            }
-            Err(e) => Err((ErrorCode::REQUEST_TIMED_OUT, e.to_string())),
+            break outcome;
         };
         replica_manager.on_alter_partition_result(
             &topic_partition,

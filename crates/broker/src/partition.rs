@@ -13,8 +13,9 @@ use bytes::{Bytes, BytesMut};
 use insync_log::batch::{iter_batches, BatchHeader};
 use insync_log::{LogConfig, LogError, PartitionLog};
 use insync_replication::{
-    check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset, Action, BatchMetadata,
-    EpochEndOffset, LeaderParams, LeaderPartition, ProducerStateTable, SequenceCheck, WaiterId,
+    alter_partition_error_action, check_current_leader_epoch, diverging_epoch, follower_high_watermark,
+    truncation_offset, Action, AlterPartitionErrorAction, BatchMetadata, EpochEndOffset, LeaderParams, LeaderPartition,
+    ProducerStateTable, SequenceCheck, WaiterId,
 };
 use insync_types::{
     Acks, BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionEpoch, TopicPartition, NO_BROKER, NO_EPOCH,
@@ -722,15 +723,18 @@ impl Partition {
                 actions
             }
             Err((code, message)) => {
-                warn!("{tp}: AlterPartition rejected by the controller: {code}: {message}; waiting for fresh metadata");
-                // Only the proposal this answer is about may be dropped: if the metadata feed
-                // already moved the partition epoch on, a newer proposal may be in flight,
-                // and forgetting it would let the HW pass a member the controller may yet
-                // commit (the KIP-497 hazard).
-                if let Some(leader) = state.leader_mut() {
-                    if leader.partition_epoch() == partition_epoch {
-                        leader.on_isr_change_rejected();
-                    }
+                // Only the proposal this answer is about may be dropped, and only when the
+                // controller says it was not applied: any other error may hide a commit (a
+                // resend of an applied change gets INVALID_UPDATE_VERSION), and dropping it
+                // would let the HW pass a member the controller has in the ISR (KIP-497).
+                let action = alter_partition_error_action(code);
+                let Some(leader) = state.leader_mut() else { return Vec::new() };
+                let about_this = leader.partition_epoch() == partition_epoch;
+                if action == AlterPartitionErrorAction::ResetToCommitted && about_this {
+                    leader.on_isr_change_rejected();
+                    info!("{tp}: AlterPartition not applied by the controller: {code}: {message}; back to the committed ISR {:?}", state.isr);
+                } else {
+                    warn!("{tp}: AlterPartition answered {code}: {message}; keeping the proposed ISR until the metadata shows the outcome");
                 }
                 Vec::new()
             }

@@ -401,8 +401,10 @@ impl LeaderPartition {
         actions
     }
 
-    /// AlterPartition was rejected (stale epoch, ineligible replica …): drop the pending
-    /// state and wait for fresh metadata (Kafka `Partition.handleAlterPartitionError`).
+    /// The controller said the proposal was not applied (INELIGIBLE_REPLICA,
+    /// OPERATION_NOT_ATTEMPTED), or it never left this broker: drop the pending state (Kafka
+    /// `Partition.handleAlterPartitionError`; see `alter_partition_error_action` for the
+    /// errors that must not).
     pub fn on_isr_change_rejected(&mut self) {
         self.isr = IsrState::Committed { isr: self.isr.committed().clone() };
     }

@@ -5,10 +5,12 @@
 //! Every rule cites the Kafka class it follows (mostly `kafka.cluster.Partition`,
 //! `kafka.cluster.Replica`, `kafka.server.DelayedProduce`, `AbstractFetcherThread`).
 
+pub mod alter_partition;
 pub mod follower;
 pub mod leader;
 pub mod producer_state;
 
+pub use alter_partition::{alter_partition_error_action, AlterPartitionErrorAction};
 pub use follower::{
     check_current_leader_epoch, diverging_epoch, follower_high_watermark, truncation_offset, EpochEndOffset,
 };

@@ -14,7 +14,9 @@ use bytes::{Bytes, BytesMut};
 use insync_log::batch::parse_header;
 use insync_log::LogConfig;
 use insync_proto as pb;
-use insync_replication::{Action, IsrChange, IsrChangeKind, WaiterId};
+use insync_replication::{
+    alter_partition_error_action, Action, AlterPartitionErrorAction, IsrChange, IsrChangeKind, WaiterId,
+};
 use insync_types::{Acks, BrokerId, ErrorCode, LeaderEpoch, Offset, TopicPartition, NO_BROKER};
 
 use super::effects::{Ack, Append, Io, NodeTimer, Target, Timer};
@@ -494,8 +496,21 @@ impl Live {
         result: Result<pb::PartitionMetadata, (ErrorCode, String)>,
         io: &mut Io,
     ) {
-        if self.alter.as_ref().is_none_or(|a| a.attempt != attempt) {
+        let Some(in_flight) = &mut self.alter else { return };
+        if in_flight.attempt != attempt {
             io.coverage.bump("alter_answer_discarded");
+            return;
+        }
+        // As run_alter_partition: an error Kafka retries is sent again while still pending.
+        let retry = matches!(&result, Err((code, _)) if alter_partition_error_action(*code) == AlterPartitionErrorAction::Retry);
+        let (tp, change) = (&in_flight.job.topic_partition, &in_flight.job.change);
+        let pending =
+            self.partitions.get(tp).is_some_and(|p| p.isr_change_pending(change.leader_epoch, change.partition_epoch));
+        if retry && pending {
+            io.coverage.bump("alter_answer_retried");
+            in_flight.attempt = io.next_id();
+            let attempt = in_flight.attempt;
+            self.after(io, timing::ALTER_PARTITION_RETRY_MS, NodeTimer::AlterResend { attempt });
             return;
         }
         self.finish_alter(result, io);

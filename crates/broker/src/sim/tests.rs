@@ -167,13 +167,13 @@ fn zombie_leader_is_fenced_and_truncates_its_unreplicated_tail() {
 /// leader counting the new member until the commit reaches it, even when the re-sent request
 /// is answered INVALID_UPDATE_VERSION (the controller is already past that partition epoch).
 ///
-/// Fails today: `Partition::on_alter_partition_result` drops the pending change on any
-/// error, so the HW passes broker 3, which the controller has in the ISR, and acknowledged
-/// writes are missing from it (an election of 3 would lose them). Kafka drops a pending
-/// change only on INELIGIBLE_REPLICA / OPERATION_NOT_ATTEMPTED
-/// (`Partition.handleAlterPartitionError`). Random schedules reach it too (seed 3003790).
+/// An expand commits, its answer is lost, and the resend is answered INVALID_UPDATE_VERSION.
+/// Before the fix, `Partition::on_alter_partition_result` dropped the pending change on any
+/// error, so the HW passed broker 3, which the controller had in the ISR, and acknowledged
+/// writes were missing from it (an election of 3 would have lost them); random schedules
+/// reached it too (seed 3003790). Kafka drops a pending change only on INELIGIBLE_REPLICA /
+/// OPERATION_NOT_ATTEMPTED (`Partition.handleAlterPartitionError`), and so does insync now.
 #[test]
-#[ignore = "finds a KIP-497 bug in Partition::on_alter_partition_result; un-ignore with the fix"]
 fn lost_expand_answer_keeps_the_hw_behind_the_new_member() {
     let options = SimOptions { scenario: Some(Scenario::LostExpandAnswer), ..SimOptions::default() };
     for seed in FIRST_SEED..FIRST_SEED + 5 {

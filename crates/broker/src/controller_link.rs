@@ -217,7 +217,7 @@ async fn heartbeat(
 /// serve them as followers only while their metadata holds it for us (KIP-903).
 async fn register(
     link: &ControllerLink,
-    replica_manager: &ReplicaManager,
+    replica_manager: &Arc<ReplicaManager>,
     request: &pb::RegisterBrokerRequest,
 ) -> bool {
     let reply = link
@@ -240,6 +240,15 @@ async fn register(
                 return false;
             }
             replica_manager.set_broker_epoch(reply.broker_epoch);
+            // Leaderships held back until now (`caught_up_with_registration`) are taken up as
+            // soon as the metadata we already have shows this registration.
+            let reapply = replica_manager.clone();
+            tokio::task::spawn_blocking(move || {
+                let metadata = (*reapply.metadata()).clone();
+                if let Err(e) = reapply.apply_metadata(metadata) {
+                    warn!("applying metadata after registering failed: {e:#}");
+                }
+            });
             info!(
                 broker_epoch = reply.broker_epoch,
                 "registered broker {} at {} (incarnation {}) with the controller",

@@ -54,6 +54,9 @@ fn broker(node_id: i32, extra: &[&str]) -> Broker {
     let args = BrokerArgs::try_parse_from(argv).expect("test flags parse");
     let (tx, rx) = mpsc::channel(1024);
     let replica_manager = ReplicaManager::new(Arc::new(args), tx).expect("replica manager");
+    // Registered with the epoch `metadata` gives it (11, 22, 33): a broker leads only once
+    // the metadata shows its current registration.
+    replica_manager.set_broker_epoch(i64::from(node_id) * 11);
     Broker { replica_manager, _alter: rx, _dir: dir }
 }
 

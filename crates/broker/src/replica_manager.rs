@@ -169,7 +169,16 @@ impl ReplicaManager {
     /// Applies a metadata snapshot from the controller (Kafka `ReplicaManager.applyDelta`):
     /// opens logs for new replicas, hands each hosted partition its registration (it
     /// becomes leader or follower), and updates the fetchers' assignment.
+    ///
+    /// Until the metadata shows this broker's current registration it never becomes leader
+    /// (see `caught_up_with_registration`); `set_broker_epoch` applies the metadata again
+    /// once registered.
     pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) -> anyhow::Result<()> {
+        if metadata.version < self.metadata().version {
+            return Ok(()); // never go back (a re-apply racing a newer snapshot)
+        }
+        let caught_up = caught_up_with_registration(&metadata, self.broker_id, self.broker_epoch());
+        let mut not_led = 0;
         let now_ms = self.now_ms();
         let eligible: BTreeSet<BrokerId> =
             metadata.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).map(|b| b.id).collect();
@@ -182,6 +191,10 @@ impl ReplicaManager {
             };
             for partition_metadata in &topic.partitions {
                 if !partition_metadata.replicas.contains(&self.broker_id) {
+                    continue;
+                }
+                if partition_metadata.leader == self.broker_id && !caught_up {
+                    not_led += 1;
                     continue;
                 }
                 let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
@@ -198,6 +211,13 @@ impl ReplicaManager {
                         .insert(tp, partition_metadata.leader_epoch);
                 }
             }
+        }
+        if not_led > 0 {
+            info!(
+                broker_epoch = self.broker_epoch(),
+                metadata_version = metadata.version,
+                "not taking the leadership of {not_led} partition(s) until the metadata shows this broker's current registration"
+            );
         }
         let version = metadata.version;
         *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(metadata);
@@ -597,6 +617,18 @@ struct FetchPlan {
     min_bytes: usize,
     /// Per request entry: the partition is listed more than once (answered INVALID_REQUEST).
     listed_twice: Vec<bool>,
+}
+
+/// Whether `metadata` shows `broker_id` registered with `broker_epoch`, its current
+/// registration. A broker restarted within its session still finds itself leader in the
+/// metadata, at the epoch it led before the crash; taking that leadership up again, from a
+/// checkpointed HW and a log that may have lost its tail, would move the HW back within the
+/// epoch, or write new records where followers hold others under the same epoch, which
+/// KIP-101 truncation cannot see. Kafka's broker acts on metadata only once it has caught up
+/// past its own registration (`BrokerServer`'s initial catch-up, `BrokerLifecycleManager`),
+/// by which time the controller has moved that leadership away (`rules::register_broker`).
+pub fn caught_up_with_registration(metadata: &pb::ClusterMetadata, broker_id: BrokerId, broker_epoch: i64) -> bool {
+    broker_epoch > 0 && metadata.brokers.iter().any(|b| b.id == broker_id && b.broker_epoch == broker_epoch)
 }
 
 /// The controller's metadata of a partition as the core's registration.

@@ -25,7 +25,7 @@ use super::network::{Address, Endpoint, Message};
 use super::timing;
 use crate::messages::ProduceOutcome;
 use crate::partition::{LeadershipContext, Partition};
-use crate::replica_manager::{registration, FollowerAssignment};
+use crate::replica_manager::{caught_up_with_registration, registration, FollowerAssignment};
 
 /// What a broker is configured with, for the whole schedule.
 #[derive(Debug, Clone, Copy)]
@@ -254,6 +254,7 @@ impl Live {
             metadata.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).map(|b| b.id).collect();
         let mut assignment = FollowerAssignment::new();
         let me = self.id();
+        let caught_up = caught_up_with_registration(&metadata, me, self.broker_epoch);
         for topic in &metadata.topics {
             let min_insync_replicas = if topic.min_insync_replicas > 0 {
                 topic.min_insync_replicas
@@ -266,6 +267,12 @@ impl Live {
                 replica_lag_time_max_ms: timing::REPLICA_LAG_TIME_MAX_MS,
             };
             for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&me)) {
+                if partition_metadata.leader == me && !caught_up {
+                    // As ReplicaManager::apply_metadata: no leadership before the metadata
+                    // shows this incarnation's registration.
+                    io.coverage.bump("leadership_held_until_registered");
+                    continue;
+                }
                 let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
                 self.apply_registration(&tp, partition_metadata, &context, checkpoint, io);
                 if partition_metadata.leader != me && partition_metadata.leader != NO_BROKER {

@@ -4,8 +4,10 @@
 //! a negative control proving the checker catches the acks=1 loss it must catch. The
 //! pre-KIP-101 negative control runs with `--ignored` (it needs a second cluster and
 //! sub-second timing that a loaded CI machine may blur), on brokers built with the
-//! `unsafe-truncation` feature: `cargo build -p insync-broker --features unsafe-truncation`
-//! first. The shipped broker has no such flag, which is checked here.
+//! `unsafe-truncation` feature in a target directory of their own, so the test build stays a
+//! shipped one (which has no such flag, as checked here):
+//! `cargo build -p insync-broker --features unsafe-truncation --target-dir target/unsafe` then
+//! `INSYNC_UNSAFE_BIN_DIR=target/unsafe/debug cargo test -p insync-tests --test lab -- --ignored`.
 use std::time::Instant;
 
 use insync_lab::scenario::{all_scenarios, RunConfig, Scenario, ScenarioResult, Verdict};
@@ -19,13 +21,14 @@ fn scenarios(ids: &[&str]) -> Vec<Scenario> {
 }
 
 fn run(ids: &[&str], seed: u64) -> anyhow::Result<Vec<ScenarioResult>> {
+    run_in(&bin_dir(), ids, seed)
+}
+
+fn run_in(bin_dir: &std::path::Path, ids: &[&str], seed: u64) -> anyhow::Result<Vec<ScenarioResult>> {
     let rt = tokio::runtime::Runtime::new()?;
     let started = Instant::now();
-    let results = rt.block_on(insync_lab::run_scenarios(
-        &bin_dir(),
-        &scenarios(ids),
-        &RunConfig { seed, ..RunConfig::default() },
-    ))?;
+    let results =
+        rt.block_on(insync_lab::run_scenarios(bin_dir, &scenarios(ids), &RunConfig { seed, ..RunConfig::default() }))?;
     eprintln!("{} scenario(s) in {:.1} s", results.len(), started.elapsed().as_secs_f64());
     for r in &results {
         eprintln!("{}: {}", r.scenario.id, serde_json::to_string(r)?);
@@ -88,7 +91,11 @@ fn seeds_isr_table_leader_kill_and_acks_1_negative_control() -> anyhow::Result<(
 #[test]
 #[ignore = "second cluster and sub-second timing; run with --ignored"]
 fn pre_kip_101_follower_loses_acks_all_writes_that_a_correct_one_keeps() -> anyhow::Result<()> {
-    let results = run(&["all/2/kip101-double-failover", "negative/all/2/kip101-truncate-to-hw"], 7)?;
+    let unsafe_bin_dir = std::env::var_os("INSYNC_UNSAFE_BIN_DIR").map(std::path::PathBuf::from).ok_or_else(|| {
+        anyhow::anyhow!("set INSYNC_UNSAFE_BIN_DIR to a broker built with the unsafe-truncation feature")
+    })?;
+    let results =
+        run_in(&unsafe_bin_dir, &["all/2/kip101-double-failover", "negative/all/2/kip101-truncate-to-hw"], 7)?;
     let correct = find(&results, "all/2/kip101-double-failover");
     assert_eq!(correct.verdict, Verdict::Ok, "{:?} {:?}", correct.reasons, correct.notes);
     assert_eq!(correct.stats.lost, 0);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use insync_proto as pb;
 use insync_proto::controller_client::ControllerClient;
-use insync_replication::{alter_partition_error_action, AlterPartitionErrorAction};
-use insync_types::ErrorCode;
+use insync_replication::{alter_partition_error_action, AlterPartitionErrorAction, IsrChange};
+use insync_types::{BrokerId, ErrorCode, TopicPartition};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -403,6 +403,10 @@ pub async fn run_metadata_watch(
     }
 }
 
+/// How many error answers of the retried kind one AlterPartition gets before the partition
+/// is told (see `run_alter_partition`).
+const MAX_ANSWERED_ALTER_PARTITION_RETRIES: usize = 25;
+
 /// The controller's answer to an AlterPartition (or why there is none) as the partition
 /// takes it.
 fn alter_partition_outcome(
@@ -421,6 +425,28 @@ fn alter_partition_outcome(
     }
 }
 
+/// The AlterPartition request for a leader core's ISR proposal, with the broker epoch each
+/// member fetched with (Kafka `NewIsrWithEpochs`, KIP-903).
+pub fn alter_partition_request(
+    broker_id: BrokerId,
+    topic_partition: &TopicPartition,
+    change: &IsrChange,
+) -> pb::AlterPartitionRequest {
+    pb::AlterPartitionRequest {
+        broker_id,
+        topic: topic_partition.topic.clone(),
+        partition: topic_partition.partition,
+        leader_epoch: change.leader_epoch,
+        partition_epoch: change.partition_epoch,
+        new_isr: change.new_isr.clone(),
+        new_isr_broker_epochs: change
+            .new_isr_broker_epochs
+            .iter()
+            .map(|&(broker_id, broker_epoch)| pb::IsrMemberEpoch { broker_id, broker_epoch })
+            .collect(),
+    }
+}
+
 /// Sends the leader cores' ISR proposals to the controller, one at a time.
 pub async fn run_alter_partition(
     link: Arc<ControllerLink>,
@@ -429,18 +455,12 @@ pub async fn run_alter_partition(
 ) {
     while let Some(job) = jobs.recv().await {
         let AlterPartitionJob { topic_partition, change } = job;
-        let request = pb::AlterPartitionRequest {
-            broker_id: replica_manager.broker_id,
-            topic: topic_partition.topic.clone(),
-            partition: topic_partition.partition,
-            leader_epoch: change.leader_epoch,
-            partition_epoch: change.partition_epoch,
-            new_isr: change.new_isr.clone(),
-        };
+        let request = alter_partition_request(replica_manager.broker_id, &topic_partition, &change);
         // An unanswered AlterPartition may still have been committed, so the pending state
         // must stay (KIP-497): retry until the controller answers or the proposal is overtaken.
         // Errors Kafka retries (`Partition.handleAlterPartitionError`'s default: a timeout,
         // NOT_CONTROLLER) are retried the same way; the others go to the partition.
+        let mut answered_retries = 0;
         let outcome = loop {
             let result = link
                 .call(Duration::from_secs(5), |mut c| {
@@ -448,9 +468,15 @@ pub async fn run_alter_partition(
                     async move { c.alter_partition(r).await }
                 })
                 .await;
+            // An error the controller keeps answering (a bug on its side) must not hold this
+            // queue, and every other partition's ISR changes, forever: after about 5 s of such
+            // answers the partition gets the error and keeps its proposal pending until the
+            // metadata settles it. Unanswered requests are retried as long as they are pending.
+            answered_retries += usize::from(result.is_ok());
             let outcome = alter_partition_outcome(result);
             let retry = matches!(&outcome, Err((code, _)) if alter_partition_error_action(*code) == AlterPartitionErrorAction::Retry);
             if retry
+                && answered_retries < MAX_ANSWERED_ALTER_PARTITION_RETRIES
                 && replica_manager.isr_change_pending(&topic_partition, change.leader_epoch, change.partition_epoch)
             {
                 if let Err((code, message)) = &outcome {

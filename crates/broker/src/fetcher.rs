@@ -130,8 +130,9 @@ pub(crate) fn build_fetch_request(
         max_wait_ms: replica_manager.config.replica_fetch_wait_max_ms as u32,
         min_bytes: 1,
         max_bytes: replica_fetch_max_bytes(&partitions),
-        // The leader computes the bound of its answer; a follower's request carries none.
-        transport_limit: 0,
+        // The leader computes the bound of its answer from the wire request (grpc_convert);
+        // this one never reaches a replica manager as it is.
+        transport_limit: usize::MAX,
         partitions,
     }
 }

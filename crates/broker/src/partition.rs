@@ -145,6 +145,14 @@ impl ReplicaState {
         truncated
     }
 
+    /// An append that failed after the log took its batches (a failed flush after the write)
+    /// left the table behind the log: reload it, so no later snapshot freezes the gap.
+    fn reload_producers_if_grown(&mut self, log_end_before: Offset) {
+        if self.log.log_end_offset() != log_end_before {
+            self.producers = producer_snapshots::restore(&self.log, self.log.dir());
+        }
+    }
+
     /// Snapshots the producer table when an append rolled the log (Kafka takes one at every
     /// roll), so a restart or truncation replays at most about a segment.
     fn snapshot_on_roll(&self, segment_before: Offset) {
@@ -265,9 +273,16 @@ impl Partition {
         self.lock().leader().is_some()
     }
 
+    /// Whether this replica leads at `leader_epoch` already.
+    pub fn leads_at(&self, leader_epoch: LeaderEpoch) -> bool {
+        let state = self.lock();
+        state.leader().is_some() && state.leader_epoch == leader_epoch
+    }
+
     /// Applies the controller's registration of this partition (Kafka
     /// `ReplicaManager.applyDelta` → `Partition.makeLeader` / `makeFollower`). A stale or
-    /// already applied registration only refreshes which followers are eligible.
+    /// already applied registration only refreshes which followers are eligible and the
+    /// min.insync.replicas, both of which the HW depends on.
     pub fn apply_registration(
         &self,
         registration: &PartitionRegistration,
@@ -279,10 +294,14 @@ impl Partition {
             || (registration.leader_epoch == state.leader_epoch
                 && registration.partition_epoch <= state.partition_epoch)
         {
-            if let Some(leader) = state.leader_mut() {
-                leader.set_eligible_followers(context.eligible.iter().copied());
-            }
-            return Vec::new();
+            let Some(leader) = state.leader_mut() else { return Vec::new() };
+            // The snapshot is not older than the last (the caller never applies an older
+            // one), so its broker states and topic config are current even when this
+            // partition's epochs are not: a fence or a lower min.insync.replicas may let the
+            // HW advance now, without a new partition epoch.
+            let mut actions = leader.set_eligible_followers(context.eligible.iter().copied(), now_ms);
+            actions.extend(leader.set_min_insync_replicas(context.min_insync_replicas, now_ms));
+            return actions;
         }
         let new_epoch = registration.leader_epoch != state.leader_epoch;
         state.replicas = registration.replicas.clone();
@@ -329,15 +348,22 @@ impl Partition {
             },
             now_ms,
         );
-        leader.set_eligible_followers(context.eligible.iter().copied());
+        // Kafka makeLeader ends with maybeIncrementLeaderHW ("ISR could be down to 1"): a
+        // leader alone in its ISR holds every committed record, with no fetch to wait for.
+        let advanced = leader.set_eligible_followers(context.eligible.iter().copied(), now_ms);
         info!(
-            "{tp}: became leader at epoch {} (partition epoch {}), log end offset {log_end_offset}, high watermark {high_watermark}, replicas {:?}, ISR {:?}",
-            registration.leader_epoch, registration.partition_epoch, registration.replicas, registration.isr
+            "{tp}: became leader at epoch {} (partition epoch {}), log end offset {log_end_offset}, high watermark {}, replicas {:?}, ISR {:?}",
+            registration.leader_epoch,
+            registration.partition_epoch,
+            leader.high_watermark(),
+            registration.replicas,
+            registration.isr
         );
         let mut actions = Vec::new();
         if let Some(old) = state.leader_mut() {
             actions.extend(old.resign());
         }
+        actions.extend(advanced);
         state.role = ReplicaRole::Leader(Box::new(leader));
         actions
     }
@@ -352,15 +378,15 @@ impl Partition {
         now_ms: u64,
     ) -> Vec<Action> {
         let Some(leader) = state.leader_mut() else { return Vec::new() };
-        leader.set_eligible_followers(context.eligible.iter().copied());
-        let mut actions = commit_isr(
+        let mut actions = leader.set_eligible_followers(context.eligible.iter().copied(), now_ms);
+        actions.extend(commit_isr(
             &self.topic_partition,
             leader,
             &registration.isr,
             registration.partition_epoch,
             "the metadata feed",
             now_ms,
-        );
+        ));
         actions.extend(leader.set_min_insync_replicas(context.min_insync_replicas, now_ms));
         actions
     }
@@ -463,7 +489,11 @@ impl Partition {
         let (base_offset, last_offset) = self.append_deduplicated(&mut state, header, records, leader_epoch)?;
         let log_end_offset = state.log.log_end_offset();
         let Some(leader) = state.leader_mut() else {
-            return Err(ProduceOutcome::rejected(ErrorCode::NOT_LEADER_OR_FOLLOWER, "leadership moved"));
+            // Unreachable (the lock is held since the check above), but never claim a batch
+            // that is in the log was not written.
+            let outcome =
+                ProduceOutcome::rejected(ErrorCode::NOT_LEADER_OR_FOLLOWER, "leadership moved after the append");
+            return Err(ProduceOutcome { appended: true, ..outcome });
         };
         let mut actions = leader.on_local_append(log_end_offset, now_ms);
         if let Some(id) = waiter {
@@ -502,10 +532,11 @@ impl Partition {
             }
             Ok(SequenceCheck::Append) => {
                 let segment_before = state.log.active_segment_base_offset();
-                let append = state
-                    .log
-                    .append_as_leader(records, leader_epoch)
-                    .map_err(|e| ProduceOutcome::rejected(e.error_code(), format!("append rejected: {e}")))?;
+                let log_end_before = state.log.log_end_offset();
+                let append = state.log.append_as_leader(records, leader_epoch).map_err(|e| {
+                    state.reload_producers_if_grown(log_end_before);
+                    ProduceOutcome::rejected(e.error_code(), format!("append rejected: {e}"))
+                })?;
                 state.producers.record(
                     header.producer_id,
                     header.producer_epoch,
@@ -530,12 +561,14 @@ impl Partition {
     }
 
     /// Reads for a fetch (Kafka `Partition.fetchRecords`). `replica_id` is a follower's only
-    /// if the request passed the KIP-903 identity check; `update_follower` is true only on a
-    /// request's first pass, so a long-polled fetch moves the follower's state once.
-    /// Consumers read below the HW, followers up to the LEO.
+    /// if the request passed the KIP-903 identity check, and `broker_epoch` is then the
+    /// epoch it checked, which the leader records with the follower's progress;
+    /// `update_follower` is true only on a request's first pass, so a long-polled fetch moves
+    /// the follower's state once. Consumers read below the HW, followers up to the LEO.
     pub fn read(
         &self,
         replica_id: BrokerId,
+        broker_epoch: i64,
         wanted: &FetchPartition,
         budget: &FetchBudget,
         update_follower: bool,
@@ -576,7 +609,7 @@ impl Partition {
         let mut actions = Vec::new();
         if is_follower && update_follower {
             if let Some(leader) = state.leader_mut() {
-                actions = leader.on_follower_fetch(replica_id, wanted.fetch_offset, now_ms);
+                actions = leader.on_follower_fetch(replica_id, broker_epoch, wanted.fetch_offset, now_ms);
             }
             response.high_watermark = state.high_watermark();
         }
@@ -638,8 +671,7 @@ impl Partition {
         }
         if let Some(diverging) = response.diverging_epoch.filter(|_| !self.unsafe_truncation()) {
             // (The unsafe negative-control mode ignores diverging epochs: pre-KIP-101.)
-            self.truncate_to_divergence(&mut state, leader, leader_epoch, diverging);
-            return FetchApplied::default();
+            return self.truncate_to_divergence(&mut state, leader, leader_epoch, diverging);
         }
         if !response.records.is_empty() {
             if let Err(e) = append_as_follower(&mut state, &response.records) {
@@ -668,33 +700,50 @@ impl Partition {
     }
 
     /// KIP-279: truncate to where our log and the leader's agree, as far as the leader's
-    /// answer tells; an incomplete answer is refined by the next fetch.
+    /// answer tells; an incomplete answer is refined by the next fetch. An undefined answer
+    /// (the leader knows none of our epochs) cuts only what is above our HW.
     fn truncate_to_divergence(
         &self,
         state: &mut ReplicaState,
         leader: BrokerId,
         leader_epoch: LeaderEpoch,
         diverging: EpochEndOffset,
-    ) {
+    ) -> FetchApplied {
         let tp = &self.topic_partition;
         let leo = state.log.log_end_offset();
+        let high_watermark = state.follower_high_watermark;
         let our_last_epoch = state.log.last_batch_epoch().unwrap_or(NO_EPOCH);
         let (epoch, end_offset) = state.log.end_offset_for_epoch(diverging.epoch);
-        let (offset, complete) = truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo);
-        if offset >= leo {
-            return;
-        }
-        match state.truncate_to(offset) {
-            Ok(t) => info!(
-                "{tp}: truncated log from {leo} to {offset}: {} records ({} bytes) dropped; leader {leader} (epoch {leader_epoch}) says our epoch {our_last_epoch} diverged, its epoch {} ends at {}{}",
-                t.records_removed,
-                t.bytes_removed,
+        let (offset, complete) =
+            truncation_offset(diverging, EpochEndOffset { epoch, end_offset }, leo, high_watermark);
+        let why = if diverging.is_undefined() {
+            format!("leader {leader} (epoch {leader_epoch}) knows none of our epochs up to {our_last_epoch}; what is below our high watermark {high_watermark} stays")
+        } else {
+            format!(
+                "leader {leader} (epoch {leader_epoch}) says our epoch {our_last_epoch} diverged, its epoch {} ends at {}{}",
                 diverging.epoch,
                 diverging.end_offset,
                 if complete { "" } else { " (will look further back on the next fetch)" }
+            )
+        };
+        if offset >= leo {
+            if diverging.is_undefined() {
+                // Nothing above the HW is left to cut and the leader will answer the same
+                // again: wait rather than spin (Kafka would fetch on by offset; we keep
+                // sending our last epoch, so only a leader or metadata change ends this).
+                warn!("{tp}: not truncating below the high watermark {high_watermark}: {why}");
+                return FetchApplied { back_off: true, high_watermark_changed: false };
+            }
+            return FetchApplied::default();
+        }
+        match state.truncate_to(offset) {
+            Ok(t) => info!(
+                "{tp}: truncated log from {leo} to {offset}: {} records ({} bytes) dropped; {why}",
+                t.records_removed, t.bytes_removed
             ),
             Err(e) => warn!("{tp}: truncation to {offset} failed: {e}"),
         }
+        FetchApplied::default()
     }
 
     /// The controller answered an AlterPartition proposed at these epochs (Kafka
@@ -803,7 +852,9 @@ impl Partition {
 /// A follower's append of fetched batches, with their producer metadata.
 fn append_as_follower(state: &mut ReplicaState, records: &Bytes) -> Result<(), LogError> {
     let segment_before = state.log.active_segment_base_offset();
-    let info = state.log.append_as_follower(records)?;
+    let log_end_before = state.log.log_end_offset();
+    let info =
+        state.log.append_as_follower(records).inspect_err(|_| state.reload_producers_if_grown(log_end_before))?;
     record_batches(&mut state.producers, &records[..info.bytes.min(records.len())]);
     state.snapshot_on_roll(segment_before);
     Ok(())
@@ -816,12 +867,7 @@ fn fetch_divergence(state: &ReplicaState, wanted: &FetchPartition) -> Option<Epo
         return None;
     }
     let (epoch, end_offset) = state.log.end_offset_for_epoch(wanted.last_fetched_epoch);
-    diverging_epoch(
-        wanted.last_fetched_epoch,
-        wanted.fetch_offset,
-        EpochEndOffset { epoch, end_offset },
-        state.log.log_start_offset(),
-    )
+    diverging_epoch(wanted.last_fetched_epoch, wanted.fetch_offset, EpochEndOffset { epoch, end_offset })
 }
 
 /// Applies an ISR committed by the controller to the leader core, logging the change once

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use insync_log::batch::parse_header;
 use insync_log::{BatchBuilder, LogConfig};
-use insync_replication::EpochEndOffset;
+use insync_replication::{Action, EpochEndOffset};
 use insync_types::{Acks, ErrorCode, TopicPartition};
 
 use crate::messages::{FetchPartitionResponse, ProduceOutcome};
@@ -47,10 +47,15 @@ fn registration(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionRegistr
     }
 }
 
-fn apply(partition: &Partition, registration: &PartitionRegistration) {
+fn apply(partition: &Partition, registration: &PartitionRegistration) -> Vec<Action> {
+    apply_with_min_isr(partition, registration, 1)
+}
+
+fn apply_with_min_isr(partition: &Partition, registration: &PartitionRegistration, min_isr: usize) -> Vec<Action> {
     let eligible: BTreeSet<i32> = [1, 2].into();
-    let context = LeadershipContext { min_insync_replicas: 1, eligible: &eligible, replica_lag_time_max_ms: 30_000 };
-    partition.apply_registration(registration, &context, 0);
+    let context =
+        LeadershipContext { min_insync_replicas: min_isr, eligible: &eligible, replica_lag_time_max_ms: 30_000 };
+    partition.apply_registration(registration, &context, 0)
 }
 
 fn idempotent_batch(sequence: i32, value: &str) -> Bytes {
@@ -142,4 +147,70 @@ fn truncation_by_leader_epoch_reloads_the_producer_state() {
     apply(&partition, &registration(2, 2, &[2]));
     let fresh = append(&partition, &idempotent_batch(0, "again")).expect("append");
     assert_eq!((fresh.base_offset, partition.log_end_offset()), (0, 1));
+}
+
+/// A follower of leader 1 at epoch 0 holding offsets 0..3 of leader 1's log, with HW 2.
+fn follower_with_high_watermark_2(leader_dir: &Path, follower_dir: &Path) -> Partition {
+    let (leader, follower) = (open(leader_dir, 1), open(follower_dir, 2));
+    apply(&leader, &registration(1, 0, &[1, 2]));
+    apply(&follower, &registration(1, 0, &[1, 2]));
+    for sequence in 0..3 {
+        append(&leader, &idempotent_batch(sequence, "v")).expect("append");
+    }
+    let answer = FetchPartitionResponse {
+        records: leader.read_range(0, 3, 1 << 20).expect("read"),
+        high_watermark: 2,
+        log_end_offset: 3,
+        leader_epoch: 0,
+        ..FetchPartitionResponse::empty(TopicPartition::new("t", 0))
+    };
+    follower.apply_fetch_response(1, 0, answer);
+    assert_eq!((follower.log_end_offset(), follower.high_watermark()), (3, 2));
+    follower
+}
+
+#[test]
+fn a_leader_that_knows_none_of_our_epochs_truncates_us_to_our_hw_never_below() {
+    // Kafka AbstractFetcherThread.getOffsetTruncationState: an UNDEFINED_EPOCH_OFFSET answer
+    // locates no divergence, so the follower truncates to its HW, not to the leader's start.
+    let (leader_dir, follower_dir) = (TempDir::new(), TempDir::new());
+    let follower = follower_with_high_watermark_2(&leader_dir.0, &follower_dir.0);
+    let undefined = |end_offset| FetchPartitionResponse {
+        diverging_epoch: Some(EpochEndOffset { epoch: -1, end_offset }),
+        leader_epoch: 0,
+        ..FetchPartitionResponse::empty(TopicPartition::new("t", 0))
+    };
+    follower.apply_fetch_response(1, 0, undefined(-1));
+    assert_eq!((follower.log_end_offset(), follower.high_watermark()), (2, 2), "only the tail above the HW goes");
+    let kept = follower.read_range(0, 2, 1 << 20).expect("read below the HW");
+    assert_eq!(insync_log::batch::iter_batches(&kept).count(), 2, "offsets 0 and 1 are kept");
+    // The answer an older leader gave (its log start as the end offset) cuts nothing more,
+    // and the fetcher backs off rather than asking again at once.
+    let applied = follower.apply_fetch_response(1, 0, undefined(0));
+    assert_eq!(follower.log_end_offset(), 2);
+    assert!(applied.back_off);
+}
+
+#[test]
+fn a_leader_alone_in_its_isr_advances_the_hw_when_it_takes_over() {
+    // Kafka Partition.makeLeader ends with maybeIncrementLeaderHW ("ISR could be down to 1").
+    let (leader_dir, follower_dir) = (TempDir::new(), TempDir::new());
+    let follower = follower_with_high_watermark_2(&leader_dir.0, &follower_dir.0);
+    let actions = apply(&follower, &registration(2, 1, &[2]));
+    assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 3 }), "{actions:?}");
+    assert_eq!(follower.high_watermark(), 3);
+}
+
+#[test]
+fn a_lower_min_insync_replicas_releases_the_hw_without_a_new_partition_epoch() {
+    // Strict min ISR (KAFKA-15583) holds the HW; a metadata snapshot that only lowers
+    // min.insync.replicas (same epochs) must release it, not wait for the next append.
+    let dir = TempDir::new();
+    let partition = open(&dir.0, 1);
+    apply_with_min_isr(&partition, &registration(1, 0, &[1]), 2);
+    append(&partition, &idempotent_batch(0, "v")).expect("acks=1 append under min ISR");
+    assert_eq!(partition.high_watermark(), 0, "held: ISR [1] is below min.insync.replicas 2");
+    let actions = apply_with_min_isr(&partition, &registration(1, 0, &[1]), 1);
+    assert_eq!(actions, vec![Action::HighWatermarkAdvanced { high_watermark: 1 }]);
+    assert_eq!(partition.high_watermark(), 1);
 }

@@ -1,8 +1,8 @@
 //! Producer-state snapshots of one partition, after Kafka's `ProducerStateManager`:
 //! `<offset>.snapshot` files in the log directory hold the idempotent-producer table as of
 //! that offset, so opening or truncating a log replays only the batches after the newest
-//! usable snapshot instead of the whole log. A snapshot is written to a temp file, fsynced
-//! and renamed, and carries a CRC, so a torn or corrupt one is skipped, never believed.
+//! usable snapshot instead of the whole log. A snapshot is written to a temp file and
+//! renamed, and carries a CRC, so a torn or corrupt one is skipped, never believed.
 //!
 //! Snapshots taken at a segment roll are not fsynced: on ext4 (data=ordered) an fsync there
 //! can wait for the write-back of the segment just rolled, under the partition lock of the
@@ -85,11 +85,17 @@ pub(crate) fn write(dir: &Path, table: &ProducerStateTable, end_offset: Offset, 
 
 /// Deletes the snapshots above `offset`, whose data a log truncation to `offset` removed
 /// (Kafka `ProducerStateManager.truncateAndReload`); call `restore` afterwards to rebuild
-/// the table. Passing -1 deletes them all (for `truncate_fully_and_start_at`, whose new
-/// start may equal an old snapshot's offset that described different data).
+/// the table. The directory is fsynced after, so a deletion is not lost to a crash and the
+/// snapshot believed once the log grows past its offset again with other batches.
 pub(crate) fn truncate(dir: &Path, offset: Offset) {
-    for (_, path) in list_snapshots(dir).iter().filter(|(o, _)| *o > offset) {
+    let above: Vec<_> = list_snapshots(dir).into_iter().filter(|(o, _)| *o > offset).collect();
+    for (_, path) in &above {
         remove_logged(path, "above the truncation offset");
+    }
+    if !above.is_empty() {
+        if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot fsync the log directory after deleting snapshots");
+        }
     }
 }
 
@@ -127,7 +133,7 @@ fn list_snapshots(dir: &Path) -> Vec<(Offset, PathBuf)> {
 /// content is for the offset its name says (a renamed file is as wrong as a corrupt one).
 fn newest_valid(snapshots: &[(Offset, PathBuf)]) -> Option<(Offset, ProducerStateTable)> {
     for (offset, path) in snapshots.iter().rev() {
-        let decoded = fs::read(path)
+        let decoded = read_bounded(path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| ProducerStateTable::decode_snapshot(&bytes).map_err(|e| e.to_string()));
         match decoded {
@@ -178,6 +184,22 @@ fn replay(log: &PartitionLog, table: &mut ProducerStateTable, from: Offset) {
 
 /// Snapshots are an optimisation: failing to delete one is logged, not fatal. A stale one
 /// left behind is deleted by the next `restore` (outside the log) or `write` (too old).
+/// The largest snapshot file read (a file on disk is untrusted input): 64 MiB holds about
+/// half a million producers with their 5 batches each.
+const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
+
+/// A snapshot file's bytes, refusing one larger than `MAX_SNAPSHOT_BYTES` before reading it.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let size = fs::metadata(path)?.len();
+    if size > MAX_SNAPSHOT_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{size} bytes, more than the {MAX_SNAPSHOT_BYTES} a snapshot may have"),
+        ));
+    }
+    fs::read(path)
+}
+
 fn remove_logged(path: &Path, why: &'static str) {
     match fs::remove_file(path) {
         Ok(()) => tracing::debug!(path = %path.display(), why, "deleted producer snapshot"),

@@ -64,6 +64,8 @@ pub struct ReplicaManager {
     /// This broker's epoch from its current registration (0: not registered): what its
     /// fetchers send so leaders serve them as followers (KIP-903).
     broker_epoch: AtomicI64,
+    /// Serializes `apply_metadata`.
+    apply_lock: Mutex<()>,
 }
 
 impl ReplicaManager {
@@ -96,6 +98,7 @@ impl ReplicaManager {
             checkpointed_high_watermarks,
             started: Instant::now(),
             broker_epoch: AtomicI64::new(0),
+            apply_lock: Mutex::new(()),
         }))
     }
 
@@ -171,52 +174,29 @@ impl ReplicaManager {
     /// becomes leader or follower), and updates the fetchers' assignment.
     ///
     /// Until the metadata shows this broker's current registration it never becomes leader
-    /// (see `caught_up_with_registration`); `set_broker_epoch` applies the metadata again
+    /// (see `caught_up_with_registration`); `controller_link::register` applies the metadata again
     /// once registered.
     pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) -> anyhow::Result<()> {
+        // One at a time: the metadata watch and the re-apply after registering both call this,
+        // and the version guard, the partitions' transitions and the store must not interleave
+        // (an older snapshot stored over a newer one would move fetchers back).
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         if metadata.version < self.metadata().version {
-            return Ok(()); // never go back (a re-apply racing a newer snapshot)
+            return Ok(()); // never go back
         }
         let caught_up = caught_up_with_registration(&metadata, self.broker_id, self.broker_epoch());
-        let mut not_led = 0;
-        let now_ms = self.now_ms();
         let eligible: BTreeSet<BrokerId> =
             metadata.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).map(|b| b.id).collect();
         let mut assignment = FollowerAssignment::new();
+        let mut held = 0;
         for topic in &metadata.topics {
-            let context = LeadershipContext {
-                min_insync_replicas: self.min_insync_replicas(topic),
-                eligible: &eligible,
-                replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
-            };
-            for partition_metadata in &topic.partitions {
-                if !partition_metadata.replicas.contains(&self.broker_id) {
-                    continue;
-                }
-                if partition_metadata.leader == self.broker_id && !caught_up {
-                    not_led += 1;
-                    continue;
-                }
-                let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
-                let partition = match self.partition(&tp) {
-                    Some(p) => p,
-                    None => self.open_partition(&tp)?,
-                };
-                let actions = partition.apply_registration(&registration(partition_metadata), &context, now_ms);
-                self.run_actions(&tp, actions);
-                if partition_metadata.leader != self.broker_id && partition_metadata.leader != NO_BROKER {
-                    assignment
-                        .entry(partition_metadata.leader)
-                        .or_default()
-                        .insert(tp, partition_metadata.leader_epoch);
-                }
-            }
+            held += self.apply_topic(topic, &eligible, caught_up, &mut assignment)?;
         }
-        if not_led > 0 {
+        if held > 0 {
             info!(
                 broker_epoch = self.broker_epoch(),
                 metadata_version = metadata.version,
-                "not taking the leadership of {not_led} partition(s) until the metadata shows this broker's current registration"
+                "not taking the leadership of {held} partition(s) until the metadata shows this broker's current registration"
             );
         }
         let version = metadata.version;
@@ -228,6 +208,45 @@ impl ReplicaManager {
         });
         self.metadata_version.send_replace(version);
         Ok(())
+    }
+
+    /// Hands each hosted partition of `topic` its registration and notes the ones followed;
+    /// returns how many leaderships were held back (`caught_up_with_registration`). A held
+    /// partition is opened all the same, so its HW stays in the checkpoint file.
+    fn apply_topic(
+        &self,
+        topic: &pb::TopicMetadata,
+        eligible: &BTreeSet<BrokerId>,
+        caught_up: bool,
+        assignment: &mut FollowerAssignment,
+    ) -> anyhow::Result<usize> {
+        let context = LeadershipContext {
+            min_insync_replicas: self.min_insync_replicas(topic),
+            eligible,
+            replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
+        };
+        let now_ms = self.now_ms();
+        let mut held = 0;
+        for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&self.broker_id)) {
+            let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
+            let partition = match self.partition(&tp) {
+                Some(p) => p,
+                None => self.open_partition(&tp)?,
+            };
+            let registration = registration(partition_metadata);
+            // Only a leadership this broker does not hold already waits: a leader at that epoch
+            // keeps taking ISR and eligibility updates.
+            if registration.leader == self.broker_id && !caught_up && !partition.leads_at(registration.leader_epoch) {
+                held += 1;
+                continue;
+            }
+            let actions = partition.apply_registration(&registration, &context, now_ms);
+            self.run_actions(&tp, actions);
+            if registration.leader != self.broker_id && registration.leader != NO_BROKER {
+                assignment.entry(registration.leader).or_default().insert(tp, registration.leader_epoch);
+            }
+        }
+        Ok(held)
     }
 
     fn open_partition(&self, tp: &TopicPartition) -> anyhow::Result<Arc<Partition>> {
@@ -508,8 +527,14 @@ impl ReplicaManager {
                     FetchPartitionResponse::refused(tp.clone(), self.missing_partition_code(tp), "")
                 }
                 (Ok(()), false, Some(partition)) => {
-                    let (response, actions) =
-                        partition.read(request.replica_id, wanted, &budget, update_follower, now_ms);
+                    let (response, actions) = partition.read(
+                        request.replica_id,
+                        request.broker_epoch,
+                        wanted,
+                        &budget,
+                        update_follower,
+                        now_ms,
+                    );
                     if !actions.is_empty() {
                         self.run_actions(tp, actions);
                     }
@@ -579,8 +604,10 @@ impl ReplicaManager {
     /// Writes every hosted partition's HW to the checkpoint (Kafka
     /// `ReplicaManager.checkpointHighWatermarks`).
     pub fn checkpoint_high_watermarks(&self) {
-        let map: BTreeMap<TopicPartition, Offset> =
-            self.all_partitions().into_iter().map(|p| (p.topic_partition().clone(), p.high_watermark())).collect();
+        // Entries read at startup for partitions not open (yet) are kept: rewriting the file
+        // without them would reopen those partitions at HW 0.
+        let mut map: BTreeMap<TopicPartition, Offset> = self.checkpointed_high_watermarks.clone();
+        map.extend(self.all_partitions().into_iter().map(|p| (p.topic_partition().clone(), p.high_watermark())));
         if map.is_empty() {
             return;
         }

@@ -46,6 +46,10 @@ pub enum Command {
         leader_epoch: i32,
         partition_epoch: i32,
         new_isr: Vec<BrokerId>,
+        /// (member, broker epoch) from the request (KIP-903, see `AlterPartitionSpec`).
+        /// `serde(default)` keeps log entries and snapshots written before it readable.
+        #[serde(default)]
+        new_isr_broker_epochs: Vec<(BrokerId, i64)>,
     },
     /// A block of producer ids for a broker's idempotent producers (Kafka
     /// `ProducerIdsRecord`, KIP-730): ids are unique cluster-wide because the block comes
@@ -117,7 +121,15 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
         Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable } => {
             apply_create_topic(state, name, assignment, *min_insync_replicas, *unclean_leader_election_enable, index)
         }
-        Command::AlterPartition { broker_id, topic, partition, leader_epoch, partition_epoch, new_isr } => {
+        Command::AlterPartition {
+            broker_id,
+            topic,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            new_isr_broker_epochs,
+        } => {
             let spec = AlterPartitionSpec {
                 broker_id: *broker_id,
                 topic: topic.clone(),
@@ -125,6 +137,7 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
                 leader_epoch: *leader_epoch,
                 partition_epoch: *partition_epoch,
                 new_isr: new_isr.clone(),
+                new_isr_broker_epochs: new_isr_broker_epochs.clone(),
             };
             apply_alter_partition(state, &spec, index)
         }
@@ -431,8 +444,16 @@ mod tests {
             leader_epoch: 3,
             partition_epoch: 9,
             new_isr: vec![1, 2],
+            new_isr_broker_epochs: vec![(2, 17)],
         };
         let json = serde_json::to_string(&command).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command);
+        // An entry written before broker epochs were sent still reads, naming none.
+        let old = r#"{"AlterPartition":{"broker_id":1,"topic":"foo","partition":0,"leader_epoch":3,"partition_epoch":9,"new_isr":[1,2]}}"#;
+        let Command::AlterPartition { new_isr_broker_epochs, .. } = serde_json::from_str::<Command>(old).unwrap()
+        else {
+            panic!("not an AlterPartition");
+        };
+        assert!(new_isr_broker_epochs.is_empty());
     }
 }

@@ -1,7 +1,23 @@
 //! Domain ↔ protobuf conversions for the metadata the controller serves (`ClusterMetadata`,
 //! `TopicMetadata`, …). Kept apart so the rules and the state machine never see wire types.
+use crate::command::Command;
 use crate::metadata::{AppliedMetadata, BrokerRegistration, PartitionState, TopicState};
-use insync_proto::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
+use insync_proto::{AlterPartitionRequest, BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
+
+/// The Raft command an AlterPartition request proposes (`ControllerService::alter`; the
+/// broker's in-process harness proposes it too). The broker epochs go as the request lists
+/// them, duplicates included, for `rules::alter_partition` to judge.
+pub fn alter_partition_command(request: AlterPartitionRequest) -> Command {
+    Command::AlterPartition {
+        broker_id: request.broker_id,
+        topic: request.topic,
+        partition: request.partition,
+        leader_epoch: request.leader_epoch,
+        partition_epoch: request.partition_epoch,
+        new_isr: request.new_isr,
+        new_isr_broker_epochs: request.new_isr_broker_epochs.iter().map(|m| (m.broker_id, m.broker_epoch)).collect(),
+    }
+}
 
 pub fn partition_to_proto(partition: &PartitionState) -> PartitionMetadata {
     PartitionMetadata {

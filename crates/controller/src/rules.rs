@@ -563,6 +563,9 @@ pub struct AlterPartitionSpec {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<BrokerId>,
+    /// (member, broker epoch) as the leader saw each fetch (Kafka `NewIsrWithEpochs`,
+    /// KIP-903): every member being added, and any other member of `new_isr`.
+    pub new_isr_broker_epochs: Vec<(BrokerId, i64)>,
 }
 
 /// Validates and applies an ISR change (Kafka `ReplicationControlManager.alterPartition` /
@@ -575,10 +578,15 @@ pub struct AlterPartitionSpec {
 /// - partition epoch ≠ current → INVALID_UPDATE_VERSION;
 /// - the new ISR must contain the leader, be a subset of the replicas and have no
 ///   duplicates (`Replicas.validateIsr`) → INVALID_REQUEST;
+/// - each named broker epoch must be for a member of the new ISR, named once, and every
+///   member being added must be named → INVALID_REQUEST;
 /// - members being added must be registered, unfenced and not in controlled shutdown
-///   (KIP-841 `ineligibleReplicasForIsr`) → INELIGIBLE_REPLICA. Kafka checks every member;
-///   members already in the ISR pass by construction, since fencing and controlled shutdown
-///   remove them (except a lone last member, which a leader may keep while shrinking).
+///   (KIP-841 `ineligibleReplicasForIsr`), and every named epoch must be the member's current
+///   registration's (KIP-903) → INELIGIBLE_REPLICA. Kafka checks every member; members
+///   already in the ISR pass by construction, since fencing and controlled shutdown remove
+///   them (except a lone last member, which a leader may keep while shrinking), and a
+///   restart's registration fences the previous incarnation, so only their named epochs
+///   are checked.
 ///
 /// On success the ISR is replaced and partition_epoch bumped; an unchanged ISR is no change
 /// (PartitionChangeBuilder returns no record). Returns the partition as committed and the
@@ -624,6 +632,26 @@ pub fn alter_partition(
             ),
         ));
     }
+    check_new_isr_shape(&current, spec, &name)?;
+    check_isr_eligibility(state, &current, spec, &name)?;
+    if spec.new_isr == current.isr {
+        return Ok((current, None));
+    }
+    let mut next = current.clone();
+    next.isr = spec.new_isr.clone();
+    next.partition_epoch += 1;
+    if let Some(slot) =
+        state.topics.get_mut(&spec.topic).and_then(|topic| topic.partitions.get_mut(spec.partition as usize))
+    {
+        *slot = next.clone();
+    }
+    let change = PartitionChange { topic: spec.topic.clone(), before: current, after: next.clone() };
+    Ok((next, Some(change)))
+}
+
+/// The new ISR has no duplicates, only replicas, and the leader (Kafka
+/// `Replicas.validateIsr`) → INVALID_REQUEST; see `alter_partition`.
+fn check_new_isr_shape(current: &PartitionState, spec: &AlterPartitionSpec, name: &str) -> Result<(), RuleRejection> {
     let distinct: BTreeSet<BrokerId> = spec.new_isr.iter().copied().collect();
     if distinct.len() != spec.new_isr.len() {
         return Err(RuleRejection::new(
@@ -647,33 +675,68 @@ pub fn alter_partition(
             format!("{name}: new ISR {} does not include the leader {}", format_ids(&spec.new_isr), current.leader),
         ));
     }
-    for added in spec.new_isr.iter().filter(|id| !current.isr.contains(id)) {
-        let reason = match state.brokers.get(added) {
-            None => Some("not registered"),
-            Some(b) if b.in_controlled_shutdown => Some("shutting down"),
-            Some(b) if b.fenced => Some("fenced"),
-            Some(_) => None,
-        };
-        if let Some(reason) = reason {
-            return Err(RuleRejection::new(
-                ErrorCode::INELIGIBLE_REPLICA,
-                format!("{name}: cannot add replica {added} to the ISR: {reason}"),
+    Ok(())
+}
+
+/// The members of an AlterPartition's new ISR against the registrations (Kafka
+/// `ReplicationControlManager.ineligibleReplicasForIsr`, KIP-841 and KIP-903); see
+/// `alter_partition`.
+fn check_isr_eligibility(
+    state: &ClusterState,
+    current: &PartitionState,
+    spec: &AlterPartitionSpec,
+    name: &str,
+) -> Result<(), RuleRejection> {
+    let invalid = |message: String| Err(RuleRejection::new(ErrorCode::INVALID_REQUEST, format!("{name}: {message}")));
+    let mut named: BTreeMap<BrokerId, i64> = BTreeMap::new();
+    for &(member, broker_epoch) in &spec.new_isr_broker_epochs {
+        if !spec.new_isr.contains(&member) || named.insert(member, broker_epoch).is_some() {
+            return invalid(format!(
+                "broker epochs {:?} must name members of the new ISR {} at most once",
+                spec.new_isr_broker_epochs,
+                format_ids(&spec.new_isr)
             ));
         }
     }
-    if spec.new_isr == current.isr {
-        return Ok((current, None));
+    for &member in &spec.new_isr {
+        let added = !current.isr.contains(&member);
+        if added && !named.contains_key(&member) {
+            return invalid(format!("no broker epoch for replica {member}, which the new ISR adds (KIP-903)"));
+        }
+        if let Some(reason) = ineligibility(state.brokers.get(&member), added, named.get(&member).copied()) {
+            let verb = if added { "cannot add replica" } else { "cannot keep replica" };
+            return Err(RuleRejection::new(
+                ErrorCode::INELIGIBLE_REPLICA,
+                format!("{name}: {verb} {member} in the ISR: {reason}"),
+            ));
+        }
     }
-    let mut next = current.clone();
-    next.isr = spec.new_isr.clone();
-    next.partition_epoch += 1;
-    if let Some(slot) =
-        state.topics.get_mut(&spec.topic).and_then(|topic| topic.partitions.get_mut(spec.partition as usize))
-    {
-        *slot = next.clone();
+    Ok(())
+}
+
+/// Why a member may not be in a new ISR, if it may not. A member being added must be
+/// registered, unfenced and not shutting down (KIP-841); a named broker epoch must be the
+/// registration's (KIP-903): an older one is the epoch of an incarnation that has restarted
+/// since the leader saw it fetch, whose progress proves nothing about the log the broker
+/// has now (it may have lost its unflushed tail).
+fn ineligibility(registration: Option<&BrokerRegistration>, added: bool, named_epoch: Option<i64>) -> Option<String> {
+    let Some(registration) = registration else {
+        return (added || named_epoch.is_some()).then(|| "not registered".to_string());
+    };
+    if added && registration.in_controlled_shutdown {
+        return Some("shutting down".to_string());
     }
-    let change = PartitionChange { topic: spec.topic.clone(), before: current, after: next.clone() };
-    Ok((next, Some(change)))
+    if added && registration.fenced {
+        return Some("fenced".to_string());
+    }
+    match named_epoch {
+        Some(epoch) if epoch != registration.broker_epoch => Some(format!(
+            "its fetch carried broker epoch {epoch}, but its current registration has broker epoch {} (it \
+             registered again since: KIP-903)",
+            registration.broker_epoch
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -827,6 +890,7 @@ mod tests {
         assert_eq!(again.code, ErrorCode::TOPIC_ALREADY_EXISTS);
     }
 
+    /// As a leader sends it: every other member named with its broker epoch (1 in `broker`).
     fn alter(leader: BrokerId, leader_epoch: i32, partition_epoch: i32, new_isr: &[BrokerId]) -> AlterPartitionSpec {
         AlterPartitionSpec {
             broker_id: leader,
@@ -835,7 +899,56 @@ mod tests {
             leader_epoch,
             partition_epoch,
             new_isr: new_isr.to_vec(),
+            new_isr_broker_epochs: new_isr.iter().filter(|&&b| b != leader).map(|&b| (b, 1)).collect(),
         }
+    }
+
+    fn with_epochs(spec: AlterPartitionSpec, epochs: &[(BrokerId, i64)]) -> AlterPartitionSpec {
+        AlterPartitionSpec { new_isr_broker_epochs: epochs.to_vec(), ..spec }
+    }
+
+    #[test]
+    fn adding_a_replica_needs_its_current_broker_epoch() {
+        // KIP-903 (ReplicationControlManager.ineligibleReplicasForIsr): 3 registered again
+        // (epoch 40) after the leader saw its previous incarnation (epoch 12) catch up.
+        let mut state = state_with_partition(&[1, 2, 3], &[1, 2], 1, false);
+        state.brokers.get_mut(&3).unwrap().broker_epoch = 40;
+        let expand = alter(1, 4, 7, &[1, 2, 3]);
+
+        let stale = alter_partition(&mut state, &with_epochs(expand.clone(), &[(2, 1), (3, 12)])).unwrap_err();
+        assert_eq!(stale.code, ErrorCode::INELIGIBLE_REPLICA);
+        assert!(stale.message.contains("cannot add replica 3"), "{}", stale.message);
+        assert!(stale.message.contains("broker epoch 12") && stale.message.contains("broker epoch 40"), "{stale}");
+        assert_eq!(*foo0(&state), partition_with(&[1, 2, 3], &[1, 2], 1), "rejections change nothing");
+
+        // The member being added must be named, each name once, and only members.
+        let code = |state: &mut ClusterState, epochs: &[(BrokerId, i64)]| {
+            alter_partition(state, &with_epochs(expand.clone(), epochs)).unwrap_err().code
+        };
+        assert_eq!(code(&mut state, &[(2, 1)]), ErrorCode::INVALID_REQUEST, "3 not named");
+        assert_eq!(code(&mut state, &[(3, 40), (3, 40)]), ErrorCode::INVALID_REQUEST, "named twice");
+        assert_eq!(code(&mut state, &[(3, 40), (9, 1)]), ErrorCode::INVALID_REQUEST, "not in the new ISR");
+
+        // The current epoch: applied.
+        let (committed, change) = alter_partition(&mut state, &with_epochs(expand, &[(3, 40)])).unwrap();
+        assert_eq!((committed.isr.clone(), committed.partition_epoch), (vec![1, 2, 3], 8));
+        assert!(change.is_some());
+    }
+
+    #[test]
+    fn members_already_in_the_isr_are_checked_only_when_named() {
+        // Kafka checks the epoch of every member the request names; a member the leader has
+        // not seen fetch (epoch unknown) is not named and, being in the ISR, not checked.
+        let mut state = state_with_partition(&[1, 2, 3], &[1, 2, 3], 1, false);
+        state.brokers.get_mut(&2).unwrap().broker_epoch = 40;
+        let (shrunk, _) = alter_partition(&mut state, &with_epochs(alter(1, 4, 7, &[1, 2]), &[])).unwrap();
+        assert_eq!((shrunk.isr.clone(), shrunk.partition_epoch), (vec![1, 2], 8));
+
+        let stale = alter_partition(&mut state, &with_epochs(alter(1, 4, 8, &[1, 2]), &[(2, 39)])).unwrap_err();
+        assert_eq!(stale.code, ErrorCode::INELIGIBLE_REPLICA);
+        assert!(stale.message.contains("cannot keep replica 2"), "{}", stale.message);
+        let (same, no_change) = alter_partition(&mut state, &with_epochs(alter(1, 4, 8, &[1, 2]), &[(2, 40)])).unwrap();
+        assert_eq!((same.partition_epoch, no_change), (8, None));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! is not 0 the other fields carry no information (a heartbeat then says `is_fenced` true,
 //! the safe reading).
 use crate::command::{Command, CommandResult};
-use crate::convert::{cluster_metadata, partition_to_proto, topic_to_proto, ControllerIdentity};
+use crate::convert::{
+    alter_partition_command, cluster_metadata, partition_to_proto, topic_to_proto, ControllerIdentity,
+};
 use crate::heartbeat::BrokerHeartbeatManager;
 use crate::metadata::AppliedMetadata;
 use crate::raft::{ControllerRaft, NodeId, TypeConfig};
@@ -272,16 +274,7 @@ impl ControllerService {
 
     async fn alter(&self, request: AlterPartitionRequest) -> Result<insync_proto::PartitionMetadata, Refusal> {
         self.await_active().await?;
-        let result = self
-            .propose(Command::AlterPartition {
-                broker_id: request.broker_id,
-                topic: request.topic,
-                partition: request.partition,
-                leader_epoch: request.leader_epoch,
-                partition_epoch: request.partition_epoch,
-                new_isr: request.new_isr,
-            })
-            .await?;
+        let result = self.propose(alter_partition_command(request)).await?;
         if let Some(refusal) = command_refusal(&result) {
             return Err(refusal);
         }

@@ -30,6 +30,8 @@ fn alter(
         partition: partition.partition,
         leader_epoch,
         partition_epoch,
+        // Shrinks only: no member is added, so none needs its broker epoch named.
+        new_isr_broker_epochs: Vec::new(),
         new_isr,
     }
 }

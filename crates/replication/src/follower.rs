@@ -11,6 +11,18 @@ pub struct EpochEndOffset {
     pub end_offset: Offset,
 }
 
+impl EpochEndOffset {
+    /// Kafka's (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET): the log knows no epoch at or below
+    /// the one asked.
+    pub const UNDEFINED: EpochEndOffset = EpochEndOffset { epoch: NO_EPOCH, end_offset: -1 };
+
+    /// Whether this answer locates nothing (any negative part, so that a malformed answer
+    /// from the wire is never taken for an offset).
+    pub fn is_undefined(&self) -> bool {
+        self.epoch < 0 || self.end_offset < 0
+    }
+}
+
 /// Checks the `current_leader_epoch` a fetcher or producer sends against this replica's
 /// epoch (Kafka `Partition.checkCurrentLeaderEpoch`): older → FENCED_LEADER_EPOCH (the
 /// sender is a zombie or behind), newer → UNKNOWN_LEADER_EPOCH (we are behind on
@@ -35,16 +47,16 @@ pub fn diverging_epoch(
     last_fetched_epoch: LeaderEpoch,
     fetch_offset: Offset,
     leader_end_for_epoch: EpochEndOffset,
-    leader_log_start_offset: Offset,
 ) -> Option<EpochEndOffset> {
     if last_fetched_epoch == NO_EPOCH {
         // The follower's log is empty (or it predates epochs): nothing can have diverged.
         return None;
     }
-    if leader_end_for_epoch.epoch == NO_EPOCH {
-        // The leader knows no epoch ≤ the follower's: everything the follower has is from
-        // a history the leader does not share. Truncate to the leader's log start.
-        return Some(EpochEndOffset { epoch: NO_EPOCH, end_offset: leader_log_start_offset });
+    if leader_end_for_epoch.is_undefined() {
+        // The leader knows no epoch ≤ the follower's. Kafka's leader answers its UNDEFINED
+        // lookup as it is and the follower picks the point (`truncation_offset`): the
+        // leader's own log start says nothing about where the two logs agree.
+        return Some(EpochEndOffset::UNDEFINED);
     }
     if leader_end_for_epoch.epoch < last_fetched_epoch || leader_end_for_epoch.end_offset < fetch_offset {
         return Some(leader_end_for_epoch);
@@ -57,14 +69,27 @@ pub fn diverging_epoch(
 /// the follower's own `endOffsetFor(diverging.epoch)`. Returns (offset, complete): when
 /// the follower's largest epoch ≤ the leader's differs from it, it truncates to its own end
 /// of that epoch and must fetch again to find the exact point (complete = false).
-/// Never the local high watermark: truncating to the HW lost acknowledged writes before
-/// KIP-101.
+/// An answer that locates the divergence never sends the follower to its high watermark:
+/// truncating to the HW lost acknowledged writes before KIP-101. Only an undefined answer
+/// does, and never below it.
 pub fn truncation_offset(
     diverging: EpochEndOffset,
     local_end_for_epoch: EpochEndOffset,
     local_log_end_offset: Offset,
+    local_high_watermark: Offset,
 ) -> (Offset, bool) {
-    if diverging.epoch == NO_EPOCH || local_end_for_epoch.epoch == NO_EPOCH {
+    if diverging.is_undefined() {
+        // Kafka getOffsetTruncationState, UNDEFINED_EPOCH_OFFSET: the leader knows none of
+        // our epochs, so its answer locates nothing; truncate to the initial fetch offset,
+        // the follower's HW. Below it every record is committed, so the leader holds it too.
+        // (Kafka's other undefined-epoch branch is for OffsetsForLeaderEpoch v0 answers,
+        // which insync never had: an undefined epoch here always means "none of yours",
+        // whatever offset an older insync leader put beside it, its log start.)
+        return (local_high_watermark.min(local_log_end_offset).max(0), true);
+    }
+    if local_end_for_epoch.epoch == NO_EPOCH {
+        // Kafka's `case None`: we do not know the leader's epoch; its end offset is the
+        // point where the logs agree.
         return (diverging.end_offset.min(local_log_end_offset), true);
     }
     if local_end_for_epoch.epoch == diverging.epoch {
@@ -102,25 +127,45 @@ mod tests {
     fn diverging_epoch_when_follower_has_records_the_leader_lacks() {
         // KIP-101 scenario: follower wrote offsets 0..12 in epoch 1, the new leader's
         // epoch 1 ended at 10 (epoch 2 started there). Follower must truncate to 10.
-        assert_eq!(diverging_epoch(1, 12, eo(1, 10), 0), Some(eo(1, 10)));
+        assert_eq!(diverging_epoch(1, 12, eo(1, 10)), Some(eo(1, 10)));
         // Follower is exactly at the end of epoch 1: no divergence.
-        assert_eq!(diverging_epoch(1, 10, eo(1, 10), 0), None);
+        assert_eq!(diverging_epoch(1, 10, eo(1, 10)), None);
         // Follower fetched epoch 3 which the leader never had; leader's largest ≤ 3 is 2.
-        assert_eq!(diverging_epoch(3, 15, eo(2, 14), 0), Some(eo(2, 14)));
+        assert_eq!(diverging_epoch(3, 15, eo(2, 14)), Some(eo(2, 14)));
         // Empty follower log: nothing to check.
-        assert_eq!(diverging_epoch(-1, 0, eo(-1, -1), 0), None);
-        // Leader knows no epoch at or below the follower's: truncate to its start.
-        assert_eq!(diverging_epoch(0, 5, eo(-1, -1), 0), Some(eo(-1, 0)));
+        assert_eq!(diverging_epoch(-1, 0, eo(-1, -1)), None);
+    }
+
+    #[test]
+    fn a_leader_that_knows_no_epoch_of_ours_answers_undefined() {
+        // Kafka Partition.fetchRecords answers lastOffsetForLeaderEpoch's UNDEFINED as is;
+        // it used to be replaced by the leader's log start.
+        assert_eq!(diverging_epoch(0, 5, eo(-1, -1)), Some(EpochEndOffset::UNDEFINED));
+        assert_eq!(EpochEndOffset::UNDEFINED, eo(-1, -1));
     }
 
     #[test]
     fn truncation_uses_epochs_never_the_high_watermark() {
-        // Same epoch on both sides: min(leader end, follower end) (KIP-279).
-        assert_eq!(truncation_offset(eo(1, 10), eo(1, 12), 12), (10, true));
+        // Same epoch on both sides: min(leader end, follower end) (KIP-279), even below
+        // the follower's HW of 11.
+        assert_eq!(truncation_offset(eo(1, 10), eo(1, 12), 12, 11), (10, true));
         // Follower's largest epoch ≤ 2 is 1 ending at 9: truncate there, fetch again.
-        assert_eq!(truncation_offset(eo(2, 14), eo(1, 9), 15), (9, false));
-        // Undefined leader epoch: min(leader end, LEO).
-        assert_eq!(truncation_offset(eo(-1, 0), eo(0, 5), 5), (0, true));
+        assert_eq!(truncation_offset(eo(2, 14), eo(1, 9), 15, 12), (9, false));
+        // We do not know the leader's epoch (Kafka `case None`): min(leader end, LEO).
+        assert_eq!(truncation_offset(eo(3, 4), eo(-1, -1), 5, 5), (4, true));
+    }
+
+    #[test]
+    fn an_undefined_answer_truncates_to_the_high_watermark_never_below() {
+        // Kafka AbstractFetcherThread.getOffsetTruncationState, UNDEFINED_EPOCH_OFFSET:
+        // truncate to the follower's HW (3), not to the leader's log start.
+        assert_eq!(truncation_offset(eo(-1, -1), eo(0, 5), 5, 3), (3, true));
+        // An older insync leader put its log start (0) beside the undefined epoch.
+        assert_eq!(truncation_offset(eo(-1, 0), eo(0, 5), 5, 3), (3, true));
+        // A malformed answer locates nothing either.
+        assert_eq!(truncation_offset(eo(2, -7), eo(2, 5), 5, 3), (3, true));
+        // Nothing above the HW: nothing to cut.
+        assert_eq!(truncation_offset(eo(-1, -1), eo(0, 5), 5, 5), (5, true));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct FollowerProgress {
     pub last_fetch_leader_log_end_offset: Offset,
     /// When the previous fetch arrived.
     pub last_fetch_ms: u64,
+    /// The broker epoch the follower fetched with (KIP-903): the incarnation all of the
+    /// above belongs to. None until it fetches under this leadership.
+    pub broker_epoch: Option<i64>,
 }
 
 impl FollowerProgress {
@@ -36,7 +39,17 @@ impl FollowerProgress {
             last_caught_up_ms: if in_isr { now_ms } else { 0 },
             last_fetch_leader_log_end_offset: -1,
             last_fetch_ms: 0,
+            broker_epoch: None,
         }
+    }
+
+    /// The first fetch of a new incarnation of the follower (KIP-903): what the leader knew
+    /// was the progress of a process that has since restarted, whose log may have lost its
+    /// unflushed tail, so none of it counts: LEO unknown, not caught up. Kafka keeps the old
+    /// state and only records the new epoch (`Replica.updateFetchStateOrThrow`); starting
+    /// over is stricter, and costs a restarted follower one fetch.
+    fn new_incarnation(broker_epoch: i64) -> Self {
+        FollowerProgress { broker_epoch: Some(broker_epoch), ..FollowerProgress::reset(0, false) }
     }
 
     /// Kafka `Replica.isCaughtUp`: at the leader's end, or caught up within the lag bound.
@@ -99,6 +112,12 @@ pub enum IsrChangeKind {
 pub struct IsrChange {
     pub old_isr: Vec<BrokerId>,
     pub new_isr: Vec<BrokerId>,
+    /// (follower, the broker epoch it fetched with) for each member of `new_isr` but the
+    /// leader whose epoch is known, in broker order: the controller refuses the change if
+    /// one is not the member's current registration (Kafka `NewIsrWithEpochs`, KIP-903), so
+    /// no replica joins on the progress of an incarnation that has since restarted. An
+    /// added member has always fetched, so its epoch is always there.
+    pub new_isr_broker_epochs: Vec<(BrokerId, i64)>,
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: PartitionEpoch,
     pub leader_log_end_offset: Offset,
@@ -134,7 +153,12 @@ impl fmt::Display for IsrChange {
                 }
             }
             IsrChangeKind::Expand { added, follower_log_end_offset } => {
-                write!(f, "; broker {added} caught up: LEO {follower_log_end_offset} >= HW {}", self.high_watermark)?;
+                let epoch = self.new_isr_broker_epochs.iter().find(|(b, _)| b == added).map_or(-1, |(_, e)| *e);
+                write!(
+                    f,
+                    "; broker {added} (broker epoch {epoch}) caught up: LEO {follower_log_end_offset} >= HW {}",
+                    self.high_watermark
+                )?;
             }
         }
         Ok(())
@@ -279,8 +303,15 @@ impl LeaderPartition {
     }
 
     /// Updates which followers may join the ISR (from broker registrations in metadata).
-    pub fn set_eligible_followers(&mut self, eligible: impl IntoIterator<Item = BrokerId>) {
+    /// The HW waits for caught-up followers only while they are eligible (Kafka
+    /// `maybeIncrementLeaderHW`'s `isReplicaIsrEligible`), so a fenced or shutting-down one
+    /// may release it now: recompute it here rather than at the next fetch or append, which
+    /// may never come while acks=all requests wait for it.
+    pub fn set_eligible_followers(&mut self, eligible: impl IntoIterator<Item = BrokerId>, now_ms: u64) -> Vec<Action> {
         self.eligible = eligible.into_iter().filter(|&b| b != self.local_broker).collect();
+        let mut actions = Vec::new();
+        self.maybe_increment_high_watermark(now_ms, &mut actions);
+        actions
     }
 
     /// Pre-append check (Kafka `Partition.appendRecordsToLeader`): acks=all with a
@@ -330,12 +361,28 @@ impl LeaderPartition {
     /// A follower fetched from `fetch_offset` (its LEO). `leader_log_end_offset_at_fetch`
     /// is the leader's LEO when the fetch was served (Kafka `Partition.updateFollowerFetchState`
     /// → `Replica.updateFetchStateOrThrow`, then `maybeExpandIsr`, `maybeIncrementLeaderHW`).
-    pub fn on_follower_fetch(&mut self, follower: BrokerId, fetch_offset: Offset, now_ms: u64) -> Vec<Action> {
+    ///
+    /// `broker_epoch` is the follower's broker epoch from the fetch, which the broker has
+    /// checked against the metadata (KIP-903, `replica_identity.rs`): a new one means a new
+    /// incarnation, whose progress starts over (`FollowerProgress::new_incarnation`).
+    pub fn on_follower_fetch(
+        &mut self,
+        follower: BrokerId,
+        broker_epoch: i64,
+        fetch_offset: Offset,
+        now_ms: u64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let leader_log_end_offset = self.log_end_offset;
         let Some(progress) = self.followers.get_mut(&follower) else {
             return actions; // not a replica of this partition: the broker answers the error
         };
+        match progress.broker_epoch {
+            Some(known) if known != broker_epoch => *progress = FollowerProgress::new_incarnation(broker_epoch),
+            Some(_) => {}
+            // The first fetch under this leadership keeps what `reset` gave ISR members.
+            None => progress.broker_epoch = Some(broker_epoch),
+        }
         // Kafka Replica.updateFetchStateOrThrow: caught up now if the fetch reached the
         // leader's end; else caught up as of the previous fetch if this one reached the
         // leader's end as it was then. Time-based, not message-count based (KIP-16 era).
@@ -354,9 +401,13 @@ impl LeaderPartition {
     }
 
     /// Periodic ISR shrink check, every replica.lag.time.max.ms / 2 (Kafka
-    /// `ReplicaManager.maybeShrinkIsr` → `Partition.maybeShrinkIsr`).
+    /// `ReplicaManager.maybeShrinkIsr` → `Partition.maybeShrinkIsr`). It first recomputes
+    /// the HW: a caught-up follower outside the ISR holds it only until
+    /// replica.lag.time.max.ms passes (Kafka `Replica.isCaughtUp` is time-based), and no
+    /// fetch or append need come to notice that, even while an ISR change is in flight.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.maybe_increment_high_watermark(now_ms, &mut actions);
         if self.isr.is_in_flight() {
             return actions; // one change in flight at a time (KIP-497)
         }
@@ -412,6 +463,10 @@ impl LeaderPartition {
     fn isr_change(&self, new_isr: Vec<BrokerId>, kind: IsrChangeKind) -> IsrChange {
         IsrChange {
             old_isr: self.isr.committed().iter().copied().collect(),
+            new_isr_broker_epochs: new_isr
+                .iter()
+                .filter_map(|b| Some((*b, self.followers.get(b)?.broker_epoch?)))
+                .collect(),
             new_isr,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
@@ -515,6 +570,8 @@ mod tests {
     use super::*;
 
     const LAG: u64 = 10_000;
+    /// The broker epoch followers fetch with, unless a test restarts one.
+    const EPOCH: i64 = 5;
 
     fn leader(isr: &[BrokerId], min_isr: usize, leo: Offset) -> LeaderPartition {
         LeaderPartition::new(
@@ -560,13 +617,13 @@ mod tests {
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_local_append(10, 1_000);
         assert_eq!(l.high_watermark(), 0);
-        l.on_follower_fetch(2, 10, 1_001);
+        l.on_follower_fetch(2, EPOCH, 10, 1_001);
         assert_eq!(l.high_watermark(), 0, "follower 3 has nothing yet");
-        let actions = l.on_follower_fetch(3, 7, 1_002);
+        let actions = l.on_follower_fetch(3, EPOCH, 7, 1_002);
         assert_eq!(l.high_watermark(), 7);
         assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 7 }));
         // A follower that truncates (fetches from lower) never moves the HW back.
-        l.on_follower_fetch(3, 5, 1_003);
+        l.on_follower_fetch(3, EPOCH, 5, 1_003);
         assert_eq!(l.high_watermark(), 7);
     }
 
@@ -576,10 +633,10 @@ mod tests {
         // !(LEO == leader LEO || now - lastCaughtUp <= replica.lag.time.max.ms).
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_local_append(5, 1_000);
-        l.on_follower_fetch(2, 5, 1_100);
-        l.on_follower_fetch(3, 0, 1_100); // behind, but was caught up at become-leader (1_000)
+        l.on_follower_fetch(2, EPOCH, 5, 1_100);
+        l.on_follower_fetch(3, EPOCH, 0, 1_100); // behind, but was caught up at become-leader (1_000)
         assert!(proposals(&l.on_tick(1_000 + LAG)).is_empty(), "exactly at the bound is in sync");
-        l.on_follower_fetch(2, 5, 1_000 + LAG + 1);
+        l.on_follower_fetch(2, EPOCH, 5, 1_000 + LAG + 1);
         let p = proposals(&l.on_tick(1_000 + LAG + 1));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].old_isr, vec![1, 2, 3]);
@@ -592,8 +649,8 @@ mod tests {
     fn follower_at_leader_end_is_in_sync_however_old_its_catch_up_time() {
         // Kafka Replica.isCaughtUp: LEO == leader LEO counts as caught up.
         let mut l = leader(&[1, 2, 3], 1, 0);
-        l.on_follower_fetch(2, 0, 1_000);
-        l.on_follower_fetch(3, 0, 1_000);
+        l.on_follower_fetch(2, EPOCH, 0, 1_000);
+        l.on_follower_fetch(3, EPOCH, 0, 1_000);
         assert!(proposals(&l.on_tick(1_000_000)).is_empty(), "idle partition never shrinks");
     }
 
@@ -603,11 +660,11 @@ mod tests {
         // fetch → caught up as of that previous fetch's time.
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_local_append(10, 1_000);
-        l.on_follower_fetch(2, 0, 2_000); // leader LEO 10 at this fetch
+        l.on_follower_fetch(2, EPOCH, 0, 2_000); // leader LEO 10 at this fetch
         l.on_local_append(20, 2_500);
-        l.on_follower_fetch(2, 10, 3_000); // reached 10 = leader LEO at previous fetch
+        l.on_follower_fetch(2, EPOCH, 10, 3_000); // reached 10 = leader LEO at previous fetch
         assert_eq!(l.follower(2).unwrap().last_caught_up_ms, 2_000);
-        l.on_follower_fetch(2, 20, 3_500);
+        l.on_follower_fetch(2, EPOCH, 20, 3_500);
         assert_eq!(l.follower(2).unwrap().last_caught_up_ms, 3_500);
     }
 
@@ -620,17 +677,75 @@ mod tests {
     }
 
     #[test]
+    fn a_new_broker_epoch_starts_the_followers_progress_over() {
+        // KIP-903: a restarted follower (new broker epoch) may have lost its log's tail;
+        // what its previous incarnation reached must not count.
+        let mut l = leader(&[1, 2], 1, 0);
+        l.on_local_append(10, 20_000);
+        l.on_follower_fetch(2, EPOCH, 10, 20_001);
+        l.on_follower_fetch(3, EPOCH, 10, 20_002); // caught up: expand proposed
+        l.on_isr_change_rejected();
+        assert_eq!(l.follower(3).unwrap().last_caught_up_ms, 20_002);
+
+        // 3 restarts with a shorter log: its LEO is the new fetch's, and it is not caught up.
+        assert!(proposals(&l.on_follower_fetch(3, 9, 7, 20_100)).is_empty(), "below the HW");
+        let restarted = *l.follower(3).unwrap();
+        assert_eq!((restarted.log_end_offset, restarted.last_caught_up_ms), (7, 0));
+        assert_eq!((restarted.last_fetch_leader_log_end_offset, restarted.broker_epoch), (10, Some(9)));
+        // Without the reset 3 would count as caught up (as of 20_002) and hold the HW back
+        // as a follower about to join; a reset one at LEO 7 does not.
+        l.on_local_append(12, 20_101);
+        l.on_follower_fetch(2, EPOCH, 12, 20_102);
+        assert_eq!(l.high_watermark(), 12);
+
+        // An ISR member's restart likewise: 2 is out of sync at once, not after the lag time.
+        l.on_follower_fetch(2, 8, 4, 20_200);
+        let p = proposals(&l.on_tick(20_200));
+        assert_eq!(p.len(), 1);
+        assert!(matches!(&p[0].kind, IsrChangeKind::Shrink { dropped } if dropped[0].0 == 2), "{p:?}");
+
+        // The same epoch again is the same incarnation: progress goes on.
+        l.on_isr_change_rejected();
+        l.on_follower_fetch(3, 9, 12, 20_300);
+        assert_eq!(l.follower(3).unwrap().last_caught_up_ms, 20_300);
+    }
+
+    #[test]
+    fn isr_change_names_the_broker_epoch_each_member_fetched_with() {
+        // Kafka AlterPartition NewIsrWithEpochs (KIP-903): every member but the leader whose
+        // epoch is known, the added one always.
+        let mut l = leader(&[1, 2], 1, 0);
+        l.on_follower_fetch(2, 5, 0, 1_000);
+        let p = proposals(&l.on_follower_fetch(3, 9, 0, 1_001));
+        assert_eq!(p[0].new_isr, vec![1, 2, 3]);
+        assert_eq!(p[0].new_isr_broker_epochs, vec![(2, 5), (3, 9)]);
+        assert!(p[0].to_string().contains("broker 3 (broker epoch 9) caught up"), "{}", p[0]);
+
+        // A member that has not fetched under this leadership is not named.
+        let mut l = leader(&[1, 2, 3], 1, 0);
+        l.on_local_append(5, 1_000);
+        l.on_follower_fetch(3, 7, 5, 1_000 + LAG + 1);
+        let p = proposals(&l.on_tick(1_000 + LAG + 1));
+        assert_eq!(p[0].new_isr, vec![1, 3]);
+        assert_eq!(p[0].new_isr_broker_epochs, vec![(3, 7)]);
+        let mut l = leader(&[1, 2, 3], 1, 0);
+        l.on_local_append(5, 1_000);
+        let p = proposals(&l.on_tick(1_000 + LAG + 1));
+        assert_eq!((p[0].new_isr.clone(), p[0].new_isr_broker_epochs.clone()), (vec![1], vec![]));
+    }
+
+    #[test]
     fn expand_needs_leo_at_hw_and_epoch_start_and_eligibility() {
         // Kafka Partition.isFollowerInSync + canAddReplicaToIsr (KIP-841).
         let mut l = leader(&[1, 2], 1, 0);
         l.on_local_append(10, 1_000);
-        l.on_follower_fetch(2, 10, 1_001);
+        l.on_follower_fetch(2, EPOCH, 10, 1_001);
         assert_eq!(l.high_watermark(), 10);
-        assert!(proposals(&l.on_follower_fetch(3, 9, 1_002)).is_empty(), "below HW");
-        l.set_eligible_followers([2]);
-        assert!(proposals(&l.on_follower_fetch(3, 10, 1_003)).is_empty(), "fenced broker is not eligible");
-        l.set_eligible_followers([2, 3]);
-        let p = proposals(&l.on_follower_fetch(3, 10, 1_004));
+        assert!(proposals(&l.on_follower_fetch(3, EPOCH, 9, 1_002)).is_empty(), "below HW");
+        l.set_eligible_followers([2], 1_002);
+        assert!(proposals(&l.on_follower_fetch(3, EPOCH, 10, 1_003)).is_empty(), "fenced broker is not eligible");
+        l.set_eligible_followers([2, 3], 1_003);
+        let p = proposals(&l.on_follower_fetch(3, EPOCH, 10, 1_004));
         assert_eq!(p[0].new_isr, vec![1, 2, 3]);
         assert!(matches!(l.isr_state(), IsrState::PendingExpand { new_member: 3, .. }));
     }
@@ -653,8 +768,8 @@ mod tests {
             },
             1_000,
         );
-        assert!(proposals(&l.on_follower_fetch(3, 15, 1_001)).is_empty(), "LEO ≥ HW but < epoch start");
-        assert_eq!(proposals(&l.on_follower_fetch(3, 20, 1_002)).len(), 1);
+        assert!(proposals(&l.on_follower_fetch(3, EPOCH, 15, 1_001)).is_empty(), "LEO ≥ HW but < epoch start");
+        assert_eq!(proposals(&l.on_follower_fetch(3, EPOCH, 20, 1_002)).len(), 1);
     }
 
     #[test]
@@ -663,7 +778,7 @@ mod tests {
         // no second change is proposed until the first is committed or rejected.
         let mut l = leader(&[1, 2, 3], 1, 0);
         l.on_local_append(10, 1_000);
-        l.on_follower_fetch(2, 10, 20_000);
+        l.on_follower_fetch(2, EPOCH, 10, 20_000);
         assert_eq!(proposals(&l.on_tick(20_000)).len(), 1); // 3 is dropped
         assert!(l.isr_state().is_in_flight());
         assert!(proposals(&l.on_tick(40_000)).is_empty());
@@ -671,7 +786,7 @@ mod tests {
         let actions = l.on_isr_committed(&[1, 2], 1, 20_001);
         assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 10 }));
         // A pending expand counts the new member at once.
-        l.on_follower_fetch(3, 10, 20_002);
+        l.on_follower_fetch(3, EPOCH, 10, 20_002);
         assert_eq!(l.isr_state().maximal().len(), 3);
         assert_eq!(l.isr_state().committed().len(), 2);
     }
@@ -725,8 +840,8 @@ mod tests {
         let mut l = leader(&[1, 2, 3], 2, 0);
         l.on_local_append(3, 1_000);
         assert!(completions(&l.add_waiter(7, 3)).is_empty());
-        assert!(completions(&l.on_follower_fetch(2, 3, 1_001)).is_empty(), "3 not there yet");
-        assert_eq!(completions(&l.on_follower_fetch(3, 3, 1_002)), vec![(7, ErrorCode::NONE)]);
+        assert!(completions(&l.on_follower_fetch(2, EPOCH, 3, 1_001)).is_empty(), "3 not there yet");
+        assert_eq!(completions(&l.on_follower_fetch(3, EPOCH, 3, 1_002)), vec![(7, ErrorCode::NONE)]);
         assert_eq!(l.pending_waiters(), 0);
     }
 
@@ -753,7 +868,7 @@ mod tests {
         l.on_local_append(5, 1_000);
         assert_eq!(l.high_watermark(), 0, "acks=1 record not exposed with ISR [leader], min 2");
         assert!(l.is_under_min_isr());
-        let p = proposals(&l.on_follower_fetch(2, 5, 1_100));
+        let p = proposals(&l.on_follower_fetch(2, EPOCH, 5, 1_100));
         assert_eq!(p[0].new_isr, vec![1, 2], "caught-up follower rejoins");
         assert_eq!(l.high_watermark(), 0, "still held until the expand is committed");
         let actions = l.on_isr_committed(&[1, 2], 1, 1_200);
@@ -765,15 +880,14 @@ mod tests {
         // Kafka maybeIncrementLeaderHW uses the maximal ISR (pending expand included) and
         // also waits for a caught-up, ISR-eligible replica about to join.
         let mut l = leader(&[1, 2], 1, 0);
-        l.on_follower_fetch(3, 0, 1_000); // caught up at LEO 0: expand to [1,2,3] proposed
+        l.on_follower_fetch(3, EPOCH, 0, 1_000); // caught up at LEO 0: expand to [1,2,3] proposed
         assert!(matches!(l.isr_state(), IsrState::PendingExpand { new_member: 3, .. }));
         l.on_local_append(4, 1_001);
-        l.on_follower_fetch(2, 4, 1_002);
+        l.on_follower_fetch(2, EPOCH, 4, 1_002);
         assert_eq!(l.high_watermark(), 0, "3 may already be in the committed ISR");
         // The expand is rejected and 3 is fenced: the HW no longer waits for it.
         l.on_isr_change_rejected();
-        l.set_eligible_followers([2]);
-        l.on_follower_fetch(2, 4, 1_003);
+        l.set_eligible_followers([2], 1_003);
         assert_eq!(l.high_watermark(), 4);
     }
 
@@ -792,6 +906,70 @@ mod tests {
         l.add_waiter(9, 1);
         assert!(l.remove_waiter(9));
         assert!(!l.remove_waiter(9));
-        assert!(completions(&l.on_follower_fetch(2, 1, 1_001)).is_empty());
+        assert!(completions(&l.on_follower_fetch(2, EPOCH, 1, 1_001)).is_empty());
+    }
+
+    /// ISR [1,2] at LEO 4, both caught up, with waiter 7 parked for offset 4; broker 3 is
+    /// outside the ISR (its expand was not applied) but caught up and eligible, so the HW
+    /// waits at 0 for it (Kafka `maybeIncrementLeaderHW`'s `shouldWaitForReplicaToJoinIsr`).
+    fn leader_with_hw_held_by_a_joining_follower() -> LeaderPartition {
+        let mut l = leader(&[1, 2], 2, 0);
+        l.on_follower_fetch(3, EPOCH, 0, 1_000); // caught up at LEO 0: an expand is proposed
+        l.on_isr_change_rejected();
+        l.on_local_append(4, 1_001);
+        assert!(completions(&l.add_waiter(7, 4)).is_empty());
+        l.on_follower_fetch(2, EPOCH, 4, 1_002);
+        assert_eq!(l.high_watermark(), 0, "3 may join the ISR: the HW waits for it");
+        l
+    }
+
+    #[test]
+    fn fencing_a_joining_follower_advances_the_hw_without_waiting_for_a_fetch() {
+        let mut l = leader_with_hw_held_by_a_joining_follower();
+        let actions = l.set_eligible_followers([2], 1_003);
+        assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 4 }), "{actions:?}");
+        assert_eq!(completions(&actions), vec![(7, ErrorCode::NONE)]);
+        assert!(proposals(&actions).is_empty());
+    }
+
+    #[test]
+    fn the_tick_advances_the_hw_once_a_joining_follower_falls_behind() {
+        // Kafka Replica.isCaughtUp is time-based: 3 stops holding the HW when
+        // replica.lag.time.max.ms passes without it catching up, fetch or no fetch.
+        let mut l = leader_with_hw_held_by_a_joining_follower();
+        assert!(l.on_tick(1_000 + LAG).is_empty(), "3 is still caught up at the bound");
+        let actions = l.on_tick(1_000 + LAG + 1);
+        assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 4 }), "{actions:?}");
+        assert_eq!(completions(&actions), vec![(7, ErrorCode::NONE)]);
+        assert!(proposals(&actions).is_empty(), "2 is in sync and 3 is not in the ISR");
+    }
+
+    #[test]
+    fn the_tick_advances_the_hw_while_an_isr_change_is_in_flight() {
+        // The in-flight change stops a second proposal (KIP-497), not the HW.
+        let mut l = leader(&[1, 2], 1, 0);
+        let t = 1_000 + LAG + 1;
+        assert_eq!(proposals(&l.on_tick(t)).len(), 1, "2 never fetched: its shrink is proposed");
+        l.on_follower_fetch(3, EPOCH, 0, t + 1); // caught up; its expand waits for the shrink
+        l.on_follower_fetch(2, EPOCH, 0, t + 2);
+        l.on_local_append(4, t + 3);
+        assert!(completions(&l.add_waiter(7, 4)).is_empty());
+        l.on_follower_fetch(2, EPOCH, 4, t + 4);
+        assert_eq!(l.high_watermark(), 0, "3 is caught up and eligible: the HW waits for it");
+        assert!(l.isr_state().is_in_flight(), "the shrink's answer has not come");
+        let actions = l.on_tick(t + 1 + LAG + 1);
+        assert!(actions.contains(&Action::HighWatermarkAdvanced { high_watermark: 4 }), "{actions:?}");
+        assert_eq!(completions(&actions), vec![(7, ErrorCode::NONE)]);
+        assert!(proposals(&actions).is_empty());
+    }
+
+    #[test]
+    fn lowering_min_insync_replicas_advances_the_held_hw() {
+        // Strict min ISR (KAFKA-15583) holds the HW; a lower min releases it at once.
+        let mut l = leader(&[1], 2, 0);
+        l.on_local_append(3, 1_000);
+        assert_eq!(l.high_watermark(), 0);
+        let actions = l.set_min_insync_replicas(1, 1_001);
+        assert_eq!(actions, vec![Action::HighWatermarkAdvanced { high_watermark: 3 }]);
     }
 }

@@ -32,6 +32,9 @@ const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
+/// The most record bytes one Kafka fetch answer carries, the one-batch exemption included.
+const MAX_KAFKA_FETCH_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
 /// How much of the log one step of a timestamp search reads under the partition lock.
 const SEARCH_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -67,8 +70,9 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
     let max_wait_ms = if request.min_bytes <= 0 { 0 } else { u32::try_from(request.max_wait_ms).unwrap_or(0) };
     let fetch = messages::FetchRequest {
         replica_id: CONSUMER_REPLICA_ID,
-        // A Kafka answer is bounded by fetch.max.bytes (and the one-batch exemption) alone.
-        transport_limit: usize::MAX,
+        // One Kafka frame: kept under the 64 MiB every fetch answer was held to before (the
+        // gRPC limit), whatever fetch.max.bytes says; a frame's size is an i32.
+        transport_limit: MAX_KAFKA_FETCH_RECORD_BYTES,
         max_wait_ms,
         min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
         max_bytes,

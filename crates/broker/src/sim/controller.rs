@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use insync_controller::command::{apply_command, Command, CommandResult};
-use insync_controller::convert::{cluster_metadata, partition_to_proto, ControllerIdentity};
+use insync_controller::convert::{alter_partition_command, cluster_metadata, partition_to_proto, ControllerIdentity};
 use insync_controller::heartbeat::BrokerHeartbeatManager;
 use insync_controller::metadata::{AppliedMetadata, ClusterState, PartitionState};
 use insync_controller::rules::{self, CreateTopicSpec};
@@ -176,14 +176,7 @@ impl ControllerModel {
     /// `ControllerService::alter`: propose, answer the committed partition or the rejection.
     fn on_alter_partition(&mut self, from: Address, attempt: u64, request: pb::AlterPartitionRequest, io: &mut Io) {
         let key: AlterKey = (request.broker_id, request.leader_epoch, request.partition_epoch, request.new_isr.clone());
-        let command = Command::AlterPartition {
-            broker_id: request.broker_id,
-            topic: request.topic.clone(),
-            partition: request.partition,
-            leader_epoch: request.leader_epoch,
-            partition_epoch: request.partition_epoch,
-            new_isr: request.new_isr.clone(),
-        };
+        let command = alter_partition_command(request.clone());
         let before = self.partition(request.partition).cloned();
         let result = self.propose(command, io);
         self.count_alter_answer(&key, &result, before.as_ref(), io);
@@ -201,7 +194,8 @@ impl ControllerModel {
     /// Counts which answer the rules gave. Reachable: committed (with or without a change),
     /// INVALID_UPDATE_VERSION (a retry after a commit, or a proposal overtaken by a fencing),
     /// FENCED_LEADER_EPOCH (a deposed leader), INELIGIBLE_REPLICA (a leader with stale
-    /// metadata adding a fenced broker). NOT_LEADER_OR_FOLLOWER needs two leaders at one
+    /// metadata adding a fenced broker, or naming the broker epoch of an incarnation that has
+    /// restarted since, KIP-903). NOT_LEADER_OR_FOLLOWER needs two leaders at one
     /// leader epoch and INVALID_REQUEST a malformed ISR, which the core never proposes;
     /// UNKNOWN_TOPIC_OR_PARTITION needs a deleted topic.
     fn count_alter_answer(

@@ -78,7 +78,7 @@ impl Sim<'_> {
         fallback
     }
 
-    fn crash(&mut self, broker: BrokerId, down_ms: u64) {
+    pub(super) fn crash(&mut self, broker: BrokerId, down_ms: u64) {
         if !self.node_mut(broker).is_up() {
             return;
         }

@@ -185,7 +185,7 @@ impl Live {
                 }
                 (Ok(()), None) => FetchPartitionResponse::refused(tp.clone(), ErrorCode::NOT_LEADER_OR_FOLLOWER, ""),
                 (Ok(()), Some(partition)) => {
-                    let (response, actions) = partition.read(replica_id, entry, &budget, true, io.now);
+                    let (response, actions) = partition.read(replica_id, broker_epoch, entry, &budget, true, io.now);
                     self.run_actions(tp, actions, io);
                     response
                 }

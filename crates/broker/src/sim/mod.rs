@@ -14,7 +14,8 @@
 //! failure shows the last events.
 //!
 //! What is modelled, and what is not: a crash is a process crash (bytes written to a log
-//! survive it; an unflushed tail is not lost); the controller quorum is one node that never
+//! survive it; an unflushed tail is not lost, except where a scripted schedule cuts a down
+//! broker's log itself: `Node::lose_log_tail`); the controller quorum is one node that never
 //! fails (its rules and state machine are the real ones, Raft is not); a leader answers a
 //! Fetch at once, and a follower whose answer was empty waits as long as the long poll
 //! would; the log's own roll-flush thread runs when a tiny segment size makes logs roll.

@@ -67,8 +67,12 @@ impl Message {
             Message::Heartbeat { broker, .. } => format!("Heartbeat b{broker}"),
             Message::HeartbeatAnswer { error, fenced } => format!("HeartbeatAnswer {error} fenced={fenced}"),
             Message::AlterPartition { attempt, request: r } => format!(
-                "AlterPartition #{attempt} p{} le {} pe {} isr {:?}",
-                r.partition, r.leader_epoch, r.partition_epoch, r.new_isr
+                "AlterPartition #{attempt} p{} le {} pe {} isr {:?} broker epochs {:?}",
+                r.partition,
+                r.leader_epoch,
+                r.partition_epoch,
+                r.new_isr,
+                r.new_isr_broker_epochs.iter().map(|m| (m.broker_id, m.broker_epoch)).collect::<Vec<_>>()
             ),
             Message::AlterPartitionAnswer { attempt, result } => match result {
                 Ok(p) => format!("AlterPartitionAnswer #{attempt} ok pe {} isr {:?}", p.partition_epoch, p.isr),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use insync_log::batch::parse_header;
-use insync_log::LogConfig;
+use insync_log::{LogConfig, PartitionLog};
 use insync_proto as pb;
 use insync_replication::{
     alter_partition_error_action, Action, AlterPartitionErrorAction, IsrChange, IsrChangeKind, WaiterId,
@@ -23,6 +23,7 @@ use super::effects::{Ack, Append, Io, NodeTimer, Target, Timer};
 use super::fetch::Fetcher;
 use super::network::{Address, Endpoint, Message};
 use super::timing;
+use crate::controller_link::alter_partition_request;
 use crate::messages::ProduceOutcome;
 use crate::partition::{LeadershipContext, Partition};
 use crate::replica_manager::{caught_up_with_registration, registration, FollowerAssignment};
@@ -136,6 +137,24 @@ impl Node {
     /// log directory and the last HW checkpoint remain.
     pub fn crash(&mut self) {
         self.live = None;
+    }
+
+    /// A crash that lost the unflushed tail of `tp`'s log (crashes here lose nothing by
+    /// themselves, see `sim/mod.rs`): while the broker is down, cuts the log on disk at the
+    /// batch holding `offset`. The HW checkpoint stays as written, possibly above the new
+    /// end, as Kafka's would; `Partition::open` caps it. Returns the new log end offset.
+    pub fn lose_log_tail(&self, tp: &TopicPartition, offset: Offset) -> Result<Offset, String> {
+        if self.is_up() {
+            return Err(format!("broker {} is up: its log is open", self.id));
+        }
+        let dir = self.dir.join(format!("{}-{}", tp.topic, tp.partition));
+        let log_config = LogConfig { segment_bytes: self.config.segment_bytes, ..LogConfig::default() };
+        let cut = |e: insync_log::LogError| format!("broker {}: cutting {tp} at {offset}: {e}", self.id);
+        let mut log = PartitionLog::open(&dir, log_config).map_err(cut)?;
+        log.truncate_to(offset).map_err(cut)?;
+        let end = log.log_end_offset();
+        log.close().map_err(cut)?;
+        Ok(end)
     }
 
     pub fn handle(&mut self, from: Address, message: Message, io: &mut Io) {
@@ -267,14 +286,8 @@ impl Live {
                 replica_lag_time_max_ms: timing::REPLICA_LAG_TIME_MAX_MS,
             };
             for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&me)) {
-                if partition_metadata.leader == me && !caught_up {
-                    // As ReplicaManager::apply_metadata: no leadership before the metadata
-                    // shows this incarnation's registration.
-                    io.coverage.bump("leadership_held_until_registered");
-                    continue;
-                }
                 let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
-                self.apply_registration(&tp, partition_metadata, &context, checkpoint, io);
+                self.apply_registration(&tp, partition_metadata, &context, caught_up, checkpoint, io);
                 if partition_metadata.leader != me && partition_metadata.leader != NO_BROKER {
                     assignment
                         .entry(partition_metadata.leader)
@@ -292,6 +305,7 @@ impl Live {
         tp: &TopicPartition,
         partition_metadata: &pb::PartitionMetadata,
         context: &LeadershipContext<'_>,
+        caught_up: bool,
         checkpoint: &BTreeMap<TopicPartition, Offset>,
         io: &mut Io,
     ) {
@@ -299,6 +313,13 @@ impl Live {
             return;
         }
         let partition = &self.partitions[tp];
+        // As ReplicaManager::apply_topic: no new leadership before the metadata shows this
+        // incarnation's registration (the partition is open all the same).
+        let me = self.id();
+        if partition_metadata.leader == me && !caught_up && !partition.leads_at(partition_metadata.leader_epoch) {
+            io.coverage.bump("leadership_held_until_registered");
+            return;
+        }
         let seen = partition.inspect(|s| (s.leader_epoch(), s.partition_epoch()));
         let offered = (partition_metadata.leader_epoch, partition_metadata.partition_epoch);
         if offered <= seen {
@@ -483,15 +504,7 @@ impl Live {
 
     fn send_alter(&self, io: &mut Io) {
         let Some(in_flight) = &self.alter else { return };
-        let change = &in_flight.job.change;
-        let request = pb::AlterPartitionRequest {
-            broker_id: self.id(),
-            topic: in_flight.job.topic_partition.topic.clone(),
-            partition: in_flight.job.topic_partition.partition,
-            leader_epoch: change.leader_epoch,
-            partition_epoch: change.partition_epoch,
-            new_isr: change.new_isr.clone(),
-        };
+        let request = alter_partition_request(self.id(), &in_flight.job.topic_partition, &in_flight.job.change);
         let message = Message::AlterPartition { attempt: in_flight.attempt, request };
         io.send(self.me, Target::Current(Endpoint::Controller), message);
         self.after(io, timing::ALTER_PARTITION_TIMEOUT_MS, NodeTimer::AlterTimeout { attempt: in_flight.attempt });

@@ -1,7 +1,7 @@
 //! The harness's tests: many random schedules (the CI run, which also proves the harness
 //! reaches every corner the issue names), the pre-KIP-101 negative control (which proves the
-//! checker can fail), determinism (same seed, same trace), and two tests of what the harness
-//! found in the broker, ignored until it is fixed.
+//! checker can fail), determinism (same seed, same trace), and scripted tests of the two bugs
+//! the harness found in the broker (both fixed).
 use std::time::Instant;
 
 use super::checker::ViolationKind;
@@ -206,6 +206,31 @@ fn restarted_broker_never_resumes_its_epoch() {
     for seed in FIRST_SEED..FIRST_SEED + 200 {
         if let Err(failure) = run_schedule(seed, &options) {
             panic!("{failure}");
+        }
+    }
+}
+
+/// KIP-903: a follower's progress belongs to the incarnation that made it. Broker 3 fetches
+/// far while leader 1's proposal to add it back to the ISR is held up, crashes, loses the
+/// tail of its log that holds acknowledged writes, restarts and registers again, and only
+/// then does the proposal reach the controller (`Scenario::RestartedFollowerStaleExpand`).
+/// The controller used to commit it (broker 3 is registered and unfenced again), putting
+/// into the ISR a replica missing acknowledged writes, which an election of 3 would lose.
+/// The AlterPartition now names the broker epoch each new member fetched with, and the
+/// controller refuses one that is not its current registration's (INELIGIBLE_REPLICA).
+#[test]
+fn restarted_follower_does_not_join_the_isr_on_its_previous_incarnation() {
+    let options = SimOptions { scenario: Some(Scenario::RestartedFollowerStaleExpand), ..SimOptions::default() };
+    for seed in FIRST_SEED..FIRST_SEED + 5 {
+        match run_schedule(seed, &options) {
+            Ok(report) => {
+                for key in
+                    ["scenario_log_tail_lost", "scenario_stale_expand_released", "alter_answer_INELIGIBLE_REPLICA"]
+                {
+                    assert!(report.coverage.get(key) > 0, "seed {seed}: the script never reached {key}");
+                }
+            }
+            Err(failure) => panic!("{failure}"),
         }
     }
 }

@@ -36,7 +36,7 @@ command -v timeout >/dev/null 2>&1 || die "coreutils timeout not found"
 kafka_port() { echo $((19091 + $1 + OFFSET)); }
 proxy_port() { echo $((19091 + $1 + OFFSET + PROXY_SHIFT)); }
 BOOT="127.0.0.1:$(proxy_port 1),127.0.0.1:$(proxy_port 2),127.0.0.1:$(proxy_port 3)"
-GRPC_BOOT="127.0.0.1:$((9092 + OFFSET)),127.0.0.1:$((9093 + OFFSET)),127.0.0.1:$((9094 + OFFSET))"
+GRPC_BOOT="127.0.1.1:$((9092 + OFFSET)),127.0.1.2:$((9093 + OFFSET)),127.0.1.3:$((9094 + OFFSET))"
 
 # Leftovers of an earlier run that was SIGKILLed (its trap never ran): its proxy, its nodes.
 if [ -f "$WORK/proxy.pid" ]; then

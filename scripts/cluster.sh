@@ -12,10 +12,18 @@
 #   scripts/cluster.sh start N               start a stopped/killed node again, same flags
 #   scripts/cluster.sh pause N | resume N    SIGSTOP / SIGCONT
 #   scripts/cluster.sh logs N [-f]           the node's log
+#   scripts/cluster.sh partition A B [--one-way]   cut the links between nodes A and B (both
+#                                            ways; --one-way: only A's calls to B time out);
+#                                            A and B may be lists: partition 1,controller-1 2,3
+#   scripts/cluster.sh isolate N             cut N off from every other node (clients still reach it)
+#   scripts/cluster.sh heal                  restore every link cut (`down` heals too)
 #
-# Addresses (docs/design.md "Topology: controllers and brokers"): broker N on 127.0.0.1:(9091+N), controller N on 127.0.0.1:(9190+N);
-# Prometheus metrics of broker N on 127.0.0.1:(9290+N), of controller N on 127.0.0.1:(9390+N);
-# the Kafka wire protocol (kcat, librdkafka, kafka-python) of broker N on 127.0.0.1:(19091+N).
+# Addresses (docs/design.md "Topology: controllers and brokers"): each node on its own loopback
+# address, broker N on 127.0.1.N:(9091+N), controller N on 127.0.2.N:(9190+N); nodes connect
+# from that address too, so iptables rules (root, installed if missing) can cut any link while
+# clients, connecting from 127.0.0.1, are never cut. Prometheus metrics of broker N on
+# 127.0.0.1:(9290+N), of controller N on 127.0.0.1:(9390+N); the Kafka wire protocol (kcat,
+# librdkafka, kafka-python) of broker N on 127.0.0.1:(19091+N).
 # INSYNC_CLUSTER_DIR overrides .cluster/; INSYNC_PORT_OFFSET shifts every port (for running
 # a second cluster beside the first).
 # `up` records the controller quorum in .cluster/quorum and refuses another one at once: the
@@ -37,8 +45,11 @@ broker_metrics_port() { echo $((9290 + $1 + OFFSET)); }
 controller_metrics_port() { echo $((9390 + $1 + OFFSET)); }
 # Kafka wire-protocol listener: broker N on 19091+N (19092, 19093, 19094), shifted likewise.
 broker_kafka_port() { echo $((19091 + $1 + OFFSET)); }
+# Each node's own loopback address (gRPC listener and the source of its connections).
+broker_ip() { echo "127.0.1.$1"; }
+controller_ip() { echo "127.0.2.$1"; }
 kafka_bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_kafka_port "$n")"; done; echo "$out"; }
-bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_port "$n")"; done; echo "$out"; }
+bootstrap() { local out="" n; for n in "${BROKERS[@]}"; do out+="${out:+,}$(broker_ip "$n"):$(broker_port "$n")"; done; echo "$out"; }
 
 ensure_cargo() {
   if ! command -v cargo >/dev/null 2>&1; then
@@ -78,7 +89,7 @@ load_config() {
 }
 
 # quorum [N]: the --controller-quorum of an N-controller cluster (default: the configured one).
-quorum() { local n="${1:-$CONTROLLERS}" out="" i; for ((i = 1; i <= n; i++)); do out+="${out:+,}$i@127.0.0.1:$(controller_port "$i")"; done; echo "$out"; }
+quorum() { local n="${1:-$CONTROLLERS}" out="" i; for ((i = 1; i <= n; i++)); do out+="${out:+,}$i@$(controller_ip "$i"):$(controller_port "$i")"; done; echo "$out"; }
 # Only the voter ids are compared: the controllers dial the addresses given on the command line,
 # so a quorum moved by INSYNC_PORT_OFFSET still finds its data valid.
 voter_ids() { sed 's/@[^,]*//g' <<<"$1"; }
@@ -101,23 +112,23 @@ check_quorum() {
 }
 
 start_node() {
-  local name="$1" kind="${1%%-*}" n="${1##*-}" port metrics args
+  local name="$1" kind="${1%%-*}" n="${1##*-}" ip port metrics args
   if is_running "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
   [ -x "$BIN/insync-broker" ] || build
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/$name"
   if [ "$kind" = controller ]; then
     (( n >= 1 && n <= CONTROLLERS )) || die "no controller-$n in a $CONTROLLERS-controller cluster"
-    port=$(controller_port "$n"); metrics=$(controller_metrics_port "$n"); args=(--roles controller)
+    ip=$(controller_ip "$n"); port=$(controller_port "$n"); metrics=$(controller_metrics_port "$n"); args=(--roles controller)
   else
     (( n >= 1 && n <= 3 )) || die "no broker $n: brokers are 1, 2, 3"
-    port=$(broker_port "$n"); metrics=$(broker_metrics_port "$n")
+    ip=$(broker_ip "$n"); port=$(broker_port "$n"); metrics=$(broker_metrics_port "$n")
     args=(--roles broker --kafka-listen "127.0.0.1:$(broker_kafka_port "$n")")
   fi
-  nohup "$BIN/insync-broker" "${args[@]}" --node-id "$n" --listen "127.0.0.1:$port" \
+  nohup "$BIN/insync-broker" "${args[@]}" --node-id "$n" --listen "$ip:$port" \
     --data-dir "$STATE/$name" --controller-quorum "$(quorum)" --metrics-listen "127.0.0.1:$metrics" "${EXTRA[@]}" \
     >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
-  echo "started $name (pid $!) on 127.0.0.1:$port, metrics http://127.0.0.1:$metrics/metrics"
+  echo "started $name (pid $!) on $ip:$port, metrics http://127.0.0.1:$metrics/metrics"
 }
 
 # wait_ready TIMEOUT_S NODE...: until 3 brokers are alive in the cluster's own view; fails
@@ -231,15 +242,133 @@ cmd_status() {
       echo "$name: stopped"
     fi
   done
+  local cut
+  while read -r cut; do [ -z "$cut" ] || echo "link cut: $cut"; done < <(cuts)
   "$BIN/insync" --bootstrap "$(bootstrap)" cluster status 2>&1 || true
+}
+
+# ---- Network partitions (docs/operations.md "Network partitions") ----
+# Rules live in a chain of their own, INSYNC (INSYNC-<offset> under INSYNC_PORT_OFFSET),
+# jumped to from INPUT (loopback packets pass it); `heal` deletes exactly that chain. A cut
+# A -> B drops the packets of the connections A opens to B's gRPC port, both ways (so A's
+# calls to B time out; B's calls to A still work); both ways cut both. Rules name addresses
+# and the port, so test clusters beside this one are never cut.
+CHAIN="INSYNC"; [ "$OFFSET" = 0 ] || CHAIN="INSYNC-$OFFSET"
+
+ipt() { iptables -w 10 "$@"; }
+
+# ensure_iptables: iptables, installed with apt-get where missing; root is required.
+ensure_iptables() {
+  [ "$(id -u)" = 0 ] || die "network partitions change iptables rules: run as root (sudo scripts/cluster.sh ...)"
+  if ! command -v iptables >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      echo "installing iptables..." >&2
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >&2 || die "could not install iptables"
+    fi
+    command -v iptables >/dev/null 2>&1 || die "iptables not found: install it (e.g. apt-get install -y iptables)"
+  fi
+  ipt -S INPUT >/dev/null 2>&1 || die "iptables does not work here ($(ipt -S INPUT 2>&1 | grep -v '^# Warning' | head -n 1)): partitions need root with CAP_NET_ADMIN"
+}
+
+ensure_chain() {
+  ipt -N "$CHAIN" 2>/dev/null || true
+  ipt -C INPUT -j "$CHAIN" 2>/dev/null || ipt -I INPUT 1 -j "$CHAIN"
+}
+
+# node_addr NAME: the node's gRPC address as ip:port (it connects from that ip).
+node_addr() {
+  local kind="${1%%-*}" n="${1##*-}"
+  if [ "$kind" = controller ]; then
+    (( n >= 1 && n <= CONTROLLERS )) || die "no controller-$n in a $CONTROLLERS-controller cluster"
+    echo "$(controller_ip "$n"):$(controller_port "$n")"
+  else
+    (( n >= 1 && n <= 3 )) || die "no broker $n: brokers are 1, 2, 3"
+    echo "$(broker_ip "$n"):$(broker_port "$n")"
+  fi
+}
+
+# cut_one FROM TO: FROM's calls to TO time out (idempotent).
+cut_one() {
+  local from="$1" to="$2" fa ta fip tip tport comment rule
+  [ "$from" != "$to" ] || die "cannot cut $from from itself"
+  fa=$(node_addr "$from"); ta=$(node_addr "$to")
+  fip="${fa%:*}"; tip="${ta%:*}"; tport="${ta##*:}"; comment="$from -> $to"
+  for rule in "-s $fip -d $tip -p tcp --dport $tport" "-s $tip -d $fip -p tcp --sport $tport"; do
+    # shellcheck disable=SC2086 # the rule is split into its words on purpose
+    ipt -C "$CHAIN" $rule -m comment --comment "$comment" -j DROP 2>/dev/null \
+      || ipt -A "$CHAIN" $rule -m comment --comment "$comment" -j DROP
+  done
+}
+
+# all_nodes: every node of the configured cluster.
+all_nodes() { local i; for ((i = 1; i <= CONTROLLERS; i++)); do echo "controller-$i"; done; for i in "${BROKERS[@]}"; do echo "broker-$i"; done; }
+
+cmd_partition() {
+  local one_way=0 sides=() a b
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --one-way) one_way=1; shift ;;
+      -*) die "partition: unknown option '$1'" ;;
+      *) sides+=("$1"); shift ;;
+    esac
+  done
+  [ ${#sides[@]} -eq 2 ] || die "usage: cluster.sh partition A B [--one-way] (A, B: N, broker-N, controller-N, or comma lists)"
+  load_config; ensure_iptables; ensure_chain
+  local -a left right
+  IFS=, read -r -a left <<<"${sides[0]}"; IFS=, read -r -a right <<<"${sides[1]}"
+  for a in "${left[@]}"; do
+    a=$(node_name "$a")
+    for b in "${right[@]}"; do
+      b=$(node_name "$b")
+      cut_one "$a" "$b"
+      if [ "$one_way" = 1 ]; then echo "cut $a -> $b (calls from $a to $b time out)"; else cut_one "$b" "$a"; echo "cut $a <-> $b"; fi
+    done
+  done
+}
+
+cmd_isolate() {
+  [ $# -eq 1 ] || die "usage: cluster.sh isolate N"
+  local name other; name=$(node_name "$1"); load_config; ensure_iptables; node_addr "$name" >/dev/null; ensure_chain
+  for other in $(all_nodes); do
+    [ "$other" = "$name" ] && continue
+    cut_one "$name" "$other"; cut_one "$other" "$name"
+  done
+  echo "$name isolated from every other node (it keeps running; clients still reach it)"
+}
+
+# heal [quiet]: remove our chain (every cut); no-op without iptables or without the chain.
+cmd_heal() {
+  if [ "$(id -u)" != 0 ]; then
+    [ "${1:-}" = quiet ] && return 0
+    die "heal changes iptables rules: run as root (sudo scripts/cluster.sh heal)"
+  fi
+  if ! command -v iptables >/dev/null 2>&1 || ! ipt -S "$CHAIN" >/dev/null 2>&1; then
+    [ "${1:-}" = quiet ] || echo "no links are cut"
+    return 0
+  fi
+  while ipt -D INPUT -j "$CHAIN" 2>/dev/null; do :; done
+  ipt -F "$CHAIN" && ipt -X "$CHAIN"
+  echo "healed: every link restored"
+}
+
+# cuts: the links cut now, one per line ("a <-> b" when both ways are cut, else "a -> b").
+cuts() {
+  command -v iptables >/dev/null 2>&1 || return 0
+  ipt -S "$CHAIN" 2>/dev/null | sed -n 's/.*--comment "\{0,1\}\([a-z0-9-]* -> [a-z0-9-]*\)"\{0,1\} .*/\1/p' | awk '!seen[$0]++' \
+    | awk '{ cut[$1 " " $3] = 1; order[++n] = $1 " " $3 }
+           END { for (i = 1; i <= n; i++) { split(order[i], p, " "); if (done[order[i]]) continue
+                   if (cut[p[2] " " p[1]]) { print p[1] " <-> " p[2]; done[p[2] " " p[1]] = 1 } else print p[1] " -> " p[2] } }'
 }
 
 main() {
   local cmd="${1:-}"; shift || true
   case "$cmd" in
     up) cmd_up "$@" ;;
-    down) cmd_down "$@" ;;
+    down) cmd_heal quiet; cmd_down "$@" ;;
     status) cmd_status ;;
+    partition) cmd_partition "$@" ;;
+    isolate) cmd_isolate "$@" ;;
+    heal) cmd_heal ;;
     kill|stop|start|pause|resume|logs)
       [ $# -ge 1 ] || die "$cmd needs a node: N, broker-N or controller-N"
       local name; name=$(node_name "$1"); load_config
@@ -256,7 +385,7 @@ main() {
               if [ "${2:-}" = "-f" ]; then tail -n 100 -f "$STATE/logs/$name.log"; else cat "$STATE/logs/$name.log"; fi ;;
       esac ;;
     ""|-h|--help|help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^#! \{0,1\}//; s/^# \{0,1\}//' ;;
-    *) die "unknown command '$cmd' (try: up, down, status, kill, stop, start, pause, resume, logs)" ;;
+    *) die "unknown command '$cmd' (try: up, down, status, kill, stop, start, pause, resume, logs, partition, isolate, heal)" ;;
   esac
 }
 

@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${INSYNC_BIN_DIR:-$ROOT/target/release}"
 OFFSET="${INSYNC_PORT_OFFSET:-0}"
 ROUNDS="${1:-10}"
-export INSYNC_BOOTSTRAP="127.0.0.1:$((9092 + OFFSET)),127.0.0.1:$((9093 + OFFSET)),127.0.0.1:$((9094 + OFFSET))"
+export INSYNC_BOOTSTRAP="127.0.1.1:$((9092 + OFFSET)),127.0.1.2:$((9093 + OFFSET)),127.0.1.3:$((9094 + OFFSET))"
 TOPIC="failover-time-$(date +%s)"
 CLUSTER="$ROOT/scripts/cluster.sh"
 

@@ -19,6 +19,12 @@ scripts/long-functions.sh 100
 if ! type -P kill >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then apt-get update -qq && apt-get install -y -qq procps; fi
 fi
+# iptables cuts links between nodes in the network-partition tests (as root); they fail, saying
+# so, where it cannot be installed or used.
+if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } \
+    || echo "iptables could not be installed: the network-partition tests will fail" >&2
+fi
 # Unmodified Kafka clients for tests/tests/kafka_clients.rs (kcat, confluent-kafka, kafka-python):
 # idempotent and quick once installed; if it cannot install them, those tests fail and say why.
 scripts/install-kafka-clients.sh || echo "some Kafka clients could not be installed: their tests will fail" >&2

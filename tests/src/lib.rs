@@ -1,7 +1,9 @@
 //! Test harness for cluster tests against real processes: starts a controller and three
-//! brokers from the built binaries on free ports in a temporary directory, runs the CLIs
-//! the way a user does, kills / stops / pauses nodes with real signals, and tears
-//! everything down (SIGKILL) on drop. Every wait has a deadline. Each process is an
+//! brokers from the built binaries on free ports in a temporary directory (each node on its
+//! own loopback address: broker N on 127.0.1.N, controller N on 127.0.2.N), runs the CLIs
+//! the way a user does, kills / stops / pauses nodes with real signals, cuts and heals the
+//! links between nodes (iptables, `insync_lab::netcut`), and tears everything down
+//! (SIGKILL, every rule removed) on drop. Every wait has a deadline. Each process is an
 //! `insync_lab::process::LocalNode`, launched exactly as `insync lab` launches its own.
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,9 +11,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use insync_lab::netcut::{NetCuts, Peer};
 use insync_lab::process::{quorum, LocalNode, NodeRole, NodeSettings};
 use serde_json::Value;
 
+/// A node of a test cluster, for cutting links: `NodeId::Broker(2)`, `NodeId::Controller(1)`.
+pub use insync_lab::cluster::NodeId;
 pub use insync_lab::process::signal;
 
 /// Where `cargo build --bins` put the binaries (next to this test executable's deps dir).
@@ -34,9 +39,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// `n` distinct free loopback ports (bound to :0 together, then released).
+/// `n` distinct free ports (bound to 0.0.0.0:0 together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    insync_lab::process::free_ports(n).expect("bind 127.0.0.1:0")
+    insync_lab::process::free_ports(n).expect("bind 0.0.0.0:0")
 }
 
 /// Polls `f` every 100 ms until it returns Some, or fails after `timeout`.
@@ -97,6 +102,9 @@ pub struct TestCluster {
     pub kafka_ports: Vec<u16>,
     /// Metrics listener ports of brokers 1..=3 (empty without `metrics_listeners`).
     pub metrics_ports: Vec<u16>,
+    /// Links cut between nodes: made at the first cut (a test that cuts nothing never needs
+    /// iptables); every rule is removed on heal and when the cluster is dropped.
+    cuts: Option<NetCuts>,
 }
 
 impl TestCluster {
@@ -202,7 +210,8 @@ impl TestCluster {
             })
             .collect();
         let broker_ports = broker_ports.to_vec();
-        let mut cluster = TestCluster { dir, controllers, brokers, broker_ports, kafka_ports, metrics_ports };
+        let mut cluster =
+            TestCluster { dir, controllers, brokers, broker_ports, kafka_ports, metrics_ports, cuts: None };
         for n in 1..=cluster.controllers.len() {
             cluster.start_controller(n)?;
         }
@@ -213,7 +222,7 @@ impl TestCluster {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.broker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+        self.brokers.iter().map(|b| b.address.clone()).collect::<Vec<_>>().join(",")
     }
 
     /// The Kafka clients' `bootstrap.servers` (needs `ClusterOptions::kafka_listeners`).
@@ -221,8 +230,9 @@ impl TestCluster {
         self.kafka_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
+    /// Broker `n`'s gRPC address, on its own loopback address: 127.0.1.`n`:port.
     pub fn broker_address(&self, n: usize) -> String {
-        format!("127.0.0.1:{}", self.broker_ports[n - 1])
+        self.brokers[n - 1].address.clone()
     }
 
     pub fn broker_data_dir(&self, n: usize) -> PathBuf {
@@ -276,6 +286,57 @@ impl TestCluster {
             .find_map(|v| v.get("controller").and_then(|c| c["id"].as_i64()).filter(|id| *id > 0).map(|id| id as usize))
     }
 
+    fn peer(&self, id: NodeId) -> anyhow::Result<Peer> {
+        let node = match id {
+            NodeId::Broker(n) => usize::try_from(n).ok().and_then(|n| self.brokers.get(n.checked_sub(1)?)),
+            NodeId::Controller(n) => usize::try_from(n).ok().and_then(|n| self.controllers.get(n.checked_sub(1)?)),
+        };
+        node.map(LocalNode::peer).with_context(|| format!("no {id} in this cluster"))
+    }
+
+    fn net_cuts(&mut self) -> anyhow::Result<&mut NetCuts> {
+        if self.cuts.is_none() {
+            self.cuts = Some(NetCuts::new()?);
+        }
+        Ok(self.cuts.as_mut().expect("just made"))
+    }
+
+    /// Cuts the link `from → to` one way: every call `from` makes to `to` times out, calls
+    /// from `to` to `from` still work. Both keep running; clients still reach both. Fails
+    /// (never skips) where iptables cannot be used.
+    pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) -> anyhow::Result<()> {
+        let (from, to) = (self.peer(from)?, self.peer(to)?);
+        Ok(self.net_cuts()?.cut(&from, &to)?)
+    }
+
+    /// Cuts the link between `a` and `b` both ways.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) -> anyhow::Result<()> {
+        let (a, b) = (self.peer(a)?, self.peer(b)?);
+        Ok(self.net_cuts()?.cut_both(&a, &b)?)
+    }
+
+    /// Cuts `id` off from every other node, controllers included, both ways; clients (the
+    /// CLIs, producers, the test itself) still reach it.
+    pub fn isolate(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self.peer(id)?;
+        let others: Vec<Peer> =
+            self.controllers.iter().chain(self.brokers.iter()).map(LocalNode::peer).filter(|p| *p != node).collect();
+        Ok(self.net_cuts()?.isolate(&node, &others)?)
+    }
+
+    /// Restores every link cut.
+    pub fn heal_links(&mut self) -> anyhow::Result<()> {
+        if let Some(cuts) = self.cuts.as_mut() {
+            cuts.heal()?;
+        }
+        Ok(())
+    }
+
+    /// The links cut now, as (from, to) node names.
+    pub fn cut_links(&self) -> Vec<(String, String)> {
+        self.cuts.as_ref().map(NetCuts::cuts).unwrap_or_default()
+    }
+
     /// Starts `insync-producer <args>` reading values from a pipe, for continuous production.
     pub fn streaming_producer(&self, args: &[&str]) -> anyhow::Result<StreamingProducer> {
         let mut child = Command::new(bin("insync-producer"))
@@ -313,12 +374,28 @@ impl TestCluster {
 
     /// Runs `insync <args>` against this cluster.
     pub fn insync(&self, args: &[&str]) -> Output {
-        run_bounded(Command::new(bin("insync")).env("INSYNC_BOOTSTRAP", self.bootstrap()).args(args), None)
+        self.insync_at(&self.bootstrap(), args)
+    }
+
+    /// The gRPC bootstrap list of just `brokers` (1-based): what a client that knows only
+    /// those sees (a cut-off broker's view, or everyone's but its).
+    pub fn bootstrap_of(&self, brokers: &[usize]) -> String {
+        brokers.iter().map(|n| self.broker_address(*n)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `insync <args>` with `bootstrap` (see [`TestCluster::bootstrap_of`]).
+    pub fn insync_at(&self, bootstrap: &str, args: &[&str]) -> Output {
+        run_bounded(Command::new(bin("insync")).env("INSYNC_BOOTSTRAP", bootstrap).args(args), None)
     }
 
     /// Runs `insync-producer <args>`, feeding `stdin` if given.
     pub fn producer(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        run_bounded(Command::new(bin("insync-producer")).env("INSYNC_BOOTSTRAP", self.bootstrap()).args(args), stdin)
+        self.producer_at(&self.bootstrap(), args, stdin)
+    }
+
+    /// Runs `insync-producer <args>` with `bootstrap`, feeding `stdin` if given.
+    pub fn producer_at(&self, bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        run_bounded(Command::new(bin("insync-producer")).env("INSYNC_BOOTSTRAP", bootstrap).args(args), stdin)
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32, rf: u32, min_isr: Option<u32>) -> anyhow::Result<()> {
@@ -339,7 +416,12 @@ impl TestCluster {
 
     /// `insync topic describe NAME --json`, one object per partition.
     pub fn describe(&self, topic: &str) -> anyhow::Result<Vec<Value>> {
-        let out = self.insync(&["topic", "describe", topic, "--json"]);
+        self.describe_at(&self.bootstrap(), topic)
+    }
+
+    /// `describe` with `bootstrap`: the metadata of the first of those brokers that answers.
+    pub fn describe_at(&self, bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Value>> {
+        let out = self.insync_at(bootstrap, &["topic", "describe", topic, "--json"]);
         if !out.status.success() {
             bail!("describe failed: {}", text(&out.stderr));
         }
@@ -395,10 +477,12 @@ impl TestCluster {
 }
 
 impl Drop for TestCluster {
+    /// Kills every process, then removes every cut (dropping the `NetCuts`).
     fn drop(&mut self) {
         for node in self.brokers.iter_mut().chain(self.controllers.iter_mut()) {
             node.kill();
         }
+        self.cuts.take();
         if std::thread::panicking() || std::env::var_os("INSYNC_TEST_LOGS").is_some() {
             // Leave the logs where a failing test can be diagnosed.
             eprintln!("{}", self.log_tails(40));

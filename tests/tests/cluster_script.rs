@@ -1,7 +1,8 @@
 //! `scripts/cluster.sh` as a user drives it: `up` starts a controller and three brokers and
 //! waits for them, `up` twice starts no duplicates, kill/start/pause/resume work, `down`
-//! stops everything and succeeds with nothing running. Runs on its own port range
-//! (INSYNC_PORT_OFFSET) and state directory, with the debug binaries.
+//! stops everything and succeeds with nothing running, `partition` / `isolate` / `heal` cut
+//! and restore links (root and iptables needed by that test only). Runs on its own port
+//! range (INSYNC_PORT_OFFSET) and state directory, with the debug binaries.
 use std::process::Command;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ fn cluster_script_up_is_idempotent_and_down_always_succeeds() -> anyhow::Result<
     let up = script(state.path(), &["up"]);
     let result = (|| -> anyhow::Result<()> {
         anyhow::ensure!(up.status.success(), "up failed: {}{}", text(&up.stdout), text(&up.stderr));
-        assert!(text(&up.stdout).contains("bootstrap: 127.0.0.1:40092,127.0.0.1:40093,127.0.0.1:40094"));
+        assert!(text(&up.stdout).contains("bootstrap: 127.0.1.1:40092,127.0.1.2:40093,127.0.1.3:40094"));
         assert_eq!(running_nodes(state.path()), 4, "controller + 3 brokers");
 
         let again = script(state.path(), &["up"]);
@@ -102,7 +103,7 @@ fn cluster_script_up_refuses_data_of_another_quorum_at_once() -> anyhow::Result<
         assert!(took < Duration::from_secs(10), "the refusal took {took:?}, not at once");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(
-            stderr.contains("made for controller quorum 1@127.0.0.1:21191, not 1@127.0.0.1:21191,2@")
+            stderr.contains("made for controller quorum 1@127.0.2.1:21191, not 1@127.0.2.1:21191,2@")
                 && stderr.contains("down --clean"),
             "names both quorums and the fix: {stderr}"
         );
@@ -124,4 +125,74 @@ fn cluster_script_up_refuses_data_of_another_quorum_at_once() -> anyhow::Result<
     assert!(down.status.success());
     wait_for("everything stopped", Duration::from_secs(30), || (running_nodes(state.path()) == 0).then_some(()))?;
     result
+}
+
+/// The iptables rules of chain `chain` (empty when it does not exist).
+fn chain_rules(chain: &str) -> String {
+    let out = Command::new("iptables").args(["-w", "10", "-S", chain]).output();
+    out.map(|o| text(&o.stdout)).unwrap_or_default()
+}
+
+/// `partition`, `isolate` and `heal` as a user types them: the cuts show in `status` and in
+/// the cluster's own view (an isolated broker is fenced), `heal` restores every link and
+/// removes the chain, and `down` heals too. Needs root and iptables (the script installs
+/// it where apt-get can): without them this test fails, saying so.
+#[test]
+fn cluster_script_partitions_isolates_and_heals() -> anyhow::Result<()> {
+    // Below the ephemeral port range (ports up to 32094), apart from the other tests' ranges.
+    const OFFSET: &str = "13000";
+    const CHAIN: &str = "INSYNC-13000";
+    let state = tempfile::tempdir()?;
+    let _down = DownAt(state.path(), OFFSET);
+    let run = |args: &[&str]| script_at(state.path(), OFFSET, args);
+    let result = (|| -> anyhow::Result<()> {
+        let up = run(&["up"]);
+        anyhow::ensure!(up.status.success(), "up failed: {}{}", text(&up.stdout), text(&up.stderr));
+        let cut = run(&["partition", "1", "2"]);
+        anyhow::ensure!(cut.status.success(), "partition failed: {}{}", text(&cut.stdout), text(&cut.stderr));
+        assert!(text(&cut.stdout).contains("cut broker-1 <-> broker-2"), "{}", text(&cut.stdout));
+        let one_way = run(&["partition", "3", "controller-1", "--one-way"]);
+        assert!(one_way.status.success(), "{}", text(&one_way.stderr));
+        let status = text(&run(&["status"]).stdout);
+        assert!(status.contains("link cut: broker-1 <-> broker-2"), "{status}");
+        assert!(status.contains("link cut: broker-3 -> controller-1"), "{status}");
+        assert!(!status.contains("controller-1 -> broker-3"), "one way only: {status}");
+        let rules = chain_rules(CHAIN);
+        assert!(rules.contains("-s 127.0.1.1/32 -d 127.0.1.2/32 -p tcp -m tcp --dport 22093"), "{rules}");
+        assert!(!run(&["partition", "1", "controller-2"]).status.success(), "no controller-2");
+
+        assert!(run(&["heal"]).status.success());
+        assert!(chain_rules(CHAIN).is_empty(), "heal removes the chain");
+        assert!(!text(&run(&["status"]).stdout).contains("link cut"));
+
+        let isolate = run(&["isolate", "2"]);
+        anyhow::ensure!(isolate.status.success(), "isolate failed: {}", text(&isolate.stderr));
+        let status = text(&run(&["status"]).stdout);
+        for cut in ["broker-2 <-> controller-1", "broker-2 <-> broker-1", "broker-2 <-> broker-3"] {
+            assert!(status.contains(cut), "{cut} missing: {status}");
+        }
+        // The controller no longer hears from broker 2: it fences it (session timeout 3 s).
+        wait_for("broker 2 fenced", Duration::from_secs(20), || {
+            let out = run(&["status"]);
+            text(&out.stdout).lines().any(|l| l.contains("127.0.1.2:22093") && l.contains("fenced")).then_some(())
+        })?;
+        let down = run(&["down"]);
+        assert!(down.status.success(), "{}", text(&down.stderr));
+        assert!(text(&down.stdout).contains("healed"), "down heals: {}", text(&down.stdout));
+        assert!(chain_rules(CHAIN).is_empty(), "down removes the chain");
+        Ok(())
+    })();
+    let down = run(&["down"]);
+    assert!(down.status.success());
+    wait_for("everything stopped", Duration::from_secs(30), || (running_nodes(state.path()) == 0).then_some(()))?;
+    result
+}
+
+/// `down` (which heals) on the given port range however the test ends.
+struct DownAt<'a>(&'a std::path::Path, &'a str);
+
+impl Drop for DownAt<'_> {
+    fn drop(&mut self) {
+        let _ = script_at(self.0, self.1, &["down"]);
+    }
 }

@@ -191,6 +191,15 @@ impl BrokerArgs {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
+    /// The source address of this node's own connections (to controllers and leaders): the
+    /// --listen IP when it is a specific one, so that a packet filter can tell the nodes of a
+    /// one-machine cluster apart by address (`scripts/cluster.sh partition`); none for a
+    /// wildcard listener (0.0.0.0 or ::), where the kernel picks as usual.
+    pub fn outgoing_address(&self) -> Option<std::net::IpAddr> {
+        let ip = self.listen.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+
     /// Where to serve the Kafka protocol, and whether the operator chose it (`--kafka-listen`)
     /// or it is derived from the node id (then a taken port is not fatal, as for metrics).
     /// Controller-only nodes serve none: Kafka clients talk to brokers.
@@ -342,5 +351,15 @@ mod tests {
             "nowhere"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn outgoing_connections_start_from_a_specific_listen_address_only() {
+        let listen = |address: &str| {
+            BrokerArgs::parse_from(["insync-broker", "--node-id", "2", "--listen", address, "--data-dir", "/tmp/x"])
+        };
+        assert_eq!(listen("127.0.1.2:9093").outgoing_address(), Some("127.0.1.2".parse().unwrap()));
+        assert_eq!(listen("0.0.0.0:9092").outgoing_address(), None);
+        assert_eq!(listen("[::]:9092").outgoing_address(), None);
     }
 }

@@ -197,16 +197,27 @@ impl ControllerLink {
     }
 }
 
-/// One BrokerHeartbeat to the active controller (Kafka `BrokerHeartbeatRequest`).
+/// One BrokerHeartbeat to the active controller (Kafka `BrokerHeartbeatRequest`), with every
+/// replica taken offline so far (Kafka's `OfflineLogDirs`, sent on every heartbeat too).
 async fn heartbeat(
     link: &ControllerLink,
-    broker_id: i32,
+    replica_manager: &ReplicaManager,
     incarnation: u64,
     want_shutdown: bool,
 ) -> Result<pb::BrokerHeartbeatResponse, NoController> {
-    let request = pb::BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown };
+    let offline_replicas = replica_manager
+        .offline_partitions()
+        .into_iter()
+        .map(|tp| pb::OfflineReplica { topic: tp.topic, partition: tp.partition })
+        .collect();
+    let request = pb::BrokerHeartbeatRequest {
+        broker_id: replica_manager.broker_id,
+        incarnation,
+        want_shutdown,
+        offline_replicas,
+    };
     link.call(Duration::from_secs(2), |mut c| {
-        let r = request;
+        let r = request.clone();
         async move { c.broker_heartbeat(r).await }
     })
     .await
@@ -245,9 +256,7 @@ async fn register(
             let reapply = replica_manager.clone();
             tokio::task::spawn_blocking(move || {
                 let metadata = (*reapply.metadata()).clone();
-                if let Err(e) = reapply.apply_metadata(metadata) {
-                    warn!("applying metadata after registering failed: {e:#}");
-                }
+                reapply.apply_metadata(metadata);
             });
             info!(
                 broker_epoch = reply.broker_epoch,
@@ -293,7 +302,7 @@ pub async fn run_lifecycle(
                 let _ = registered.send(true);
             }
         } else {
-            match heartbeat(&link, broker_id, incarnation, false).await {
+            match heartbeat(&link, &replica_manager, incarnation, false).await {
                 Ok(reply) => {
                     let (code, message, _) = reply.controller_error();
                     match code {
@@ -336,7 +345,7 @@ async fn controlled_shutdown(link: &ControllerLink, replica_manager: &ReplicaMan
     let deadline = Instant::now() + Duration::from_millis(replica_manager.config.controlled_shutdown_timeout_ms);
     info!("broker {broker_id}: controlled shutdown: asking the controller to move leadership away");
     while Instant::now() < deadline {
-        if let Ok(reply) = heartbeat(link, broker_id, incarnation, true).await {
+        if let Ok(reply) = heartbeat(link, replica_manager, incarnation, true).await {
             if reply.should_shutdown {
                 info!("broker {broker_id}: controlled shutdown complete: the controller moved every leadership away");
                 return;
@@ -387,10 +396,9 @@ pub async fn run_metadata_watch(
                     // Opening a partition's log recovers it and rebuilds producer state from
                     // it: disk work that must not hold up a tokio worker.
                     let replica_manager = replica_manager.clone();
-                    match tokio::task::spawn_blocking(move || replica_manager.apply_metadata(metadata)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => warn!("applying metadata failed: {e:#}"),
-                        Err(e) => warn!("applying metadata failed: {e}"),
+                    if let Err(e) = tokio::task::spawn_blocking(move || replica_manager.apply_metadata(metadata)).await
+                    {
+                        warn!("applying metadata failed: {e}");
                     }
                 }
                 Ok(None) | Err(_) => {

@@ -22,10 +22,10 @@ use crate::grpc_convert;
 use crate::replica_manager::{AlterPartitionJob, ProduceAppended, ReplicaManager};
 
 /// A data directory removed when the test ends.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!("insync-fetch-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         TempDir(std::env::temp_dir().join(name))
@@ -39,14 +39,18 @@ impl Drop for TempDir {
 }
 
 /// One in-process broker: its replica manager, and the ISR-proposal queue kept open.
-struct Broker {
-    replica_manager: Arc<ReplicaManager>,
-    _alter: mpsc::Receiver<AlterPartitionJob>,
-    _dir: TempDir,
+pub(crate) struct Broker {
+    pub(crate) replica_manager: Arc<ReplicaManager>,
+    pub(crate) _alter: mpsc::Receiver<AlterPartitionJob>,
+    pub(crate) _dir: TempDir,
 }
 
-fn broker(node_id: i32, extra: &[&str]) -> Broker {
-    let dir = TempDir::new();
+pub(crate) fn broker(node_id: i32, extra: &[&str]) -> Broker {
+    broker_in(node_id, TempDir::new(), extra)
+}
+
+/// A broker on `dir`: a new one, or one restarted on the directory of a stopped one.
+pub(crate) fn broker_in(node_id: i32, dir: TempDir, extra: &[&str]) -> Broker {
     let data_dir = dir.0.to_string_lossy().to_string();
     let id = node_id.to_string();
     let mut argv = vec!["insync-broker", "--node-id", &id, "--listen", "127.0.0.1:0", "--data-dir", &data_dir];
@@ -62,7 +66,7 @@ fn broker(node_id: i32, extra: &[&str]) -> Broker {
 
 /// Brokers 1, 2 and 3 with broker epochs 11, 22 and 33; topic `topic` with `partitions`
 /// partitions led by broker 1 at leader epoch 0, replicas [1, 2], ISR `isr`.
-fn metadata(version: u64, topic: &str, partitions: i32, isr: &[i32]) -> pb::ClusterMetadata {
+pub(crate) fn metadata(version: u64, topic: &str, partitions: i32, isr: &[i32]) -> pb::ClusterMetadata {
     let broker = |id: i32| pb::BrokerMetadata {
         id,
         address: format!("127.0.0.1:{}", 9091 + id),
@@ -89,14 +93,14 @@ fn metadata(version: u64, topic: &str, partitions: i32, isr: &[i32]) -> pb::Clus
 }
 
 /// One RecordBatch v2 with one record of `value_bytes` bytes.
-fn batch(value_bytes: usize) -> Bytes {
+pub(crate) fn batch(value_bytes: usize) -> Bytes {
     let mut builder = BatchBuilder::with_capacity(value_bytes + 128);
     builder.push(None, Some(&vec![b'x'; value_bytes]), 1_700_000_000_000);
     builder.build()
 }
 
 /// Appends one batch on the leader (acks=1); returns its size in bytes.
-fn produce(replica_manager: &ReplicaManager, topic: &str, partition: i32, value_bytes: usize) -> usize {
+pub(crate) fn produce(replica_manager: &ReplicaManager, topic: &str, partition: i32, value_bytes: usize) -> usize {
     let records = batch(value_bytes);
     let size = records.len();
     let request =
@@ -108,7 +112,7 @@ fn produce(replica_manager: &ReplicaManager, topic: &str, partition: i32, value_
     size
 }
 
-fn entry(topic: &str, partition: i32, fetch_offset: i64, partition_max_bytes: u32) -> pb::FetchPartition {
+pub(crate) fn entry(topic: &str, partition: i32, fetch_offset: i64, partition_max_bytes: u32) -> pb::FetchPartition {
     pb::FetchPartition {
         topic: topic.into(),
         partition,
@@ -119,16 +123,16 @@ fn entry(topic: &str, partition: i32, fetch_offset: i64, partition_max_bytes: u3
     }
 }
 
-fn consumer_fetch(max_bytes: u32, partitions: Vec<pb::FetchPartition>) -> pb::FetchRequest {
+pub(crate) fn consumer_fetch(max_bytes: u32, partitions: Vec<pb::FetchPartition>) -> pb::FetchRequest {
     pb::FetchRequest { replica_id: -1, max_wait_ms: 0, min_bytes: 1, max_bytes, partitions, broker_epoch: 0 }
 }
 
 /// A fetch through the gRPC edge, as the service serves it.
-async fn grpc_fetch(replica_manager: &ReplicaManager, request: pb::FetchRequest) -> pb::FetchResponse {
+pub(crate) async fn grpc_fetch(replica_manager: &ReplicaManager, request: pb::FetchRequest) -> pb::FetchResponse {
     grpc_convert::fetch_response_to_wire(replica_manager.fetch(grpc_convert::fetch_request(request)).await)
 }
 
-fn record_bytes(response: &pb::FetchResponse) -> Vec<usize> {
+pub(crate) fn record_bytes(response: &pb::FetchResponse) -> Vec<usize> {
     response.partitions.iter().map(|p| p.records.len()).collect()
 }
 
@@ -136,7 +140,7 @@ fn record_bytes(response: &pb::FetchResponse) -> Vec<usize> {
 async fn only_the_first_partition_with_data_may_exceed_max_bytes() {
     // Kafka ReplicaManager.readFromLog: minOneMessage until a partition returned bytes.
     let b = broker(1, &[]);
-    b.replica_manager.apply_metadata(metadata(1, "t", 4, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 4, &[1]));
     let big1 = produce(&b.replica_manager, "t", 1, 5_000);
     let big2 = produce(&b.replica_manager, "t", 2, 5_000);
     let small = produce(&b.replica_manager, "t", 3, 100);
@@ -166,7 +170,7 @@ async fn only_the_first_partition_with_data_may_exceed_max_bytes() {
 async fn max_bytes_is_clamped_to_fetch_max_bytes() {
     // KafkaApis.handleFetchRequest: fetchMaxBytes = min(request maxBytes, fetch.max.bytes).
     let b = broker(1, &["--fetch-max-bytes", "2048"]);
-    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1]));
     let sizes: Vec<u32> = (0..4).map(|_| produce(&b.replica_manager, "t", 0, 600) as u32).collect();
     let other = produce(&b.replica_manager, "t", 1, 600);
     let three = (sizes[0] + sizes[1] + sizes[2]) as usize;
@@ -192,7 +196,7 @@ async fn max_bytes_is_clamped_to_fetch_max_bytes() {
 async fn a_partition_listed_twice_is_refused_on_every_entry() {
     // Kafka refuses duplicates with INVALID_REQUEST (KafkaApis.handleListOffsetRequest).
     let b = broker(1, &[]);
-    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 2, &[1]));
     produce(&b.replica_manager, "t", 0, 100);
     let two = produce(&b.replica_manager, "t", 1, 100);
     let entries = vec![entry("t", 0, 0, 0), entry("t", 1, 0, 0), entry("t", 0, 0, 0)];
@@ -233,8 +237,8 @@ async fn follower_answers_stay_inside_the_grpc_limit_while_replication_progresse
     let leader = broker(1, &[]);
     let follower = broker(2, &[]);
     let md = metadata(1, "big", PARTITIONS, &[1]);
-    leader.replica_manager.apply_metadata(md.clone()).expect("metadata");
-    follower.replica_manager.apply_metadata(md).expect("metadata");
+    leader.replica_manager.apply_metadata(md.clone());
+    follower.replica_manager.apply_metadata(md);
     follower.replica_manager.set_broker_epoch(22);
     for p in 0..PARTITIONS {
         produce(&leader.replica_manager, "big", p, 1_000_000);
@@ -277,7 +281,7 @@ async fn the_leader_holds_any_answer_inside_the_grpc_limit() {
     // the answer (records plus every partition's framing) fits one gRPC message.
     const PARTITIONS: i32 = 80;
     let leader = broker(1, &["--fetch-max-bytes", "4294967295"]);
-    leader.replica_manager.apply_metadata(metadata(1, "big", PARTITIONS, &[1])).expect("metadata");
+    leader.replica_manager.apply_metadata(metadata(1, "big", PARTITIONS, &[1]));
     for p in 0..PARTITIONS {
         produce(&leader.replica_manager, "big", p, 1_000_000);
     }
@@ -305,7 +309,7 @@ fn high_watermark(replica_manager: &ReplicaManager) -> i64 {
 async fn only_a_registered_unfenced_replica_with_its_current_epoch_fetches_as_a_follower() {
     let b = broker(1, &[]);
     // ISR [1, 2]: the HW moves only when follower 2 fetches.
-    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1, 2])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1, 2]));
     let size = produce(&b.replica_manager, "t", 0, 100);
     assert_eq!(high_watermark(&b.replica_manager), 0);
     let code = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
@@ -348,7 +352,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
     // the new one with the broker fenced until its first heartbeat: refused, retriably, until
     // the leader's metadata shows the new epoch unfenced.
     let b = broker(1, &[]);
-    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1]));
     let size = produce(&b.replica_manager, "t", 0, 100);
     let refused = |r: &pb::FetchResponse| ErrorCode::from_code(r.partitions[0].error_code);
 
@@ -361,7 +365,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
         broker.broker_epoch = 40;
         broker.fenced = true;
     }
-    b.replica_manager.apply_metadata(registered.clone()).expect("metadata");
+    b.replica_manager.apply_metadata(registered.clone());
     let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 40, 0)).await;
     assert_eq!(refused(&response), ErrorCode::NOT_LEADER_OR_FOLLOWER);
     assert!(response.partitions[0].error_message.contains("fenced"));
@@ -372,7 +376,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
     for broker in registered.brokers.iter_mut() {
         broker.fenced = false;
     }
-    b.replica_manager.apply_metadata(registered).expect("metadata");
+    b.replica_manager.apply_metadata(registered);
     let response = grpc_fetch(&b.replica_manager, follower_fetch(2, 40, 0)).await;
     assert_eq!((refused(&response), record_bytes(&response)), (ErrorCode::NONE, vec![size]));
 }
@@ -381,7 +385,7 @@ async fn a_follower_proceeds_once_the_leaders_metadata_catches_up() {
 async fn a_follower_fenced_during_its_long_poll_is_not_served() {
     // Identity is checked on every pass of a long poll, not only when the fetch arrived.
     let b = broker(1, &[]);
-    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1])).expect("metadata");
+    b.replica_manager.apply_metadata(metadata(1, "t", 1, &[1]));
     let mut request = follower_fetch(2, 22, 0);
     request.max_wait_ms = 10_000;
     let replica_manager = b.replica_manager.clone();
@@ -391,7 +395,7 @@ async fn a_follower_fenced_during_its_long_poll_is_not_served() {
     for broker in fenced.brokers.iter_mut().filter(|b| b.id == 2) {
         broker.fenced = true;
     }
-    b.replica_manager.apply_metadata(fenced).expect("metadata");
+    b.replica_manager.apply_metadata(fenced);
     produce(&b.replica_manager, "t", 0, 100); // wakes the poll
     let response = poll.await.expect("the fetch task");
     assert_eq!(ErrorCode::from_code(response.partitions[0].error_code), ErrorCode::NOT_LEADER_OR_FOLLOWER);

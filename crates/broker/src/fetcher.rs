@@ -176,6 +176,10 @@ pub(crate) fn apply_response(
         };
         let has_data = !partition_response.records.is_empty();
         let applied = partition.apply_fetch_response(leader, leader_epoch, partition_response);
+        if let Some(error) = &applied.storage_error {
+            // Only this replica stops; the fetcher carries on with the others.
+            replica_manager.mark_offline(&tp, error);
+        }
         back_off |= applied.back_off;
         high_watermark_changed |= applied.high_watermark_changed;
         if has_data {

@@ -17,6 +17,8 @@ pub(crate) mod grpc_limits;
 pub mod kafka;
 pub(crate) mod messages;
 pub(crate) mod metrics;
+#[cfg(test)]
+mod offline_tests;
 pub(crate) mod partition;
 #[cfg(test)]
 mod partition_tests;

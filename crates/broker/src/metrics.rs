@@ -24,6 +24,7 @@ pub const UNDER_REPLICATED_PARTITIONS: &str = "insync_under_replicated_partition
 pub const UNDER_MIN_ISR_PARTITIONS: &str = "insync_under_min_isr_partitions";
 pub const AT_MIN_ISR_PARTITIONS: &str = "insync_at_min_isr_partitions";
 pub const OFFLINE_PARTITIONS: &str = "insync_offline_partitions";
+pub const OFFLINE_REPLICAS: &str = "insync_offline_replicas";
 pub const ACTIVE_CONTROLLER: &str = "insync_active_controller";
 pub const PARTITIONS: &str = "insync_partitions";
 pub const LEADER_PARTITIONS: &str = "insync_leader_partitions";
@@ -112,6 +113,11 @@ fn describe() {
     describe_gauge!(
         OFFLINE_PARTITIONS,
         "Partitions without a leader, reported by the active controller only (Kafka OfflinePartitionsCount)"
+    );
+    describe_gauge!(
+        OFFLINE_REPLICAS,
+        "Replicas this broker took offline after a storage error; they stay offline until it restarts (Kafka \
+         OfflineReplicaCount)"
     );
     describe_gauge!(ACTIVE_CONTROLLER, "1 on the active controller, else 0 (Kafka ActiveControllerCount)");
     describe_gauge!(PARTITIONS, "Partition replicas hosted by this broker (Kafka PartitionCount)");
@@ -264,6 +270,7 @@ fn update_broker_gauges(replica_manager: &ReplicaManager) {
         }
     }
     gauge!(PARTITIONS).set(health.hosted as f64);
+    gauge!(OFFLINE_REPLICAS).set(replica_manager.offline_partitions().len() as f64);
     gauge!(LEADER_PARTITIONS).set(health.led as f64);
     gauge!(UNDER_REPLICATED_PARTITIONS).set(health.under_replicated as f64);
     gauge!(UNDER_MIN_ISR_PARTITIONS).set(health.under_min_isr as f64);

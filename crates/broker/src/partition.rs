@@ -74,6 +74,9 @@ pub struct ReplicaState {
     /// Idempotent producers' recent sequences, kept on every replica (leader and follower
     /// appends both update it) so a new leader dedupes retries at once.
     producers: ProducerStateTable,
+    /// Taken offline after a storage error (`Partition::mark_offline`): for good, until the
+    /// broker restarts.
+    offline: bool,
 }
 
 impl ReplicaState {
@@ -182,13 +185,30 @@ pub struct LeaderAppend {
 }
 
 /// What applying a leader's fetch answer did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchApplied {
     /// The answer was an error to wait out (metadata catching up): back off before the next
     /// fetch.
     pub back_off: bool,
     /// The follower HW moved: parked consumer fetches may have new data.
     pub high_watermark_changed: bool,
+    /// Writing the answer to the log failed with a storage error (an I/O error: Kafka's
+    /// `KafkaStorageException`), saying what failed: the replica manager takes the replica
+    /// offline (`ReplicaManager::mark_offline`).
+    pub storage_error: Option<String>,
+}
+
+impl FetchApplied {
+    fn back_off() -> FetchApplied {
+        FetchApplied { back_off: true, ..FetchApplied::default() }
+    }
+
+    /// A log write that failed: a storage error takes the replica offline, anything else is
+    /// waited out like an error answer.
+    fn failed_write(what: String, error: &LogError) -> FetchApplied {
+        let storage_error = (error.error_code() == ErrorCode::KAFKA_STORAGE_ERROR).then(|| format!("{what}: {error}"));
+        FetchApplied { back_off: true, high_watermark_changed: false, storage_error }
+    }
 }
 
 /// A hosted replica.
@@ -232,6 +252,7 @@ impl Partition {
             replicas: Vec::new(),
             isr: Vec::new(),
             producers,
+            offline: false,
         };
         Ok(Partition { topic_partition, local_broker, unsafe_truncation, state: Mutex::new(state) })
     }
@@ -290,6 +311,9 @@ impl Partition {
         now_ms: u64,
     ) -> Vec<Action> {
         let mut state = self.lock();
+        if state.offline {
+            return Vec::new(); // Kafka applyDelta skips a HostedPartition.Offline
+        }
         if registration.leader_epoch < state.leader_epoch
             || (registration.leader_epoch == state.leader_epoch
                 && registration.partition_epoch <= state.partition_epoch)
@@ -464,6 +488,9 @@ impl Partition {
     ) -> Result<LeaderAppend, ProduceOutcome> {
         let tp = &self.topic_partition;
         let mut state = self.lock();
+        if state.offline {
+            return Err(ProduceOutcome::rejected(ErrorCode::KAFKA_STORAGE_ERROR, self.offline_message()));
+        }
         let leader_epoch = state.leader_epoch;
         let Some(leader) = state.leader() else {
             return Err(ProduceOutcome::rejected(
@@ -577,6 +604,12 @@ impl Partition {
         let tp = &self.topic_partition;
         let mut response = FetchPartitionResponse::empty(tp.clone());
         let mut state = self.lock();
+        if state.offline {
+            return (
+                FetchPartitionResponse::refused(tp.clone(), ErrorCode::KAFKA_STORAGE_ERROR, self.offline_message()),
+                Vec::new(),
+            );
+        }
         response.leader_epoch = state.leader_epoch;
         if state.leader().is_none() {
             response.error = ErrorCode::NOT_LEADER_OR_FOLLOWER;
@@ -618,7 +651,11 @@ impl Partition {
             let (max_bytes, first_batch_max_bytes) = budget.partition_limits(wanted.partition_max_bytes);
             match state.log.read_bounded(wanted.fetch_offset, upper, max_bytes, first_batch_max_bytes) {
                 Ok(bytes) => response.records = bytes,
-                Err(e) => response.error = e.error_code(),
+                Err(e) => {
+                    // A storage error here takes the replica offline (`ReplicaManager::read_partitions`).
+                    response.error = e.error_code();
+                    response.error_message = format!("cannot read {tp} from offset {}: {e}", wanted.fetch_offset);
+                }
             }
         }
         (response, actions)
@@ -659,14 +696,13 @@ impl Partition {
             ErrorCode::OFFSET_OUT_OF_RANGE
                 if response.log_end_offset >= 0 && state.log.log_end_offset() > response.log_end_offset =>
             {
-                self.truncate_to_leader_end(&mut state, leader, response.log_end_offset);
-                return FetchApplied::default();
+                return self.truncate_to_leader_end(&mut state, leader, response.log_end_offset);
             }
             other => {
                 // Retriable while metadata catches up (a leader change, or the leader not yet
                 // knowing our registration or unfencing); debug only, as it repeats per fetch.
                 debug!(%tp, leader, error = %other, "fetch answered an error: {}", response.error_message);
-                return FetchApplied { back_off: true, high_watermark_changed: false };
+                return FetchApplied::back_off();
             }
         }
         if let Some(diverging) = response.diverging_epoch.filter(|_| !self.unsafe_truncation()) {
@@ -675,19 +711,25 @@ impl Partition {
         }
         if !response.records.is_empty() {
             if let Err(e) = append_as_follower(&mut state, &response.records) {
-                warn!("{tp}: cannot append {} fetched bytes from leader {leader}: {e}", response.records.len());
-                return FetchApplied { back_off: true, high_watermark_changed: false };
+                let what = format!("cannot append {} bytes fetched from leader {leader}", response.records.len());
+                warn!("{tp}: {what}: {e}");
+                return FetchApplied::failed_write(what, &e);
             }
         }
         let new_hw = follower_high_watermark(response.high_watermark, state.log.log_end_offset());
         let changed = new_hw != state.follower_high_watermark;
         state.follower_high_watermark = new_hw;
-        FetchApplied { back_off: false, high_watermark_changed: changed }
+        FetchApplied { back_off: false, high_watermark_changed: changed, storage_error: None }
     }
 
     /// We are ahead of the leader with no epoch to locate the divergence (Kafka
     /// `AbstractFetcherThread.handleOutOfRangeError`): the leader's log is the truth.
-    fn truncate_to_leader_end(&self, state: &mut ReplicaState, leader: BrokerId, leader_log_end_offset: Offset) {
+    fn truncate_to_leader_end(
+        &self,
+        state: &mut ReplicaState,
+        leader: BrokerId,
+        leader_log_end_offset: Offset,
+    ) -> FetchApplied {
         let tp = &self.topic_partition;
         let leo = state.log.log_end_offset();
         match state.truncate_to(leader_log_end_offset) {
@@ -695,8 +737,12 @@ impl Partition {
                 "{tp}: truncated log from {leo} to leader {leader}'s log end offset {leader_log_end_offset}: {} records ({} bytes) dropped (fetch offset out of range)",
                 t.records_removed, t.bytes_removed
             ),
-            Err(e) => warn!("{tp}: truncation failed: {e}"),
+            Err(e) => {
+                warn!("{tp}: truncation failed: {e}");
+                return FetchApplied::failed_write(format!("cannot truncate to {leader_log_end_offset}"), &e);
+            }
         }
+        FetchApplied::default()
     }
 
     /// KIP-279: truncate to where our log and the leader's agree, as far as the leader's
@@ -732,7 +778,7 @@ impl Partition {
                 // again: wait rather than spin (Kafka would fetch on by offset; we keep
                 // sending our last epoch, so only a leader or metadata change ends this).
                 warn!("{tp}: not truncating below the high watermark {high_watermark}: {why}");
-                return FetchApplied { back_off: true, high_watermark_changed: false };
+                return FetchApplied::back_off();
             }
             return FetchApplied::default();
         }
@@ -741,7 +787,10 @@ impl Partition {
                 "{tp}: truncated log from {leo} to {offset}: {} records ({} bytes) dropped; {why}",
                 t.records_removed, t.bytes_removed
             ),
-            Err(e) => warn!("{tp}: truncation to {offset} failed: {e}"),
+            Err(e) => {
+                warn!("{tp}: truncation to {offset} failed: {e}");
+                return FetchApplied::failed_write(format!("cannot truncate to {offset}"), &e);
+            }
         }
         FetchApplied::default()
     }
@@ -815,6 +864,29 @@ impl Partition {
         self.lock().leader_mut().map(|leader| leader.resign()).unwrap_or_default()
     }
 
+    /// Takes the replica offline after a storage error, for good (Kafka
+    /// `ReplicaManager.handleLogDirFailure` → `markPartitionOffline`): a leader resigns,
+    /// answering its waiting acks=all requests, and from then on the replica follows nobody
+    /// and answers every append, read and offsets lookup KAFKA_STORAGE_ERROR. Whoever still
+    /// holds it (a parked produce, a fetch in flight) sees that; the replica manager has
+    /// already taken it out of its map. Its log stays on disk untouched for the operator.
+    pub fn mark_offline(&self) -> Vec<Action> {
+        let mut state = self.lock();
+        state.offline = true;
+        let actions = state.leader_mut().map(|leader| leader.resign()).unwrap_or_default();
+        state.role = ReplicaRole::Follower { leader: NO_BROKER };
+        actions
+    }
+
+    /// What an offline replica answers.
+    fn offline_message(&self) -> String {
+        format!(
+            "broker {} took its replica of {} offline after a storage error; it serves it again only after a \
+             restart (the controller elects another leader)",
+            self.local_broker, self.topic_partition
+        )
+    }
+
     /// Clean shutdown: fsyncs the log and writes a durable producer-state snapshot at its
     /// end, so the next open replays nothing (Kafka takes one on close).
     pub fn close(&self) -> Result<(), LogError> {
@@ -828,6 +900,9 @@ impl Partition {
     /// `current_leader_epoch` (-1: unchecked) (Kafka `Partition.fetchOffsetForTimestamp`).
     pub fn leader_offsets(&self, current_leader_epoch: LeaderEpoch) -> Result<(Offset, Offset), ErrorCode> {
         let state = self.lock();
+        if state.offline {
+            return Err(ErrorCode::KAFKA_STORAGE_ERROR);
+        }
         if state.leader().is_none() {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         }

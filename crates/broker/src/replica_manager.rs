@@ -4,6 +4,12 @@
 //! the KIP-903 identity check, the long poll), and the waiters: it turns the replication
 //! core's actions into I/O (answer acks=all waiters, queue AlterPartition proposals, wake
 //! parked fetches). Requests and answers are the core's own types (`messages.rs`).
+//!
+//! A replica whose storage fails (its log cannot be opened, or an append or read fails with
+//! an I/O error) is taken offline alone (`mark_offline`, Kafka `handleLogDirFailure` with one
+//! directory per replica): every other partition carries on, and the controller hears of it
+//! with the next heartbeat (`controller_link.rs`).
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -17,7 +23,7 @@ use insync_proto as pb;
 use insync_replication::{Action, IsrChange, WaiterId};
 use insync_types::{Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::BrokerArgs;
 use crate::fetch_limits::{duplicate_entries, effective_max_bytes, FetchBudget};
@@ -44,10 +50,28 @@ pub enum ProduceAppended {
     Waiting { partition: Arc<Partition>, outcome: ProduceOutcome, waiter: WaiterId, rx: oneshot::Receiver<ErrorCode> },
 }
 
+/// A partition replica in this broker's map (Kafka `HostedPartition`): served, or offline
+/// after a storage error until the broker restarts.
+#[derive(Debug, Clone)]
+enum HostedPartition {
+    Online(Arc<Partition>),
+    Offline(OfflineReplica),
+}
+
+/// A replica taken offline (`ReplicaManager::mark_offline`).
+#[derive(Debug, Clone)]
+struct OfflineReplica {
+    /// What failed, for the answers of every later request for it.
+    error: String,
+    /// Its HW when it went offline, kept in the checkpoint file so that the replica reopens
+    /// after a restart with the HW it had.
+    high_watermark: Option<Offset>,
+}
+
 pub struct ReplicaManager {
     pub config: Arc<BrokerArgs>,
     pub broker_id: BrokerId,
-    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    partitions: RwLock<HashMap<TopicPartition, HostedPartition>>,
     waiters: Mutex<HashMap<WaiterId, oneshot::Sender<ErrorCode>>>,
     next_waiter: AtomicU64,
     /// Wakes the parked long-polling fetches (Kafka's `DelayedFetch` purgatory) to look
@@ -138,14 +162,107 @@ impl ReplicaManager {
         self.metadata().brokers.iter().find(|b| b.id == broker).map(|b| b.address.clone())
     }
 
+    /// The replica of `tp` this broker serves (None when it hosts none, or has it offline).
     pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
+        match self.hosted(tp)? {
+            HostedPartition::Online(partition) => Some(partition),
+            HostedPartition::Offline(_) => None,
+        }
+    }
+
+    fn hosted(&self, tp: &TopicPartition) -> Option<HostedPartition> {
         self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(tp).cloned()
     }
 
+    /// Every replica served here (offline ones left out), by topic and partition.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        let mut all: Vec<_> = self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = partitions
+            .values()
+            .filter_map(|hosted| match hosted {
+                HostedPartition::Online(partition) => Some(partition.clone()),
+                HostedPartition::Offline(_) => None,
+            })
+            .collect();
+        drop(partitions);
         all.sort_by(|a, b| a.topic_partition().cmp(b.topic_partition()));
         all
+    }
+
+    /// The replicas taken offline since start (`mark_offline`), sorted: what the heartbeat
+    /// reports to the controller.
+    pub fn offline_partitions(&self) -> Vec<TopicPartition> {
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        let mut offline: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|(_, hosted)| matches!(hosted, HostedPartition::Offline(_)))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        drop(partitions);
+        offline.sort();
+        offline
+    }
+
+    /// Why the replica of `tp` is offline, if it is.
+    fn offline_error(&self, tp: &TopicPartition) -> Option<String> {
+        match self.hosted(tp)? {
+            HostedPartition::Offline(offline) => Some(offline.error),
+            HostedPartition::Online(_) => None,
+        }
+    }
+
+    /// Takes the replica of `tp` offline after a storage error (Kafka
+    /// `ReplicaManager.handleLogDirFailure` / `markPartitionOffline`, per replica here): it
+    /// leaves the map, and with it the fetchers' assignment; a leader resigns, its waiting
+    /// acks=all requests answered KAFKA_STORAGE_ERROR as Kafka's `DelayedProduce` answers
+    /// them once `getPartitionOrError` says so; every later produce, fetch and offsets lookup
+    /// for it is answered KAFKA_STORAGE_ERROR; the next heartbeat tells the controller, which
+    /// moves its leadership and ISR membership away. It is never reopened nor followed until
+    /// the broker restarts; nothing else on this broker changes. A second call is a no-op.
+    pub fn mark_offline(&self, tp: &TopicPartition, error: &str) {
+        let online = match self.hosted(tp) {
+            Some(HostedPartition::Offline(_)) => return,
+            Some(HostedPartition::Online(partition)) => Some(partition),
+            None => None,
+        };
+        // The partition first (its own lock only: the map's is never held while waiting for a
+        // partition's), so that whoever still holds it is refused from now on.
+        let high_watermark = online.as_ref().map(|partition| partition.high_watermark());
+        let actions = online.map(|partition| partition.mark_offline()).unwrap_or_default();
+        {
+            let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            if matches!(partitions.get(tp), Some(HostedPartition::Offline(_))) {
+                return; // a concurrent call got here first and reports it
+            }
+            let offline = OfflineReplica { error: error.to_string(), high_watermark };
+            partitions.insert(tp.clone(), HostedPartition::Offline(offline));
+            // Under the map's lock, as `apply_metadata` stores the assignment, so that neither
+            // undoes the other.
+            self.follower_assignment.send_if_modified(|assignment| unassign(assignment, tp));
+        }
+        error!(
+            topic = %tp.topic,
+            partition = tp.partition,
+            error = %error,
+            dir = %self.log_dir(tp).display(),
+            "replica of {tp} taken OFFLINE on broker {} after a storage error: it is no longer served or followed \
+             here (requests for it are answered KAFKA_STORAGE_ERROR), the controller hears of it with the next \
+             heartbeat and moves its leadership and ISR membership away, and it comes back only after a restart; \
+             every other partition carries on, and the log directory is left as it is for inspection",
+            self.broker_id
+        );
+        let actions = actions
+            .into_iter()
+            .map(|action| match action {
+                Action::CompleteProduce { waiter, .. } => {
+                    Action::CompleteProduce { waiter, error: ErrorCode::KAFKA_STORAGE_ERROR }
+                }
+                other => other,
+            })
+            .collect();
+        self.run_actions(tp, actions);
+        // Parked fetches of this replica look again and find it offline.
+        self.wake_parked_fetches();
     }
 
     fn log_dir(&self, tp: &TopicPartition) -> PathBuf {
@@ -176,13 +293,17 @@ impl ReplicaManager {
     /// Until the metadata shows this broker's current registration it never becomes leader
     /// (see `caught_up_with_registration`); `controller_link::register` applies the metadata again
     /// once registered.
-    pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) -> anyhow::Result<()> {
+    ///
+    /// A replica whose log cannot be opened is taken offline alone (`mark_offline`) and the
+    /// rest is applied all the same; an offline replica is skipped, as Kafka's `applyDelta`
+    /// skips a `HostedPartition.Offline`.
+    pub fn apply_metadata(&self, metadata: pb::ClusterMetadata) {
         // One at a time: the metadata watch and the re-apply after registering both call this,
         // and the version guard, the partitions' transitions and the store must not interleave
         // (an older snapshot stored over a newer one would move fetchers back).
         let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         if metadata.version < self.metadata().version {
-            return Ok(()); // never go back
+            return; // never go back
         }
         let caught_up = caught_up_with_registration(&metadata, self.broker_id, self.broker_epoch());
         let eligible: BTreeSet<BrokerId> =
@@ -190,7 +311,7 @@ impl ReplicaManager {
         let mut assignment = FollowerAssignment::new();
         let mut held = 0;
         for topic in &metadata.topics {
-            held += self.apply_topic(topic, &eligible, caught_up, &mut assignment)?;
+            held += self.apply_topic(topic, &eligible, caught_up, &mut assignment);
         }
         if held > 0 {
             info!(
@@ -201,25 +322,33 @@ impl ReplicaManager {
         }
         let version = metadata.version;
         *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(metadata);
-        self.follower_assignment.send_if_modified(|current| {
-            let changed = *current != assignment;
-            *current = assignment;
-            changed
-        });
+        {
+            // A replica taken offline while this ran is not followed (see `mark_offline`).
+            let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+            for followed in assignment.values_mut() {
+                followed.retain(|tp, _| !matches!(partitions.get(tp), Some(HostedPartition::Offline(_))));
+            }
+            assignment.retain(|_, followed| !followed.is_empty());
+            self.follower_assignment.send_if_modified(|current| {
+                let changed = *current != assignment;
+                *current = assignment;
+                changed
+            });
+        }
         self.metadata_version.send_replace(version);
-        Ok(())
     }
 
     /// Hands each hosted partition of `topic` its registration and notes the ones followed;
     /// returns how many leaderships were held back (`caught_up_with_registration`). A held
-    /// partition is opened all the same, so its HW stays in the checkpoint file.
+    /// partition is opened all the same, so its HW stays in the checkpoint file. Offline
+    /// replicas are skipped, and one that cannot be opened goes offline.
     fn apply_topic(
         &self,
         topic: &pb::TopicMetadata,
         eligible: &BTreeSet<BrokerId>,
         caught_up: bool,
         assignment: &mut FollowerAssignment,
-    ) -> anyhow::Result<usize> {
+    ) -> usize {
         let context = LeadershipContext {
             min_insync_replicas: self.min_insync_replicas(topic),
             eligible,
@@ -229,9 +358,16 @@ impl ReplicaManager {
         let mut held = 0;
         for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&self.broker_id)) {
             let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
-            let partition = match self.partition(&tp) {
-                Some(p) => p,
-                None => self.open_partition(&tp)?,
+            let partition = match self.hosted(&tp) {
+                Some(HostedPartition::Online(partition)) => partition,
+                Some(HostedPartition::Offline(_)) => continue,
+                None => match self.open_partition(&tp) {
+                    Ok(partition) => partition,
+                    Err(e) => {
+                        self.mark_offline(&tp, &format!("cannot open its log: {e}"));
+                        continue;
+                    }
+                },
             };
             let registration = registration(partition_metadata);
             // Only a leadership this broker does not hold already waits: a leader at that epoch
@@ -246,7 +382,7 @@ impl ReplicaManager {
                 assignment.entry(registration.leader).or_default().insert(tp, registration.leader_epoch);
             }
         }
-        Ok(held)
+        held
     }
 
     fn open_partition(&self, tp: &TopicPartition) -> anyhow::Result<Arc<Partition>> {
@@ -259,8 +395,18 @@ impl ReplicaManager {
             self.broker_id,
             self.config.unsafe_truncation(),
         )?);
-        self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), partition.clone());
-        Ok(partition)
+        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        match partitions.entry(tp.clone()) {
+            // Never over an offline replica: it stays offline until a restart.
+            Entry::Occupied(hosted) => match hosted.get() {
+                HostedPartition::Online(opened) => Ok(opened.clone()),
+                HostedPartition::Offline(offline) => anyhow::bail!("offline: {}", offline.error),
+            },
+            Entry::Vacant(slot) => {
+                slot.insert(HostedPartition::Online(partition.clone()));
+                Ok(partition)
+            }
+        }
     }
 
     /// Executes the replication core's actions for one partition (outside its lock).
@@ -371,6 +517,9 @@ impl ReplicaManager {
                 if let Some((id, _)) = waiter {
                     self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 }
+                if outcome.error == ErrorCode::KAFKA_STORAGE_ERROR {
+                    self.mark_offline(&tp, &outcome.message);
+                }
                 return ProduceAppended::Done(outcome);
             }
         };
@@ -427,12 +576,23 @@ impl ReplicaManager {
             ErrorCode::NOT_LEADER_OR_FOLLOWER => {
                 "written to the leader's log, but leadership moved before the ISR had it".into()
             }
+            ErrorCode::KAFKA_STORAGE_ERROR => "written to the leader's log, but the leader took its replica offline \
+                 after a storage error before the ISR had it; another replica will be elected"
+                .into(),
             other => format!("{other}"),
         };
         ProduceOutcome { error, message, ..outcome }
     }
 
+    /// Kafka `getPartitionOrError`: an offline replica → KAFKA_STORAGE_ERROR; else see
+    /// `missing_partition_code`.
     fn missing_partition_outcome(&self, tp: &TopicPartition) -> ProduceOutcome {
+        if let Some(error) = self.offline_error(tp) {
+            return ProduceOutcome::rejected(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                offline_message(self.broker_id, tp, &error),
+            );
+        }
         let metadata = self.metadata();
         let known = metadata
             .topics
@@ -451,9 +611,13 @@ impl ReplicaManager {
         }
     }
 
-    /// A partition we do not host: NOT_LEADER_OR_FOLLOWER when the metadata knows it (another
+    /// A partition we do not serve: KAFKA_STORAGE_ERROR when our replica is offline (Kafka
+    /// `HostedPartition.Offline`), NOT_LEADER_OR_FOLLOWER when the metadata knows it (another
     /// broker hosts it), else UNKNOWN_TOPIC_OR_PARTITION.
     pub fn missing_partition_code(&self, tp: &TopicPartition) -> ErrorCode {
+        if self.offline_error(tp).is_some() {
+            return ErrorCode::KAFKA_STORAGE_ERROR;
+        }
         let known = self
             .metadata()
             .topics
@@ -524,7 +688,8 @@ impl ReplicaManager {
                     FetchPartitionResponse::refused(tp.clone(), refusal.error, refusal.message.clone())
                 }
                 (Ok(()), false, None) => {
-                    FetchPartitionResponse::refused(tp.clone(), self.missing_partition_code(tp), "")
+                    let refused = self.missing_partition_outcome(tp);
+                    FetchPartitionResponse::refused(tp.clone(), refused.error, refused.message)
                 }
                 (Ok(()), false, Some(partition)) => {
                     let (response, actions) = partition.read(
@@ -537,6 +702,9 @@ impl ReplicaManager {
                     );
                     if !actions.is_empty() {
                         self.run_actions(tp, actions);
+                    }
+                    if response.error == ErrorCode::KAFKA_STORAGE_ERROR {
+                        self.mark_offline(tp, &response.error_message);
                     }
                     response
                 }
@@ -588,8 +756,10 @@ impl ReplicaManager {
         let Some(partition) = self.partition(tp) else {
             return Err(self.missing_partition_outcome(tp));
         };
-        let (log_start_offset, high_watermark) = partition.leader_offsets(NO_EPOCH).map_err(|code| {
-            ProduceOutcome::rejected(code, format!("broker {} is not the leader of {tp}", self.broker_id))
+        let (log_start_offset, high_watermark) = partition.leader_offsets(NO_EPOCH).map_err(|code| match code {
+            // Taken offline since it was looked up.
+            ErrorCode::KAFKA_STORAGE_ERROR => self.missing_partition_outcome(tp),
+            code => ProduceOutcome::rejected(code, format!("broker {} is not the leader of {tp}", self.broker_id)),
         })?;
         match timestamp {
             -2 => Ok(log_start_offset),
@@ -608,6 +778,14 @@ impl ReplicaManager {
         // without them would reopen those partitions at HW 0.
         let mut map: BTreeMap<TopicPartition, Offset> = self.checkpointed_high_watermarks.clone();
         map.extend(self.all_partitions().into_iter().map(|p| (p.topic_partition().clone(), p.high_watermark())));
+        // An offline replica keeps the HW it had, so that it reopens with it after a restart.
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        for (tp, hosted) in partitions.iter() {
+            if let HostedPartition::Offline(OfflineReplica { high_watermark: Some(high_watermark), .. }) = hosted {
+                map.insert(tp.clone(), *high_watermark);
+            }
+        }
+        drop(partitions);
         if map.is_empty() {
             return;
         }
@@ -656,6 +834,21 @@ struct FetchPlan {
 /// by which time the controller has moved that leadership away (`rules::register_broker`).
 pub fn caught_up_with_registration(metadata: &pb::ClusterMetadata, broker_id: BrokerId, broker_epoch: i64) -> bool {
     broker_epoch > 0 && metadata.brokers.iter().any(|b| b.id == broker_id && b.broker_epoch == broker_epoch)
+}
+
+/// Drops `tp` from the fetchers' assignment; whether it was there.
+fn unassign(assignment: &mut FollowerAssignment, tp: &TopicPartition) -> bool {
+    let removed = assignment.values_mut().any(|followed| followed.remove(tp).is_some());
+    assignment.retain(|_, followed| !followed.is_empty());
+    removed
+}
+
+/// What requests for an offline replica are answered.
+fn offline_message(broker_id: BrokerId, tp: &TopicPartition, error: &str) -> String {
+    format!(
+        "broker {broker_id} took its replica of {tp} offline after a storage error ({error}); it serves it again \
+         only after a restart (the controller elects another leader)"
+    )
 }
 
 /// The controller's metadata of a partition as the core's registration.

@@ -52,6 +52,9 @@ struct Signals {
 /// Runs the node until `shutdown_signal` resolves, then shuts down cleanly.
 pub async fn run(args: BrokerArgs, shutdown_signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let args = Arc::new(args);
+    if let Some(ip) = args.outgoing_address() {
+        pb::set_local_address(ip); // every connection this node opens starts from its own address
+    }
     std::fs::create_dir_all(&args.data_dir)?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

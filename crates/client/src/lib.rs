@@ -33,8 +33,9 @@ pub fn retriable_after_metadata_refresh(code: ErrorCode) -> bool {
     )
 }
 
-/// The local cluster's brokers (docs/design.md "Topology: controllers and brokers": broker N on 127.0.0.1:(9091+N)).
-pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
+/// The local cluster's brokers (docs/design.md "Topology: controllers and brokers": broker N on
+/// 127.0.1.N:(9091+N), each node on its own loopback address).
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.1.1:9092,127.0.1.2:9093,127.0.1.3:9094";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {

@@ -8,7 +8,7 @@ use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicSta
 use crate::rules::{
     self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind, RuleRejection,
 };
-use insync_types::{BrokerId, ErrorCode};
+use insync_types::{BrokerId, ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
 /// A metadata change proposed by the active controller (openraft `AppData`).
@@ -55,6 +55,16 @@ pub enum Command {
     /// `ProducerIdsRecord`, KIP-730): ids are unique cluster-wide because the block comes
     /// from the replicated counter.
     AllocateProducerIds { broker_id: BrokerId, incarnation: u64 },
+    /// Replicas a broker took offline after a storage error, as its heartbeat reported them
+    /// (Kafka's BrokerRegistrationChangeRecord with the remaining online directories plus the
+    /// PartitionChangeRecords of `handleDirectoriesOffline`). `serde(default)`: an entry
+    /// without the list reads as reporting none.
+    MarkReplicasOffline {
+        broker_id: BrokerId,
+        incarnation: u64,
+        #[serde(default)]
+        replicas: Vec<TopicPartition>,
+    },
 }
 
 /// Producer ids handed out per AllocateProducerIds (Kafka allocates blocks of 1000).
@@ -141,6 +151,9 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
             };
             apply_alter_partition(state, &spec, index)
         }
+        Command::MarkReplicasOffline { broker_id, incarnation, replicas } => {
+            apply_mark_replicas_offline(state, *broker_id, *incarnation, replicas, index)
+        }
         Command::AllocateProducerIds { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
                 return CommandResult::rejected(rejection);
@@ -214,6 +227,36 @@ fn apply_controlled_shutdown(
         describe_changes(&changes)
     );
     log_unclean_elections(&changes, "a controlled shutdown");
+    CommandResult::with_broker(state, broker_id)
+}
+
+/// Records a broker's replicas offline and moves their leadership and ISR membership away
+/// (`rules::mark_replicas_offline`); replicas already recorded, or not the broker's, change
+/// nothing (two heartbeats racing with the same report both succeed).
+fn apply_mark_replicas_offline(
+    state: &mut ClusterState,
+    broker_id: BrokerId,
+    incarnation: u64,
+    replicas: &[TopicPartition],
+    index: u64,
+) -> CommandResult {
+    if let Err(rejection) = rules::check_incarnation(state, broker_id, incarnation) {
+        return CommandResult::rejected(rejection);
+    }
+    let outcome = rules::mark_replicas_offline(state, broker_id, replicas);
+    if outcome.recorded.is_empty() {
+        return CommandResult::with_broker(state, broker_id);
+    }
+    let names: Vec<String> = outcome.recorded.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        index,
+        broker_id,
+        "broker {broker_id} took replica(s) {} offline after a storage error: it leaves their ISRs, their \
+         leadership moves, and it is not elected for them until it registers again; {}",
+        names.join(", "),
+        describe_changes(&outcome.changes)
+    );
+    log_unclean_elections(&outcome.changes, "a replica going offline");
     CommandResult::with_broker(state, broker_id)
 }
 
@@ -455,5 +498,51 @@ mod tests {
             panic!("not an AlterPartition");
         };
         assert!(new_isr_broker_epochs.is_empty());
+    }
+
+    #[test]
+    fn replicas_reported_offline_are_recorded_and_survive_a_round_trip() {
+        let mut state = ClusterState::default();
+        for id in 1..=2 {
+            register(&mut state, id, 1);
+            apply_command(&mut state, &Command::UnfenceBroker { broker_id: id, incarnation: 1 }, 2);
+        }
+        let create = Command::CreateTopic {
+            name: "foo".to_string(),
+            assignment: vec![vec![1, 2], vec![1, 2]],
+            min_insync_replicas: None,
+            unclean_leader_election_enable: false,
+        };
+        apply_command(&mut state, &create, 3);
+        let offline = Command::MarkReplicasOffline {
+            broker_id: 1,
+            incarnation: 1,
+            replicas: vec![TopicPartition::new("foo", 1)],
+        };
+        let json = serde_json::to_string(&offline).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), offline);
+        let old = r#"{"MarkReplicasOffline":{"broker_id":1,"incarnation":1}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Command>(old).unwrap(),
+            Command::MarkReplicasOffline { replicas, .. } if replicas.is_empty()
+        ));
+
+        let stale = Command::MarkReplicasOffline { broker_id: 1, incarnation: 0, replicas: vec![] };
+        assert_eq!(apply_command(&mut state, &stale, 4).error_code, ErrorCode::STALE_BROKER_EPOCH);
+        let result = apply_command(&mut state, &offline, 5);
+        assert!(result.is_ok());
+        let recorded = result.broker.map(|b| b.offline_replicas.into_iter().collect::<Vec<_>>());
+        assert_eq!(recorded, Some(vec![TopicPartition::new("foo", 1)]));
+        let leaders: Vec<BrokerId> = state.topics["foo"].partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![1, 2], "only foo-1's leadership moved");
+
+        // The registration with its offline replicas survives a snapshot; an old snapshot
+        // without the field reads as none offline.
+        let snapshot = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterState>(&snapshot).unwrap(), state);
+        let old_registration =
+            r#"{"id":1,"address":"a","incarnation":5,"fenced":false,"in_controlled_shutdown":false}"#;
+        let registration: BrokerRegistration = serde_json::from_str(old_registration).expect("old snapshot");
+        assert!(registration.offline_replicas.is_empty());
     }
 }

@@ -95,6 +95,7 @@ mod tests {
                     fenced: is_fenced,
                     in_controlled_shutdown: false,
                     broker_epoch: 1,
+                    offline_replicas: Default::default(),
                 },
             );
         }

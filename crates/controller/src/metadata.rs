@@ -1,9 +1,9 @@
 //! The replicated cluster metadata: brokers, topics and partitions, as the Raft state machine
 //! holds it (Kafka's `ClusterControlManager` + `ReplicationControlManager` images). Plain serde
 //! types; the rules that change them live in `rules.rs`, the protobuf views in `convert.rs`.
-use insync_types::{BrokerId, LeaderEpoch, PartitionEpoch, NO_BROKER};
+use insync_types::{BrokerId, LeaderEpoch, PartitionEpoch, TopicPartition, NO_BROKER};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything the controller quorum agrees on. Small (brokers × partitions), so it is kept
 /// whole in memory and snapshotted as one JSON document.
@@ -46,6 +46,13 @@ pub struct BrokerRegistration {
     /// broker gets one when it registers again.
     #[serde(default)]
     pub broker_epoch: i64,
+    /// Replicas this incarnation reported offline after a storage error (Kafka's offline log
+    /// directories, `BrokerRegistration.directories` minus the online ones, KIP-858): it may
+    /// neither lead those partitions nor rejoin their ISRs. Cleared by a new registration,
+    /// as Kafka's broker re-registers with its directories online after a restart. Empty for
+    /// registrations replicated before the field existed.
+    #[serde(default)]
+    pub offline_replicas: BTreeSet<TopicPartition>,
 }
 
 impl BrokerRegistration {
@@ -53,6 +60,18 @@ impl BrokerRegistration {
     /// (unfenced and not in controlled shutdown; KIP-841).
     pub fn is_eligible(&self) -> bool {
         !self.fenced && !self.in_controlled_shutdown
+    }
+
+    /// Whether this broker's replica of `topic`-`partition` is offline (see
+    /// `offline_replicas`; Kafka `ClusterControlManager.hasOnlineDir` negated).
+    pub fn is_replica_offline(&self, topic: &str, partition: i32) -> bool {
+        self.offline_replicas.iter().any(|tp| tp.partition == partition && tp.topic == topic)
+    }
+
+    /// May lead `topic`-`partition` (Kafka's `LeaderAcceptor`: `isActive` and the replica's
+    /// directory online).
+    pub fn may_lead(&self, topic: &str, partition: i32) -> bool {
+        self.is_eligible() && !self.is_replica_offline(topic, partition)
     }
 }
 

@@ -1,15 +1,17 @@
 //! The controller's rules as pure functions over `ClusterState`: topic validation and replica
 //! placement, AlterPartition validation, and the leader/ISR changes caused by fencing,
-//! unfencing, controlled shutdown and re-registration. No I/O, no clocks: the Raft state
-//! machine (`command.rs`) calls these while applying committed entries, so every controller
-//! reaches the same state; the returned `PartitionChange`s are what gets logged.
+//! unfencing, controlled shutdown, re-registration and replicas reported offline. No I/O, no
+//! clocks: the Raft state machine (`command.rs`) calls these while applying committed
+//! entries, so every controller reaches the same state; the returned `PartitionChange`s are
+//! what gets logged.
 //!
 //! Sources: Kafka's `ReplicationControlManager` (createTopics, alterPartition,
-//! handleBrokerFenced/Unfenced/InControlledShutdown, generateLeaderAndIsrUpdates),
-//! `PartitionChangeBuilder` (election, never-empty ISR), `ClusterControlManager`
-//! (registration), `org.apache.kafka.common.internals.Topic` (names), KIP-631, KIP-841.
+//! handleBrokerFenced/Unfenced/InControlledShutdown, handleDirectoriesOffline,
+//! generateLeaderAndIsrUpdates), `PartitionChangeBuilder` (election, never-empty ISR),
+//! `ClusterControlManager` (registration), `org.apache.kafka.common.internals.Topic` (names),
+//! KIP-631, KIP-841, KIP-858.
 use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
-use insync_types::{BrokerId, ErrorCode, NO_BROKER};
+use insync_types::{BrokerId, ErrorCode, TopicPartition, NO_BROKER};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -325,8 +327,9 @@ pub fn describe_changes(changes: &[PartitionChange]) -> String {
 /// 4. epochs: a leader change bumps leader_epoch and partition_epoch, an ISR-only change
 ///    bumps partition_epoch.
 ///
-/// `is_acceptable_leader` is Kafka's `isAcceptableLeader`: registered, unfenced, not in
-/// controlled shutdown, and not the broker being removed.
+/// `is_acceptable_leader` is Kafka's `isAcceptableLeader` (`LeaderAcceptor`) for this
+/// partition: registered, unfenced, not in controlled shutdown, its replica here not offline
+/// (Kafka: on an online directory), and not the broker being removed.
 pub fn recompute_partition(
     partition: &PartitionState,
     broker_to_remove: Option<BrokerId>,
@@ -375,21 +378,25 @@ pub fn recompute_partition(
     next
 }
 
-/// Runs `recompute_partition` over every partition selected by `affected`, writes the
-/// results back and returns what changed, in topic/partition order.
+/// Runs `recompute_partition` over every partition selected by `affected` (given the topic
+/// name and the partition), writes the results back and returns what changed, in
+/// topic/partition order.
 fn recompute_partitions(
     state: &mut ClusterState,
     broker_to_remove: Option<BrokerId>,
-    affected: &dyn Fn(&PartitionState) -> bool,
+    affected: &dyn Fn(&str, &PartitionState) -> bool,
 ) -> Vec<PartitionChange> {
     let brokers: &BTreeMap<BrokerId, BrokerRegistration> = &state.brokers;
-    let is_acceptable_leader = |id: BrokerId| brokers.get(&id).is_some_and(BrokerRegistration::is_eligible);
     let mut changes = Vec::new();
     for topic in state.topics.values_mut() {
         for partition in topic.partitions.iter_mut() {
-            if !affected(partition) {
+            if !affected(&topic.name, partition) {
                 continue;
             }
+            // Per partition: a broker may be active yet have this replica offline.
+            let (name, index) = (topic.name.as_str(), partition.partition);
+            let is_acceptable_leader =
+                |id: BrokerId| brokers.get(&id).is_some_and(|broker| broker.may_lead(name, index));
             let next = recompute_partition(
                 partition,
                 broker_to_remove,
@@ -440,7 +447,7 @@ pub fn fence_broker(state: &mut ClusterState, broker_id: BrokerId) -> Vec<Partit
         return Vec::new();
     };
     registration.fenced = true;
-    recompute_partitions(state, Some(broker_id), &|p| p.isr.contains(&broker_id) || p.leader == broker_id)
+    recompute_partitions(state, Some(broker_id), &|_, p| p.isr.contains(&broker_id) || p.leader == broker_id)
 }
 
 /// Unfences a broker (Kafka `handleBrokerUnfenced`): marks it unfenced, then elects a leader
@@ -451,7 +458,7 @@ pub fn unfence_broker(state: &mut ClusterState, broker_id: BrokerId) -> Vec<Part
         return Vec::new();
     };
     registration.fenced = false;
-    recompute_partitions(state, None, &|p| !p.has_leader())
+    recompute_partitions(state, None, &|_, p| !p.has_leader())
 }
 
 /// Starts a controlled shutdown (KIP-631; Kafka `handleBrokerInControlledShutdown`): marks
@@ -463,7 +470,7 @@ pub fn begin_controlled_shutdown(state: &mut ClusterState, broker_id: BrokerId) 
         return Vec::new();
     };
     registration.in_controlled_shutdown = true;
-    recompute_partitions(state, Some(broker_id), &|p| p.isr.contains(&broker_id) || p.leader == broker_id)
+    recompute_partitions(state, Some(broker_id), &|_, p| p.isr.contains(&broker_id) || p.leader == broker_id)
 }
 
 /// Whether a broker in controlled shutdown may stop (Kafka `BrokerHeartbeatManager`:
@@ -545,9 +552,67 @@ pub fn register_broker(
             fenced: true,
             in_controlled_shutdown: false,
             broker_epoch,
+            // A new incarnation opens its logs afresh (Kafka: a restarted broker registers
+            // with its log directories online).
+            offline_replicas: BTreeSet::new(),
         },
     );
     Ok(RegistrationOutcome { kind, changes })
+}
+
+/// The replicas in `reported` that `broker_id` hosts (the partition exists and lists it as a
+/// replica) and that its registration does not yet record offline: what a heartbeat's
+/// offline set adds (Kafka `BrokerRegistration.directoryIntersection`). The active controller
+/// proposes `MarkReplicasOffline` only when this is not empty, so a heartbeat repeating the
+/// same set, or naming a replica the broker does not host, writes nothing to the log.
+pub fn new_offline_replicas(
+    state: &ClusterState,
+    broker_id: BrokerId,
+    reported: &[TopicPartition],
+) -> Vec<TopicPartition> {
+    let Some(registration) = state.brokers.get(&broker_id) else {
+        return Vec::new();
+    };
+    let hosted =
+        |tp: &TopicPartition| state.partition(&tp.topic, tp.partition).is_some_and(|p| p.replicas.contains(&broker_id));
+    let mut added: Vec<TopicPartition> =
+        reported.iter().filter(|tp| hosted(tp) && !registration.offline_replicas.contains(*tp)).cloned().collect();
+    added.sort();
+    added.dedup();
+    added
+}
+
+/// What `mark_replicas_offline` recorded and changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OfflineOutcome {
+    /// The replicas newly recorded offline (see `new_offline_replicas`).
+    pub recorded: Vec<TopicPartition>,
+    pub changes: Vec<PartitionChange>,
+}
+
+/// A broker's replicas went offline after a storage error (Kafka
+/// `ReplicationControlManager.handleDirectoriesOffline`): records them in its registration,
+/// then for each of those partitions removes the broker from the ISR (never emptying it) and
+/// elects another leader where it led, by the rules of fencing (`recompute_partition`). From
+/// then on the broker is no acceptable leader for them and may not rejoin their ISRs
+/// (`alter_partition`) until it registers anew. The broker's other partitions are untouched.
+pub fn mark_replicas_offline(
+    state: &mut ClusterState,
+    broker_id: BrokerId,
+    reported: &[TopicPartition],
+) -> OfflineOutcome {
+    let recorded = new_offline_replicas(state, broker_id, reported);
+    let Some(registration) = state.brokers.get_mut(&broker_id) else {
+        return OfflineOutcome::default();
+    };
+    if recorded.is_empty() {
+        return OfflineOutcome::default();
+    }
+    registration.offline_replicas.extend(recorded.iter().cloned());
+    let changes = recompute_partitions(state, Some(broker_id), &|topic, p| {
+        recorded.iter().any(|tp| tp.partition == p.partition && tp.topic == topic)
+    });
+    OfflineOutcome { recorded, changes }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -581,7 +646,9 @@ pub struct AlterPartitionSpec {
 /// - each named broker epoch must be for a member of the new ISR, named once, and every
 ///   member being added must be named → INVALID_REQUEST;
 /// - members being added must be registered, unfenced and not in controlled shutdown
-///   (KIP-841 `ineligibleReplicasForIsr`), and every named epoch must be the member's current
+///   (KIP-841 `ineligibleReplicasForIsr`), must not have this replica offline (Kafka: a
+///   replica on an offline directory never fetches, so it is never proposed; here the
+///   controller refuses it outright), and every named epoch must be the member's current
 ///   registration's (KIP-903) → INELIGIBLE_REPLICA. Kafka checks every member; members
 ///   already in the ISR pass by construction, since fencing and controlled shutdown remove
 ///   them (except a lone last member, which a leader may keep while shrinking), and a
@@ -703,7 +770,17 @@ fn check_isr_eligibility(
         if added && !named.contains_key(&member) {
             return invalid(format!("no broker epoch for replica {member}, which the new ISR adds (KIP-903)"));
         }
-        if let Some(reason) = ineligibility(state.brokers.get(&member), added, named.get(&member).copied()) {
+        let registration = state.brokers.get(&member);
+        if added && registration.is_some_and(|r| r.is_replica_offline(&spec.topic, spec.partition)) {
+            return Err(RuleRejection::new(
+                ErrorCode::INELIGIBLE_REPLICA,
+                format!(
+                    "{name}: cannot add replica {member} in the ISR: its broker took this replica offline after a \
+                     storage error (until it registers again)"
+                ),
+            ));
+        }
+        if let Some(reason) = ineligibility(registration, added, named.get(&member).copied()) {
             let verb = if added { "cannot add replica" } else { "cannot keep replica" };
             return Err(RuleRejection::new(
                 ErrorCode::INELIGIBLE_REPLICA,
@@ -752,6 +829,7 @@ mod tests {
             fenced: false,
             in_controlled_shutdown: false,
             broker_epoch: 1,
+            offline_replicas: BTreeSet::new(),
         }
     }
 
@@ -1130,5 +1208,80 @@ mod tests {
         assert_eq!(check_incarnation(&state, 1, 8).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);
         assert_eq!(check_incarnation(&state, 7, 1).unwrap_err().code, ErrorCode::STALE_BROKER_EPOCH);
         assert!(check_incarnation(&state, 1, 9).is_ok());
+    }
+
+    fn tps(replicas: &[(&str, i32)]) -> Vec<TopicPartition> {
+        replicas.iter().map(|&(topic, partition)| TopicPartition::new(topic, partition)).collect()
+    }
+
+    /// Brokers 1..=3 and topic `foo` with two partitions, both led by 1 with the full ISR.
+    fn state_with_two_partitions() -> ClusterState {
+        let mut state = state_with_partition(&[1, 2, 3], &[1, 2, 3], 1, false);
+        let mut second = partition_with(&[1, 3, 2], &[1, 3, 2], 1);
+        second.partition = 1;
+        state.topics.get_mut("foo").unwrap().partitions.push(second);
+        state
+    }
+
+    #[test]
+    fn an_offline_replica_leaves_its_isr_and_its_leadership_moves() {
+        // ReplicationControlManager.handleDirectoriesOffline → generateLeaderAndIsrUpdates for
+        // the partitions of the failed directory only; the broker stays registered and active.
+        let mut state = state_with_two_partitions();
+        let outcome = mark_replicas_offline(&mut state, 1, &tps(&[("foo", 0)]));
+        assert_eq!(outcome.recorded, tps(&[("foo", 0)]));
+        assert_eq!(outcome.changes.len(), 1, "foo-1 is untouched: {:?}", outcome.changes);
+        assert_eq!(outcome.changes[0].to_string(), "foo-0 leader 1 -> 2 (epoch 4 -> 5), isr [1,2,3] -> [2,3]");
+        assert_eq!(state.partition("foo", 1).map(|p| (p.leader, p.isr.clone())), Some((1, vec![1, 3, 2])));
+        assert!(state.brokers[&1].is_eligible(), "only the replica is offline, not the broker");
+        assert!(state.brokers[&1].is_replica_offline("foo", 0));
+
+        // The same set again, an unknown partition, or a replica of another broker: nothing.
+        assert_eq!(mark_replicas_offline(&mut state, 1, &tps(&[("foo", 0)])), OfflineOutcome::default());
+        assert!(new_offline_replicas(&state, 1, &tps(&[("foo", 0), ("foo", 9), ("bar", 0)])).is_empty());
+        let mut elsewhere = state_with_partition(&[2, 3], &[2, 3], 2, false);
+        assert!(mark_replicas_offline(&mut elsewhere, 1, &tps(&[("foo", 0)])).recorded.is_empty());
+    }
+
+    #[test]
+    fn an_offline_replica_is_never_elected_for_its_partition_until_the_broker_registers_again() {
+        // Kafka's LeaderAcceptor: isActive(replica) && hasOnlineDir(replica, its directory).
+        // The last ISR member stays listed (never an empty ISR) but is not elected.
+        let mut state = state_with_partition(&[1, 2, 3], &[1], 1, false);
+        let outcome = mark_replicas_offline(&mut state, 1, &tps(&[("foo", 0)]));
+        assert_eq!(outcome.changes[0].to_string(), "foo-0 leader 1 -> none (epoch 4 -> 5)");
+        assert_eq!(foo0(&state).isr, vec![1]);
+        // An unfencing elects leaders where there are none: broker 1 is active, yet not acceptable here.
+        fence_broker(&mut state, 3);
+        assert!(unfence_broker(&mut state, 3).is_empty());
+        assert_eq!(foo0(&state).leader, NO_BROKER);
+
+        // Unclean election skips it too.
+        let mut unclean = state_with_partition(&[1, 2, 3], &[2], 2, true);
+        mark_replicas_offline(&mut unclean, 1, &tps(&[("foo", 0)]));
+        fence_broker(&mut unclean, 2);
+        assert_eq!((foo0(&unclean).leader, foo0(&unclean).isr.clone()), (3, vec![3]));
+
+        // A restart registers anew, with every replica online: elected once unfenced.
+        register_broker(&mut state, 1, "127.0.0.1:9092", "", 2, 40).unwrap();
+        assert!(state.brokers[&1].offline_replicas.is_empty());
+        let changes = unfence_broker(&mut state, 1);
+        assert_eq!(changes[0].to_string(), "foo-0 leader none -> 1 (epoch 5 -> 6)");
+    }
+
+    #[test]
+    fn an_offline_replica_may_not_rejoin_the_isr() {
+        let mut state = state_with_two_partitions();
+        mark_replicas_offline(&mut state, 3, &tps(&[("foo", 0)]));
+        assert_eq!(foo0(&state).isr, vec![1, 2]);
+        let rejoin = alter_partition(&mut state, &alter(1, 4, 8, &[1, 2, 3])).unwrap_err();
+        assert_eq!(rejoin.code, ErrorCode::INELIGIBLE_REPLICA);
+        assert!(rejoin.message.contains("offline"), "{rejoin}");
+        // Its other replicas are not affected: foo-1 may shrink and grow with broker 3.
+        let mut foo1 = alter(1, 4, 7, &[1, 2]);
+        foo1.partition = 1;
+        alter_partition(&mut state, &foo1).unwrap();
+        let grow = AlterPartitionSpec { partition: 1, ..alter(1, 4, 8, &[1, 2, 3]) };
+        assert!(alter_partition(&mut state, &grow).is_ok());
     }
 }

@@ -26,7 +26,7 @@ use insync_proto::{
     CreateTopicResponse, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
     WatchMetadataRequest,
 };
-use insync_types::{ErrorCode, NO_BROKER};
+use insync_types::{ErrorCode, TopicPartition, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
@@ -218,12 +218,17 @@ impl ControllerService {
 
     /// Kafka `ReplicationControlManager.processBrokerHeartbeat` +
     /// `BrokerHeartbeatManager.calculateNextBrokerState`, reduced to: stale incarnation →
-    /// STALE_BROKER_EPOCH; want_shutdown → controlled shutdown; fenced → unfence.
+    /// STALE_BROKER_EPOCH; replicas newly reported offline → recorded (`handleDirectoriesOffline`);
+    /// want_shutdown → controlled shutdown; fenced → unfence.
     async fn heartbeat(&self, request: BrokerHeartbeatRequest) -> Result<(bool, bool), Refusal> {
         self.await_active().await?;
         let broker_id = request.broker_id;
-        let registration = rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?.clone();
+        rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?;
         self.lock_heartbeats().touch(broker_id, Instant::now());
+        // Before a possible unfencing, so that the unfencing's elections already pass over the
+        // offline replicas.
+        self.record_offline_replicas(&request).await?;
+        let registration = rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?.clone();
 
         if request.want_shutdown && !registration.in_controlled_shutdown {
             let result =
@@ -242,6 +247,24 @@ impl ControllerService {
         let registration = rules::check_incarnation(&applied.state, broker_id, request.incarnation)?;
         let should_shutdown = registration.in_controlled_shutdown && rules::should_shutdown(&applied.state, broker_id);
         Ok((registration.fenced, should_shutdown))
+    }
+
+    /// Proposes `MarkReplicasOffline` when the heartbeat's offline set names replicas the
+    /// registration does not yet record (Kafka compares `OfflineLogDirs` with the registered
+    /// directories), so a broker repeating its set every heartbeat writes one entry only.
+    async fn record_offline_replicas(&self, request: &BrokerHeartbeatRequest) -> Result<(), Refusal> {
+        let reported: Vec<TopicPartition> =
+            request.offline_replicas.iter().map(|r| TopicPartition::new(r.topic.clone(), r.partition)).collect();
+        if rules::new_offline_replicas(&self.applied().state, request.broker_id, &reported).is_empty() {
+            return Ok(());
+        }
+        let command = Command::MarkReplicasOffline {
+            broker_id: request.broker_id,
+            incarnation: request.incarnation,
+            replicas: reported,
+        };
+        let result = self.propose(command).await?;
+        command_refusal(&result).map_or(Ok(()), Err)
     }
 
     async fn create(&self, request: CreateTopicRequest) -> Result<insync_proto::TopicMetadata, Refusal> {

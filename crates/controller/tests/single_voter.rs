@@ -131,6 +131,28 @@ async fn scenario() {
     assert_eq!((committed.leader_epoch, committed.partition_epoch), (0, 1));
     assert_eq!(committed.isr, vec![leader, follower]);
 
+    // The leader reports its replica offline (a storage error): it leaves the ISR, the
+    // follower takes over, and its other partitions stay as they were
+    // (ReplicationControlManager.handleDirectoriesOffline). Repeating the report changes nothing.
+    let before_offline = metadata(&mut client).await;
+    let offline = insync_proto::OfflineReplica { topic: "orders".to_string(), partition: partition.partition };
+    let report = insync_proto::BrokerHeartbeatRequest {
+        broker_id: leader,
+        incarnation: 100 + leader as u64,
+        want_shutdown: false,
+        offline_replicas: vec![offline],
+    };
+    for _ in 0..2 {
+        let answer = client.broker_heartbeat(report.clone()).await.unwrap().into_inner();
+        assert_eq!(answer.error.unwrap().error_code, 0);
+        assert!(!answer.is_fenced, "only the replica is offline, not the broker");
+    }
+    let after_offline = metadata(&mut client).await;
+    assert_eq!(after_offline.version, before_offline.version + 1, "one entry for the repeated report");
+    let moved = &after_offline.topics[0].partitions[partition.partition as usize];
+    assert_eq!((moved.leader, moved.isr.clone()), (follower, vec![follower]));
+    assert_eq!(after_offline.topics[0].partitions[1..], before_offline.topics[0].partitions[1..]);
+
     // Broker 3 stops heartbeating: fenced after the session timeout, out of every ISR.
     let mut beating = beating;
     drop(beating.remove(2));

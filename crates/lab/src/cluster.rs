@@ -1,6 +1,7 @@
 //! The lab's process launcher: a controller quorum (1 or 3 voters) and three brokers, each
-//! a real `insync-broker` process on a free loopback port with its data in a temporary
-//! directory; SIGKILL / SIGSTOP / SIGCONT / SIGTERM and restarts; admin queries that avoid
+//! a real `insync-broker` process on a free port of its own loopback address with its data
+//! in a temporary directory; SIGKILL / SIGSTOP / SIGCONT / SIGTERM and restarts; network
+//! partitions between nodes (iptables, [`crate::netcut`]); admin queries that avoid
 //! paused nodes; and the read-only reader of a stopped broker's segment files and HW
 //! checkpoint that the checker is fed with. Every process is killed on drop. Each process
 //! is a [`LocalNode`], as in the test harness.
@@ -16,6 +17,7 @@ use insync_proto as pb;
 use insync_types::TopicPartition;
 
 use crate::checker::ReplicaLog;
+use crate::netcut::{NetCuts, Peer};
 use crate::process::{free_ports, quorum, LocalNode, NodeRole, NodeSettings};
 use crate::LabError;
 
@@ -32,6 +34,9 @@ pub struct ClusterSpec {
     pub broker_session_timeout_ms: u64,
     /// Start brokers with the hidden pre-KIP-101 flag (negative control only).
     pub unsafe_truncate_to_high_watermark: bool,
+    /// Give each broker a data directory of this many MiB: a tmpfs the lab mounts (as
+    /// root), so that a disk-full fault can fill it ([`LabCluster::fill_disk`]).
+    pub disk_limit_mib: Option<u64>,
 }
 
 impl ClusterSpec {
@@ -42,9 +47,13 @@ impl ClusterSpec {
             replica_lag_time_max_ms: 2_000,
             broker_session_timeout_ms: 3_000,
             unsafe_truncate_to_high_watermark: false,
+            disk_limit_mib: None,
         }
     }
 }
+
+/// The file a disk-full fault fills a broker's data directory with.
+const DISK_FILLER: &str = "lab-disk-filler";
 
 /// Brokers in a lab cluster (RF=3 needs three).
 pub const BROKERS: i32 = 3;
@@ -76,6 +85,11 @@ pub struct LabCluster {
     root: PathBuf,
     nodes: Vec<Node>,
     spec: ClusterSpec,
+    /// Links cut between nodes; made at the first cut (a lab that cuts nothing never needs
+    /// iptables), its rules removed on heal and on drop.
+    cuts: Option<NetCuts>,
+    /// Size-limited data directories mounted for the brokers, unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 impl LabCluster {
@@ -89,7 +103,7 @@ impl LabCluster {
         let dir = tempfile::Builder::new().prefix("insync-lab-").tempdir().map_err(|e| LabError::io("tempdir", e))?;
         let root = dir.path().to_path_buf();
         let ports =
-            free_ports(BROKERS as usize + spec.controllers).map_err(|e| LabError::io("binding 127.0.0.1:0", e))?;
+            free_ports(BROKERS as usize + spec.controllers).map_err(|e| LabError::io("binding 0.0.0.0:0", e))?;
         let (broker_ports, controller_ports) = ports.split_at(BROKERS as usize);
         let quorum = quorum(controller_ports);
         let settings = NodeSettings {
@@ -112,7 +126,10 @@ impl LabCluster {
         let mut nodes: Vec<Node> =
             controller_ports.iter().enumerate().map(|(i, p)| node(NodeId::Controller(i as i32 + 1), *p)).collect();
         nodes.extend(broker_ports.iter().enumerate().map(|(i, p)| node(NodeId::Broker(i as i32 + 1), *p)));
-        let mut cluster = LabCluster { dir: Some(dir), root, nodes, spec };
+        let mut cluster = LabCluster { dir: Some(dir), root, nodes, spec, cuts: None, mounts: Vec::new() };
+        if let Some(mib) = cluster.spec.disk_limit_mib {
+            cluster.mount_small_disks(mib)?;
+        }
         let ids: Vec<NodeId> = cluster.nodes.iter().map(|n| n.id).collect();
         for id in ids {
             cluster.start_node(id)?;
@@ -257,8 +274,131 @@ impl LabCluster {
         killed
     }
 
-    /// Resumes paused nodes and starts stopped ones (controllers first).
+    /// Mounts a tmpfs of `mib` MiB on each broker's data directory.
+    fn mount_small_disks(&mut self, mib: u64) -> Result<(), LabError> {
+        let dirs: Vec<PathBuf> = (1..=BROKERS).filter_map(|b| self.broker_data_dir(b)).collect();
+        for dir in dirs {
+            std::fs::create_dir_all(&dir).map_err(|e| LabError::io("creating a data directory", e))?;
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "insync-lab"])
+                .arg(&dir)
+                .output()
+                .map_err(|e| LabError::io("running mount", e))?;
+            if !out.status.success() {
+                return Err(LabError::Setup(format!(
+                    "the disk-full scenarios need a size-limited data directory: `mount -t tmpfs` on {} failed                      (run as root): {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            self.mounts.push(dir);
+        }
+        Ok(())
+    }
+
+    /// Fills broker `broker`'s (size-limited) data directory until the disk is full, so its
+    /// next write fails with ENOSPC; returns the bytes written. Undone by [`Self::free_disk`].
+    pub async fn fill_disk(&self, broker: i32) -> Result<u64, LabError> {
+        let dir = self.broker_data_dir(broker).ok_or_else(|| LabError::Setup(format!("no broker {broker}")))?;
+        if !self.mounts.contains(&dir) {
+            return Err(LabError::Setup(format!(
+                "broker {broker}'s data directory is not size-limited (ClusterSpec::disk_limit_mib)"
+            )));
+        }
+        let path = dir.join(DISK_FILLER);
+        let fill = move || -> std::io::Result<u64> {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let chunk = vec![0u8; 1 << 20];
+            let mut written = 0u64;
+            // Whole chunks, then smaller ones, so that not even a page is left free.
+            for size in [1 << 20, 4096, 1] {
+                loop {
+                    match file.write(&chunk[..size]) {
+                        Ok(0) => break,
+                        Ok(n) => written += n as u64,
+                        Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC: full
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(written)
+        };
+        tokio::task::spawn_blocking(fill)
+            .await
+            .map_err(|e| LabError::Setup(format!("filling the disk: {e}")))?
+            .map_err(|e| LabError::io("filling a broker's disk", e))
+    }
+
+    /// Frees what [`Self::fill_disk`] took.
+    pub fn free_disk(&self, broker: i32) -> Result<(), LabError> {
+        let Some(dir) = self.broker_data_dir(broker) else { return Ok(()) };
+        match std::fs::remove_file(dir.join(DISK_FILLER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::io("freeing a broker's disk", e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The controllers' ids.
+    pub fn controller_ids(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n.id {
+                NodeId::Controller(c) => Some(c),
+                NodeId::Broker(_) => None,
+            })
+            .collect()
+    }
+
+    /// This node as the packet filter sees it.
+    pub fn peer(&self, id: NodeId) -> Result<Peer, LabError> {
+        self.node(id).map(|n| n.process.peer()).ok_or_else(|| LabError::Setup(format!("no {id} in this cluster")))
+    }
+
+    fn net_cuts(&mut self) -> Result<&mut NetCuts, LabError> {
+        if self.cuts.is_none() {
+            self.cuts = Some(NetCuts::new()?);
+        }
+        Ok(self.cuts.as_mut().expect("just made"))
+    }
+
+    /// Cuts the link `from → to` one way: every call `from` makes to `to` times out, calls
+    /// from `to` to `from` still work. Both keep running; clients still reach both.
+    pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) -> Result<(), LabError> {
+        let (from, to) = (self.peer(from)?, self.peer(to)?);
+        Ok(self.net_cuts()?.cut(&from, &to)?)
+    }
+
+    /// Cuts the link between `a` and `b` both ways.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) -> Result<(), LabError> {
+        let (a, b) = (self.peer(a)?, self.peer(b)?);
+        Ok(self.net_cuts()?.cut_both(&a, &b)?)
+    }
+
+    /// Cuts `id` off from every other node, controllers included, both ways; clients
+    /// still reach it (a zombie, if it led something).
+    pub fn isolate(&mut self, id: NodeId) -> Result<(), LabError> {
+        let node = self.peer(id)?;
+        let others: Vec<Peer> = self.nodes.iter().filter(|n| n.id != id).map(|n| n.process.peer()).collect();
+        Ok(self.net_cuts()?.isolate(&node, &others)?)
+    }
+
+    /// Restores every link cut (nothing to do when none was).
+    pub fn heal_links(&mut self) -> Result<(), LabError> {
+        if let Some(cuts) = self.cuts.as_mut() {
+            cuts.heal()?;
+        }
+        Ok(())
+    }
+
+    /// The links cut now, as (from, to) node names.
+    pub fn cut_links(&self) -> Vec<(String, String)> {
+        self.cuts.as_ref().map(NetCuts::cuts).unwrap_or_default()
+    }
+
+    /// Restores cut links, resumes paused nodes and starts stopped ones (controllers first).
     pub fn heal(&mut self) -> Result<Vec<NodeId>, LabError> {
+        self.heal_links()?;
         let mut acted = Vec::new();
         let mut ids = self.node_ids();
         ids.sort_by_key(|id| matches!(id, NodeId::Broker(_)));
@@ -521,6 +661,13 @@ impl Drop for LabCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             node.process.kill();
+        }
+        // Kept data stays mounted (its files live only there); otherwise unmount, lazily in
+        // case a killed process has not quite let go.
+        if self.dir.is_some() {
+            for dir in &self.mounts {
+                let _ = std::process::Command::new("umount").arg("-l").arg(dir).status();
+            }
         }
     }
 }

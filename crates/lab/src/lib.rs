@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod netcut;
 pub mod process;
 pub mod report;
 pub mod scenario;
@@ -44,6 +45,8 @@ pub enum LabError {
     Client(#[from] insync_client::ClientError),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    NetCut(#[from] crate::netcut::NetCutError),
 }
 
 impl LabError {

@@ -1,16 +1,32 @@
 //! One `insync-broker` process of a throw-away local cluster: free ports, its command line,
 //! spawn, SIGKILL, SIGSTOP/SIGCONT, SIGTERM with a deadline, and its log. Shared by `insync
 //! lab` and the test harness (`tests/src/lib.rs`) so that both launch nodes the same way.
-use std::net::TcpListener;
+//! Each node listens on its own loopback address ([`node_ip`]), so that links between nodes
+//! can be cut ([`crate::netcut`]).
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `n` distinct free loopback ports, all taken in one go (bound to :0 together, then
-/// released): ports released by an earlier call could be handed out again by a later one.
+/// `n` distinct free ports, all taken in one go (bound to :0 together, then released):
+/// ports released by an earlier call could be handed out again by a later one. Bound on the
+/// wildcard address, so each port was free on every address, whichever loopback address
+/// ([`node_ip`]) or 127.0.0.1 (Kafka and metrics listeners) it is then used on.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("0.0.0.0:0")).collect::<Result<_, _>>()?;
     listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+/// The loopback address node `n` listens on and connects from: broker N on 127.0.1.N,
+/// controller N on 127.0.2.N. Every node has its own (a packet filter tells them apart by
+/// address, `crate::netcut`), and none is 127.0.0.1, where clients connect from (cutting a
+/// node must not cut the clients). Linux answers on all of 127.0.0.0/8 without setup.
+pub fn node_ip(role: NodeRole, n: i32) -> Ipv4Addr {
+    let group = match role {
+        NodeRole::Broker => 1,
+        NodeRole::Controller => 2,
+    };
+    Ipv4Addr::new(127, 0, group, u8::try_from(n).expect("node ids of a local cluster are 1..=255"))
 }
 
 /// Sends a signal with the `kill` command: the workspace forbids `unsafe`, which
@@ -40,9 +56,10 @@ pub fn broker_has_unsafe_truncation(bin_dir: &Path) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// `--controller-quorum` for voters 1..=n listening on `ports` of 127.0.0.1.
+/// `--controller-quorum` for voters 1..=n, voter N listening on `ports[N - 1]` of its own
+/// address ([`node_ip`]).
 pub fn quorum(ports: &[u16]) -> String {
-    ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",")
+    (1..).zip(ports).map(|(n, p)| format!("{n}@{}:{p}", node_ip(NodeRole::Controller, n))).collect::<Vec<_>>().join(",")
 }
 
 /// The settings a local cluster passes to every node (short timeouts, so that ISR changes
@@ -98,8 +115,10 @@ pub struct LocalNode {
     /// `broker-2`, `controller-1`: also the name of its data directory and log file.
     pub name: String,
     pub role: NodeRole,
-    /// Its gRPC address.
+    /// Its gRPC address (`listen` as text).
     pub address: String,
+    /// Its gRPC listener, on its own loopback address ([`node_ip`]).
+    pub listen: SocketAddrV4,
     pub data_dir: PathBuf,
     /// stdout and stderr, appended across restarts.
     pub log: PathBuf,
@@ -110,10 +129,11 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    /// A node numbered `n` with its data and log under `root`, listening for gRPC on
-    /// 127.0.0.1:`port`. Brokers serve Kafka clients on `kafka_listen` (none when None); no
-    /// node takes the default metrics ports, which a user's `scripts/cluster.sh` cluster and
-    /// side-by-side test clusters with the same node ids would compete for.
+    /// A node numbered `n` with its data and log under `root`, listening for gRPC on its
+    /// own address ([`node_ip`]) at `port`. Brokers serve Kafka clients on `kafka_listen`
+    /// (none when None); no node takes the default metrics ports, which a user's
+    /// `scripts/cluster.sh` cluster and side-by-side test clusters with the same node ids
+    /// would compete for.
     pub fn new(
         root: &Path,
         role: NodeRole,
@@ -125,13 +145,14 @@ impl LocalNode {
     ) -> LocalNode {
         let name = format!("{}-{n}", role.as_str());
         let data_dir = root.join(&name);
+        let listen = SocketAddrV4::new(node_ip(role, n), port);
         let mut args: Vec<String> = vec![
             "--roles".into(),
             role.as_str().into(),
             "--node-id".into(),
             n.to_string(),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            listen.to_string(),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--controller-quorum".into(),
@@ -162,7 +183,8 @@ impl LocalNode {
             log: root.join(format!("{name}.log")),
             name,
             role,
-            address: format!("127.0.0.1:{port}"),
+            address: listen.to_string(),
+            listen,
             data_dir,
             args,
             child: None,
@@ -210,6 +232,11 @@ impl LocalNode {
             Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_string(),
             _ => self.args.extend([flag.to_string(), value.to_string()]),
         }
+    }
+
+    /// This node as [`crate::netcut`] cuts it off.
+    pub fn peer(&self) -> crate::netcut::Peer {
+        crate::netcut::Peer { name: self.name.clone(), address: self.listen }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -320,15 +347,15 @@ mod tests {
         };
         let node = LocalNode::new(Path::new("/tmp/x"), NodeRole::Broker, 2, 7000, &quorum(&[7001]), &settings, None);
         assert_eq!(node.name, "broker-2");
-        assert_eq!(node.address, "127.0.0.1:7000");
+        assert_eq!(node.address, "127.0.1.2:7000");
         assert_eq!(node.log, Path::new("/tmp/x/broker-2.log"));
         let line = node.args.join(" ");
         for expected in [
             "--roles broker",
             "--node-id 2",
-            "--listen 127.0.0.1:7000",
+            "--listen 127.0.1.2:7000",
             "--data-dir /tmp/x/broker-2",
-            "--controller-quorum 1@127.0.0.1:7001",
+            "--controller-quorum 1@127.0.2.1:7001",
             "--metrics-listen none",
             "--min-insync-replicas 2",
             "--message-max-bytes 4096",
@@ -341,5 +368,20 @@ mod tests {
         let controller = LocalNode::new(Path::new("/tmp/x"), NodeRole::Controller, 1, 7001, "", &settings, None);
         let line = controller.args.join(" ");
         assert!(!line.contains("--kafka-listen") && !line.contains("--unsafe"), "{line}");
+        assert!(line.contains("--listen 127.0.2.1:7001"), "{line}");
+        assert_eq!(controller.peer().address, "127.0.2.1:7001".parse().unwrap());
+    }
+
+    #[test]
+    fn every_node_has_its_own_loopback_address_and_none_is_the_clients() {
+        let mut seen = std::collections::BTreeSet::new();
+        for role in [NodeRole::Broker, NodeRole::Controller] {
+            for n in 1..=3 {
+                let ip = node_ip(role, n);
+                assert!(ip.is_loopback() && ip != Ipv4Addr::LOCALHOST, "{ip}");
+                assert!(seen.insert(ip), "{ip} twice");
+            }
+        }
+        assert_eq!(quorum(&[7001, 7002, 7003]), "1@127.0.2.1:7001,2@127.0.2.2:7002,3@127.0.2.3:7003");
     }
 }

@@ -167,11 +167,19 @@ fn list_offset(
         return Err(context.replica_manager.missing_partition_code(tp));
     };
     let (log_start_offset, high_watermark) = partition.leader_offsets(current_leader_epoch)?;
+    let searched = |how| {
+        search(&partition, log_start_offset, high_watermark, how).inspect_err(|code| {
+            // A storage error reading the log takes the replica offline, as on a fetch.
+            if *code == ErrorCode::KAFKA_STORAGE_ERROR {
+                context.replica_manager.mark_offline(tp, "a ListOffsets timestamp search could not read its log");
+            }
+        })
+    };
     let found = match timestamp {
         EARLIEST_TIMESTAMP => Some((-1, log_start_offset)),
         LATEST_TIMESTAMP => Some((-1, high_watermark)),
-        MAX_TIMESTAMP => search(&partition, log_start_offset, high_watermark, Search::MaxTimestamp)?,
-        t if t >= 0 => search(&partition, log_start_offset, high_watermark, Search::AtOrAfter(t))?,
+        MAX_TIMESTAMP => searched(Search::MaxTimestamp)?,
+        t if t >= 0 => searched(Search::AtOrAfter(t))?,
         _ => return Err(ErrorCode::INVALID_REQUEST),
     };
     Ok(match found {

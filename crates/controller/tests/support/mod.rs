@@ -151,7 +151,12 @@ pub async fn heartbeat(
     want_shutdown: bool,
 ) -> BrokerHeartbeatResponse {
     client
-        .broker_heartbeat(BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown })
+        .broker_heartbeat(BrokerHeartbeatRequest {
+            broker_id,
+            incarnation,
+            want_shutdown,
+            offline_replicas: Vec::new(),
+        })
         .await
         .expect("BrokerHeartbeat")
         .into_inner()
@@ -169,7 +174,12 @@ impl Heartbeater {
             let mut clients = clients;
             loop {
                 for client in clients.iter_mut() {
-                    let request = BrokerHeartbeatRequest { broker_id, incarnation, want_shutdown: false };
+                    let request = BrokerHeartbeatRequest {
+                        broker_id,
+                        incarnation,
+                        want_shutdown: false,
+                        offline_replicas: Vec::new(),
+                    };
                     let answer = tokio::time::timeout(Duration::from_secs(1), client.broker_heartbeat(request)).await;
                     let accepted = matches!(
                         answer,

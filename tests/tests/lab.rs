@@ -1,7 +1,8 @@
 //! The durability lab in CI (a bounded subset of `insync lab`, on one lab cluster of real
 //! processes): the RF=3 / min.insync.replicas=2 table of docs/lab.md — ISR 3 → ok, ISR 2 → ok,
-//! ISR 1 → NOT_ENOUGH_REPLICAS —, acks=all through a leader SIGKILL with nothing lost, and
-//! a negative control proving the checker catches the acks=1 loss it must catch. The
+//! ISR 1 → NOT_ENOUGH_REPLICAS —, acks=all through a leader SIGKILL, a network partition
+//! that isolates the leader and a full disk on the leader with nothing lost, and a negative
+//! control proving the checker catches the acks=1 loss it must catch. The
 //! pre-KIP-101 negative control runs with `--ignored` (it needs a second cluster and
 //! sub-second timing that a loaded CI machine may blur), on brokers built with the
 //! `unsafe-truncation` feature in a target directory of their own, so the test build stays a
@@ -38,6 +39,12 @@ fn run_in(bin_dir: &std::path::Path, ids: &[&str], seed: u64) -> anyhow::Result<
 
 fn find<'a>(results: &'a [ScenarioResult], id: &str) -> &'a ScenarioResult {
     results.iter().find(|r| r.scenario.id == id).unwrap_or_else(|| panic!("no result for {id}"))
+}
+
+/// The broker named right after `marker` in the last note that has it ("leader 2, followers
+/// …" when the topic is made; "+8000 ms: leader 1 at epoch 3, …" when production ends).
+fn note_leader(notes: &[String], marker: &str) -> Option<i32> {
+    notes.iter().rev().find_map(|n| n.split_once(marker)?.1.split([' ', ',']).next()?.parse().ok())
 }
 
 fn errors(r: &ScenarioResult, name: &str) -> usize {
@@ -85,6 +92,32 @@ fn seeds_isr_table_leader_kill_and_acks_1_negative_control() -> anyhow::Result<(
     let negative = find(&results, "negative/1/2/leader-killed-after-acks");
     assert_eq!(negative.verdict, Verdict::Caught, "{:?} {:?}", negative.reasons, negative.notes);
     assert!(negative.stats.lost > 0);
+    Ok(())
+}
+
+/// The zombie leader (cut off from every node, still reached by producers, fenced by the
+/// controller) and a full disk on the leader (its replica goes offline, a follower takes
+/// over): acks=all with min.insync.replicas=2 loses nothing acknowledged through either.
+#[test]
+fn isolated_leader_and_full_disk_lose_no_acks_all_write() -> anyhow::Result<()> {
+    let results = run(&["all/2/isolate-leader", "all/2/disk-full-leader"], 44)?;
+    for id in ["all/2/isolate-leader", "all/2/disk-full-leader"] {
+        let r = find(&results, id);
+        assert_eq!(r.verdict, Verdict::Ok, "{id}: {:?} {:?}", r.reasons, r.notes);
+        assert!(r.stats.acknowledged > 0, "{id}: {:?}", r.stats);
+        assert_eq!(r.stats.lost, 0, "{id}");
+    }
+    // The fault did strike: another broker leads at the end (no preferred-leader election
+    // moves it back).
+    for id in ["all/2/isolate-leader", "all/2/disk-full-leader"] {
+        let r = find(&results, id);
+        let first = note_leader(&r.notes[..1], "leader ").expect("the first note names the leader");
+        let last =
+            note_leader(&r.notes, "ms: leader ").unwrap_or_else(|| panic!("{id}: no final leader: {:?}", r.notes));
+        assert_ne!(first, last, "{id}: {:?}", r.notes);
+    }
+    let disk = find(&results, "all/2/disk-full-leader");
+    assert!(disk.notes.iter().any(|n| n.contains("took a replica offline")), "{:?}", disk.notes);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Chaos mode: a seeded random schedule of faults — SIGKILL, SIGSTOP and restarts of
-//! brokers and of controllers (a 3-voter quorum), leader kills, back-to-back failovers and
-//! the KIP-101 restart-then-kill — against acks=all with min.insync.replicas=2, while
+//! brokers and of controllers (a 3-voter quorum), leader kills, back-to-back failovers, the
+//! KIP-101 restart-then-kill, network partitions (a broker isolated, cut from the
+//! controllers, a one-way cut, a controller cut from the quorum) and a full disk — against acks=all with min.insync.replicas=2, while
 //! producers stream. At the end the cluster is healed, every partition is read back from
 //! every replica, and any anomaly is a violation (acks=all + min.insync=2 must lose
 //! nothing). The seed decides every choice, so a failing run is replayed with its seed
@@ -45,11 +46,25 @@ pub struct ChaosResult {
     pub schedule: Vec<String>,
 }
 
-/// A node taken out, and after how many more faults it comes back.
+/// A node taken out, how, and after how many more faults it comes back.
 struct Out {
     node: NodeId,
-    paused: bool,
+    how: How,
     steps_left: usize,
+}
+
+/// How a node was taken out, which says how it comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// SIGKILLed: restarted.
+    Killed,
+    /// SIGSTOPped: SIGCONTed.
+    Paused,
+    /// Links cut (the process runs): every cut is healed.
+    Cut,
+    /// Its data directory filled: the space is freed and the broker restarted (an offline
+    /// log directory comes back with a restart, as in Kafka).
+    DiskFull,
 }
 
 const TOPIC: &str = "chaos";
@@ -66,7 +81,7 @@ pub async fn run_chaos(
     let mut faults = Faults {
         rng: StdRng::seed_from_u64(seed),
         session_ms: lab.spec().broker_session_timeout_ms,
-        controllers: controller_ids(lab),
+        controllers: lab.controller_ids(),
         partitions: config.partitions,
         out: Vec::new(),
         schedule: Vec::new(),
@@ -75,7 +90,7 @@ pub async fn run_chaos(
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     for step in 0..config.faults {
-        faults.bring_back_due(lab)?;
+        faults.bring_back_due(lab).await?;
         let line = faults.inject(lab).await?;
         let stamp = format!("[{:>6} ms] fault {:>3}:", faults.t0.elapsed().as_millis(), step + 1);
         let line = format!("{stamp} {line} ({} acknowledged so far)", workload.acknowledged());
@@ -86,6 +101,11 @@ pub async fn run_chaos(
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let ops = workload.stop().await;
 
+    // Bring back what is still out the way it was taken out: a full disk needs its space
+    // freed and its broker restarted, which the lab's generic heal knows nothing of.
+    for o in std::mem::take(&mut faults.out) {
+        bring_back(lab, &o, &mut faults.schedule, faults.t0).await?;
+    }
     let Faults { mut schedule, t0, .. } = faults;
     schedule.push(format!("[{:>6} ms] healing everything", t0.elapsed().as_millis()));
     let (result, healed) = heal_and_check(lab, config.partitions, &ops).await?;
@@ -109,17 +129,6 @@ pub async fn run_chaos(
         stats: result.stats,
         schedule,
     })
-}
-
-/// The ids of the lab's controllers: the candidates when a fault strikes the quorum.
-fn controller_ids(lab: &LabCluster) -> Vec<i32> {
-    lab.node_ids()
-        .into_iter()
-        .filter_map(|n| match n {
-            NodeId::Controller(c) => Some(c),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Creates the chaos topic (min.insync.replicas=2) and starts the acks=all producers on it.
@@ -186,7 +195,7 @@ struct Faults {
 
 impl Faults {
     /// Brings back the nodes whose time is up, and more if too many are out.
-    fn bring_back_due(&mut self, lab: &mut LabCluster) -> Result<(), LabError> {
+    async fn bring_back_due(&mut self, lab: &mut LabCluster) -> Result<(), LabError> {
         for o in self.out.iter_mut() {
             o.steps_left = o.steps_left.saturating_sub(1);
         }
@@ -194,18 +203,18 @@ impl Faults {
             std::mem::take(&mut self.out).into_iter().partition(|o| o.steps_left == 0);
         self.out = keep;
         for o in due {
-            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
         }
         // Keep two of three brokers and two of three controllers reachable most of the time,
         // so faults keep striking a cluster that works (and failovers have somewhere to go).
         while self.out.iter().filter(|o| matches!(o.node, NodeId::Broker(_))).count() >= 2 {
             let o = self.out.remove(0);
-            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
         }
         while self.out.iter().any(|o| matches!(o.node, NodeId::Controller(_))) && self.rng.gen_bool(0.5) {
             let index = self.out.iter().position(|o| matches!(o.node, NodeId::Controller(_))).unwrap_or(0);
             let o = self.out.remove(index);
-            bring_back(lab, &o, &mut self.schedule, self.t0)?;
+            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
         }
         Ok(())
     }
@@ -227,11 +236,11 @@ impl Faults {
         let steps_left = self.rng.gen_range(1..=3);
         let line = match self.rng.gen_range(0..100) {
             // SIGKILL a broker (often the leader of a partition).
-            0..=24 => self.stop_broker(lab, partition, &up_brokers, false, steps_left).await,
+            0..=19 => self.stop_broker(lab, partition, &up_brokers, false, steps_left).await,
             // SIGSTOP a broker; for 1–3 faults it may outlive the session timeout (a zombie).
-            25..=44 => self.stop_broker(lab, partition, &up_brokers, true, steps_left).await,
+            20..=34 => self.stop_broker(lab, partition, &up_brokers, true, steps_left).await,
             // Clean restart of a broker (SIGTERM: controlled shutdown, then start).
-            45..=54 => {
+            35..=44 => {
                 let victim = *up_brokers.choose(&mut self.rng).unwrap_or(&1);
                 lab.stop(&[NodeId::Broker(victim)], Duration::from_secs(10)).await;
                 lab.start_node(NodeId::Broker(victim))?;
@@ -239,21 +248,32 @@ impl Faults {
             }
             // The failovers need all three brokers up: the first and the second leader, and the
             // remaining follower.
-            55..=66 if all_up => self.back_to_back_failover(lab, partition, &up_brokers, steps_left).await,
-            55..=74 if all_up => {
+            45..=54 if all_up => self.back_to_back_failover(lab, partition, &up_brokers, steps_left).await,
+            45..=62 if all_up => {
                 self.restart_follower_then_kill_leader(lab, partition, &up_brokers, steps_left).await?
             }
+            // Network partitions: a broker isolated (a zombie if it leads), cut from the
+            // controllers only, or a follower's calls to its leader cut one way.
+            63..=78 if all_up => self.cut_broker(lab, partition, &up_brokers, steps_left).await?,
+            // A full disk on one broker (its replicas go offline until it restarts).
+            79..=86 if all_up => self.fill_disk(lab, partition, &up_brokers, steps_left).await?,
             // Controllers: one out at a time, so the quorum keeps a majority.
-            _ if !controller_out => self.stop_controller(lab, steps_left).await,
+            _ if !controller_out => self.stop_controller(lab, steps_left).await?,
             // The fault the arms above could not strike: SIGKILL any broker that is up.
             _ => {
                 let victim = *up_brokers.choose(&mut self.rng).unwrap_or(&1);
                 lab.kill(NodeId::Broker(victim));
-                self.out.push(Out { node: NodeId::Broker(victim), paused: false, steps_left });
+                self.out.push(Out { node: NodeId::Broker(victim), how: How::Killed, steps_left });
                 format!("SIGKILL broker {victim}")
             }
         };
         Ok(line)
+    }
+
+    /// Half the time the partition's leader (when it is up), else any broker that is up.
+    async fn leader_or_any(&mut self, lab: &mut LabCluster, partition: i32, up_brokers: &[i32]) -> i32 {
+        let leader = if self.rng.gen_bool(0.5) { leader_among(lab, partition, up_brokers).await } else { None };
+        leader.unwrap_or_else(|| *up_brokers.choose(&mut self.rng).unwrap_or(&1))
     }
 
     /// SIGKILLs or SIGSTOPs (`pause`) a broker that is up: half the time the partition's leader.
@@ -265,14 +285,17 @@ impl Faults {
         pause: bool,
         steps_left: usize,
     ) -> String {
-        let victim = if self.rng.gen_bool(0.5) { leader_among(lab, partition, up_brokers).await } else { None }
-            .unwrap_or_else(|| *up_brokers.choose(&mut self.rng).unwrap_or(&1));
+        let victim = self.leader_or_any(lab, partition, up_brokers).await;
         if pause {
             lab.pause(NodeId::Broker(victim));
         } else {
             lab.kill(NodeId::Broker(victim));
         }
-        self.out.push(Out { node: NodeId::Broker(victim), paused: pause, steps_left });
+        self.out.push(Out {
+            node: NodeId::Broker(victim),
+            how: if pause { How::Paused } else { How::Killed },
+            steps_left,
+        });
         format!("{} broker {victim}", if pause { "SIGSTOP" } else { "SIGKILL" })
     }
 
@@ -297,11 +320,11 @@ impl Faults {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.out.push(Out { node: NodeId::Broker(first), paused: false, steps_left });
+        self.out.push(Out { node: NodeId::Broker(first), how: How::Killed, steps_left });
         match second {
             Some(s) => {
                 lab.kill(NodeId::Broker(s));
-                self.out.push(Out { node: NodeId::Broker(s), paused: false, steps_left });
+                self.out.push(Out { node: NodeId::Broker(s), how: How::Killed, steps_left });
                 format!("back-to-back failover of partition {partition}: SIGKILL leader {first}, then new leader {s}")
             }
             None => format!("SIGKILL leader {first} of partition {partition} (no new leader in time)"),
@@ -324,27 +347,91 @@ impl Faults {
         lab.start_node(NodeId::Broker(follower))?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         lab.kill(NodeId::Broker(leader));
-        self.out.push(Out { node: NodeId::Broker(leader), paused: false, steps_left });
+        self.out.push(Out { node: NodeId::Broker(leader), how: How::Killed, steps_left });
         Ok(format!("restart follower {follower}, then SIGKILL leader {leader} of partition {partition}"))
     }
 
-    /// Kills or pauses one controller, often the active one.
-    async fn stop_controller(&mut self, lab: &mut LabCluster, steps_left: usize) -> String {
+    /// Kills, pauses or cuts from the quorum one controller, often the active one.
+    async fn stop_controller(&mut self, lab: &mut LabCluster, steps_left: usize) -> Result<String, LabError> {
         let active = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0);
         let victim = match active {
             Some(a) if self.rng.gen_bool(0.6) => a,
             _ => *self.controllers.choose(&mut self.rng).unwrap_or(&1),
         };
         let which = if active == Some(victim) { " (active)" } else { "" };
-        if self.rng.gen_bool(0.5) {
-            lab.kill(NodeId::Controller(victim));
-            self.out.push(Out { node: NodeId::Controller(victim), paused: false, steps_left });
-            format!("SIGKILL controller {victim}{which}")
-        } else {
-            lab.pause(NodeId::Controller(victim));
-            self.out.push(Out { node: NodeId::Controller(victim), paused: true, steps_left });
-            format!("SIGSTOP controller {victim}{which}")
-        }
+        let node = NodeId::Controller(victim);
+        Ok(match self.rng.gen_range(0..3) {
+            0 => {
+                lab.kill(node);
+                self.out.push(Out { node, how: How::Killed, steps_left });
+                format!("SIGKILL controller {victim}{which}")
+            }
+            1 => {
+                lab.pause(node);
+                self.out.push(Out { node, how: How::Paused, steps_left });
+                format!("SIGSTOP controller {victim}{which}")
+            }
+            _ => {
+                // Cut from the other voters only: brokers still reach it, and it must stop
+                // acting as the controller once it cannot commit.
+                for other in self.controllers.clone().into_iter().filter(|c| *c != victim) {
+                    lab.cut(node, NodeId::Controller(other))?;
+                }
+                self.out.push(Out { node, how: How::Cut, steps_left });
+                format!("cut controller {victim}{which} from the quorum")
+            }
+        })
+    }
+
+    /// Cuts links around a broker, half the time the partition's leader: isolates it from
+    /// every node, cuts it from the controllers, or cuts a follower's calls to the leader.
+    async fn cut_broker(
+        &mut self,
+        lab: &mut LabCluster,
+        partition: i32,
+        up_brokers: &[i32],
+        steps_left: usize,
+    ) -> Result<String, LabError> {
+        let victim = self.leader_or_any(lab, partition, up_brokers).await;
+        let leader = leader_among(lab, partition, up_brokers).await;
+        let node = NodeId::Broker(victim);
+        let line = match (self.rng.gen_range(0..3), leader) {
+            (0, _) => {
+                lab.isolate(node)?;
+                format!("isolate broker {victim} from every node (clients still reach it)")
+            }
+            (1, _) => {
+                for c in self.controllers.clone() {
+                    lab.cut(node, NodeId::Controller(c))?;
+                }
+                format!("cut broker {victim} from the controllers")
+            }
+            (_, Some(l)) if l != victim => {
+                lab.cut_one_way(node, NodeId::Broker(l))?;
+                format!("cut broker {victim} -> leader {l} of partition {partition} one way")
+            }
+            _ => {
+                let other = *up_brokers.iter().find(|b| **b != victim).unwrap_or(&1);
+                lab.cut_one_way(NodeId::Broker(other), node)?;
+                format!("cut broker {other} -> broker {victim} one way")
+            }
+        };
+        self.out.push(Out { node, how: How::Cut, steps_left });
+        Ok(line)
+    }
+
+    /// Fills the disk of a broker, half the time the partition's leader.
+    async fn fill_disk(
+        &mut self,
+        lab: &mut LabCluster,
+        partition: i32,
+        up_brokers: &[i32],
+        steps_left: usize,
+    ) -> Result<String, LabError> {
+        let victim = self.leader_or_any(lab, partition, up_brokers).await;
+        let filled = lab.fill_disk(victim).await?;
+        self.out.push(Out { node: NodeId::Broker(victim), how: How::DiskFull, steps_left });
+        Ok(format!("fill the disk of broker {victim} ({} MiB)", filled >> 20))
     }
 }
 
@@ -353,13 +440,36 @@ async fn leader_among(lab: &mut LabCluster, partition: i32, candidates: &[i32]) 
     lab.partition(TOPIC, partition).await.map(|p| p.leader).filter(|l| candidates.contains(l))
 }
 
-fn bring_back(lab: &mut LabCluster, o: &Out, schedule: &mut Vec<String>, t0: Instant) -> Result<(), LabError> {
-    if o.paused {
-        lab.resume(o.node);
-        schedule.push(format!("[{:>6} ms]   SIGCONT {}", t0.elapsed().as_millis(), o.node));
-    } else {
-        lab.start_node(o.node)?;
-        schedule.push(format!("[{:>6} ms]   restart {}", t0.elapsed().as_millis(), o.node));
-    }
+/// Brings `o` back. Healing cuts heals every cut (the other cut entries stay in `out` and
+/// find nothing left to heal when their turn comes).
+async fn bring_back(lab: &mut LabCluster, o: &Out, schedule: &mut Vec<String>, t0: Instant) -> Result<(), LabError> {
+    let what = match o.how {
+        How::Paused => {
+            lab.resume(o.node);
+            format!("SIGCONT {}", o.node)
+        }
+        How::Killed => {
+            lab.start_node(o.node)?;
+            format!("restart {}", o.node)
+        }
+        How::Cut => {
+            let cuts = lab.cut_links();
+            lab.heal_links()?;
+            if cuts.is_empty() {
+                return Ok(());
+            }
+            let names: Vec<String> = cuts.iter().map(|(from, to)| format!("{from} -> {to}")).collect();
+            format!("heal links ({})", names.join(", "))
+        }
+        How::DiskFull => {
+            if let NodeId::Broker(b) = o.node {
+                lab.free_disk(b)?;
+            }
+            lab.stop(&[o.node], Duration::from_secs(10)).await;
+            lab.start_node(o.node)?;
+            format!("free the disk of {} and restart it", o.node)
+        }
+    };
+    schedule.push(format!("[{:>6} ms]   {what}", t0.elapsed().as_millis()));
     Ok(())
 }

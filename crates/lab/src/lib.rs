@@ -107,8 +107,8 @@ impl LabArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum LabCommand {
     /// Random faults (SIGKILL / SIGSTOP / restarts of brokers and of 3 controllers,
-    /// back-to-back failovers) against acks=all, min.insync.replicas=2; exits non-zero on
-    /// any violation and prints the seed to replay it.
+    /// back-to-back failovers, network partitions, a full disk; as root) against acks=all,
+    /// min.insync.replicas=2; exits non-zero on any violation and prints the seed to replay it.
     Chaos(ChaosArgs),
 }
 
@@ -324,6 +324,13 @@ pub async fn run_scenarios(
 
 type KeptDir = Option<PathBuf>;
 
+/// The size of each broker's data directory when a disk-full scenario runs: room for every
+/// scenario's data, and quick to fill.
+const LAB_DISK_MIB: u64 = 1024;
+
+/// The same for chaos, whose producers write for minutes.
+const CHAOS_DISK_MIB: u64 = 4096;
+
 async fn run_scenarios_with(
     bin_dir: &std::path::Path,
     scenarios: &[Scenario],
@@ -354,6 +361,8 @@ async fn run_scenarios_with(
         }
         let mut spec = ClusterSpec::new(bin_dir.to_path_buf());
         spec.unsafe_truncate_to_high_watermark = unsafe_brokers;
+        // Size-limited data directories only when a disk-full scenario runs (they need root).
+        spec.disk_limit_mib = group.iter().any(|(_, s)| s.fault.needs_small_disks()).then_some(LAB_DISK_MIB);
         let mut lab = LabCluster::start(spec).await?;
         let mut failed = false;
         for (index, scenario) in group {
@@ -390,6 +399,8 @@ async fn run_chaos_command(args: &LabArgs, chaos: &ChaosArgs) -> anyhow::Result<
     }
     let mut spec = ClusterSpec::new(bin_dir);
     spec.controllers = 3;
+    // Room for a long run's data; the disk-full fault fills what is left.
+    spec.disk_limit_mib = Some(CHAOS_DISK_MIB);
     let mut lab = LabCluster::start(spec).await?;
     let bar = progress_bar(chaos.faults as u64, args.json);
     let bar_for_lines = bar.clone();

@@ -42,16 +42,45 @@ pub enum Fault {
     /// correct F2 keeps its log; a pre-KIP-101 F2 truncated it to its HW when it started
     /// following F1.
     Kip101DoubleFailover,
+    /// Cut the leader off from every other node, controllers included, past the session
+    /// timeout, then heal. Producers still reach it: a zombie that takes writes it can
+    /// neither replicate nor commit, while the controller elects a follower.
+    IsolateLeader,
+    /// Cut the leader from the controller only: its followers fetch from it until the
+    /// controller fences it and they follow the leader it elects.
+    CutLeaderFromController,
+    /// Cut the leader from its followers only: it still heartbeats, so the controller keeps
+    /// it as the leader and accepts the ISR shrink to the leader alone; producers still
+    /// reach it.
+    CutLeaderFromFollowers,
+    /// One-way cut: a follower's calls to the leader time out (calls the other way would
+    /// work), so it stops fetching and leaves the ISR while it heartbeats as usual.
+    OneWayCutFollowerToLeader,
+    /// SIGSTOP the leader for longer than the controller-call timeout (5 s), so whatever
+    /// it had in flight to the controller (heartbeat, AlterPartition) has timed out when it
+    /// resumes, long fenced.
+    PauseLeaderPastCallTimeout,
+    /// Fill the leader's data directory (a size-limited tmpfs the lab mounts): appends fail
+    /// with KAFKA_STORAGE_ERROR, the replica goes offline there, the controller elects a
+    /// follower. Healed by freeing the space and restarting the broker (as in Kafka, an
+    /// offline log directory comes back with a restart).
+    DiskFullLeader,
 }
 
 impl Fault {
-    pub const MATRIX: [Fault; 6] = [
+    pub const MATRIX: [Fault; 12] = [
         Fault::None,
         Fault::KillOneFollower,
         Fault::KillBothFollowers,
         Fault::KillLeader,
         Fault::PauseLeader,
         Fault::RestartFollowerThenKillLeader,
+        Fault::IsolateLeader,
+        Fault::CutLeaderFromController,
+        Fault::CutLeaderFromFollowers,
+        Fault::OneWayCutFollowerToLeader,
+        Fault::PauseLeaderPastCallTimeout,
+        Fault::DiskFullLeader,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -64,6 +93,12 @@ impl Fault {
             Fault::RestartFollowerThenKillLeader => "restart-follower-then-kill-leader",
             Fault::LeaderKilledRightAfterAcks => "leader-killed-right-after-acks",
             Fault::Kip101DoubleFailover => "kip101-double-failover",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::CutLeaderFromController => "cut-leader-from-controller",
+            Fault::CutLeaderFromFollowers => "cut-leader-from-followers",
+            Fault::OneWayCutFollowerToLeader => "one-way-cut-follower-to-leader",
+            Fault::PauseLeaderPastCallTimeout => "pause-leader-past-call-timeout",
+            Fault::DiskFullLeader => "disk-full-leader",
         }
     }
 
@@ -76,7 +111,16 @@ impl Fault {
                 | Fault::RestartFollowerThenKillLeader
                 | Fault::LeaderKilledRightAfterAcks
                 | Fault::Kip101DoubleFailover
+                | Fault::IsolateLeader
+                | Fault::CutLeaderFromController
+                | Fault::PauseLeaderPastCallTimeout
+                | Fault::DiskFullLeader
         )
+    }
+
+    /// Whether the brokers' data directories must be size-limited (mounted by the lab).
+    pub fn needs_small_disks(self) -> bool {
+        self == Fault::DiskFullLeader
     }
 
     /// The smallest ISR the fault leads to for a while (RF 3), as the controller and the
@@ -84,8 +128,16 @@ impl Fault {
     pub fn isr_during(self) -> usize {
         match self {
             Fault::None => 3,
-            Fault::KillOneFollower | Fault::KillLeader | Fault::PauseLeader => 2,
+            Fault::KillOneFollower
+            | Fault::KillLeader
+            | Fault::PauseLeader
+            | Fault::IsolateLeader
+            | Fault::CutLeaderFromController
+            | Fault::OneWayCutFollowerToLeader
+            | Fault::PauseLeaderPastCallTimeout
+            | Fault::DiskFullLeader => 2,
             Fault::KillBothFollowers
+            | Fault::CutLeaderFromFollowers
             | Fault::RestartFollowerThenKillLeader
             | Fault::LeaderKilledRightAfterAcks
             | Fault::Kip101DoubleFailover => 1,
@@ -261,14 +313,25 @@ pub fn expectation(scenario: &Scenario) -> Expectation {
             let rule = if isr < min {
                 // The ISR stays below min.insync for seconds; only the restart case's
                 // single-member ISR is brief enough to be missed, so it is "allowed" then.
-                if fault == Fault::RestartFollowerThenKillLeader && min == 2 {
+                // A leader deposed behind a cut keeps its producers waiting (it still
+                // answers them, as in Kafka) until it learns of its successor or their
+                // requests time out; when the cut heals first, they may reach the new
+                // leader only after the old one rejoined the ISR, and never meet the
+                // smaller ISR.
+                if (fault == Fault::RestartFollowerThenKillLeader && min == 2)
+                    || matches!(fault, Fault::IsolateLeader | Fault::CutLeaderFromController)
+                {
                     ErrorRule::Allowed
                 } else {
                     ErrorRule::Required
                 }
             } else if matches!(
                 fault,
-                Fault::None | Fault::KillOneFollower | Fault::KillBothFollowers | Fault::KillLeader
+                Fault::None
+                    | Fault::KillOneFollower
+                    | Fault::KillBothFollowers
+                    | Fault::KillLeader
+                    | Fault::OneWayCutFollowerToLeader
             ) {
                 ErrorRule::Forbidden
             } else {
@@ -485,9 +548,31 @@ fn production_after_fault(fault: Fault, session_ms: u64) -> Duration {
         Fault::RestartFollowerThenKillLeader => session_ms + 3_000,
         Fault::LeaderKilledRightAfterAcks => session_ms + 2_000,
         Fault::Kip101DoubleFailover => 1_300 + session_ms / 2 + session_ms + 2_000,
+        Fault::IsolateLeader | Fault::CutLeaderFromController | Fault::CutLeaderFromFollowers => {
+            cut_hold_ms(session_ms) + 3_000
+        }
+        Fault::OneWayCutFollowerToLeader => ONE_WAY_CUT_HOLD_MS + 3_000,
+        Fault::PauseLeaderPastCallTimeout => PAST_CALL_TIMEOUT_PAUSE_MS + 3_000,
+        Fault::DiskFullLeader => DISK_FULL_HOLD_MS + 4_000,
         _ => 5_000,
     })
 }
+
+/// How long a cut that fences the leader is held: past the session timeout, so the
+/// controller elects another leader while the old one still takes produces.
+fn cut_hold_ms(session_ms: u64) -> u64 {
+    session_ms + 2_000
+}
+
+/// How long a follower cannot reach the leader: past replica.lag.time.max.ms (2 s in the
+/// lab), so it leaves the ISR, with time for acks=all writes to meet the smaller ISR.
+const ONE_WAY_CUT_HOLD_MS: u64 = 5_000;
+
+/// Longer than the broker's controller-call timeout (5 s, `controller_link.rs`).
+const PAST_CALL_TIMEOUT_PAUSE_MS: u64 = 6_500;
+
+/// How long the leader's disk stays full before the space is freed and it restarts.
+const DISK_FULL_HOLD_MS: u64 = 4_000;
 
 /// Runs one scenario on `lab` (whose brokers are all up) and leaves them stopped or up.
 pub async fn run_scenario(
@@ -605,6 +690,7 @@ struct Roles {
     /// The follower elected after F1.
     f2: i32,
     replicas: Vec<i32>,
+    topic: String,
 }
 
 /// Creates the scenario's one-partition topic and says who leads and follows it.
@@ -618,7 +704,7 @@ async fn create_scenario_topic(lab: &mut LabCluster, topic: &str, min_insync_rep
     if followers.len() != BROKERS as usize - 1 {
         return Err(LabError::Setup(format!("{topic}-0 has replicas {:?}", partition.replicas)));
     }
-    Ok(Roles { leader, f1: followers[0], f2: followers[1], replicas: partition.replicas })
+    Ok(Roles { leader, f1: followers[0], f2: followers[1], replicas: partition.replicas, topic: topic.to_string() })
 }
 
 /// The scenario's notes, each fault step stamped with the time since the fault began.
@@ -680,7 +766,94 @@ async fn strike(
         }
         Fault::LeaderKilledRightAfterAcks => leader_killed_right_after_acks(lab, roles, workload, log).await,
         Fault::Kip101DoubleFailover => kip101_double_failover(lab, roles, session_ms, log).await,
+        Fault::PauseLeaderPastCallTimeout => {
+            lab.pause(NodeId::Broker(leader));
+            log.note(format!("SIGSTOP leader {leader}"));
+            after(PAST_CALL_TIMEOUT_PAUSE_MS).await;
+            lab.resume(NodeId::Broker(leader));
+            log.note(format!("SIGCONT leader {leader} (past the 5 s controller-call timeout)"));
+        }
+        Fault::IsolateLeader
+        | Fault::CutLeaderFromController
+        | Fault::CutLeaderFromFollowers
+        | Fault::OneWayCutFollowerToLeader => network_fault(lab, fault, roles, rng, session_ms, log).await?,
+        Fault::DiskFullLeader => disk_full_leader(lab, roles, workload, log).await?,
     }
+    Ok(())
+}
+
+/// Cuts links (the leader from everyone, the leader from the controllers, or a follower's
+/// calls to the leader), holds the cut while producers keep writing, and heals the links.
+async fn network_fault(
+    lab: &mut LabCluster,
+    fault: Fault,
+    roles: &Roles,
+    rng: &mut StdRng,
+    session_ms: u64,
+    log: &mut FaultLog<'_>,
+) -> Result<(), LabError> {
+    let Roles { leader, f1, f2, .. } = *roles;
+    let hold = match fault {
+        Fault::IsolateLeader => {
+            lab.isolate(NodeId::Broker(leader))?;
+            log.note(format!("cut leader {leader} off from every node (producers still reach it)"));
+            cut_hold_ms(session_ms)
+        }
+        Fault::CutLeaderFromController => {
+            for c in lab.controller_ids() {
+                lab.cut(NodeId::Broker(leader), NodeId::Controller(c))?;
+            }
+            log.note(format!("cut leader {leader} from the controller (its followers still reach it)"));
+            cut_hold_ms(session_ms)
+        }
+        Fault::CutLeaderFromFollowers => {
+            lab.cut(NodeId::Broker(leader), NodeId::Broker(f1))?;
+            lab.cut(NodeId::Broker(leader), NodeId::Broker(f2))?;
+            log.note(format!(
+                "cut leader {leader} from followers {f1} and {f2} (the controller and producers still reach it)"
+            ));
+            cut_hold_ms(session_ms)
+        }
+        _ => {
+            let follower = if rng.gen_bool(0.5) { f1 } else { f2 };
+            lab.cut_one_way(NodeId::Broker(follower), NodeId::Broker(leader))?;
+            log.note(format!("cut follower {follower} -> leader {leader} one way (its fetches time out)"));
+            ONE_WAY_CUT_HOLD_MS
+        }
+    };
+    after(hold).await;
+    lab.heal_links()?;
+    log.note(format!("healed the links after {hold} ms"));
+    Ok(())
+}
+
+/// Fills the leader's data directory while producers write, holds it full, then frees the
+/// space and restarts the broker so its offline replica comes back (and truncates to the
+/// new leader).
+async fn disk_full_leader(
+    lab: &mut LabCluster,
+    roles: &Roles,
+    workload: &Workload,
+    log: &mut FaultLog<'_>,
+) -> Result<(), LabError> {
+    let leader = roles.leader;
+    let filled = lab.fill_disk(leader).await?;
+    log.note(format!("filled leader {leader}'s disk ({} MiB of filler)", filled >> 20));
+    let before = workload.acknowledged();
+    after(DISK_FULL_HOLD_MS).await;
+    let offline = lab.log_contains(NodeId::Broker(leader), &format!("replica of {}-0 taken OFFLINE", roles.topic));
+    log.note(format!(
+        "{} acknowledged while the disk was full; leader {leader} {} a replica offline",
+        workload.acknowledged() - before,
+        if offline { "took" } else { "did NOT take" }
+    ));
+    lab.free_disk(leader)?;
+    let killed = lab.stop(&[NodeId::Broker(leader)], Duration::from_secs(10)).await;
+    lab.start_node(NodeId::Broker(leader))?;
+    log.note(format!(
+        "freed the space and restarted broker {leader}{}",
+        if killed.is_empty() { "" } else { " (SIGKILLed: it ignored SIGTERM for 10 s)" }
+    ));
     Ok(())
 }
 
@@ -819,10 +992,10 @@ mod tests {
     }
 
     #[test]
-    fn the_matrix_has_54_cells_and_three_controls() {
+    fn the_matrix_has_108_cells_and_three_controls() {
         let all = all_scenarios();
-        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 54);
-        assert_eq!(all.len(), 57);
+        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 108);
+        assert_eq!(all.len(), 111);
         let ids: std::collections::BTreeSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), all.len(), "ids are unique");
     }
@@ -836,7 +1009,31 @@ mod tests {
         assert!(matches("kill-both", "0/1/kill-both-followers"));
         assert!(matches("*/2/*follower*", "all/2/kill-one-follower"));
         assert_eq!(select(&["negative".into()]).len(), 2);
-        assert_eq!(select(&[]).len(), 57);
+        assert_eq!(select(&[]).len(), all_scenarios().len());
+    }
+
+    #[test]
+    fn edge_faults_follow_kafkas_predictions() {
+        // acks=all loses nothing behind any cut, pause or full disk.
+        for fault in
+            ["isolate-leader", "cut-leader-from-controller", "disk-full-leader", "one-way-cut-follower-to-leader"]
+        {
+            assert_eq!(expectation(&scenario(&format!("all/2/{fault}"))).loss, LossRule::MustNotLose, "{fault}");
+        }
+        // A deposed leader (the zombie) may lose acks=1 writes; a leader that lives may not.
+        assert_eq!(expectation(&scenario("1/2/isolate-leader")).loss, LossRule::MayLose);
+        assert_eq!(expectation(&scenario("1/2/cut-leader-from-followers")).loss, LossRule::MustNotLose);
+        assert_eq!(expectation(&scenario("1/2/one-way-cut-follower-to-leader")).loss, LossRule::MustNotLose);
+        // The leader cut from its followers shrinks the ISR to itself: NOT_ENOUGH_REPLICAS.
+        assert_eq!(expectation(&scenario("all/2/cut-leader-from-followers")).not_enough_replicas, ErrorRule::Required);
+        assert_eq!(expectation(&scenario("all/3/disk-full-leader")).not_enough_replicas, ErrorRule::Required);
+        // Producers waiting on a deposed leader may never meet the smaller ISR.
+        assert_eq!(expectation(&scenario("all/3/cut-leader-from-controller")).not_enough_replicas, ErrorRule::Allowed);
+        assert_eq!(
+            expectation(&scenario("all/2/one-way-cut-follower-to-leader")).not_enough_replicas,
+            ErrorRule::Forbidden
+        );
+        assert!(Fault::DiskFullLeader.needs_small_disks() && !Fault::IsolateLeader.needs_small_disks());
     }
 
     #[test]

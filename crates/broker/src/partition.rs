@@ -562,7 +562,11 @@ impl Partition {
                 let log_end_before = state.log.log_end_offset();
                 let append = state.log.append_as_leader(records, leader_epoch).map_err(|e| {
                     state.reload_producers_if_grown(log_end_before);
-                    ProduceOutcome::rejected(e.error_code(), format!("append rejected: {e}"))
+                    // A failure after the write (the flush) leaves the batch in the log: say
+                    // so, or a client would retry it as never written.
+                    let grown = state.log.log_end_offset() != log_end_before;
+                    let outcome = ProduceOutcome::rejected(e.error_code(), format!("append failed: {e}"));
+                    ProduceOutcome { appended: grown, ..outcome }
                 })?;
                 state.producers.record(
                     header.producer_id,

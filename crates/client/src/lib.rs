@@ -19,8 +19,10 @@ use crate::backoff::Backoff;
 
 /// The failures Kafka's producer retries after refreshing its metadata: its
 /// `InvalidMetadataException`s (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION from a
-/// broker whose metadata lags, LEADER_NOT_AVAILABLE) and a broker that cannot be reached or
-/// a connection lost mid-request. NOT_ENOUGH_REPLICAS is retriable in Kafka too, but
+/// broker whose metadata lags, LEADER_NOT_AVAILABLE, and KAFKA_STORAGE_ERROR from a leader
+/// whose replica went offline: `KafkaStorageException` is one too, since the controller
+/// moves the leadership away) and a broker that cannot be reached or a connection lost
+/// mid-request. NOT_ENOUGH_REPLICAS is retriable in Kafka too, but
 /// insync's clients report it: showing it is the point of acks=all with min.insync.replicas.
 pub fn retriable_after_metadata_refresh(code: ErrorCode) -> bool {
     matches!(
@@ -28,6 +30,7 @@ pub fn retriable_after_metadata_refresh(code: ErrorCode) -> bool {
         ErrorCode::NOT_LEADER_OR_FOLLOWER
             | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
             | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::KAFKA_STORAGE_ERROR
             | ErrorCode::BROKER_NOT_AVAILABLE
             | ErrorCode::NETWORK_EXCEPTION
     )

@@ -5,6 +5,13 @@
 //! metadata refresh can fix are retried within `delivery_timeout` (KIP-91), and with
 //! idempotence (KIP-98) a retried batch keeps its sequence numbers so the leader drops
 //! duplicates and the order holds.
+//!
+//! When a batch leaves the queue unacknowledged, the batches behind it are renumbered only
+//! once none of them can be in the log: then, as Kafka's idempotent producer does (KIP-360,
+//! `TransactionManager.bumpIdempotentProducerEpoch`), the epoch is bumped and the sequences
+//! start again at 0. While the failed batch's fate is unknown, the batches behind it keep
+//! their sequence numbers, and the leader's answers to them settle it (Kafka's "unresolved
+//! sequence"). The window that stays open is described at `PartitionSender::after_front_left`.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,6 +169,9 @@ struct Batch {
     created: Instant,
     /// When it went out on the current stream, if it did.
     sent_at: Option<Instant>,
+    /// The correlation id of its latest request: an answer must name it (as Kafka's
+    /// `NetworkClient` checks), or it is about some other request.
+    correlation_id: u64,
     /// An earlier attempt may have been written (its answer was lost or said appended):
     /// a later definite failure is then reported as appended=unknown, not as "nothing
     /// written".
@@ -191,8 +201,10 @@ struct PartitionSender {
     queue: VecDeque<Batch>,
     sent: usize,
     connection: Option<Connection>,
-    /// Idempotence: producer id (-1 when off) and the next sequence number.
+    /// Idempotence: producer id (-1 when off), its epoch (bumped instead of reusing
+    /// sequence numbers, KIP-360) and the next sequence number.
     producer_id: i64,
+    producer_epoch: i16,
     next_sequence: i32,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -230,6 +242,7 @@ impl PartitionSender {
             sent: 0,
             connection: None,
             producer_id: -1,
+            producer_epoch: 0,
             next_sequence: 0,
             backoff: Backoff::new(),
             retry_at: None,
@@ -330,7 +343,7 @@ impl PartitionSender {
         self.pending_bytes = 0;
         let first_sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(records.len() as i32);
-        let bytes = build(&records, self.producer_id, first_sequence);
+        let bytes = build(&records, self.producer_id, self.producer_epoch, first_sequence);
         self.queue.push_back(Batch {
             records,
             acks,
@@ -338,6 +351,7 @@ impl PartitionSender {
             bytes,
             created,
             sent_at: None,
+            correlation_id: 0,
             maybe_written: false,
         });
     }
@@ -349,8 +363,9 @@ impl PartitionSender {
             }
         }
         if self.config.enable_idempotence && self.producer_id < 0 {
-            let id = self.init_producer_id().await?;
+            let (id, epoch) = self.init_producer_id().await?;
             self.producer_id = id;
+            self.producer_epoch = epoch;
             self.resequence_from(0);
         }
         let refresh = self.last_error.is_some();
@@ -384,7 +399,8 @@ impl PartitionSender {
         Ok(())
     }
 
-    async fn init_producer_id(&self) -> Result<i64, ProduceFailure> {
+    /// A new producer id and its epoch (Kafka InitProducerId).
+    async fn init_producer_id(&self) -> Result<(i64, i16), ProduceFailure> {
         let metadata = self
             .cluster
             .metadata()
@@ -396,10 +412,18 @@ impl PartitionSender {
             match client.init_producer_id(pb::InitProducerIdRequest {}).await {
                 Ok(r) => {
                     let r = r.into_inner();
-                    if r.error_code == 0 {
-                        return Ok(r.producer_id);
+                    // A negative id is "no producer id": batches built with it would not be
+                    // deduplicated, so it is an error, not idempotence quietly off.
+                    if r.error_code == 0 && r.producer_id >= 0 {
+                        // An epoch out of i16's range is no epoch a batch can carry; start at 0.
+                        let epoch = i16::try_from(r.producer_epoch).ok().filter(|e| *e >= 0).unwrap_or(0);
+                        return Ok((r.producer_id, epoch));
                     }
-                    last = format!("{}: {}", ErrorCode::from_code(r.error_code), r.error_message);
+                    last = if r.error_code == 0 {
+                        format!("producer id {} from broker {}", r.producer_id, broker.id)
+                    } else {
+                        format!("{}: {}", ErrorCode::from_code(r.error_code), r.error_message)
+                    };
                 }
                 Err(s) => last = s.to_string(),
             }
@@ -421,6 +445,7 @@ impl PartitionSender {
                 correlation_id: self.correlation_id,
             };
             batch.sent_at = Some(Instant::now());
+            batch.correlation_id = self.correlation_id;
             let connection = self.connection.as_ref().expect("checked");
             if connection.requests.send(request).await.is_err() {
                 let f = self.failure(ErrorCode::NETWORK_EXCEPTION, "stream closed".into(), Appended::Unknown);
@@ -452,15 +477,23 @@ impl PartitionSender {
         };
         let code = ErrorCode::from_code(response.error_code);
         let appended = if response.appended { Appended::Yes } else { Appended::No };
+        // Answers come in request order; one naming another request is a broker fault, and
+        // crediting it to the front batch could acknowledge records never written.
+        let expected = self.queue.front().filter(|_| self.sent > 0).map(|b| b.correlation_id);
+        if expected != Some(response.correlation_id) {
+            let message = format!("an answer to request {} where {expected:?} was due", response.correlation_id);
+            let f = self.failure(ErrorCode::NETWORK_EXCEPTION, message, Appended::Unknown);
+            return self.note_retriable(f);
+        }
         match code {
             ErrorCode::NONE => {
-                let batch = self.queue.pop_front().expect("a response answers a sent batch");
-                self.sent -= 1;
+                let Some(batch) = self.take_front() else { return };
                 self.backoff.reset();
                 self.last_error = None;
                 for (i, ack) in batch.acks.into_iter().enumerate() {
-                    let _ =
-                        ack.send(Ok(RecordAck { partition: self.partition, offset: response.base_offset + i as i64 }));
+                    // A base offset this close to i64::MAX is no real log's: -1, as for acks=0.
+                    let offset = response.base_offset.checked_add(i as i64).unwrap_or(-1);
+                    let _ = ack.send(Ok(RecordAck { partition: self.partition, offset }));
                 }
             }
             // Kafka's InvalidMetadataExceptions: this broker does not lead the partition (or,
@@ -470,47 +503,109 @@ impl PartitionSender {
                 self.note_retriable(f);
             }
             ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER if self.config.enable_idempotence => {
-                // The leader lost track of our sequence (a batch whose outcome was unknown
-                // did not survive a failover). Start over with a new producer id: the
-                // batches still queued are sent again, renumbered (KIP-360 bumps the epoch
-                // instead; a new id has the same effect for a non-transactional producer).
-                tracing::warn!(
-                    "{}-{}: leader answered OUT_OF_ORDER_SEQUENCE_NUMBER; continuing with a new producer id",
-                    self.topic,
-                    self.partition
-                );
-                self.producer_id = -1;
-                let f = self.failure(code, response.error_message, Appended::No);
-                self.note_retriable(f);
+                self.on_out_of_order(response.error_message);
             }
-            _ => {
-                // A definite or indeterminate failure of this batch: report it.
-                let batch = self.queue.pop_front().expect("a response answers a sent batch");
-                self.sent -= 1;
-                let reported =
-                    if batch.maybe_written && appended == Appended::No { Appended::Unknown } else { appended };
-                let f = self.failure(code, response.error_message, reported);
-                for ack in batch.acks {
-                    let _ = ack.send(Err(f.clone()));
-                }
-                if self.config.enable_idempotence && appended == Appended::No {
-                    // This attempt wrote nothing, so the batches behind it on the stream will
-                    // be refused as out of order: send them again on a fresh stream. If no
-                    // attempt of it was ever written, its sequence numbers are free and the
-                    // rest are renumbered from them. If an earlier attempt may be in the log
-                    // (its answer was lost), reusing them could make the leader take a new
-                    // batch for that old one and answer with the old offset: continue under
-                    // a new producer id instead (Kafka bumps the epoch, KIP-360).
-                    if batch.maybe_written {
-                        self.producer_id = -1;
-                    } else {
-                        self.resequence_from(batch.first_sequence);
-                    }
-                    self.connection = None;
-                    self.sent = 0;
-                }
-            }
+            _ => self.on_front_failed(code, response.error_message, appended),
         }
+    }
+
+    /// The sent front batch, taken off the queue as answered.
+    fn take_front(&mut self) -> Option<Batch> {
+        let batch = self.queue.pop_front()?;
+        self.sent = self.sent.saturating_sub(1);
+        Some(batch)
+    }
+
+    /// A definite or indeterminate failure of the front batch: report it to the caller.
+    fn on_front_failed(&mut self, code: ErrorCode, message: String, appended: Appended) {
+        let Some(batch) = self.take_front() else { return };
+        let fate = fate(appended, batch.maybe_written);
+        let message = match fate {
+            Appended::Unknown => format!("{message} (an earlier attempt may have been written: {FATE_UNKNOWN})"),
+            _ => message,
+        };
+        let f = self.failure(code, message, fate);
+        for ack in batch.acks {
+            let _ = ack.send(Err(f.clone()));
+        }
+        self.after_front_left(fate);
+    }
+
+    /// The leader refused the front batch as OUT_OF_ORDER_SEQUENCE_NUMBER: its sequence does
+    /// not follow the last batch of ours the leader holds. So it is not in the leader's log
+    /// (a copy would be answered as a duplicate: the front batch is always among the 5 newest
+    /// the leader remembers), and neither is any batch behind it, whose sequences come after
+    /// its own. Either a batch before it whose fate was unknown was not written after all
+    /// (the unresolved sequence resolves this way) or the leader lost an acknowledged batch.
+    /// Kafka's idempotent producer then bumps the epoch and retries (KIP-360,
+    /// `TransactionManager.canRetry` / `handleFailedBatch`); so does this one.
+    fn on_out_of_order(&mut self, message: String) {
+        tracing::warn!(
+            "{}-{}: leader answered OUT_OF_ORDER_SEQUENCE_NUMBER; bumping the epoch of producer {}",
+            self.topic,
+            self.partition,
+            self.producer_id
+        );
+        let f = self.failure(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, message, Appended::No);
+        self.note_retriable(f);
+        self.bump_epoch();
+    }
+
+    /// After the front batch left the queue unacknowledged (failed to the caller, or
+    /// expired), with `fate` saying whether it may be in the log: what the batches behind
+    /// it do with their sequence numbers (Kafka `TransactionManager.handleFailedBatch`,
+    /// `markSequenceUnresolved`, `maybeResolveSequences`, KIP-360).
+    ///
+    /// - Not written: the leader takes a producer's sequences only in order, so no batch
+    ///   behind it can be in the log either. Its sequence numbers are not reused (a late
+    ///   copy of an old attempt could match them); the epoch is bumped and everything
+    ///   queued renumbered from 0, on a fresh stream.
+    /// - Written or unknown: the batches behind it keep producer id, epoch, sequence numbers
+    ///   and stream. They may already be in the log (sent before, answers lost), so they
+    ///   must not go out under a new id or epoch until that is known; their answers tell:
+    ///   an acknowledgement (or duplicate) means the failed batch was written, and
+    ///   OUT_OF_ORDER_SEQUENCE_NUMBER that it was not ([`Self::on_out_of_order`] then
+    ///   bumps the epoch, every batch queued being provably unwritten).
+    ///
+    /// The window that remains: a batch failed with appended=unknown may or may not be in
+    /// the log, and may still land later from an attempt the producer has given up on; the
+    /// caller decides (Kafka's TimeoutException is as vague). The resolution trusts
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER to mean "not in the log": a deposed leader that has
+    /// not yet learned of its successor, or an old attempt still queued inside a broker
+    /// and appended after that answer, could make a renumbered batch a duplicate. Once a
+    /// batch of the new epoch is in the leader's log, the broker refuses older epochs
+    /// (INVALID_PRODUCER_EPOCH), which a new producer id would not.
+    fn after_front_left(&mut self, fate: Appended) {
+        if !self.config.enable_idempotence {
+            return;
+        }
+        match fate {
+            Appended::No => self.bump_epoch(),
+            Appended::Yes | Appended::Unknown => tracing::debug!(
+                "{}-{}: a failed batch may be in the log; the batches behind it keep their sequence numbers",
+                self.topic,
+                self.partition
+            ),
+        }
+    }
+
+    /// Starts the sequences again at 0 under the next epoch of the same producer id (Kafka
+    /// `TransactionManager.bumpIdempotentProducerEpoch`, KIP-360), or under a new producer
+    /// id when the epoch would overflow, as Kafka does. Only for when no queued batch can
+    /// be in the log: all are renumbered, count as never sent, and go out on a new stream.
+    fn bump_epoch(&mut self) {
+        if self.producer_epoch == i16::MAX {
+            self.producer_id = -1; // `connect` asks for a new id and renumbers
+            self.producer_epoch = 0;
+        } else {
+            self.producer_epoch += 1;
+        }
+        for batch in &mut self.queue {
+            batch.maybe_written = false;
+        }
+        self.resequence_from(0);
+        self.connection = None;
+        self.sent = 0;
     }
 
     /// Renumbers every queued batch from `first_sequence` (rebuilding its bytes).
@@ -518,7 +613,7 @@ impl PartitionSender {
         let mut sequence = first_sequence;
         for batch in &mut self.queue {
             batch.first_sequence = sequence;
-            batch.bytes = build(&batch.records, self.producer_id, sequence);
+            batch.bytes = build(&batch.records, self.producer_id, self.producer_epoch, sequence);
             sequence = sequence.wrapping_add(batch.records.len() as i32);
         }
         self.next_sequence = sequence;
@@ -575,40 +670,59 @@ impl PartitionSender {
     }
 
     /// Fails batches whose delivery.timeout.ms has passed while they waited to be retried.
+    /// One that may have been written is failed as appended=unknown and leaves the sequences
+    /// behind it as they are ([`Self::after_front_left`]; Kafka `Sender` marks such a batch's
+    /// sequence unresolved rather than renumbering what follows it).
     fn expire_batches(&mut self) {
         if self.connection.is_some() {
             return;
         }
-        while let Some(front) = self.queue.front() {
-            if front.created.elapsed() < self.config.delivery_timeout {
-                break;
-            }
-            let batch = self.queue.pop_front().expect("front exists");
+        while self.queue.front().is_some_and(|b| b.created.elapsed() >= self.config.delivery_timeout) {
+            let Some(batch) = self.queue.pop_front() else { break };
             let last = self.last_error.clone().unwrap_or_else(|| {
                 self.failure(ErrorCode::REQUEST_TIMED_OUT, "delivery.timeout.ms expired".into(), Appended::No)
             });
-            let appended =
-                if batch.maybe_written && last.appended == Appended::No { Appended::Unknown } else { last.appended };
+            // Only an attempt whose answer was lost or said appended can have written it
+            // (`maybe_written`); `last` may be about another batch, so it cannot say more.
+            let fate = if batch.maybe_written { Appended::Unknown } else { Appended::No };
+            let unknown = if fate == Appended::Unknown { format!("; {FATE_UNKNOWN}") } else { String::new() };
             let f = ProduceFailure {
-                message: format!("delivery.timeout.ms expired after retries; last error: {}", last.message),
-                appended,
+                message: format!("delivery.timeout.ms expired after retries{unknown}; last error: {}", last.message),
+                appended: fate,
                 ..last
             };
             for ack in batch.acks {
                 let _ = ack.send(Err(f.clone()));
             }
-            if self.config.enable_idempotence {
-                // Whether it was written is unknown: continue under a new producer id.
-                self.producer_id = -1;
-            }
+            self.after_front_left(fate);
         }
     }
 }
 
-fn build(records: &[(Option<Bytes>, Option<Bytes>, i64)], producer_id: i64, first_sequence: i32) -> Bytes {
+/// Said of a batch failed while an attempt of it may be in the log.
+const FATE_UNKNOWN: &str =
+    "an attempt may have been written, so whether these records are in the log is unknown; they are not sent again";
+
+/// Whether a batch that leaves the queue unacknowledged may be in the log: what its last
+/// attempt's answer said, unless that was "not written" and an earlier attempt's answer
+/// was lost.
+fn fate(last_attempt: Appended, maybe_written: bool) -> Appended {
+    if maybe_written && last_attempt == Appended::No {
+        Appended::Unknown
+    } else {
+        last_attempt
+    }
+}
+
+fn build(
+    records: &[(Option<Bytes>, Option<Bytes>, i64)],
+    producer_id: i64,
+    producer_epoch: i16,
+    first_sequence: i32,
+) -> Bytes {
     let mut builder = BatchBuilder::new();
     if producer_id >= 0 {
-        builder = builder.producer(producer_id, 0, first_sequence);
+        builder = builder.producer(producer_id, producer_epoch, first_sequence);
     }
     for (key, value, timestamp_ms) in records {
         builder.push(key.as_deref(), value.as_deref(), *timestamp_ms);
@@ -629,3 +743,6 @@ async fn next_response(connection: &mut Option<Connection>) -> Result<Option<pb:
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

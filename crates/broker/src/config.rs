@@ -89,6 +89,11 @@ pub struct BrokerArgs {
     /// How long a SIGTERM'd broker waits for the controller to move its leaderships away.
     #[arg(long, default_value_t = 10_000)]
     pub controlled_shutdown_timeout_ms: u64,
+    /// How long one AlterPartition call waits for the controller's answer before it is sent
+    /// again (Kafka: the broker-to-controller channel's request timeout). The proposal stays
+    /// pending meanwhile: an unanswered request may have been committed (KIP-497).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub controller_request_timeout_ms: u64,
     /// UNSAFE, for `insync lab`'s negative control only: behave like a pre-KIP-101 follower
     /// (truncate to the local high watermark whenever following a leader, and fetch without
     /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help, and
@@ -264,6 +269,7 @@ mod tests {
         assert_eq!(a.message_max_bytes, 1_048_576);
         assert_eq!(a.broker_session_timeout_ms, 3_000);
         assert_eq!(a.fetch_max_bytes, 55 * 1024 * 1024, "Kafka's fetch.max.bytes default");
+        assert_eq!(a.controller_request_timeout_ms, 5_000);
     }
 
     #[test]

@@ -471,7 +471,7 @@ pub async fn run_alter_partition(
         let mut answered_retries = 0;
         let outcome = loop {
             let result = link
-                .call(Duration::from_secs(5), |mut c| {
+                .call(Duration::from_millis(replica_manager.config.controller_request_timeout_ms), |mut c| {
                     let r = request.clone();
                     async move { c.alter_partition(r).await }
                 })

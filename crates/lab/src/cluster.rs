@@ -58,6 +58,9 @@ const DISK_FILLER: &str = "lab-disk-filler";
 /// Brokers in a lab cluster (RF=3 needs three).
 pub const BROKERS: i32 = 3;
 
+/// The brokers' AlterPartition call timeout in the lab (`--controller-request-timeout-ms`).
+pub const LAB_CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 1_000;
+
 /// A node of the lab cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NodeId {
@@ -112,6 +115,9 @@ impl LabCluster {
             // A SIGTERM'd broker that is the last replica standing waits this long for a
             // leadership move that cannot come; keep scenario turnover fast.
             controlled_shutdown_timeout_ms: Some(1_500),
+            // Shorter than the session timeout, so a controller slower than this (and not
+            // yet fencing anyone) makes AlterPartition time out and be retried.
+            controller_request_timeout_ms: Some(LAB_CONTROLLER_REQUEST_TIMEOUT_MS),
             unsafe_truncate_to_high_watermark: spec.unsafe_truncate_to_high_watermark,
             ..NodeSettings::default()
         };

@@ -76,6 +76,8 @@ pub struct NodeSettings {
     pub message_max_bytes: Option<usize>,
     /// How long a SIGTERM'd broker waits for its leadership to move (default when None).
     pub controlled_shutdown_timeout_ms: Option<u64>,
+    /// How long a broker's AlterPartition call waits for an answer (default when None).
+    pub controller_request_timeout_ms: Option<u64>,
     /// The hidden pre-KIP-101 follower (negative controls only).
     pub unsafe_truncate_to_high_watermark: bool,
 }
@@ -88,6 +90,7 @@ impl Default for NodeSettings {
             min_insync_replicas: None,
             message_max_bytes: None,
             controlled_shutdown_timeout_ms: None,
+            controller_request_timeout_ms: None,
             unsafe_truncate_to_high_watermark: false,
         }
     }
@@ -172,6 +175,9 @@ impl LocalNode {
         }
         if let Some(ms) = settings.controlled_shutdown_timeout_ms {
             args.extend(["--controlled-shutdown-timeout-ms".into(), ms.to_string()]);
+        }
+        if let Some(ms) = settings.controller_request_timeout_ms {
+            args.extend(["--controller-request-timeout-ms".into(), ms.to_string()]);
         }
         if role == NodeRole::Broker {
             args.extend(["--kafka-listen".into(), kafka_listen.unwrap_or_else(|| "none".into())]);

@@ -56,10 +56,16 @@ pub enum Fault {
     /// One-way cut: a follower's calls to the leader time out (calls the other way would
     /// work), so it stops fetching and leaves the ISR while it heartbeats as usual.
     OneWayCutFollowerToLeader,
-    /// SIGSTOP the leader for longer than the controller-call timeout (5 s), so whatever
+    /// SIGSTOP the leader for longer than any controller-call timeout (5 s), so whatever
     /// it had in flight to the controller (heartbeat, AlterPartition) has timed out when it
     /// resumes, long fenced.
     PauseLeaderPastCallTimeout,
+    /// SIGKILL a follower, and make the controller slow (SIGSTOP shorter than the session
+    /// timeout, longer than the brokers' 1 s AlterPartition timeout) just when the leader
+    /// proposes the shrink: the proposal times out, is sent again, and the controller then
+    /// answers the original and its copies. The pending ISR must hold until one answer
+    /// settles it (Kafka `Partition.handleAlterPartitionError`).
+    SlowControllerDuringShrink,
     /// Fill the leader's data directory (a size-limited tmpfs the lab mounts): appends fail
     /// with KAFKA_STORAGE_ERROR, the replica goes offline there, the controller elects a
     /// follower. Healed by freeing the space and restarting the broker (as in Kafka, an
@@ -68,7 +74,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const MATRIX: [Fault; 12] = [
+    pub const MATRIX: [Fault; 13] = [
         Fault::None,
         Fault::KillOneFollower,
         Fault::KillBothFollowers,
@@ -80,6 +86,7 @@ impl Fault {
         Fault::CutLeaderFromFollowers,
         Fault::OneWayCutFollowerToLeader,
         Fault::PauseLeaderPastCallTimeout,
+        Fault::SlowControllerDuringShrink,
         Fault::DiskFullLeader,
     ];
 
@@ -98,6 +105,7 @@ impl Fault {
             Fault::CutLeaderFromFollowers => "cut-leader-from-followers",
             Fault::OneWayCutFollowerToLeader => "one-way-cut-follower-to-leader",
             Fault::PauseLeaderPastCallTimeout => "pause-leader-past-call-timeout",
+            Fault::SlowControllerDuringShrink => "slow-controller-during-shrink",
             Fault::DiskFullLeader => "disk-full-leader",
         }
     }
@@ -129,6 +137,7 @@ impl Fault {
         match self {
             Fault::None => 3,
             Fault::KillOneFollower
+            | Fault::SlowControllerDuringShrink
             | Fault::KillLeader
             | Fault::PauseLeader
             | Fault::IsolateLeader
@@ -332,6 +341,7 @@ pub fn expectation(scenario: &Scenario) -> Expectation {
                     | Fault::KillBothFollowers
                     | Fault::KillLeader
                     | Fault::OneWayCutFollowerToLeader
+                    | Fault::SlowControllerDuringShrink
             ) {
                 ErrorRule::Forbidden
             } else {
@@ -553,6 +563,7 @@ fn production_after_fault(fault: Fault, session_ms: u64) -> Duration {
         }
         Fault::OneWayCutFollowerToLeader => ONE_WAY_CUT_HOLD_MS + 3_000,
         Fault::PauseLeaderPastCallTimeout => PAST_CALL_TIMEOUT_PAUSE_MS + 3_000,
+        Fault::SlowControllerDuringShrink => 5_000,
         Fault::DiskFullLeader => DISK_FULL_HOLD_MS + 4_000,
         _ => 5_000,
     })
@@ -570,6 +581,11 @@ const ONE_WAY_CUT_HOLD_MS: u64 = 5_000;
 
 /// Longer than the broker's controller-call timeout (5 s, `controller_link.rs`).
 const PAST_CALL_TIMEOUT_PAUSE_MS: u64 = 6_500;
+
+/// How long the controller stays silent: past the brokers' AlterPartition timeout
+/// ([`crate::cluster::LAB_CONTROLLER_REQUEST_TIMEOUT_MS`]), within the session timeout so
+/// that nobody is fenced.
+const SLOW_CONTROLLER_PAUSE_MS: u64 = 2_500;
 
 /// How long the leader's disk stays full before the space is freed and it restarts.
 const DISK_FULL_HOLD_MS: u64 = 4_000;
@@ -778,6 +794,7 @@ async fn strike(
         | Fault::CutLeaderFromFollowers
         | Fault::OneWayCutFollowerToLeader => network_fault(lab, fault, roles, rng, session_ms, log).await?,
         Fault::DiskFullLeader => disk_full_leader(lab, roles, workload, log).await?,
+        Fault::SlowControllerDuringShrink => slow_controller_during_shrink(lab, roles, rng, log).await,
     }
     Ok(())
 }
@@ -825,6 +842,29 @@ async fn network_fault(
     lab.heal_links()?;
     log.note(format!("healed the links after {hold} ms"));
     Ok(())
+}
+
+/// Kills a follower and pauses the active controller across the moment the leader proposes
+/// to shrink the ISR (after replica.lag.time.max.ms, within one check interval).
+async fn slow_controller_during_shrink(lab: &mut LabCluster, roles: &Roles, rng: &mut StdRng, log: &mut FaultLog<'_>) {
+    let Roles { leader, f1, f2, .. } = *roles;
+    let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
+    let controller = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0).unwrap_or(1);
+    lab.kill(NodeId::Broker(victim));
+    log.note(format!("SIGKILL follower {victim}"));
+    let lag_ms = lab.spec().replica_lag_time_max_ms;
+    // The leader checks lag every lag/2 ms, so it proposes between `lag` and 1.5 × `lag`
+    // after the kill: from just before that, the controller stays silent past both.
+    after(lag_ms.saturating_sub(100)).await;
+    lab.pause(NodeId::Controller(controller));
+    log.note(format!("SIGSTOP controller {controller} as leader {leader} comes to propose the shrink"));
+    after(SLOW_CONTROLLER_PAUSE_MS).await;
+    lab.resume(NodeId::Controller(controller));
+    let needle = format!("{}-0: AlterPartition answered", roles.topic);
+    let retried = lab.log_tail(NodeId::Broker(leader), 500).matches(&needle).count();
+    log.note(format!(
+        "SIGCONT controller {controller} after {SLOW_CONTROLLER_PAUSE_MS} ms; leader {leader} retried AlterPartition {retried} time(s)"
+    ));
 }
 
 /// Fills the leader's data directory while producers write, holds it full, then frees the
@@ -992,10 +1032,10 @@ mod tests {
     }
 
     #[test]
-    fn the_matrix_has_108_cells_and_three_controls() {
+    fn the_matrix_has_117_cells_and_three_controls() {
         let all = all_scenarios();
-        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 108);
-        assert_eq!(all.len(), 111);
+        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 117);
+        assert_eq!(all.len(), 120);
         let ids: std::collections::BTreeSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), all.len(), "ids are unique");
     }

@@ -140,6 +140,10 @@ async fn a_leader_append_failing_with_an_io_error_takes_only_that_replica_offlin
     let waited = tokio::time::timeout(Duration::from_secs(1), rm.produce_wait(waiting, 5_000)).await;
     let waited = waited.expect("the waiting acks=all produce is answered at once");
     assert_eq!(waited.error, ErrorCode::KAFKA_STORAGE_ERROR, "{}", waited.message);
+    // A second storage error (another request that held the partition) changes nothing:
+    // the first report stands.
+    rm.mark_offline(&tp(0), "a second error");
+    assert!(!offline_reason(rm, 0).contains("a second error"), "{}", offline_reason(rm, 0));
 
     let (error, message) = appended_error(append(rm, 0, 1));
     assert_eq!(error, ErrorCode::KAFKA_STORAGE_ERROR);

@@ -872,14 +872,23 @@ impl Partition {
     /// `ReplicaManager.handleLogDirFailure` → `markPartitionOffline`): a leader resigns,
     /// answering its waiting acks=all requests, and from then on the replica follows nobody
     /// and answers every append, read and offsets lookup KAFKA_STORAGE_ERROR. Whoever still
-    /// holds it (a parked produce, a fetch in flight) sees that; the replica manager has
-    /// already taken it out of its map. Its log stays on disk untouched for the operator.
-    pub fn mark_offline(&self) -> Vec<Action> {
+    /// holds it (a parked produce, a fetch in flight) sees that; the replica manager then
+    /// marks it offline in its map. Its log stays on disk untouched for the operator.
+    ///
+    /// Returns the resignation's actions and the HW it had, or None when another caller
+    /// already took it offline: the partition's lock picks the one caller that reports it.
+    pub fn mark_offline(&self) -> Option<(Vec<Action>, Offset)> {
         let mut state = self.lock();
+        if state.offline {
+            return None;
+        }
         state.offline = true;
+        // Keep the HW a leader had, as `make_follower` does, so checkpoints stay current.
+        let high_watermark = state.high_watermark().min(state.log.log_end_offset());
         let actions = state.leader_mut().map(|leader| leader.resign()).unwrap_or_default();
+        state.follower_high_watermark = high_watermark;
         state.role = ReplicaRole::Follower { leader: NO_BROKER };
-        actions
+        Some((actions, high_watermark))
     }
 
     /// What an offline replica answers.

@@ -226,20 +226,34 @@ impl ReplicaManager {
             None => None,
         };
         // The partition first (its own lock only: the map's is never held while waiting for a
-        // partition's), so that whoever still holds it is refused from now on.
-        let high_watermark = online.as_ref().map(|partition| partition.high_watermark());
-        let actions = online.map(|partition| partition.mark_offline()).unwrap_or_default();
-        {
+        // partition's), so that whoever still holds it is refused from now on. Its lock also
+        // picks one caller of several: the others leave the report and the answers to it.
+        let (actions, high_watermark) = match online.map(|partition| partition.mark_offline()) {
+            Some(None) => return,
+            Some(Some((actions, high_watermark))) => (actions, Some(high_watermark)),
+            None => (Vec::new(), None),
+        };
+        let reported = {
             let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            if matches!(partitions.get(tp), Some(HostedPartition::Offline(_))) {
-                return; // a concurrent call got here first and reports it
+            // A concurrent call for a replica that was never opened may have got here first.
+            let first = !matches!(partitions.get(tp), Some(HostedPartition::Offline(_)));
+            if first {
+                let offline = OfflineReplica { error: error.to_string(), high_watermark };
+                partitions.insert(tp.clone(), HostedPartition::Offline(offline));
+                // Under the map's lock, as `apply_metadata` stores the assignment, so that
+                // neither undoes the other.
+                self.follower_assignment.send_if_modified(|assignment| unassign(assignment, tp));
             }
-            let offline = OfflineReplica { error: error.to_string(), high_watermark };
-            partitions.insert(tp.clone(), HostedPartition::Offline(offline));
-            // Under the map's lock, as `apply_metadata` stores the assignment, so that neither
-            // undoes the other.
-            self.follower_assignment.send_if_modified(|assignment| unassign(assignment, tp));
+            !first
+        };
+        if !reported {
+            self.log_offline(tp, error);
         }
+        self.answer_offline_waiters(tp, actions);
+    }
+
+    /// The one ERROR line of a replica taken offline.
+    fn log_offline(&self, tp: &TopicPartition, error: &str) {
         error!(
             topic = %tp.topic,
             partition = tp.partition,
@@ -251,6 +265,11 @@ impl ReplicaManager {
              every other partition carries on, and the log directory is left as it is for inspection",
             self.broker_id
         );
+    }
+
+    /// Answers the resigned leader's waiting acks=all requests KAFKA_STORAGE_ERROR, as
+    /// Kafka's `DelayedProduce` does once `getPartitionOrError` says the replica is offline.
+    fn answer_offline_waiters(&self, tp: &TopicPartition, actions: Vec<Action>) {
         let actions = actions
             .into_iter()
             .map(|action| match action {

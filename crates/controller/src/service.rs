@@ -253,15 +253,32 @@ impl ControllerService {
     /// registration does not yet record (Kafka compares `OfflineLogDirs` with the registered
     /// directories), so a broker repeating its set every heartbeat writes one entry only.
     async fn record_offline_replicas(&self, request: &BrokerHeartbeatRequest) -> Result<(), Refusal> {
+        if request.offline_replicas.is_empty() {
+            return Ok(());
+        }
+        // No broker hosts more replicas than the cluster has partitions: a longer list is a
+        // broken or hostile peer, refused before it is copied (let alone into the Raft log).
+        let partitions: usize = self.applied().state.topics.values().map(|t| t.partitions.len()).sum();
+        if request.offline_replicas.len() > partitions {
+            return Err(Refusal::new(
+                ErrorCode::INVALID_REQUEST,
+                format!(
+                    "{} offline replicas reported, more than the cluster's {partitions} partitions",
+                    request.offline_replicas.len()
+                ),
+            ));
+        }
         let reported: Vec<TopicPartition> =
             request.offline_replicas.iter().map(|r| TopicPartition::new(r.topic.clone(), r.partition)).collect();
-        if rules::new_offline_replicas(&self.applied().state, request.broker_id, &reported).is_empty() {
+        // Only what is new and hosted there goes into the log entry.
+        let added = rules::new_offline_replicas(&self.applied().state, request.broker_id, &reported);
+        if added.is_empty() {
             return Ok(());
         }
         let command = Command::MarkReplicasOffline {
             broker_id: request.broker_id,
             incarnation: request.incarnation,
-            replicas: reported,
+            replicas: added,
         };
         let result = self.propose(command).await?;
         command_refusal(&result).map_or(Ok(()), Err)

@@ -114,8 +114,10 @@ fn isolated_leader_and_full_disk_lose_no_acks_all_write() -> anyhow::Result<()> 
         let first = note_leader(&r.notes[..1], "leader ").expect("the first note names the leader");
         let last =
             note_leader(&r.notes, "ms: leader ").unwrap_or_else(|| panic!("{id}: no final leader: {:?}", r.notes));
-        assert_ne!(first, last, "{id}: {:?}", r.notes);
+        assert!(last > 0 && first != last, "{id}: {:?}", r.notes);
     }
+    let cut = find(&results, "all/2/isolate-leader");
+    assert!(cut.notes.iter().any(|n| n.contains("off from every node")), "{:?}", cut.notes);
     let disk = find(&results, "all/2/disk-full-leader");
     assert!(disk.notes.iter().any(|n| n.contains("took a replica offline")), "{:?}", disk.notes);
     Ok(())

@@ -194,6 +194,16 @@ struct Faults {
 }
 
 impl Faults {
+    /// Brings `o` back. Healing one cut heals them all, so every other cut entry leaves
+    /// `out` too (it would count a reachable node as out).
+    async fn bring_back(&mut self, lab: &mut LabCluster, o: &Out) -> Result<(), LabError> {
+        bring_back(lab, o, &mut self.schedule, self.t0).await?;
+        if o.how == How::Cut {
+            self.out.retain(|other| other.how != How::Cut);
+        }
+        Ok(())
+    }
+
     /// Brings back the nodes whose time is up, and more if too many are out.
     async fn bring_back_due(&mut self, lab: &mut LabCluster) -> Result<(), LabError> {
         for o in self.out.iter_mut() {
@@ -203,18 +213,18 @@ impl Faults {
             std::mem::take(&mut self.out).into_iter().partition(|o| o.steps_left == 0);
         self.out = keep;
         for o in due {
-            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
+            self.bring_back(lab, &o).await?;
         }
         // Keep two of three brokers and two of three controllers reachable most of the time,
         // so faults keep striking a cluster that works (and failovers have somewhere to go).
         while self.out.iter().filter(|o| matches!(o.node, NodeId::Broker(_))).count() >= 2 {
             let o = self.out.remove(0);
-            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
+            self.bring_back(lab, &o).await?;
         }
         while self.out.iter().any(|o| matches!(o.node, NodeId::Controller(_))) && self.rng.gen_bool(0.5) {
             let index = self.out.iter().position(|o| matches!(o.node, NodeId::Controller(_))).unwrap_or(0);
             let o = self.out.remove(index);
-            bring_back(lab, &o, &mut self.schedule, self.t0).await?;
+            self.bring_back(lab, &o).await?;
         }
         Ok(())
     }
@@ -272,8 +282,10 @@ impl Faults {
 
     /// Half the time the partition's leader (when it is up), else any broker that is up.
     async fn leader_or_any(&mut self, lab: &mut LabCluster, partition: i32, up_brokers: &[i32]) -> i32 {
-        let leader = if self.rng.gen_bool(0.5) { leader_among(lab, partition, up_brokers).await } else { None };
-        leader.unwrap_or_else(|| *up_brokers.choose(&mut self.rng).unwrap_or(&1))
+        // Both draws always, so the schedule follows the seed whatever the cluster answers.
+        let (pick_leader, any) = (self.rng.gen_bool(0.5), *up_brokers.choose(&mut self.rng).unwrap_or(&1));
+        let leader = if pick_leader { leader_among(lab, partition, up_brokers).await } else { None };
+        leader.unwrap_or(any)
     }
 
     /// SIGKILLs or SIGSTOPs (`pause`) a broker that is up: half the time the partition's leader.
@@ -353,10 +365,11 @@ impl Faults {
 
     /// Kills, pauses or cuts from the quorum one controller, often the active one.
     async fn stop_controller(&mut self, lab: &mut LabCluster, steps_left: usize) -> Result<String, LabError> {
+        let (pick_active, any) = (self.rng.gen_bool(0.6), *self.controllers.choose(&mut self.rng).unwrap_or(&1));
         let active = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0);
         let victim = match active {
-            Some(a) if self.rng.gen_bool(0.6) => a,
-            _ => *self.controllers.choose(&mut self.rng).unwrap_or(&1),
+            Some(a) if pick_active => a,
+            _ => any,
         };
         let which = if active == Some(victim) { " (active)" } else { "" };
         let node = NodeId::Controller(victim);

@@ -55,11 +55,34 @@ impl ClusterSpec {
 /// The file a disk-full fault fills a broker's data directory with.
 const DISK_FILLER: &str = "lab-disk-filler";
 
+/// In a kept cluster's directory: its mounts are the operator's to unmount.
+const KEPT_MARKER: &str = "KEPT";
+
+/// The source name of the lab's tmpfs mounts, followed by the lab process's pid.
+const MOUNT_SOURCE_PREFIX: &str = "insync-lab-";
+
+/// Unmounts the lab tmpfs mounts whose lab process is gone (their source names its pid).
+fn unmount_stale_disks() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else { continue };
+        let Some(pid) = source.strip_prefix(MOUNT_SOURCE_PREFIX).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let target = std::path::Path::new(target);
+        let kept = target.parent().is_some_and(|root| root.join(KEPT_MARKER).exists());
+        if pid != std::process::id() && !kept && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::process::Command::new("umount").arg("-l").arg(target).status();
+        }
+    }
+}
+
 /// Brokers in a lab cluster (RF=3 needs three).
 pub const BROKERS: i32 = 3;
 
 /// The brokers' AlterPartition call timeout in the lab (`--controller-request-timeout-ms`).
-pub const LAB_CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 1_000;
+pub const LAB_CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 500;
 
 /// A node of the lab cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -157,6 +180,8 @@ impl LabCluster {
     pub fn keep_data(&mut self) -> PathBuf {
         if let Some(dir) = self.dir.take() {
             let _ = dir.keep();
+            // Its tmpfs mounts stay too: the marker keeps later labs from unmounting them.
+            let _ = std::fs::write(self.root.join(KEPT_MARKER), b"");
         }
         self.root.clone()
     }
@@ -280,13 +305,21 @@ impl LabCluster {
         killed
     }
 
-    /// Mounts a tmpfs of `mib` MiB on each broker's data directory.
+    /// Mounts a tmpfs of `mib` MiB on each broker's data directory, after unmounting those
+    /// a lab process that died without unwinding (SIGKILL) left behind.
     fn mount_small_disks(&mut self, mib: u64) -> Result<(), LabError> {
+        unmount_stale_disks();
         let dirs: Vec<PathBuf> = (1..=BROKERS).filter_map(|b| self.broker_data_dir(b)).collect();
         for dir in dirs {
             std::fs::create_dir_all(&dir).map_err(|e| LabError::io("creating a data directory", e))?;
             let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "insync-lab"])
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={mib}m"),
+                    &format!("{MOUNT_SOURCE_PREFIX}{}", std::process::id()),
+                ])
                 .arg(&dir)
                 .output()
                 .map_err(|e| LabError::io("running mount", e))?;
@@ -323,7 +356,7 @@ impl LabCluster {
                     match file.write(&chunk[..size]) {
                         Ok(0) => break,
                         Ok(n) => written += n as u64,
-                        Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC: full
+                        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
                         Err(e) => return Err(e),
                     }
                 }
@@ -406,6 +439,16 @@ impl LabCluster {
     pub fn heal(&mut self) -> Result<Vec<NodeId>, LabError> {
         self.heal_links()?;
         let mut acted = Vec::new();
+        // A disk a fault filled and nobody freed (the fault's scenario failed midway): free
+        // it and restart its broker, whose replicas went offline (they come back with a
+        // restart), so that no later scenario meets a full disk.
+        for broker in 1..=BROKERS {
+            if self.broker_data_dir(broker).is_some_and(|d| d.join(DISK_FILLER).exists()) {
+                self.free_disk(broker)?;
+                self.kill(NodeId::Broker(broker));
+                acted.push(NodeId::Broker(broker));
+            }
+        }
         let mut ids = self.node_ids();
         ids.sort_by_key(|id| matches!(id, NodeId::Broker(_)));
         for id in ids {

@@ -56,13 +56,13 @@ pub enum Fault {
     /// One-way cut: a follower's calls to the leader time out (calls the other way would
     /// work), so it stops fetching and leaves the ISR while it heartbeats as usual.
     OneWayCutFollowerToLeader,
-    /// SIGSTOP the leader for longer than any controller-call timeout (5 s), so whatever
+    /// SIGSTOP the leader for longer than any of its controller calls' timeouts, so whatever
     /// it had in flight to the controller (heartbeat, AlterPartition) has timed out when it
     /// resumes, long fenced.
     PauseLeaderPastCallTimeout,
-    /// SIGKILL a follower, and make the controller slow (SIGSTOP shorter than the session
-    /// timeout, longer than the brokers' 1 s AlterPartition timeout) just when the leader
-    /// proposes the shrink: the proposal times out, is sent again, and the controller then
+    /// Cut a follower's fetches (one way: it still heartbeats, so the controller never fences
+    /// it), and make the controller slow (SIGSTOP well within the session timeout, longer
+    /// than the brokers' AlterPartition timeout) just when the leader proposes the shrink: the proposal times out, is sent again, and the controller then
     /// answers the original and its copies. The pending ISR must hold until one answer
     /// settles it (Kafka `Partition.handleAlterPartitionError`).
     SlowControllerDuringShrink,
@@ -342,6 +342,14 @@ pub fn expectation(scenario: &Scenario) -> Expectation {
                     | Fault::KillLeader
                     | Fault::OneWayCutFollowerToLeader
                     | Fault::SlowControllerDuringShrink
+                    // min.insync is checked against the committed ISR (Kafka
+                    // `Partition.appendRecordsToLeader`): the zombie's never shrinks, the
+                    // new leader's (the two followers, or the leader alone when cut from
+                    // them) meets min.insync here.
+                    | Fault::IsolateLeader
+                    | Fault::CutLeaderFromController
+                    | Fault::CutLeaderFromFollowers
+                    | Fault::DiskFullLeader
             ) {
                 ErrorRule::Forbidden
             } else {
@@ -579,13 +587,15 @@ fn cut_hold_ms(session_ms: u64) -> u64 {
 /// lab), so it leaves the ISR, with time for acks=all writes to meet the smaller ISR.
 const ONE_WAY_CUT_HOLD_MS: u64 = 5_000;
 
-/// Longer than the broker's controller-call timeout (5 s, `controller_link.rs`).
+/// Longer than any timeout of the broker's controller calls (5 s at the default AlterPartition
+/// timeout; `controller_link.rs`).
 const PAST_CALL_TIMEOUT_PAUSE_MS: u64 = 6_500;
 
 /// How long the controller stays silent: past the brokers' AlterPartition timeout
-/// ([`crate::cluster::LAB_CONTROLLER_REQUEST_TIMEOUT_MS`]), within the session timeout so
-/// that nobody is fenced.
-const SLOW_CONTROLLER_PAUSE_MS: u64 = 2_500;
+/// ([`crate::cluster::LAB_CONTROLLER_REQUEST_TIMEOUT_MS`]) for a proposal made up to 1.5 s
+/// into it, and well within the session timeout (3 s, heartbeats every 500 ms) so that
+/// nobody is fenced when it resumes.
+const SLOW_CONTROLLER_PAUSE_MS: u64 = 2_000;
 
 /// How long the leader's disk stays full before the space is freed and it restarts.
 const DISK_FULL_HOLD_MS: u64 = 4_000;
@@ -787,14 +797,14 @@ async fn strike(
             log.note(format!("SIGSTOP leader {leader}"));
             after(PAST_CALL_TIMEOUT_PAUSE_MS).await;
             lab.resume(NodeId::Broker(leader));
-            log.note(format!("SIGCONT leader {leader} (past the 5 s controller-call timeout)"));
+            log.note(format!("SIGCONT leader {leader} (past every controller-call timeout)"));
         }
         Fault::IsolateLeader
         | Fault::CutLeaderFromController
         | Fault::CutLeaderFromFollowers
         | Fault::OneWayCutFollowerToLeader => network_fault(lab, fault, roles, rng, session_ms, log).await?,
         Fault::DiskFullLeader => disk_full_leader(lab, roles, workload, log).await?,
-        Fault::SlowControllerDuringShrink => slow_controller_during_shrink(lab, roles, rng, log).await,
+        Fault::SlowControllerDuringShrink => slow_controller_during_shrink(lab, roles, rng, log).await?,
     }
     Ok(())
 }
@@ -844,18 +854,25 @@ async fn network_fault(
     Ok(())
 }
 
-/// Kills a follower and pauses the active controller across the moment the leader proposes
-/// to shrink the ISR (after replica.lag.time.max.ms, within one check interval).
-async fn slow_controller_during_shrink(lab: &mut LabCluster, roles: &Roles, rng: &mut StdRng, log: &mut FaultLog<'_>) {
+/// Cuts a follower's fetches and pauses the active controller across the moment the leader
+/// proposes to shrink the ISR (after replica.lag.time.max.ms, within one check interval).
+/// The follower stays cut until the cluster heals.
+async fn slow_controller_during_shrink(
+    lab: &mut LabCluster,
+    roles: &Roles,
+    rng: &mut StdRng,
+    log: &mut FaultLog<'_>,
+) -> Result<(), LabError> {
     let Roles { leader, f1, f2, .. } = *roles;
     let victim = if rng.gen_bool(0.5) { f1 } else { f2 };
     let controller = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0).unwrap_or(1);
-    lab.kill(NodeId::Broker(victim));
-    log.note(format!("SIGKILL follower {victim}"));
+    lab.cut_one_way(NodeId::Broker(victim), NodeId::Broker(leader))?;
+    log.note(format!("cut follower {victim} -> leader {leader} one way (it heartbeats on)"));
     let lag_ms = lab.spec().replica_lag_time_max_ms;
     // The leader checks lag every lag/2 ms, so it proposes between `lag` and 1.5 × `lag`
-    // after the kill: from just before that, the controller stays silent past both.
-    after(lag_ms.saturating_sub(100)).await;
+    // after the follower's last fetch (up to a long poll, 500 ms, before the cut): the
+    // controller is silent from before the earliest until past the latest plus a timeout.
+    after(lag_ms.saturating_sub(500)).await;
     lab.pause(NodeId::Controller(controller));
     log.note(format!("SIGSTOP controller {controller} as leader {leader} comes to propose the shrink"));
     after(SLOW_CONTROLLER_PAUSE_MS).await;
@@ -865,6 +882,7 @@ async fn slow_controller_during_shrink(lab: &mut LabCluster, roles: &Roles, rng:
     log.note(format!(
         "SIGCONT controller {controller} after {SLOW_CONTROLLER_PAUSE_MS} ms; leader {leader} retried AlterPartition {retried} time(s)"
     ));
+    Ok(())
 }
 
 /// Fills the leader's data directory while producers write, holds it full, then frees the
@@ -1074,6 +1092,10 @@ mod tests {
             ErrorRule::Forbidden
         );
         assert!(Fault::DiskFullLeader.needs_small_disks() && !Fault::IsolateLeader.needs_small_disks());
+        // With the ISR at min.insync or above, none of them may answer NOT_ENOUGH_REPLICAS.
+        for id in ["all/2/isolate-leader", "all/2/disk-full-leader", "all/1/cut-leader-from-followers"] {
+            assert_eq!(expectation(&scenario(id)).not_enough_replicas, ErrorRule::Forbidden, "{id}");
+        }
     }
 
     #[test]

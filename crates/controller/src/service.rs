@@ -45,6 +45,10 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// answered NOT_CONTROLLER (retriable).
 pub const ACTIVATION_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a heartbeat waits for a quorum to confirm we still lead: under the brokers'
+/// 2 s heartbeat call timeout, so they try the other voters in time.
+const LEADERSHIP_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A refused request: Kafka error code, message, and for NOT_CONTROLLER the known leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -167,6 +171,19 @@ impl ControllerService {
         }
     }
 
+    /// Confirms with a quorum that we still lead (openraft `ensure_linearizable`) before a
+    /// heartbeat is answered, as Kafka's controller answers one only once its write commits.
+    /// A controller cut off from the other voters thinks it leads until told otherwise; were
+    /// it to answer heartbeats, brokers would stay with it while the new active controller,
+    /// hearing nothing, fenced them all and moved their leaderships. NOT_CONTROLLER sends
+    /// them on to the other voters.
+    async fn confirm_still_active(&self) -> Result<(), Refusal> {
+        match tokio::time::timeout(LEADERSHIP_CHECK_TIMEOUT, self.shared.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(self.not_controller(None)),
+        }
+    }
+
     /// Proposes a command and waits (bounded) until it is committed and applied.
     pub(crate) async fn propose(&self, command: Command) -> Result<CommandResult, Refusal> {
         match tokio::time::timeout(PROPOSAL_TIMEOUT, self.shared.raft.client_write(command)).await {
@@ -222,6 +239,7 @@ impl ControllerService {
     /// want_shutdown → controlled shutdown; fenced → unfence.
     async fn heartbeat(&self, request: BrokerHeartbeatRequest) -> Result<(bool, bool), Refusal> {
         self.await_active().await?;
+        self.confirm_still_active().await?;
         let broker_id = request.broker_id;
         rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?;
         self.lock_heartbeats().touch(broker_id, Instant::now());

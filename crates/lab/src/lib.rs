@@ -342,17 +342,21 @@ async fn run_scenarios_with(
 ) -> Result<(Vec<ScenarioResult>, KeptDir), LabError> {
     let mut results = Vec::new();
     let mut kept = None;
-    // Correct brokers first, then the unsafe ones; one cluster each, a new topic per scenario.
-    for unsafe_brokers in [false, true] {
-        let group: Vec<(usize, &Scenario)> =
-            scenarios.iter().enumerate().filter(|(_, s)| s.unsafe_brokers == unsafe_brokers).collect();
+    // Correct brokers first (1 controller, then a 3-voter quorum for the scenarios that cut
+    // it), then the unsafe ones; one cluster each, a new topic per scenario.
+    for (unsafe_brokers, quorum) in [(false, false), (false, true), (true, false)] {
+        let group: Vec<(usize, &Scenario)> = scenarios
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.unsafe_brokers == unsafe_brokers && s.fault.needs_quorum() == quorum)
+            .collect();
         if group.is_empty() {
             continue;
         }
-        phase(if unsafe_brokers {
-            "launching brokers with --unsafe-truncate-to-high-watermark"
-        } else {
-            "launching cluster"
+        phase(match (unsafe_brokers, quorum) {
+            (true, _) => "launching brokers with --unsafe-truncate-to-high-watermark",
+            (false, true) => "launching a cluster with 3 controllers",
+            (false, false) => "launching cluster",
         });
         if unsafe_brokers && !process::broker_has_unsafe_truncation(bin_dir) {
             return Err(LabError::Setup(format!(
@@ -362,6 +366,7 @@ async fn run_scenarios_with(
         }
         let mut spec = ClusterSpec::new(bin_dir.to_path_buf());
         spec.unsafe_truncate_to_high_watermark = unsafe_brokers;
+        spec.controllers = if quorum { 3 } else { 1 };
         // Size-limited data directories only when a disk-full scenario runs (they need root).
         spec.disk_limit_mib = group.iter().any(|(_, s)| s.fault.needs_small_disks()).then_some(LAB_DISK_MIB);
         let mut lab = LabCluster::start(spec).await?;

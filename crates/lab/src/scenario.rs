@@ -71,10 +71,15 @@ pub enum Fault {
     /// follower. Healed by freeing the space and restarting the broker (as in Kafka, an
     /// offline log directory comes back with a restart).
     DiskFullLeader,
+    /// On a 3-voter quorum: cut the active controller from the other voters (brokers still
+    /// reach it) past the session timeout, then heal. The others elect a new active
+    /// controller; brokers must follow it, and no broker may be fenced for the old one's
+    /// silence. No broker fails: nothing acknowledged may be lost.
+    CutActiveControllerFromQuorum,
 }
 
 impl Fault {
-    pub const MATRIX: [Fault; 13] = [
+    pub const MATRIX: [Fault; 14] = [
         Fault::None,
         Fault::KillOneFollower,
         Fault::KillBothFollowers,
@@ -88,6 +93,7 @@ impl Fault {
         Fault::PauseLeaderPastCallTimeout,
         Fault::SlowControllerDuringShrink,
         Fault::DiskFullLeader,
+        Fault::CutActiveControllerFromQuorum,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -107,6 +113,7 @@ impl Fault {
             Fault::PauseLeaderPastCallTimeout => "pause-leader-past-call-timeout",
             Fault::SlowControllerDuringShrink => "slow-controller-during-shrink",
             Fault::DiskFullLeader => "disk-full-leader",
+            Fault::CutActiveControllerFromQuorum => "cut-active-controller-from-quorum",
         }
     }
 
@@ -126,6 +133,11 @@ impl Fault {
         )
     }
 
+    /// Whether the scenario needs a 3-voter controller quorum (it runs on a cluster of its own).
+    pub fn needs_quorum(self) -> bool {
+        self == Fault::CutActiveControllerFromQuorum
+    }
+
     /// Whether the brokers' data directories must be size-limited (mounted by the lab).
     pub fn needs_small_disks(self) -> bool {
         self == Fault::DiskFullLeader
@@ -135,7 +147,7 @@ impl Fault {
     /// leader's lag check will shrink it.
     pub fn isr_during(self) -> usize {
         match self {
-            Fault::None => 3,
+            Fault::None | Fault::CutActiveControllerFromQuorum => 3,
             Fault::KillOneFollower
             | Fault::SlowControllerDuringShrink
             | Fault::KillLeader
@@ -566,9 +578,10 @@ fn production_after_fault(fault: Fault, session_ms: u64) -> Duration {
         Fault::RestartFollowerThenKillLeader => session_ms + 3_000,
         Fault::LeaderKilledRightAfterAcks => session_ms + 2_000,
         Fault::Kip101DoubleFailover => 1_300 + session_ms / 2 + session_ms + 2_000,
-        Fault::IsolateLeader | Fault::CutLeaderFromController | Fault::CutLeaderFromFollowers => {
-            cut_hold_ms(session_ms) + 3_000
-        }
+        Fault::IsolateLeader
+        | Fault::CutLeaderFromController
+        | Fault::CutLeaderFromFollowers
+        | Fault::CutActiveControllerFromQuorum => cut_hold_ms(session_ms) + 3_000,
         Fault::OneWayCutFollowerToLeader => ONE_WAY_CUT_HOLD_MS + 3_000,
         Fault::PauseLeaderPastCallTimeout => PAST_CALL_TIMEOUT_PAUSE_MS + 3_000,
         Fault::SlowControllerDuringShrink => 5_000,
@@ -805,6 +818,7 @@ async fn strike(
         | Fault::OneWayCutFollowerToLeader => network_fault(lab, fault, roles, rng, session_ms, log).await?,
         Fault::DiskFullLeader => disk_full_leader(lab, roles, workload, log).await?,
         Fault::SlowControllerDuringShrink => slow_controller_during_shrink(lab, roles, rng, log).await?,
+        Fault::CutActiveControllerFromQuorum => cut_active_controller(lab, session_ms, log).await?,
     }
     Ok(())
 }
@@ -851,6 +865,21 @@ async fn network_fault(
     after(hold).await;
     lab.heal_links()?;
     log.note(format!("healed the links after {hold} ms"));
+    Ok(())
+}
+
+/// Cuts the active controller from the other voters, holds the cut past the session timeout,
+/// and heals it.
+async fn cut_active_controller(lab: &mut LabCluster, session_ms: u64, log: &mut FaultLog<'_>) -> Result<(), LabError> {
+    let active = lab.metadata().await.map(|m| m.controller_id).filter(|c| *c > 0).unwrap_or(1);
+    for other in lab.controller_ids().into_iter().filter(|c| *c != active) {
+        lab.cut(NodeId::Controller(active), NodeId::Controller(other))?;
+    }
+    log.note(format!("cut active controller {active} from the other voters (brokers still reach it)"));
+    after(cut_hold_ms(session_ms)).await;
+    let now = lab.metadata().await.map(|m| m.controller_id).unwrap_or(-1);
+    lab.heal_links()?;
+    log.note(format!("healed the links; the brokers' metadata named controller {now} as active"));
     Ok(())
 }
 
@@ -1050,10 +1079,10 @@ mod tests {
     }
 
     #[test]
-    fn the_matrix_has_117_cells_and_three_controls() {
+    fn the_matrix_has_126_cells_and_three_controls() {
         let all = all_scenarios();
-        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 117);
-        assert_eq!(all.len(), 120);
+        assert_eq!(all.iter().filter(|s| s.kind == ScenarioKind::Matrix).count(), 126);
+        assert_eq!(all.len(), 129);
         let ids: std::collections::BTreeSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), all.len(), "ids are unique");
     }

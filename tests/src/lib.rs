@@ -75,6 +75,9 @@ pub struct ClusterOptions {
     pub metrics_listeners: bool,
     /// `(flag, value)` pairs for every broker's command line.
     pub broker_args: Vec<(String, String)>,
+    /// Automatic preferred leader election every this many seconds; None turns it off, so
+    /// that leadership moves only when a test makes it move.
+    pub leader_rebalance_interval_seconds: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -88,6 +91,7 @@ impl Default for ClusterOptions {
             kafka_listeners: false,
             metrics_listeners: false,
             broker_args: Vec::new(),
+            leader_rebalance_interval_seconds: None,
         }
     }
 }
@@ -186,6 +190,8 @@ impl TestCluster {
             broker_session_timeout_ms: options.broker_session_timeout_ms,
             min_insync_replicas: Some(options.min_insync_replicas),
             message_max_bytes: options.message_max_bytes,
+            auto_leader_rebalance_enable: Some(options.leader_rebalance_interval_seconds.is_some()),
+            leader_imbalance_check_interval_seconds: options.leader_rebalance_interval_seconds,
             ..NodeSettings::default()
         };
         let root = dir.path();
@@ -246,6 +252,11 @@ impl TestCluster {
 
     pub fn broker_log(&self, n: usize) -> String {
         self.brokers[n - 1].log_text()
+    }
+
+    /// Every controller's log, concatenated (the active controller moves).
+    pub fn controller_logs(&self) -> String {
+        self.controllers.iter().map(|c| c.log_text()).collect::<Vec<_>>().join("\n")
     }
 
     fn node(&mut self, n: usize) -> &mut LocalNode {

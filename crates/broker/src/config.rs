@@ -94,6 +94,18 @@ pub struct BrokerArgs {
     /// pending meanwhile: an unanswered request may have been committed (KIP-497).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub controller_request_timeout_ms: u64,
+    /// Kafka auto.leader.rebalance.enable (controllers): move leadership back to each
+    /// partition's preferred replica once it is in sync again.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka leader.imbalance.check.interval.seconds (Kafka default 300; 30 here, so that on
+    /// a laptop leadership visibly comes back after a failover).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka leader.imbalance.per.broker.percentage: a broker's share of its preferred
+    /// partitions led elsewhere above which the check moves them back.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub leader_imbalance_per_broker_percentage: u32,
     /// UNSAFE, for `insync lab`'s negative control only: behave like a pre-KIP-101 follower
     /// (truncate to the local high watermark whenever following a leader, and fetch without
     /// leader-epoch validation). Loses acknowledged acks=all writes; hidden from --help, and
@@ -270,6 +282,8 @@ mod tests {
         assert_eq!(a.broker_session_timeout_ms, 3_000);
         assert_eq!(a.fetch_max_bytes, 55 * 1024 * 1024, "Kafka's fetch.max.bytes default");
         assert_eq!(a.controller_request_timeout_ms, 5_000);
+        assert!(a.auto_leader_rebalance_enable);
+        assert_eq!((a.leader_imbalance_check_interval_seconds, a.leader_imbalance_per_broker_percentage), (30, 10));
     }
 
     #[test]

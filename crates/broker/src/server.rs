@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use insync_controller::{ControllerConfig, ControllerNode};
+use insync_controller::{ControllerConfig, ControllerNode, LeaderBalanceConfig};
 use insync_proto as pb;
 use insync_proto::broker_server::BrokerServer;
 use tokio::net::TcpListener;
@@ -127,6 +127,11 @@ async fn start_controller(args: &BrokerArgs) -> anyhow::Result<ControllerNode> {
         voters,
         broker_session_timeout_ms: args.broker_session_timeout_ms,
         default_min_insync_replicas: args.min_insync_replicas,
+        leader_balance: LeaderBalanceConfig {
+            enabled: args.auto_leader_rebalance_enable,
+            check_interval: Duration::from_secs(args.leader_imbalance_check_interval_seconds),
+            per_broker_percentage: args.leader_imbalance_per_broker_percentage,
+        },
     })
     .await
 }

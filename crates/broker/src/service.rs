@@ -203,6 +203,40 @@ impl Broker for BrokerService {
         Ok(Response::new(reply))
     }
 
+    async fn elect_leaders(
+        &self,
+        request: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        let request = request.into_inner();
+        let reply = self
+            .link
+            .call(Duration::from_secs(10), |mut c| {
+                let r = request.clone();
+                async move { c.elect_leaders(r).await }
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        // As for create_topic: answer once this broker's metadata shows the new leaders, so
+        // a `describe` right after `elect-leaders` shows what the election did.
+        let mut versions = self.replica_manager.subscribe_metadata_version();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let metadata = self.replica_manager.metadata();
+            let shown = reply.results.iter().filter(|r| r.error_code == 0).all(|r| {
+                metadata
+                    .topics
+                    .iter()
+                    .filter(|t| t.name == r.topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .any(|p| p.partition == r.partition && p.leader == r.leader)
+            });
+            if shown || tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
+                break;
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
     async fn describe_replicas(
         &self,
         request: Request<pb::DescribeReplicasRequest>,

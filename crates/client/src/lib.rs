@@ -450,6 +450,44 @@ impl Cluster {
 
     /// Creates a topic through any broker (forwarded to the active controller).
     pub async fn create_topic(&self, request: pb::CreateTopicRequest) -> Result<pb::TopicMetadata, ClientError> {
+        let r = self
+            .admin_call(|mut client| {
+                let request = request.clone();
+                async move { client.create_topic(request).await }
+            })
+            .await?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::NONE => Ok(r.topic.unwrap_or_default()),
+            code => Err(ClientError::Kafka { code, message: r.error_message }),
+        }
+    }
+
+    /// Preferred leader election (Kafka `Admin.electLeaders(PREFERRED, ...)`): one result per
+    /// partition in scope. A request-level refusal (unknown topic, no controller) is an error.
+    pub async fn elect_leaders(
+        &self,
+        request: pb::ElectLeadersRequest,
+    ) -> Result<Vec<pb::ElectionResult>, ClientError> {
+        let r = self
+            .admin_call(|mut client| {
+                let request = request.clone();
+                async move { client.elect_leaders(request).await }
+            })
+            .await?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::NONE => Ok(r.results),
+            code => Err(ClientError::Kafka { code, message: r.error_message }),
+        }
+    }
+
+    /// Sends an admin request to the first broker that answers (any broker forwards admin
+    /// calls to the active controller), known unfenced brokers first, then the bootstrap
+    /// list; metadata is refreshed after an answer, since admin calls change it.
+    async fn admin_call<R, F, Fut>(&self, call: F) -> Result<R, ClientError>
+    where
+        F: Fn(BrokerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
         let mut last = ClientError::NoBroker { tried: self.bootstrap.join(","), last: "no answer".into() };
         let mut candidates = self.bootstrap.clone();
         if let Ok(m) = self.metadata().await {
@@ -460,21 +498,17 @@ impl Cluster {
             }
         }
         for address in candidates {
-            let mut client = match self.broker(&address).await {
+            let client = match self.broker(&address).await {
                 Ok(c) => c,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            match client.create_topic(request.clone()).await {
+            match call(client).await {
                 Ok(r) => {
-                    let r = r.into_inner();
                     let _ = self.refresh_metadata().await;
-                    return match ErrorCode::from_code(r.error_code) {
-                        ErrorCode::NONE => Ok(r.topic.unwrap_or_default()),
-                        code => Err(ClientError::Kafka { code, message: r.error_message }),
-                    };
+                    return Ok(r.into_inner());
                 }
                 Err(status) => last = self.transport_error(&address, &status),
             }

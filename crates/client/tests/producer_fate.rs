@@ -232,6 +232,13 @@ impl pb::broker_server::Broker for Service {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn elect_leaders(
+        &self,
+        _: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn describe_replicas(
         &self,
         _: Request<pb::DescribeReplicasRequest>,

@@ -4,6 +4,7 @@
 //! reason and its timing) *before* proposing; applying only validates and calls `rules.rs`,
 //! so every controller, and every replay after a restart, reaches the same state. Each
 //! applied fencing, election, ISR change and topic creation is logged here in one line.
+use crate::leader_balance;
 use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
 use crate::rules::{
     self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind, RuleRejection,
@@ -65,6 +66,10 @@ pub enum Command {
         #[serde(default)]
         replicas: Vec<TopicPartition>,
     },
+    /// Preferred leader elections (Kafka's ElectLeaders with `Election.PREFERRED`, and the
+    /// automatic `maybeBalancePartitionLeaders`): the partitions the active controller found
+    /// electable; each is checked again when applied. `reason` is for the log line.
+    ElectPreferredLeaders { partitions: Vec<TopicPartition>, reason: String },
 }
 
 /// Producer ids handed out per AllocateProducerIds (Kafka allocates blocks of 1000).
@@ -86,6 +91,9 @@ pub struct CommandResult {
     /// AllocateProducerIds: (first id, count).
     #[serde(default)]
     pub producer_id_block: Option<(i64, i32)>,
+    /// ElectPreferredLeaders: per listed partition, NONE where leadership moved, else why not.
+    #[serde(default)]
+    pub elections: Vec<(TopicPartition, ErrorCode)>,
 }
 
 impl CommandResult {
@@ -97,6 +105,7 @@ impl CommandResult {
             topic: None,
             broker: None,
             producer_id_block: None,
+            elections: Vec::new(),
         }
     }
 
@@ -153,6 +162,9 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
         }
         Command::MarkReplicasOffline { broker_id, incarnation, replicas } => {
             apply_mark_replicas_offline(state, *broker_id, *incarnation, replicas, index)
+        }
+        Command::ElectPreferredLeaders { partitions, reason } => {
+            apply_elect_preferred_leaders(state, partitions, reason, index)
         }
         Command::AllocateProducerIds { broker_id, incarnation } => {
             if let Err(rejection) = rules::check_incarnation(state, *broker_id, *incarnation) {
@@ -258,6 +270,29 @@ fn apply_mark_replicas_offline(
     );
     log_unclean_elections(&outcome.changes, "a replica going offline");
     CommandResult::with_broker(state, broker_id)
+}
+
+/// Moves leadership back to preferred replicas that are in the ISR; one INFO line for all
+/// partitions moved.
+fn apply_elect_preferred_leaders(
+    state: &mut ClusterState,
+    partitions: &[TopicPartition],
+    reason: &str,
+    index: u64,
+) -> CommandResult {
+    let (changes, refused) = leader_balance::elect_preferred_leaders(state, partitions);
+    if !changes.is_empty() {
+        tracing::info!(
+            index,
+            elected = changes.len(),
+            "preferred leader election ({reason}): leadership returns to the preferred in-sync replica; {}",
+            describe_changes(&changes)
+        );
+    }
+    let mut elections: Vec<(TopicPartition, ErrorCode)> =
+        changes.iter().map(|c| (TopicPartition::new(c.topic.clone(), c.after.partition), ErrorCode::NONE)).collect();
+    elections.extend(refused);
+    CommandResult { elections, ..CommandResult::ok() }
 }
 
 /// Creates a topic with the assignment the active controller computed, logging its layout.

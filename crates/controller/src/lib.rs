@@ -5,12 +5,13 @@
 //!
 //! Layers: `metadata` (state) → `rules` (pure Kafka rules) → `command` (replicated commands,
 //! deterministic apply) → `raft` (storage, state machine, transport) → `service` (gRPC) →
-//! `node` (start/stop, liveness). `heartbeat` tracks broker sessions; `convert` maps to
+//! `node` (start/stop, liveness, leader balancing). `heartbeat` tracks broker sessions; `leader_balance` holds the preferred-leader rules; `convert` maps to
 //! protobuf; `quorum` parses `--controller-quorum`.
 pub mod command;
 pub mod convert;
 pub mod error;
 pub mod heartbeat;
+pub mod leader_balance;
 pub mod metadata;
 pub mod node;
 pub mod quorum;
@@ -22,7 +23,7 @@ pub mod service;
 pub use error::{QuorumError, StorageError};
 pub use metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
 pub use node::{
-    ControllerConfig, ControllerNode, ControllerObserver, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    ControllerConfig, ControllerNode, ControllerObserver, LeaderBalanceConfig, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
     DEFAULT_MIN_INSYNC_REPLICAS,
 };
 pub use quorum::parse_quorum;

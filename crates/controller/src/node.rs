@@ -7,6 +7,7 @@
 use crate::command::Command;
 use crate::error::QuorumError;
 use crate::heartbeat::{BrokerHeartbeatManager, StaleBroker};
+use crate::leader_balance;
 use crate::metadata::AppliedMetadata;
 use crate::raft::{raft_config, ControllerNetworkFactory, ControllerRaft, LogStore, NodeId, StateMachineStore};
 use crate::role::{role_from_metrics, ControllerRole};
@@ -48,6 +49,27 @@ pub struct ControllerConfig {
     pub broker_session_timeout_ms: u64,
     /// Served in metadata; topics without an override use it.
     pub default_min_insync_replicas: i32,
+    /// Automatic preferred leader election.
+    pub leader_balance: LeaderBalanceConfig,
+}
+
+/// Kafka's `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds` and
+/// `leader.imbalance.per.broker.percentage`.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderBalanceConfig {
+    pub enabled: bool,
+    pub check_interval: Duration,
+    pub per_broker_percentage: u32,
+}
+
+impl Default for LeaderBalanceConfig {
+    fn default() -> Self {
+        LeaderBalanceConfig {
+            enabled: leader_balance::DEFAULT_AUTO_LEADER_REBALANCE_ENABLE,
+            check_interval: Duration::from_secs(leader_balance::DEFAULT_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS),
+            per_broker_percentage: leader_balance::DEFAULT_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
+        }
+    }
 }
 
 impl ControllerConfig {
@@ -59,6 +81,7 @@ impl ControllerConfig {
             voters,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             default_min_insync_replicas: DEFAULT_MIN_INSYNC_REPLICAS,
+            leader_balance: LeaderBalanceConfig::default(),
         }
     }
 }
@@ -126,10 +149,13 @@ impl ControllerNode {
             default_min_insync_replicas: config.default_min_insync_replicas,
             shutdown: shutdown.clone(),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(track_role(config.node_id, raft.clone(), role_sender, shutdown.clone())),
-            tokio::spawn(fence_expired_sessions(service.clone(), shutdown)),
+            tokio::spawn(fence_expired_sessions(service.clone(), shutdown.clone())),
         ];
+        if config.leader_balance.enabled {
+            tasks.push(tokio::spawn(balance_leaders(service.clone(), config.leader_balance, shutdown)));
+        }
         tracing::info!(
             "controller {} started (data in {}, voters {:?}, broker session timeout {} ms)",
             config.node_id,
@@ -328,6 +354,38 @@ async fn fence_expired_sessions(service: ControllerService, mut shutdown: watch:
                     break;
                 }
             }
+        }
+    }
+}
+
+/// On the active controller only: every `check_interval`, move leadership back to the
+/// preferred replicas of the brokers whose imbalance is over the percentage (Kafka's
+/// `QuorumController` schedules `maybeBalancePartitionLeaders` the same way). Each pass is one
+/// proposal; the state machine checks every partition again when it applies it.
+async fn balance_leaders(service: ControllerService, config: LeaderBalanceConfig, mut shutdown: watch::Receiver<bool>) {
+    let shared = service.shared();
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + config.check_interval, config.check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !shared.role.borrow().is_active {
+            continue;
+        }
+        let applied = Arc::clone(&shared.metadata.borrow());
+        let partitions = leader_balance::imbalanced_partitions(&applied.state, config.per_broker_percentage);
+        if partitions.is_empty() {
+            continue;
+        }
+        let reason = format!(
+            "automatic: leader imbalance over {}% (leader.imbalance.per.broker.percentage)",
+            config.per_broker_percentage
+        );
+        if let Err(refusal) = service.propose(Command::ElectPreferredLeaders { partitions, reason }).await {
+            tracing::warn!("could not propose preferred leader elections: {} {}", refusal.code, refusal.message);
         }
     }
 }

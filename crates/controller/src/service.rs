@@ -14,7 +14,8 @@ use crate::convert::{
     alter_partition_command, cluster_metadata, partition_to_proto, topic_to_proto, ControllerIdentity,
 };
 use crate::heartbeat::BrokerHeartbeatManager;
-use crate::metadata::AppliedMetadata;
+use crate::leader_balance;
+use crate::metadata::{AppliedMetadata, ClusterState};
 use crate::raft::{ControllerRaft, NodeId, TypeConfig};
 use crate::role::ControllerRole;
 use crate::rules::{self, CreateTopicSpec, RuleRejection};
@@ -23,15 +24,15 @@ use insync_proto::controller_server::Controller;
 use insync_proto::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, ControllerError, CreateTopicRequest,
-    CreateTopicResponse, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
-    WatchMetadataRequest,
+    CreateTopicResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult, MetadataRequest, MetadataResponse,
+    RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse, WatchMetadataRequest,
 };
 use insync_types::{ErrorCode, TopicPartition, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -330,6 +331,36 @@ impl ControllerService {
         Ok(topic_to_proto(&topic))
     }
 
+    /// Preferred leader election (Kafka `ReplicationControlManager.electLeaders`, PREFERRED):
+    /// partitions whose preferred replica can lead are proposed in one command; the others
+    /// are answered from the check, without a write.
+    async fn elect(&self, request: ElectLeadersRequest) -> Result<Vec<ElectionResult>, Refusal> {
+        self.await_active().await?;
+        let applied = self.applied();
+        let state = &applied.state;
+        let scope = election_scope(state, &request)?;
+        let mut outcomes: Vec<(TopicPartition, ErrorCode)> = Vec::new();
+        let mut electable = Vec::new();
+        for tp in scope {
+            match leader_balance::preferred_election_check(state, &tp.topic, tp.partition) {
+                Ok(_) => electable.push(tp),
+                Err(code) => outcomes.push((tp, code)),
+            }
+        }
+        if !electable.is_empty() {
+            let command =
+                Command::ElectPreferredLeaders { partitions: electable, reason: "requested (ElectLeaders)".into() };
+            let result = self.propose(command).await?;
+            if let Some(refusal) = command_refusal(&result) {
+                return Err(refusal);
+            }
+            outcomes.extend(result.elections);
+        }
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        let after = self.applied();
+        Ok(outcomes.into_iter().map(|(tp, code)| election_result(&after.state, tp, code)).collect())
+    }
+
     async fn alter(&self, request: AlterPartitionRequest) -> Result<insync_proto::PartitionMetadata, Refusal> {
         self.await_active().await?;
         let result = self.propose(alter_partition_command(request)).await?;
@@ -377,6 +408,46 @@ impl ControllerService {
         }
         view
     }
+}
+
+/// The partitions an ElectLeaders request asks about: the named partitions of the named
+/// topic (each once; ones the topic lacks are answered UNKNOWN_TOPIC_OR_PARTITION later),
+/// all its partitions, or, with no topic named, every partition that would move.
+fn election_scope(state: &ClusterState, request: &ElectLeadersRequest) -> Result<Vec<TopicPartition>, Refusal> {
+    if request.topic.is_empty() {
+        if !request.partitions.is_empty() {
+            return Err(Refusal::new(ErrorCode::INVALID_REQUEST, "partitions were named without a topic"));
+        }
+        return Ok(leader_balance::electable_partitions(state, None));
+    }
+    let Some(topic) = state.topics.get(&request.topic) else {
+        return Err(Refusal::new(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic {} does not exist", request.topic),
+        ));
+    };
+    if request.partitions.is_empty() {
+        return Ok(topic.partitions.iter().map(|p| TopicPartition::new(topic.name.clone(), p.partition)).collect());
+    }
+    let named: BTreeSet<i32> = request.partitions.iter().copied().collect();
+    Ok(named.into_iter().map(|p| TopicPartition::new(topic.name.clone(), p)).collect())
+}
+
+/// One partition's answer, worded for the CLI.
+fn election_result(state: &ClusterState, tp: TopicPartition, code: ErrorCode) -> ElectionResult {
+    let partition = state.partition(&tp.topic, tp.partition);
+    let leader = partition.map_or(NO_BROKER, |p| p.leader);
+    let preferred = partition.and_then(|p| p.replicas.first().copied()).unwrap_or(NO_BROKER);
+    let error_message = match code {
+        ErrorCode::NONE => String::new(),
+        ErrorCode::ELECTION_NOT_NEEDED => format!("the preferred replica {preferred} leads already"),
+        ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE => {
+            format!("the preferred replica {preferred} is not in the ISR or cannot lead now")
+        }
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => format!("{tp} does not exist"),
+        other => other.name().to_string(),
+    };
+    ElectionResult { topic: tp.topic, partition: tp.partition, error_code: code.code(), error_message, leader }
 }
 
 fn decode<T: DeserializeOwned>(message: RaftMessage) -> Result<T, Status> {
@@ -472,6 +543,23 @@ impl Controller for ControllerService {
             Err(refusal) => {
                 CreateTopicResponse { error_code: refusal.code.code(), error_message: refusal.message, topic: None }
             }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<ElectLeadersRequest>,
+    ) -> Result<Response<ElectLeadersResponse>, Status> {
+        let response = match self.elect(request.into_inner()).await {
+            Ok(results) => {
+                ElectLeadersResponse { error_code: ErrorCode::NONE.code(), error_message: String::new(), results }
+            }
+            Err(refusal) => ElectLeadersResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                results: Vec::new(),
+            },
         };
         Ok(Response::new(response))
     }

@@ -142,6 +142,9 @@ impl LabCluster {
             // yet fencing anyone) makes AlterPartition time out and be retried.
             controller_request_timeout_ms: Some(LAB_CONTROLLER_REQUEST_TIMEOUT_MS),
             unsafe_truncate_to_high_watermark: spec.unsafe_truncate_to_high_watermark,
+            // A preferred election moves leadership on its own timer; the lab's verdicts are
+            // about what each fault does, so only the faults move leadership here.
+            auto_leader_rebalance_enable: Some(false),
             ..NodeSettings::default()
         };
         // The lab speaks gRPC only: no Kafka listener (none takes 19092-19094 from a user's cluster).

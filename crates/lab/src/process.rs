@@ -78,6 +78,10 @@ pub struct NodeSettings {
     pub controlled_shutdown_timeout_ms: Option<u64>,
     /// How long a broker's AlterPartition call waits for an answer (default when None).
     pub controller_request_timeout_ms: Option<u64>,
+    /// Kafka auto.leader.rebalance.enable (the controller's own default when None).
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// Kafka leader.imbalance.check.interval.seconds (the controller's default when None).
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
     /// The hidden pre-KIP-101 follower (negative controls only).
     pub unsafe_truncate_to_high_watermark: bool,
 }
@@ -91,6 +95,8 @@ impl Default for NodeSettings {
             message_max_bytes: None,
             controlled_shutdown_timeout_ms: None,
             controller_request_timeout_ms: None,
+            auto_leader_rebalance_enable: None,
+            leader_imbalance_check_interval_seconds: None,
             unsafe_truncate_to_high_watermark: false,
         }
     }
@@ -178,6 +184,12 @@ impl LocalNode {
         }
         if let Some(ms) = settings.controller_request_timeout_ms {
             args.extend(["--controller-request-timeout-ms".into(), ms.to_string()]);
+        }
+        if let Some(enable) = settings.auto_leader_rebalance_enable {
+            args.extend(["--auto-leader-rebalance-enable".into(), enable.to_string()]);
+        }
+        if let Some(seconds) = settings.leader_imbalance_check_interval_seconds {
+            args.extend(["--leader-imbalance-check-interval-seconds".into(), seconds.to_string()]);
         }
         if role == NodeRole::Broker {
             args.extend(["--kafka-listen".into(), kafka_listen.unwrap_or_else(|| "none".into())]);

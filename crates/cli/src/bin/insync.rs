@@ -61,6 +61,19 @@ enum TopicCommand {
         #[command(flatten)]
         filter: DescribeFilter,
     },
+    /// Move leadership back to each partition's preferred replica (the first listed) where
+    /// it is in the ISR, as kafka-leader-election --election-type PREFERRED. With no NAME,
+    /// every partition whose preferred replica does not lead.
+    ElectLeaders {
+        name: Option<String>,
+        /// Only these partitions of NAME (repeatable).
+        #[arg(long = "partition", requires = "name")]
+        partitions: Vec<i32>,
+        /// The election type; only preferred elections are offered (unclean elections
+        /// follow the topic's unclean.leader.election.enable).
+        #[arg(long, required = true)]
+        preferred: bool,
+    },
 }
 
 /// kafka-topics' `--describe` report filters: with one, only the matching partitions are
@@ -237,6 +250,33 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::Describe { name, filter } => describe(cli, &cluster, name.as_deref(), filter).await?,
+        TopicCommand::ElectLeaders { name, partitions, preferred: _ } => {
+            elect_leaders(cli, &cluster, name.as_deref(), partitions).await?
+        }
+    }
+    Ok(())
+}
+
+async fn elect_leaders(cli: &Cli, cluster: &Cluster, name: Option<&str>, partitions: &[i32]) -> anyhow::Result<()> {
+    let request =
+        pb::ElectLeadersRequest { topic: name.unwrap_or_default().to_string(), partitions: partitions.to_vec() };
+    let results = cluster.elect_leaders(request).await?;
+    if results.is_empty() && !cli.json {
+        println!("every partition is led by its preferred replica; no election needed");
+    }
+    for r in &results {
+        let code = ErrorCode::from_code(r.error_code);
+        if cli.json {
+            println!(
+                "{}",
+                json!({"topic": r.topic, "partition": r.partition, "error": code.name(),
+                       "message": r.error_message, "leader": r.leader})
+            );
+        } else if code == ErrorCode::NONE {
+            println!("{}-{}: elected preferred leader {}", r.topic, r.partition, r.leader);
+        } else {
+            println!("{}-{}: {} ({}); leader stays {}", r.topic, r.partition, code.name(), r.error_message, r.leader);
+        }
     }
     Ok(())
 }

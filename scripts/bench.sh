@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 #! scripts/bench.sh — the benchmark behind insync's speed claims: on release-mode clusters
-#! (1 controller + 3 brokers, on their own ports and data directory, a fresh one for every
-#! run), with RF=3, min.insync.replicas=2 topics, prints a markdown table of producer
+#! (1 controller + 3 brokers, on their own ports and data directory; each run on a topic of
+#! its own, deleted after it), with RF=3, min.insync.replicas=2 topics, prints a markdown table of producer
 #! throughput for acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each
 #! broker, as Kafka benchmarks spread leaders) plus single-partition rows (each the median of
 #! 3 runs), one-in-flight acks=all latency percentiles, and the leader-failover time (SIGKILL
 #! → first successful acks=all) median over 5 kills. Stops its cluster when done.
 #
-# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS, BENCH_REPEAT override sizes)
+# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS, BENCH_REPEAT override sizes;
+#        BENCH_FRESH_CLUSTER=1 wipes and restarts the cluster before every run instead, as
+#        the benchmark did before topics could be deleted, for side-by-side comparisons)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export INSYNC_CLUSTER_DIR="${INSYNC_CLUSTER_DIR:-$ROOT/.cluster-bench}"
@@ -28,27 +30,41 @@ echo "building release binaries..." >&2
 
 cleanup() { "$ROOT/scripts/cluster.sh" down --clean >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-# A fresh cluster for every run. insync has no topic deletion, and on a VM whose first
-# write to a guest page faults on the host (Firecracker here: `dd` of 1 GB into the page
-# cache ran at 426 MB/s cold, 5.3 GB/s warm), a run that comes after gigabytes of earlier
-# runs writes into cold pages and measures the VM, not the broker: 1 KiB acks=all on three
-# partitions gave 100-110 MiB/s after the 100 B rows and 150-180 MiB/s on a fresh cluster.
-# Wiping the data frees the previous run's (warm) pages for the next, and no replication or
-# write-back of an earlier row is left running.
+# One cluster for the whole benchmark; each run deletes its topic and waits until every
+# broker has removed its logs. On a VM whose first write to a guest page faults on the host
+# (Firecracker here: `dd` of 1 GB into the page cache ran at 426 MB/s cold, 5.3 GB/s warm), a
+# run that comes after gigabytes of earlier data writes into cold pages and measures the VM,
+# not the broker: 1 KiB acks=all on three partitions gave 100-110 MiB/s after the 100 B rows
+# when nothing was deleted. Deleting the previous run's logs frees its (warm) pages for the
+# next, as wiping the cluster did, and leaves no replication or write-back of it running.
+FRESH="${BENCH_FRESH_CLUSTER:-0}"
 fresh_cluster() {
   cleanup
   "$ROOT/scripts/cluster.sh" up >/dev/null 2>&1 || { echo "cluster.sh up failed" >&2; exit 1; }
 }
 fresh_cluster
-echo "cluster up (a fresh one for every run)" >&2
+if [ "$FRESH" = 1 ]; then echo "cluster up (a fresh one for every run)" >&2; else echo "cluster up (topics deleted between runs)" >&2; fi
+RUN=0
+# drop_topic TOPIC: delete it and wait (60 s at most) until no broker directory holds its logs.
+drop_topic() {
+  local topic="$1" deadline=$((SECONDS + 60))
+  "$BIN/insync" topic delete "$topic" >/dev/null || { echo "topic delete $topic failed" >&2; exit 1; }
+  while compgen -G "$INSYNC_CLUSTER_DIR/broker-*/$topic-*" >/dev/null; do
+    ((SECONDS < deadline)) || { echo "logs of $topic still on disk after 60 s" >&2; exit 1; }
+    sleep 0.2
+  done
+}
 
 field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
 run_perf() { # partitions acks size records [extra flags...] -> json line
   local partitions="$1" acks="$2" size="$3" records="$4"; shift 4
-  local topic="bench-$acks-$size-$partitions"
-  fresh_cluster
+  RUN=$((RUN + 1))
+  local topic="bench-$acks-$size-$partitions-$RUN" out
+  [ "$FRESH" = 1 ] && fresh_cluster
   "$BIN/insync" topic create "$topic" --partitions "$partitions" --replication-factor 3 --min-insync-replicas 2 >/dev/null
-  "$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null
+  out=$("$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null)
+  drop_topic "$topic"
+  echo "$out"
 }
 echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -73,7 +89,7 @@ echo "|---|---|---|---|---|---|"
 printf '| %s records | %.3f | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \
   "$(field p95_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field p999_ms <<<"$out")" "$(field max_ms <<<"$out")"
 echo
-fresh_cluster
+[ "$FRESH" = 1 ] && fresh_cluster
 failover=$("$ROOT/scripts/failover-time.sh" "$KILLS" | tail -1)
 echo "| leader failover (SIGKILL → first successful acks=all), $KILLS kills | median ms | max ms |"
 echo "|---|---|---|"

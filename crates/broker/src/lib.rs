@@ -15,6 +15,7 @@ pub(crate) mod fetcher;
 pub(crate) mod grpc_convert;
 pub(crate) mod grpc_limits;
 pub mod kafka;
+pub(crate) mod log_dirs;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 #[cfg(test)]

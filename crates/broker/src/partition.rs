@@ -75,8 +75,11 @@ pub struct ReplicaState {
     /// appends both update it) so a new leader dedupes retries at once.
     producers: ProducerStateTable,
     /// Taken offline after a storage error (`Partition::mark_offline`): for good, until the
-    /// broker restarts.
+    /// broker restarts. Also set, with `deleted`, when the replica is stopped for deletion.
     offline: bool,
+    /// Stopped because its topic was deleted (`Partition::stop_for_deletion`): whoever still
+    /// holds it is answered UNKNOWN_TOPIC_OR_PARTITION instead of a storage error.
+    deleted: bool,
 }
 
 impl ReplicaState {
@@ -253,6 +256,7 @@ impl Partition {
             isr: Vec::new(),
             producers,
             offline: false,
+            deleted: false,
         };
         Ok(Partition { topic_partition, local_broker, unsafe_truncation, state: Mutex::new(state) })
     }
@@ -489,7 +493,8 @@ impl Partition {
         let tp = &self.topic_partition;
         let mut state = self.lock();
         if state.offline {
-            return Err(ProduceOutcome::rejected(ErrorCode::KAFKA_STORAGE_ERROR, self.offline_message()));
+            let (code, message) = self.stopped_answer(&state);
+            return Err(ProduceOutcome::rejected(code, message));
         }
         let leader_epoch = state.leader_epoch;
         let Some(leader) = state.leader() else {
@@ -609,10 +614,8 @@ impl Partition {
         let mut response = FetchPartitionResponse::empty(tp.clone());
         let mut state = self.lock();
         if state.offline {
-            return (
-                FetchPartitionResponse::refused(tp.clone(), ErrorCode::KAFKA_STORAGE_ERROR, self.offline_message()),
-                Vec::new(),
-            );
+            let (code, message) = self.stopped_answer(&state);
+            return (FetchPartitionResponse::refused(tp.clone(), code, message), Vec::new());
         }
         response.leader_epoch = state.leader_epoch;
         if state.leader().is_none() {
@@ -891,6 +894,33 @@ impl Partition {
         Some((actions, high_watermark))
     }
 
+    /// Stops the replica for good because its topic was deleted (Kafka
+    /// `ReplicaManager.stopPartitions` with deletion): a leader resigns, answering its waiting
+    /// acks=all requests, and whoever still holds the replica is answered
+    /// UNKNOWN_TOPIC_OR_PARTITION from then on. The caller removes its directory.
+    pub fn stop_for_deletion(&self) -> Vec<Action> {
+        let mut state = self.lock();
+        state.offline = true;
+        state.deleted = true;
+        let actions = state.leader_mut().map(|leader| leader.resign()).unwrap_or_default();
+        state.role = ReplicaRole::Follower { leader: NO_BROKER };
+        actions
+    }
+
+    /// The directory of the replica's log.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.lock().log.dir().to_path_buf()
+    }
+
+    /// What a stopped replica answers: deleted, or offline after a storage error.
+    fn stopped_answer(&self, state: &ReplicaState) -> (ErrorCode, String) {
+        if state.deleted {
+            let message = format!("{} was deleted", self.topic_partition);
+            return (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message);
+        }
+        (ErrorCode::KAFKA_STORAGE_ERROR, self.offline_message())
+    }
+
     /// What an offline replica answers.
     fn offline_message(&self) -> String {
         format!(
@@ -914,7 +944,7 @@ impl Partition {
     pub fn leader_offsets(&self, current_leader_epoch: LeaderEpoch) -> Result<(Offset, Offset), ErrorCode> {
         let state = self.lock();
         if state.offline {
-            return Err(ErrorCode::KAFKA_STORAGE_ERROR);
+            return Err(self.stopped_answer(&state).0);
         }
         if state.leader().is_none() {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);

@@ -9,10 +9,12 @@
 //! an I/O error) is taken offline alone (`mark_offline`, Kafka `handleLogDirFailure` with one
 //! directory per replica): every other partition carries on, and the controller hears of it
 //! with the next heartbeat (`controller_link.rs`).
+mod deletion;
+
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::BrokerArgs;
 use crate::fetch_limits::{duplicate_entries, effective_max_bytes, FetchBudget};
+use crate::log_dirs;
 pub use crate::messages::ProduceOutcome;
 use crate::messages::{FetchPartitionResponse, FetchRequest, FetchResponse, ProduceRequest};
 use crate::partition::{LeadershipContext, Partition, PartitionRegistration};
@@ -83,7 +86,14 @@ pub struct ReplicaManager {
     follower_assignment: watch::Sender<FollowerAssignment>,
     alter_partition_tx: mpsc::Sender<AlterPartitionJob>,
     hw_checkpoint: Mutex<OffsetCheckpointFile>,
-    checkpointed_high_watermarks: BTreeMap<TopicPartition, Offset>,
+    /// HWs read from the checkpoint file at start-up, for replicas not opened yet; an entry
+    /// goes when its replica is deleted, so a re-created topic never starts from it.
+    checkpointed_high_watermarks: Mutex<BTreeMap<TopicPartition, Offset>>,
+    /// The topic id each hosted replica was opened for (empty: a topic without an id).
+    topic_ids: Mutex<HashMap<TopicPartition, String>>,
+    /// Whether the data directory was searched for replicas of deleted topics (once, at the
+    /// first metadata that shows this broker's registration).
+    strays_removed: AtomicBool,
     started: Instant,
     /// This broker's epoch from its current registration (0: not registered): what its
     /// fetchers send so leaders serve them as followers (KIP-903).
@@ -100,6 +110,8 @@ impl ReplicaManager {
         std::fs::create_dir_all(&config.data_dir)?;
         let hw_checkpoint = OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
         let checkpointed_high_watermarks = hw_checkpoint.read()?;
+        // A crash between a deletion's rename and its removal left these (log_dirs.rs).
+        log_dirs::remove_leftover_deletions(&config.data_dir);
         if config.unsafe_truncation() {
             warn!(
                 "UNSAFE: --unsafe-truncate-to-high-watermark is set: this broker truncates to its local high \
@@ -119,7 +131,9 @@ impl ReplicaManager {
             follower_assignment: watch::channel(FollowerAssignment::new()).0,
             alter_partition_tx,
             hw_checkpoint: Mutex::new(hw_checkpoint),
-            checkpointed_high_watermarks,
+            checkpointed_high_watermarks: Mutex::new(checkpointed_high_watermarks),
+            topic_ids: Mutex::new(HashMap::new()),
+            strays_removed: AtomicBool::new(false),
             started: Instant::now(),
             broker_epoch: AtomicI64::new(0),
             apply_lock: Mutex::new(()),
@@ -332,6 +346,10 @@ impl ReplicaManager {
         for topic in &metadata.topics {
             held += self.apply_topic(topic, &eligible, caught_up, &mut assignment);
         }
+        self.delete_unassigned_replicas(&metadata);
+        if caught_up && !self.strays_removed.swap(true, Ordering::SeqCst) {
+            self.delete_stray_dirs();
+        }
         if held > 0 {
             info!(
                 broker_epoch = self.broker_epoch(),
@@ -377,10 +395,13 @@ impl ReplicaManager {
         let mut held = 0;
         for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&self.broker_id)) {
             let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
+            if self.hosted_for_another_topic_id(&tp, &topic.topic_id) {
+                self.delete_replica(&tp, "its topic was deleted and re-created under the same name");
+            }
             let partition = match self.hosted(&tp) {
                 Some(HostedPartition::Online(partition)) => partition,
                 Some(HostedPartition::Offline(_)) => continue,
-                None => match self.open_partition(&tp) {
+                None => match self.open_partition(&tp, &topic.topic_id) {
                     Ok(partition) => partition,
                     Err(e) => {
                         self.mark_offline(&tp, &format!("cannot open its log: {e}"));
@@ -404,16 +425,36 @@ impl ReplicaManager {
         held
     }
 
-    fn open_partition(&self, tp: &TopicPartition) -> anyhow::Result<Arc<Partition>> {
-        let checkpointed = self.checkpointed_high_watermarks.get(tp).copied().unwrap_or(0);
+    /// Opens (creating if need be) the replica's log for topic id `topic_id`. A directory
+    /// left by an earlier topic of the same name (another id in its `partition.metadata`) is
+    /// deleted first, with its checkpointed HW: the new topic never sees its data.
+    fn open_partition(&self, tp: &TopicPartition, topic_id: &str) -> anyhow::Result<Arc<Partition>> {
+        let dir = self.log_dir(tp);
+        let on_disk = if dir.exists() { log_dirs::read_topic_id(&dir)? } else { None };
+        if let Some(old) = on_disk.as_deref().filter(|old| !topic_id.is_empty() && *old != topic_id) {
+            self.remove_checkpointed_high_watermark(tp);
+            let renamed = log_dirs::rename_for_deletion(&dir, tp)?;
+            info!(
+                old_topic_id = old,
+                topic_id,
+                "{tp}: deleting the log of an earlier topic of this name (renamed to {}) before creating the new one",
+                renamed.display()
+            );
+            log_dirs::remove_in_background(renamed);
+        }
+        let checkpointed = self.lock_checkpointed().get(tp).copied().unwrap_or(0);
         let partition = Arc::new(Partition::open(
             tp.clone(),
-            &self.log_dir(tp),
+            &dir,
             self.log_config(),
             checkpointed,
             self.broker_id,
             self.config.unsafe_truncation(),
         )?);
+        if !topic_id.is_empty() && on_disk.as_deref() != Some(topic_id) {
+            log_dirs::write_topic_id(&dir, topic_id)?;
+        }
+        self.topic_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), topic_id.to_string());
         let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         match partitions.entry(tp.clone()) {
             // Never over an offline replica: it stays offline until a restart.
@@ -795,7 +836,7 @@ impl ReplicaManager {
     pub fn checkpoint_high_watermarks(&self) {
         // Entries read at startup for partitions not open (yet) are kept: rewriting the file
         // without them would reopen those partitions at HW 0.
-        let mut map: BTreeMap<TopicPartition, Offset> = self.checkpointed_high_watermarks.clone();
+        let mut map: BTreeMap<TopicPartition, Offset> = self.lock_checkpointed().clone();
         map.extend(self.all_partitions().into_iter().map(|p| (p.topic_partition().clone(), p.high_watermark())));
         // An offline replica keeps the HW it had, so that it reopens with it after a restart.
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
@@ -805,9 +846,7 @@ impl ReplicaManager {
             }
         }
         drop(partitions);
-        if map.is_empty() {
-            return;
-        }
+        // Written even when empty: the entries of deleted replicas must go from the file.
         if let Err(e) = self.hw_checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(&map) {
             warn!("high watermark checkpoint failed: {e}");
         }

@@ -13,11 +13,13 @@ use insync_types::{ErrorCode, TopicPartition};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
-use crate::controller_link::ControllerLink;
+use crate::controller_link::{ControllerLink, ControllerReply};
 use crate::grpc_convert::{self, produce_response};
 use crate::partition::ReplicaState;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
+use insync_proto::controller_client::ControllerClient;
+use tonic::transport::Channel;
 
 /// Requests of one ProduceStream whose answers may be outstanding at once (bounded, as
 /// Kafka bounds a connection's in-flight requests).
@@ -175,30 +177,28 @@ impl Broker for BrokerService {
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let request = request.into_inner();
-        let reply = self
-            .link
-            .call(Duration::from_secs(10), |mut c| {
-                let r = request.clone();
-                async move { c.create_topic(r).await }
-            })
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let reply = forward(&self.link, &request, |mut c, r| async move { c.create_topic(r).await }).await?;
         if reply.error_code == 0 {
             // Answer once this broker's metadata shows the topic with leaders, so a
             // produce right after `topic create` finds it.
-            let mut versions = self.replica_manager.subscribe_metadata_version();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let ready = self
-                    .replica_manager
-                    .metadata()
-                    .topics
-                    .iter()
-                    .any(|t| t.name == request.name && t.partitions.iter().all(|p| p.leader >= 0));
-                if ready || tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
-                    break;
-                }
-            }
+            self.until_metadata(|m| {
+                m.topics.iter().any(|t| t.name == request.name && t.partitions.iter().all(|p| p.leader >= 0))
+            })
+            .await;
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let request = request.into_inner();
+        let reply = forward(&self.link, &request, |mut c, r| async move { c.delete_topic(r).await }).await?;
+        if reply.error_code == 0 {
+            // Answer once this broker's metadata no longer has it (its own replicas are then
+            // stopped), so a produce right after `topic delete` through this broker fails.
+            self.until_metadata(|m| !m.topics.iter().any(|t| t.topic_id == reply.topic_id)).await;
         }
         Ok(Response::new(reply))
     }
@@ -208,32 +208,19 @@ impl Broker for BrokerService {
         request: Request<pb::ElectLeadersRequest>,
     ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
         let request = request.into_inner();
-        let reply = self
-            .link
-            .call(Duration::from_secs(10), |mut c| {
-                let r = request.clone();
-                async move { c.elect_leaders(r).await }
-            })
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        // As for create_topic: answer once this broker's metadata shows the new leaders, so
-        // a `describe` right after `elect-leaders` shows what the election did.
-        let mut versions = self.replica_manager.subscribe_metadata_version();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let metadata = self.replica_manager.metadata();
-            let shown = reply.results.iter().filter(|r| r.error_code == 0).all(|r| {
-                metadata
-                    .topics
+        let reply = forward(&self.link, &request, |mut c, r| async move { c.elect_leaders(r).await }).await?;
+        // Answer once this broker's metadata shows the new leaders, so a `describe` right
+        // after `elect-leaders` shows what the election did.
+        self.until_metadata(|m| {
+            reply.results.iter().filter(|r| r.error_code == 0).all(|r| {
+                m.topics
                     .iter()
                     .filter(|t| t.name == r.topic)
                     .flat_map(|t| t.partitions.iter())
                     .any(|p| p.partition == r.partition && p.leader == r.leader)
-            });
-            if shown || tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
-                break;
-            }
-        }
+            })
+        })
+        .await;
         Ok(Response::new(reply))
     }
 
@@ -243,6 +230,34 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
         Ok(Response::new(describe_replicas(&self.replica_manager, &request.into_inner().topics)))
     }
+}
+
+impl BrokerService {
+    /// Waits (5 s at most) until this broker's metadata satisfies `ready`: an admin answer
+    /// then agrees with what a request right after it sees through this broker.
+    async fn until_metadata(&self, ready: impl Fn(&pb::ClusterMetadata) -> bool) {
+        let mut versions = self.replica_manager.subscribe_metadata_version();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !ready(&self.replica_manager.metadata()) {
+            if tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Forwards an admin request to the active controller (Kafka brokers forward CreateTopics,
+/// DeleteTopics and ElectLeaders the same way, KIP-590), for 10 s at most.
+async fn forward<Q, T, F, Fut>(link: &ControllerLink, request: &Q, call: F) -> Result<T, Status>
+where
+    Q: Clone,
+    T: ControllerReply,
+    F: Fn(ControllerClient<Channel>, Q) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+{
+    link.call(Duration::from_secs(10), |c| call(c, request.clone()))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))
 }
 
 /// Every hosted replica of `topics` (all when empty), as `insync describe` shows them.

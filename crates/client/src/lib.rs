@@ -462,6 +462,22 @@ impl Cluster {
         }
     }
 
+    /// Deletes a topic through any broker (forwarded to the active controller; Kafka
+    /// `Admin.deleteTopics`). Returns the deleted topic's id.
+    pub async fn delete_topic(&self, name: &str) -> Result<String, ClientError> {
+        let request = pb::DeleteTopicRequest { name: name.to_string() };
+        let r = self
+            .admin_call(|mut client| {
+                let request = request.clone();
+                async move { client.delete_topic(request).await }
+            })
+            .await?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::NONE => Ok(r.topic_id),
+            code => Err(ClientError::Kafka { code, message: r.error_message }),
+        }
+    }
+
     /// Preferred leader election (Kafka `Admin.electLeaders(PREFERRED, ...)`): one result per
     /// partition in scope. A request-level refusal (unknown topic, no controller) is an error.
     pub async fn elect_leaders(

@@ -232,6 +232,13 @@ impl pb::broker_server::Broker for Service {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn delete_topic(
+        &self,
+        _: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn elect_leaders(
         &self,
         _: Request<pb::ElectLeadersRequest>,

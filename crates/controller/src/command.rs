@@ -38,7 +38,14 @@ pub enum Command {
         assignment: Vec<Vec<BrokerId>>,
         min_insync_replicas: Option<i32>,
         unclean_leader_election_enable: bool,
+        /// Chosen by the active controller (KIP-516); empty in entries written before ids.
+        #[serde(default)]
+        topic_id: String,
     },
+    /// Removes a topic (Kafka `ReplicationControlManager.deleteTopic`, a RemoveTopicRecord).
+    /// `topic_id` is the id the active controller saw: a topic deleted and re-created between
+    /// the check and the commit is not deleted by mistake.
+    DeleteTopic { name: String, topic_id: String },
     /// An ISR change requested by a partition leader.
     AlterPartition {
         broker_id: BrokerId,
@@ -137,9 +144,17 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
         Command::ControlledShutdown { broker_id, incarnation } => {
             apply_controlled_shutdown(state, *broker_id, *incarnation, index)
         }
-        Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable } => {
-            apply_create_topic(state, name, assignment, *min_insync_replicas, *unclean_leader_election_enable, index)
+        Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable, topic_id } => {
+            let spec = TopicSpec {
+                name,
+                assignment,
+                min_insync_replicas: *min_insync_replicas,
+                unclean_leader_election_enable: *unclean_leader_election_enable,
+                topic_id,
+            };
+            apply_create_topic(state, &spec, index)
         }
+        Command::DeleteTopic { name, topic_id } => apply_delete_topic(state, name, topic_id, index),
         Command::AlterPartition {
             broker_id,
             topic,
@@ -296,20 +311,53 @@ fn apply_elect_preferred_leaders(
 }
 
 /// Creates a topic with the assignment the active controller computed, logging its layout.
-fn apply_create_topic(
-    state: &mut ClusterState,
-    name: &str,
-    assignment: &[Vec<BrokerId>],
+/// Removes the topic if it still has the id the active controller saw. Brokers learn it from
+/// the metadata and delete their replicas; offline-replica records of it go too, so a topic
+/// re-created under the name starts with every replica online.
+fn apply_delete_topic(state: &mut ClusterState, name: &str, topic_id: &str, index: u64) -> CommandResult {
+    match state.topics.get(name) {
+        Some(topic) if topic.topic_id == topic_id => {}
+        _ => {
+            return CommandResult::rejected(RuleRejection::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic '{name}' (id {topic_id}) does not exist."),
+            ))
+        }
+    }
+    let removed = state.topics.remove(name);
+    for broker in state.brokers.values_mut() {
+        broker.offline_replicas.retain(|tp| tp.topic != name);
+    }
+    let partitions = removed.as_ref().map_or(0, |t| t.partitions.len());
+    tracing::info!(
+        index,
+        topic_id,
+        "deleted topic {name} ({partitions} partition(s)): brokers stop serving it and delete its logs"
+    );
+    CommandResult { topic: removed, ..CommandResult::ok() }
+}
+
+/// A CreateTopic command's fields.
+struct TopicSpec<'a> {
+    name: &'a str,
+    assignment: &'a [Vec<BrokerId>],
     min_insync_replicas: Option<i32>,
     unclean_leader_election_enable: bool,
-    index: u64,
-) -> CommandResult {
+    topic_id: &'a str,
+}
+
+fn apply_create_topic(state: &mut ClusterState, spec: &TopicSpec<'_>, index: u64) -> CommandResult {
+    let TopicSpec { name, assignment, min_insync_replicas, unclean_leader_election_enable, topic_id } = *spec;
     match rules::create_topic(state, name, assignment, min_insync_replicas, unclean_leader_election_enable) {
         Err(rejection) => {
             tracing::info!(index, "rejected creation of topic {name}: {rejection}");
             CommandResult::rejected(rejection)
         }
-        Ok(topic) => {
+        Ok(mut topic) => {
+            topic.topic_id = topic_id.to_string();
+            if let Some(stored) = state.topics.get_mut(name) {
+                stored.topic_id = topic_id.to_string();
+            }
             let layout: Vec<String> = topic
                 .partitions
                 .iter()
@@ -317,6 +365,7 @@ fn apply_create_topic(
                 .collect();
             tracing::info!(
                 index,
+                topic_id,
                 "created topic {name}: {} partition(s), replication factor {}, min.insync.replicas {}, unclean.leader.election.enable {}; {}",
                 topic.partitions.len(),
                 topic.partitions.first().map_or(0, |p| p.replicas.len()),
@@ -503,6 +552,7 @@ mod tests {
             assignment: vec![vec![1, 2, 3], vec![2, 3, 1]],
             min_insync_replicas: Some(2),
             unclean_leader_election_enable: false,
+            topic_id: "id-1".to_string(),
         };
         let mut replica = state.clone();
         let first = apply_command(&mut state, &create, 3);
@@ -511,6 +561,44 @@ mod tests {
         assert_eq!(first.topic.unwrap().partitions[1].leader, 2);
         let second = apply_command(&mut state, &create, 4);
         assert_eq!(second.error_code, ErrorCode::TOPIC_ALREADY_EXISTS);
+    }
+
+    #[test]
+    fn delete_topic_removes_only_the_topic_with_the_id_seen() {
+        let mut state = ClusterState::default();
+        for id in 1..=2 {
+            register(&mut state, id, 1);
+            apply_command(&mut state, &Command::UnfenceBroker { broker_id: id, incarnation: 1 }, 2);
+        }
+        let create = |topic_id: &str| Command::CreateTopic {
+            name: "foo".to_string(),
+            assignment: vec![vec![1, 2]],
+            min_insync_replicas: None,
+            unclean_leader_election_enable: false,
+            topic_id: topic_id.to_string(),
+        };
+        apply_command(&mut state, &create("old"), 3);
+        let offline = Command::MarkReplicasOffline {
+            broker_id: 2,
+            incarnation: 1,
+            replicas: vec![TopicPartition::new("foo", 0)],
+        };
+        apply_command(&mut state, &offline, 4);
+        let stale = Command::DeleteTopic { name: "foo".into(), topic_id: "other".into() };
+        assert_eq!(apply_command(&mut state, &stale, 5).error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        assert!(state.topics.contains_key("foo"), "a delete for another incarnation of the name deletes nothing");
+
+        let delete = Command::DeleteTopic { name: "foo".into(), topic_id: "old".into() };
+        let result = apply_command(&mut state, &delete, 6);
+        assert!(result.is_ok());
+        assert_eq!(result.topic.map(|t| t.topic_id), Some("old".to_string()));
+        assert!(!state.topics.contains_key("foo"));
+        assert!(state.brokers[&2].offline_replicas.is_empty(), "offline records of the topic go with it");
+        assert_eq!(apply_command(&mut state, &delete, 7).error_code, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+
+        let again = apply_command(&mut state, &create("new"), 8);
+        assert_eq!(again.topic.map(|t| t.topic_id), Some("new".to_string()));
+        assert_eq!(state.topics["foo"].topic_id, "new");
     }
 
     #[test]
@@ -547,6 +635,7 @@ mod tests {
             assignment: vec![vec![1, 2], vec![1, 2]],
             min_insync_replicas: None,
             unclean_leader_election_enable: false,
+            topic_id: String::new(),
         };
         apply_command(&mut state, &create, 3);
         let offline = Command::MarkReplicasOffline {

@@ -38,6 +38,7 @@ pub fn topic_to_proto(topic: &TopicState) -> TopicMetadata {
         partitions: topic.partitions.iter().map(partition_to_proto).collect(),
         min_insync_replicas: topic.min_insync_replicas.unwrap_or(0),
         unclean_leader_election_enable: topic.unclean_leader_election_enable,
+        topic_id: topic.topic_id.clone(),
     }
 }
 
@@ -111,6 +112,7 @@ mod tests {
                         partition_epoch: 0,
                         unclean_elected: false,
                     }],
+                    ..TopicState::default()
                 },
             );
         }

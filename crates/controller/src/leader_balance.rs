@@ -162,6 +162,7 @@ mod tests {
             min_insync_replicas: None,
             unclean_leader_election_enable: false,
             partitions,
+            ..TopicState::default()
         };
         state.topics.insert("t".into(), topic);
         state

@@ -76,9 +76,14 @@ impl BrokerRegistration {
 }
 
 /// A topic and its per-topic configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {
     pub name: String,
+    /// Kafka's topic id (KIP-516): a UUID the active controller chose at creation. Brokers
+    /// write it next to each partition's log, so a log of a deleted topic is never taken for
+    /// the log of a new topic of the same name. Empty for topics created before ids.
+    #[serde(default)]
+    pub topic_id: String,
     /// `min.insync.replicas` override; None means the cluster default (brokers resolve it).
     pub min_insync_replicas: Option<i32>,
     /// `unclean.leader.election.enable` for this topic (Kafka default false).
@@ -175,6 +180,7 @@ mod tests {
                 min_insync_replicas: None,
                 unclean_leader_election_enable: false,
                 partitions: vec![partition(0, 1), partition(1, NO_BROKER), partition(2, NO_BROKER)],
+                ..TopicState::default()
             },
         );
         assert_eq!(state.offline_partition_count(), 2);

@@ -224,7 +224,13 @@ pub fn create_topic(
             ));
         }
     }
-    let topic = TopicState { name: name.to_string(), min_insync_replicas, unclean_leader_election_enable, partitions };
+    let topic = TopicState {
+        name: name.to_string(),
+        min_insync_replicas,
+        unclean_leader_election_enable,
+        partitions,
+        ..TopicState::default()
+    };
     state.topics.insert(name.to_string(), topic.clone());
     Ok(topic)
 }
@@ -878,6 +884,7 @@ mod tests {
                 min_insync_replicas: None,
                 unclean_leader_election_enable: unclean,
                 partitions: vec![partition_with(replicas, isr, leader)],
+                ..TopicState::default()
             },
         );
         state

@@ -24,8 +24,9 @@ use insync_proto::controller_server::Controller;
 use insync_proto::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, ControllerError, CreateTopicRequest,
-    CreateTopicResponse, ElectLeadersRequest, ElectLeadersResponse, ElectionResult, MetadataRequest, MetadataResponse,
-    RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse, WatchMetadataRequest,
+    CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, ElectLeadersRequest, ElectLeadersResponse,
+    ElectionResult, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
+    WatchMetadataRequest,
 };
 use insync_types::{ErrorCode, TopicPartition, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
@@ -321,6 +322,8 @@ impl ControllerService {
                 assignment,
                 min_insync_replicas: spec.min_insync_replicas,
                 unclean_leader_election_enable: spec.unclean_leader_election_enable,
+                // Random, as Kafka's Uuid.randomUuid: a re-created name gets a new id.
+                topic_id: uuid::Uuid::new_v4().to_string(),
             })
             .await?;
         if let Some(refusal) = command_refusal(&result) {
@@ -329,6 +332,23 @@ impl ControllerService {
         let topic =
             result.topic.ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result"))?;
         Ok(topic_to_proto(&topic))
+    }
+
+    /// Kafka `ReplicationControlManager.deleteTopics`: the topic is looked up on the applied
+    /// state and removed by id, so a concurrent delete and re-create never removes the new one.
+    async fn delete(&self, request: DeleteTopicRequest) -> Result<String, Refusal> {
+        self.await_active().await?;
+        let topic_id = match self.applied().state.topics.get(&request.name) {
+            Some(topic) => topic.topic_id.clone(),
+            None => {
+                return Err(Refusal::new(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("Topic '{}' does not exist.", request.name),
+                ))
+            }
+        };
+        let result = self.propose(Command::DeleteTopic { name: request.name, topic_id: topic_id.clone() }).await?;
+        command_refusal(&result).map_or(Ok(topic_id), Err)
     }
 
     /// Preferred leader election (Kafka `ReplicationControlManager.electLeaders`, PREFERRED):
@@ -543,6 +563,23 @@ impl Controller for ControllerService {
             Err(refusal) => {
                 CreateTopicResponse { error_code: refusal.code.code(), error_message: refusal.message, topic: None }
             }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let response = match self.delete(request.into_inner()).await {
+            Ok(topic_id) => {
+                DeleteTopicResponse { error_code: ErrorCode::NONE.code(), error_message: String::new(), topic_id }
+            }
+            Err(refusal) => DeleteTopicResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                topic_id: String::new(),
+            },
         };
         Ok(Response::new(response))
     }

@@ -91,8 +91,12 @@ fn topic(t: &pb::TopicMetadata, brokers: &BTreeMap<i32, (String, i32)>, fenced: 
                 .with_offline_replicas(p.replicas.iter().filter(|r| fenced.contains(r)).map(|r| BrokerId(*r)).collect())
         })
         .collect();
+    // Kafka clients key topics by id from Metadata v10 (KIP-516); a topic without an id (or
+    // an unparsable one) is the nil UUID, which Kafka too sends when it has none.
+    let topic_id = uuid::Uuid::parse_str(&t.topic_id).unwrap_or(uuid::Uuid::nil());
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(topic_id)
         .with_partitions(partitions)
 }
 

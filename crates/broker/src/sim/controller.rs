@@ -157,6 +157,7 @@ impl ControllerModel {
             assignment,
             min_insync_replicas: spec.min_insync_replicas,
             unclean_leader_election_enable: false,
+            topic_id: String::new(),
         };
         self.topic_created = self.propose(command, io).is_ok();
     }

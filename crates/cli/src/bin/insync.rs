@@ -55,6 +55,12 @@ enum TopicCommand {
         unclean_leader_election_enable: bool,
     },
     List,
+    /// Delete a topic and every replica's log (kafka-topics --delete). Producers and
+    /// consumers of it then get UNKNOWN_TOPIC_OR_PARTITION; a topic created again under the
+    /// name is a new topic (a new topic id) and never sees the old records.
+    Delete {
+        name: String,
+    },
     /// Leader, epochs, replicas, ISR, HW and every replica's LEO per partition.
     Describe {
         name: Option<String>,
@@ -250,6 +256,14 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::Describe { name, filter } => describe(cli, &cluster, name.as_deref(), filter).await?,
+        TopicCommand::Delete { name } => {
+            let topic_id = cluster.delete_topic(name).await?;
+            if cli.json {
+                println!("{}", json!({"deleted": name, "topic_id": topic_id}));
+            } else {
+                println!("deleted topic {name} (topic id {topic_id})");
+            }
+        }
         TopicCommand::ElectLeaders { name, partitions, preferred: _ } => {
             elect_leaders(cli, &cluster, name.as_deref(), partitions).await?
         }
@@ -315,8 +329,9 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &Des
         let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0);
         if !cli.json && !filter.is_set() {
             println!(
-                "Topic: {}  Partitions: {}  ReplicationFactor: {}  min.insync.replicas: {}{}",
+                "Topic: {}  TopicId: {}  Partitions: {}  ReplicationFactor: {}  min.insync.replicas: {}{}",
                 t.name,
+                if t.topic_id.is_empty() { "-" } else { &t.topic_id },
                 t.partitions.len(),
                 rf,
                 min_isr,
@@ -402,7 +417,7 @@ impl<'a> DescribeRow<'a> {
         let (t, p, health) = (self.topic, self.partition, &self.health);
         let leo_map: serde_json::Map<String, serde_json::Value> =
             self.log_end_offsets.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
-        json!({"topic": t.name, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+        json!({"topic": t.name, "topic_id": t.topic_id, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
                "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
                "high_watermark": self.high_watermark, "log_end_offsets": leo_map, "min_insync_replicas": self.min_isr,
                "unclean_elected": p.unclean_elected, "notes": self.notes,

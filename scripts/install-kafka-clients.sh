@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #! scripts/install-kafka-clients.sh — installs the unmodified Kafka clients that
-#! tests/tests/kafka_clients.rs drives against insync's Kafka listener: `kcat` (Debian
+#! tests/tests/kafka_clients.rs and kafka_admin.rs drive against insync's Kafka listener: `kcat` (Debian
 #! package, librdkafka inside) and, in a virtualenv at target/kafka-clients-venv,
 #! `confluent-kafka` (PyPI wheel that bundles its own librdkafka) and `kafka-python`
 #! (pure Python). Idempotent and quick when everything is there: each step checks first.

@@ -25,7 +25,7 @@ if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } \
     || echo "iptables could not be installed: the network-partition tests will fail" >&2
 fi
-# Unmodified Kafka clients for tests/tests/kafka_clients.rs (kcat, confluent-kafka, kafka-python):
+# Unmodified Kafka clients for tests/tests/kafka_{clients,admin}.rs (kcat, confluent-kafka, kafka-python):
 # idempotent and quick once installed; if it cannot install them, those tests fail and say why.
 scripts/install-kafka-clients.sh || echo "some Kafka clients could not be installed: their tests will fail" >&2
 cargo build --workspace --bins

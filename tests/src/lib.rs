@@ -585,3 +585,41 @@ pub fn run_bounded(cmd: &mut Command, stdin: Option<&str>) -> Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// The Python of the Kafka clients' virtualenv (`target/kafka-clients-venv`, or
+/// `INSYNC_KAFKA_VENV`) once it imports confluent_kafka and kafka; if it does not,
+/// `scripts/install-kafka-clients.sh` runs first (once per test process). Err says why the
+/// clients are missing: a test that needs them fails with it, it never skips.
+pub fn kafka_clients_python() -> Result<PathBuf, String> {
+    static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let python = std::env::var("INSYNC_KAFKA_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/kafka-clients-venv"))
+        .join("bin/python");
+    let imports = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import confluent_kafka, kafka"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    INSTALLED
+        .get_or_init(|| {
+            if !imports(&python) {
+                let script = root.join("scripts/install-kafka-clients.sh");
+                let out = run_bounded(Command::new("bash").arg(&script), None);
+                eprintln!("{} said:\n{}{}", script.display(), text(&out.stdout), text(&out.stderr));
+            }
+            if imports(&python) {
+                Ok(python.clone())
+            } else {
+                Err(format!(
+                    "{} cannot import confluent_kafka and kafka, and scripts/install-kafka-clients.sh could not install them",
+                    python.display()
+                ))
+            }
+        })
+        .clone()
+}

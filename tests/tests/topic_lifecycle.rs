@@ -406,3 +406,40 @@ fn crash_between_rename_and_delete_leaves_no_trace() -> anyhow::Result<()> {
     assert_brokers_running(&mut cluster);
     Ok(())
 }
+
+/// `insync topic add-partitions`: Kafka's CreatePartitions, only growth, the new partitions
+/// placed like creation (leaders spread), served at once, the old partition untouched.
+#[test]
+fn add_partitions_grows_the_topic_and_the_new_partitions_serve() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    cluster.create_topic("grow", 1, 3, Some(2))?;
+    let old = values("old", 10);
+    produce_acked(&cluster, "grow", &old, "30000")?;
+
+    let preview = cluster.insync(&["topic", "add-partitions", "grow", "--partitions", "3", "--validate-only"]);
+    assert!(preview.status.success(), "{}", text(&preview.stderr));
+    assert_eq!(cluster.describe("grow")?.len(), 1, "validate-only adds nothing");
+
+    let out = cluster.insync(&["topic", "add-partitions", "grow", "--partitions", "3", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows = cluster.describe("grow")?;
+    assert_eq!(rows.len(), 3);
+    let leaders: BTreeSet<i64> = rows.iter().filter_map(|r| r["leader"].as_i64()).collect();
+    assert_eq!(leaders.len(), 3, "one leader per broker, as creation places them: {rows:?}");
+    assert_eq!(rows[0]["leader_epoch"].as_i64(), Some(0), "partition 0 untouched");
+    for partition in ["1", "2"] {
+        let out = cluster.producer(&["--topic", "grow", "--acks", "all", "--partition", partition, "new"], None);
+        assert!(text(&out.stdout).starts_with(&format!("ok partition={partition} offset=0")), "{}", text(&out.stdout));
+    }
+    assert_eq!(consumed(&cluster, "grow", 12, 3_000).len(), 12, "old and new records all readable");
+
+    for (count, words) in [("3", "already has 3"), ("2", "would not be an increase")] {
+        let out = cluster.insync(&["topic", "add-partitions", "grow", "--partitions", count]);
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("INVALID_PARTITIONS") && stderr.contains(words), "{count}: {stderr}");
+    }
+    let unknown = cluster.insync(&["topic", "add-partitions", "nosuch", "--partitions", "2"]);
+    assert!(text(&unknown.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION"), "{}", text(&unknown.stderr));
+    Ok(())
+}

@@ -79,6 +79,22 @@ pub struct BrokerArgs {
     /// Kafka log.segment.bytes.
     #[arg(long, default_value_t = 128 * 1024 * 1024)]
     pub log_segment_bytes: u64,
+    /// Kafka log.retention.ms (Kafka's default log.retention.hours = 168): segments older
+    /// than this are deleted; -1 keeps them forever. Topics override it with retention.ms.
+    #[arg(long, default_value_t = 604_800_000, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub log_retention_ms: i64,
+    /// Kafka log.retention.bytes: per partition, the oldest segments are deleted while the
+    /// log is bigger; -1: no limit. Topics override it with retention.bytes.
+    #[arg(long, default_value_t = -1, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub log_retention_bytes: i64,
+    /// Kafka log.roll.ms (default log.roll.hours = 168): the active segment rolls once its
+    /// first record is older. Topics override it with segment.ms.
+    #[arg(long, default_value_t = 604_800_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub log_roll_ms: i64,
+    /// Kafka log.retention.check.interval.ms (Kafka default 300000): how often retention
+    /// runs over every hosted log.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub log_retention_check_interval_ms: u64,
     /// Kafka log.flush.interval.messages: fsync after this many messages (default: never,
     /// durability comes from replication, as in Kafka).
     #[arg(long)]

@@ -54,6 +54,16 @@ impl ControllerReply for pb::CreateTopicResponse {
         (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())
     }
 }
+impl ControllerReply for pb::AlterTopicConfigsResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())
+    }
+}
+impl ControllerReply for pb::CreatePartitionsResponse {
+    fn controller_error(&self) -> (ErrorCode, String, String) {
+        (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())
+    }
+}
 impl ControllerReply for pb::DeleteTopicResponse {
     fn controller_error(&self) -> (ErrorCode, String, String) {
         (ErrorCode::from_code(self.error_code), self.error_message.clone(), String::new())

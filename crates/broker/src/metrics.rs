@@ -36,6 +36,8 @@ pub const FOLLOWER_LAG_RECORDS: &str = "insync_follower_lag_records";
 pub const FOLLOWER_SINCE_CAUGHT_UP_SECONDS: &str = "insync_follower_time_since_caught_up_seconds";
 pub const LOG_END_OFFSET: &str = "insync_log_end_offset";
 pub const HIGH_WATERMARK: &str = "insync_high_watermark";
+pub const LOG_START_OFFSET: &str = "insync_log_start_offset";
+pub const LOG_SIZE_BYTES: &str = "insync_log_size_bytes";
 
 /// How often the state gauges are recomputed: a scrape interval is rarely below this.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -140,6 +142,11 @@ fn describe() {
     );
     describe_gauge!(LOG_END_OFFSET, "Log end offset of each hosted replica (Kafka LogEndOffset)");
     describe_gauge!(HIGH_WATERMARK, "High watermark of each hosted replica: consumers read below it");
+    describe_gauge!(
+        LOG_START_OFFSET,
+        "Log start offset of each hosted replica: retention and DeleteRecords move it (Kafka LogStartOffset)"
+    );
+    describe_gauge!(LOG_SIZE_BYTES, "Bytes in all segments of each hosted replica (Kafka Size)");
 }
 
 /// The `acks` label: Kafka's spelling of the setting.
@@ -243,7 +250,7 @@ fn update_broker_gauges(replica_manager: &ReplicaManager) {
         let labels = [("topic", tp.topic.clone()), ("partition", tp.partition.to_string())];
         // Read under the partition lock, publish after releasing it.
         let mut followers = Vec::new();
-        let (log_end_offset, high_watermark) = partition.inspect(|state| {
+        let (log_end_offset, high_watermark, log_start_offset, log_size_bytes) = partition.inspect(|state| {
             let log_end_offset = state.log_end_offset();
             if let Some(leader) = state.leader() {
                 health.add_led(
@@ -258,11 +265,13 @@ fn update_broker_gauges(replica_manager: &ReplicaManager) {
                     followers.push((broker, lag, since_caught_up_ms));
                 }
             }
-            (log_end_offset, state.high_watermark())
+            (log_end_offset, state.high_watermark(), state.log_start_offset(), state.log_size_bytes())
         });
         health.hosted += 1;
         gauge!(LOG_END_OFFSET, &labels).set(log_end_offset as f64);
         gauge!(HIGH_WATERMARK, &labels).set(high_watermark as f64);
+        gauge!(LOG_START_OFFSET, &labels).set(log_start_offset as f64);
+        gauge!(LOG_SIZE_BYTES, &labels).set(log_size_bytes as f64);
         for (broker, lag, since_caught_up_ms) in followers {
             let labels = [labels[0].clone(), labels[1].clone(), ("follower", broker.to_string())];
             gauge!(FOLLOWER_LAG_RECORDS, &labels).set(lag as f64);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use insync_log::batch::{iter_batches, BatchHeader};
-use insync_log::{LogConfig, LogError, PartitionLog};
+use insync_log::{LogConfig, LogError, PartitionLog, RetentionInfo};
 use insync_replication::{
     alter_partition_error_action, check_current_leader_epoch, diverging_epoch, follower_high_watermark,
     truncation_offset, Action, AlterPartitionErrorAction, BatchMetadata, EpochEndOffset, LeaderParams, LeaderPartition,
@@ -92,6 +92,11 @@ impl ReplicaState {
 
     pub fn log_start_offset(&self) -> Offset {
         self.log.log_start_offset()
+    }
+
+    /// Bytes of the replica's log, all segments (Kafka's `Size` log metric).
+    pub fn log_size_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     pub fn log_end_offset(&self) -> Offset {
@@ -705,6 +710,9 @@ impl Partition {
             {
                 return self.truncate_to_leader_end(&mut state, leader, response.log_end_offset);
             }
+            ErrorCode::OFFSET_OUT_OF_RANGE if response.log_start_offset > state.log.log_end_offset() => {
+                return self.restart_at_leader_start(&mut state, leader, response.log_start_offset);
+            }
             other => {
                 // Retriable while metadata catches up (a leader change, or the leader not yet
                 // knowing our registration or unfencing); debug only, as it repeats per fetch.
@@ -726,7 +734,46 @@ impl Partition {
         let new_hw = follower_high_watermark(response.high_watermark, state.log.log_end_offset());
         let changed = new_hw != state.follower_high_watermark;
         state.follower_high_watermark = new_hw;
+        // Follow the leader's log start offset (Kafka `processPartitionData` →
+        // `maybeIncrementLogStartOffset(leaderLogStartOffset)`), never past our own HW.
+        if response.log_start_offset > state.log.log_start_offset() {
+            if let Err(e) = state.log.increment_log_start_offset(response.log_start_offset.min(new_hw)) {
+                warn!("{tp}: cannot follow leader {leader}'s log start offset: {e}");
+                return FetchApplied::failed_write(format!("cannot move the log start offset of {tp}"), &e);
+            }
+        }
         FetchApplied { back_off: false, high_watermark_changed: changed, storage_error: None }
+    }
+
+    /// Our log ends below the leader's log start offset (retention or DeleteRecords removed
+    /// what we would fetch next, Kafka `AbstractFetcherThread.handleOutOfRangeError` →
+    /// `truncateFullyAndStartAt(leaderLogStartOffset)`): start over, empty, at the leader's
+    /// start. Safe: an ISR member is never this far behind (the leader's start ≤ its HW ≤
+    /// every ISR member's log end).
+    fn restart_at_leader_start(
+        &self,
+        state: &mut ReplicaState,
+        leader: BrokerId,
+        leader_log_start: Offset,
+    ) -> FetchApplied {
+        let tp = &self.topic_partition;
+        let leo = state.log.log_end_offset();
+        match state.log.truncate_fully_and_start_at(leader_log_start) {
+            Ok(t) => info!(
+                "{tp}: log end offset {leo} is below leader {leader}'s log start offset {leader_log_start}: \
+                 dropped our whole log ({} records, {} bytes) and restarted it at {leader_log_start}",
+                t.records_removed, t.bytes_removed
+            ),
+            Err(e) => {
+                warn!("{tp}: restarting the log at {leader_log_start} failed: {e}");
+                return FetchApplied::failed_write(format!("cannot restart the log at {leader_log_start}"), &e);
+            }
+        }
+        state.follower_high_watermark = leader_log_start;
+        // Every snapshot describes the old log (one at the new start too): drop them all.
+        producer_snapshots::truncate(state.log.dir(), leader_log_start - 1);
+        state.producers = producer_snapshots::restore(&state.log, state.log.dir());
+        FetchApplied::default()
     }
 
     /// We are ahead of the leader with no epoch to locate the divergence (Kafka
@@ -905,6 +952,67 @@ impl Partition {
         let actions = state.leader_mut().map(|leader| leader.resign()).unwrap_or_default();
         state.role = ReplicaRole::Follower { leader: NO_BROKER };
         actions
+    }
+
+    /// Restores the log start offset from the broker's checkpoint after `open` (Kafka loads
+    /// `log-start-offset-checkpoint` with the logs): a start moved inside the first segment
+    /// (DeleteRecords) is not lost with a restart. Clamped to the log end.
+    pub fn restore_log_start_offset(&self, checkpointed: Offset) -> Result<(), LogError> {
+        self.lock().log.increment_log_start_offset(checkpointed).map(|_| ())
+    }
+
+    /// One retention pass (Kafka `UnifiedLog.deleteOldSegments`, with a segment.ms roll first):
+    /// whole segments older than retention.ms or beyond retention.bytes go, only below the
+    /// HW. Returns what was deleted; an I/O error is the caller's storage error.
+    pub fn enforce_retention(&self, now_wall_ms: i64) -> Result<Option<RetentionInfo>, LogError> {
+        let mut state = self.lock();
+        if state.offline {
+            return Ok(None);
+        }
+        state.log.roll_if_older_than_segment_ms(now_wall_ms)?;
+        let high_watermark = state.high_watermark();
+        state.log.delete_old_segments(high_watermark, now_wall_ms)
+    }
+
+    /// DeleteRecords on the leader (Kafka `Partition.deleteRecordsOnLeader`): moves the log
+    /// start offset to `offset` (-1: the HW), which must not pass the HW; returns the new log
+    /// start offset. Followers follow it through their fetches.
+    pub fn delete_records(&self, offset: Offset) -> Result<Offset, (ErrorCode, String)> {
+        let tp = &self.topic_partition;
+        let mut state = self.lock();
+        if state.offline {
+            return Err(self.stopped_answer(&state));
+        }
+        if state.leader().is_none() {
+            return Err((
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!("broker {} does not lead {tp}", self.local_broker),
+            ));
+        }
+        let high_watermark = state.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
+            let message =
+                format!("cannot delete records of {tp} before {offset}: the high watermark is {high_watermark}");
+            return Err((ErrorCode::OFFSET_OUT_OF_RANGE, message));
+        }
+        let before = state.log.log_start_offset();
+        match state.log.increment_log_start_offset(target) {
+            Ok(true) => info!(
+                "{tp}: records before offset {target} deleted (DeleteRecords); log start offset {before} -> {target}"
+            ),
+            Ok(false) => {}
+            Err(e) => return Err((e.error_code(), format!("cannot move the log start offset of {tp}: {e}"))),
+        }
+        Ok(state.log.log_start_offset())
+    }
+
+    /// Applies a changed topic config to the log if it differs (segment size, batch limit).
+    pub fn update_log_config(&self, config: &LogConfig) {
+        let mut state = self.lock();
+        if state.log.config() != config {
+            state.log.set_config(config.clone());
+        }
     }
 
     /// The directory of the replica's log.

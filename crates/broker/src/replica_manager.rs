@@ -10,6 +10,7 @@
 //! directory per replica): every other partition carries on, and the controller hears of it
 //! with the next heartbeat (`controller_link.rs`).
 mod deletion;
+mod retention;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,7 +24,7 @@ use insync_log::batch::parse_header;
 use insync_log::{LogConfig, OffsetCheckpointFile};
 use insync_proto as pb;
 use insync_replication::{Action, IsrChange, WaiterId};
-use insync_types::{Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
+use insync_types::{topic_config, Acks, BrokerId, ErrorCode, Offset, TopicPartition, NO_BROKER, NO_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -89,6 +90,11 @@ pub struct ReplicaManager {
     /// HWs read from the checkpoint file at start-up, for replicas not opened yet; an entry
     /// goes when its replica is deleted, so a re-created topic never starts from it.
     checkpointed_high_watermarks: Mutex<BTreeMap<TopicPartition, Offset>>,
+    /// Log start offsets moved past a replica's first segment (DeleteRecords, a leader's
+    /// start offset), in `log-start-offset-checkpoint` (Kafka's file of that name).
+    lso_checkpoint: Mutex<OffsetCheckpointFile>,
+    /// Start offsets read from that file at start-up, restored when each replica opens.
+    checkpointed_log_start_offsets: Mutex<BTreeMap<TopicPartition, Offset>>,
     /// The topic id each hosted replica was opened for (empty: a topic without an id).
     topic_ids: Mutex<HashMap<TopicPartition, String>>,
     /// Whether the data directory was searched for replicas of deleted topics (once, at the
@@ -110,6 +116,8 @@ impl ReplicaManager {
         std::fs::create_dir_all(&config.data_dir)?;
         let hw_checkpoint = OffsetCheckpointFile::new(config.data_dir.join("replication-offset-checkpoint"));
         let checkpointed_high_watermarks = hw_checkpoint.read()?;
+        let lso_checkpoint = OffsetCheckpointFile::new(config.data_dir.join("log-start-offset-checkpoint"));
+        let checkpointed_log_start_offsets = lso_checkpoint.read()?;
         // A crash between a deletion's rename and its removal left these (log_dirs.rs).
         log_dirs::remove_leftover_deletions(&config.data_dir);
         if config.unsafe_truncation() {
@@ -132,6 +140,8 @@ impl ReplicaManager {
             alter_partition_tx,
             hw_checkpoint: Mutex::new(hw_checkpoint),
             checkpointed_high_watermarks: Mutex::new(checkpointed_high_watermarks),
+            lso_checkpoint: Mutex::new(lso_checkpoint),
+            checkpointed_log_start_offsets: Mutex::new(checkpointed_log_start_offsets),
             topic_ids: Mutex::new(HashMap::new()),
             strays_removed: AtomicBool::new(false),
             started: Instant::now(),
@@ -302,11 +312,23 @@ impl ReplicaManager {
         self.config.data_dir.join(format!("{}-{}", tp.topic, tp.partition))
     }
 
-    fn log_config(&self) -> LogConfig {
+    /// The log settings of a topic's replicas: its overrides (segment.bytes,
+    /// max.message.bytes), else this broker's defaults (Kafka `LogConfig` over the broker's
+    /// `KafkaConfig` synonyms).
+    fn log_config(&self, topic: &pb::TopicMetadata) -> LogConfig {
+        let configs: BTreeMap<String, String> = topic.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let int = |key: &str| topic_config::int_value(&configs, key);
         LogConfig {
-            segment_bytes: self.config.log_segment_bytes,
+            segment_bytes: int(topic_config::SEGMENT_BYTES)
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(self.config.log_segment_bytes),
             flush_every_messages: self.config.flush_every_messages,
-            max_batch_bytes: self.config.message_max_bytes,
+            max_batch_bytes: int(topic_config::MAX_MESSAGE_BYTES)
+                .and_then(|b| usize::try_from(b).ok())
+                .unwrap_or(self.config.message_max_bytes),
+            retention_ms: int(topic_config::RETENTION_MS).unwrap_or(self.config.log_retention_ms),
+            retention_bytes: int(topic_config::RETENTION_BYTES).unwrap_or(self.config.log_retention_bytes),
+            segment_ms: int(topic_config::SEGMENT_MS).unwrap_or(self.config.log_roll_ms),
             ..LogConfig::default()
         }
     }
@@ -392,6 +414,7 @@ impl ReplicaManager {
             replica_lag_time_max_ms: self.config.replica_lag_time_max_ms,
         };
         let now_ms = self.now_ms();
+        let log_config = self.log_config(topic);
         let mut held = 0;
         for partition_metadata in topic.partitions.iter().filter(|p| p.replicas.contains(&self.broker_id)) {
             let tp = TopicPartition::new(topic.name.clone(), partition_metadata.partition);
@@ -399,9 +422,13 @@ impl ReplicaManager {
                 self.delete_replica(&tp, "its topic was deleted and re-created under the same name");
             }
             let partition = match self.hosted(&tp) {
-                Some(HostedPartition::Online(partition)) => partition,
+                Some(HostedPartition::Online(partition)) => {
+                    // Config changes take effect without a restart (segment.bytes, max.message.bytes).
+                    partition.update_log_config(&log_config);
+                    partition
+                }
                 Some(HostedPartition::Offline(_)) => continue,
-                None => match self.open_partition(&tp, &topic.topic_id) {
+                None => match self.open_partition(&tp, &topic.topic_id, &log_config) {
                     Ok(partition) => partition,
                     Err(e) => {
                         self.mark_offline(&tp, &format!("cannot open its log: {e}"));
@@ -428,7 +455,12 @@ impl ReplicaManager {
     /// Opens (creating if need be) the replica's log for topic id `topic_id`. A directory
     /// left by an earlier topic of the same name (another id in its `partition.metadata`) is
     /// deleted first, with its checkpointed HW: the new topic never sees its data.
-    fn open_partition(&self, tp: &TopicPartition, topic_id: &str) -> anyhow::Result<Arc<Partition>> {
+    fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        topic_id: &str,
+        log_config: &LogConfig,
+    ) -> anyhow::Result<Arc<Partition>> {
         let dir = self.log_dir(tp);
         let on_disk = if dir.exists() { log_dirs::read_topic_id(&dir)? } else { None };
         if let Some(old) = on_disk.as_deref().filter(|old| !topic_id.is_empty() && *old != topic_id) {
@@ -446,13 +478,18 @@ impl ReplicaManager {
         let partition = Arc::new(Partition::open(
             tp.clone(),
             &dir,
-            self.log_config(),
+            log_config.clone(),
             checkpointed,
             self.broker_id,
             self.config.unsafe_truncation(),
         )?);
         if !topic_id.is_empty() && on_disk.as_deref() != Some(topic_id) {
             log_dirs::write_topic_id(&dir, topic_id)?;
+        }
+        let checkpointed_start =
+            self.checkpointed_log_start_offsets.lock().unwrap_or_else(|p| p.into_inner()).get(tp).copied();
+        if let Some(start) = checkpointed_start {
+            partition.restore_log_start_offset(start)?;
         }
         self.topic_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), topic_id.to_string());
         let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
@@ -546,11 +583,13 @@ impl ReplicaManager {
             }
         };
         let tp = request.topic_partition;
-        if request.records.len() > self.config.message_max_bytes {
+        // The topic's max.message.bytes is checked by the log at the append; this bounds what
+        // any topic may take before the batch is even parsed.
+        if request.records.len() as i64 > topic_config::MAX_MESSAGE_BYTES_CEILING {
             let message = format!(
-                "record batch of {} bytes exceeds message.max.bytes {}",
+                "record batch of {} bytes exceeds the largest max.message.bytes {}",
                 request.records.len(),
-                self.config.message_max_bytes
+                topic_config::MAX_MESSAGE_BYTES_CEILING
             );
             return ProduceAppended::Done(ProduceOutcome::rejected(ErrorCode::MESSAGE_TOO_LARGE, message));
         }
@@ -850,6 +889,7 @@ impl ReplicaManager {
         if let Err(e) = self.hw_checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(&map) {
             warn!("high watermark checkpoint failed: {e}");
         }
+        self.checkpoint_log_start_offsets();
     }
 
     /// Clean shutdown: checkpoint HWs and flush every log (fsync).

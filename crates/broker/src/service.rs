@@ -203,6 +203,67 @@ impl Broker for BrokerService {
         Ok(Response::new(reply))
     }
 
+    async fn create_partitions(
+        &self,
+        request: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let reply = forward(&self.link, &request, |mut c, r| async move { c.create_partitions(r).await }).await?;
+        if let (0, false, Some(after)) = (reply.error_code, request.validate_only, reply.topic.as_ref()) {
+            // Answer once this broker's metadata shows the new partitions with leaders.
+            let count = after.partitions.len();
+            self.until_metadata(|m| {
+                m.topics.iter().any(|t| {
+                    t.topic_id == after.topic_id
+                        && t.partitions.len() == count
+                        && t.partitions.iter().all(|p| p.leader >= 0)
+                })
+            })
+            .await;
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let replica_manager = self.replica_manager.clone();
+        // Deleting segments is disk work: off the tokio workers.
+        let answer = tokio::task::spawn_blocking(move || {
+            let tp = TopicPartition::new(request.topic, request.partition);
+            replica_manager.delete_records(&tp, request.offset)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("delete records failed: {e}")))?;
+        Ok(Response::new(match answer {
+            Ok(low_watermark) => {
+                pb::DeleteRecordsResponse { error_code: 0, error_message: String::new(), low_watermark }
+            }
+            Err((code, error_message)) => {
+                pb::DeleteRecordsResponse { error_code: code.code(), error_message, low_watermark: -1 }
+            }
+        }))
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        request: Request<pb::AlterTopicConfigsRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigsResponse>, Status> {
+        let request = request.into_inner();
+        let reply = forward(&self.link, &request, |mut c, r| async move { c.alter_topic_configs(r).await }).await?;
+        if let (0, false, Some(after)) = (reply.error_code, request.validate_only, reply.topic.as_ref()) {
+            // Answer once this broker applies the new configs, so what follows through it
+            // (a produce against a new max.message.bytes) sees them.
+            self.until_metadata(|m| {
+                m.topics.iter().any(|t| t.topic_id == after.topic_id && t.configs == after.configs)
+            })
+            .await;
+        }
+        Ok(Response::new(reply))
+    }
+
     async fn elect_leaders(
         &self,
         request: Request<pb::ElectLeadersRequest>,

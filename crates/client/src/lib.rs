@@ -448,6 +448,23 @@ impl Cluster {
         }
     }
 
+    /// Kafka DeleteRecords, asked of the leader: records of the partition before `offset`
+    /// (-1: the high watermark) are deleted. Returns the new log start offset.
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, ClientError> {
+        let metadata = self.metadata().await?;
+        let (_, address) = Self::leader_of(&metadata, topic, partition)?;
+        let mut client = self.broker(&address).await?;
+        let response = client
+            .delete_records(pb::DeleteRecordsRequest { topic: topic.into(), partition, offset })
+            .await
+            .map_err(|s| self.transport_error(&address, &s))?
+            .into_inner();
+        match ErrorCode::from_code(response.error_code) {
+            ErrorCode::NONE => Ok(response.low_watermark),
+            code => Err(ClientError::Kafka { code, message: response.error_message }),
+        }
+    }
+
     /// Creates a topic through any broker (forwarded to the active controller).
     pub async fn create_topic(&self, request: pb::CreateTopicRequest) -> Result<pb::TopicMetadata, ClientError> {
         let r = self
@@ -462,10 +479,46 @@ impl Cluster {
         }
     }
 
+    /// Changes a topic's config overrides through any broker (forwarded to the active
+    /// controller; Kafka `Admin.incrementalAlterConfigs`). Returns the topic as changed.
+    pub async fn alter_topic_configs(
+        &self,
+        request: pb::AlterTopicConfigsRequest,
+    ) -> Result<pb::TopicMetadata, ClientError> {
+        let r = self
+            .admin_call(|mut client| {
+                let request = request.clone();
+                async move { client.alter_topic_configs(request).await }
+            })
+            .await?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::NONE => Ok(r.topic.unwrap_or_default()),
+            code => Err(ClientError::Kafka { code, message: r.error_message }),
+        }
+    }
+
+    /// Grows a topic to `request.count` partitions through any broker (forwarded to the
+    /// active controller; Kafka `Admin.createPartitions`). Returns the topic as changed.
+    pub async fn create_partitions(
+        &self,
+        request: pb::CreatePartitionsRequest,
+    ) -> Result<pb::TopicMetadata, ClientError> {
+        let r = self
+            .admin_call(|mut client| {
+                let request = request.clone();
+                async move { client.create_partitions(request).await }
+            })
+            .await?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::NONE => Ok(r.topic.unwrap_or_default()),
+            code => Err(ClientError::Kafka { code, message: r.error_message }),
+        }
+    }
+
     /// Deletes a topic through any broker (forwarded to the active controller; Kafka
     /// `Admin.deleteTopics`). Returns the deleted topic's id.
     pub async fn delete_topic(&self, name: &str) -> Result<String, ClientError> {
-        let request = pb::DeleteTopicRequest { name: name.to_string() };
+        let request = pb::DeleteTopicRequest { name: name.to_string(), topic_id: String::new() };
         let r = self
             .admin_call(|mut client| {
                 let request = request.clone();

@@ -232,6 +232,27 @@ impl pb::broker_server::Broker for Service {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn delete_records(
+        &self,
+        _: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn create_partitions(
+        &self,
+        _: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        _: Request<pb::AlterTopicConfigsRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn delete_topic(
         &self,
         _: Request<pb::DeleteTopicRequest>,

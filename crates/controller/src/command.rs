@@ -6,11 +6,14 @@
 //! applied fencing, election, ISR change and topic creation is logged here in one line.
 use crate::leader_balance;
 use crate::metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
+use crate::partition_growth;
 use crate::rules::{
     self, describe_changes, format_ids, AlterPartitionSpec, PartitionChange, RegistrationKind, RuleRejection,
 };
+use crate::topic_configs::{self, ConfigChange};
 use insync_types::{BrokerId, ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A metadata change proposed by the active controller (openraft `AppData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +44,17 @@ pub enum Command {
         /// Chosen by the active controller (KIP-516); empty in entries written before ids.
         #[serde(default)]
         topic_id: String,
+        /// Config overrides, validated by the active controller (`topic_configs`), including
+        /// the two typed fields above; empty in entries written before configs.
+        #[serde(default)]
+        configs: BTreeMap<String, String>,
     },
+    /// Topic config overrides changed (Kafka's ConfigRecords for a TOPIC resource), checked
+    /// again when applied; `topic_id` as for DeleteTopic.
+    AlterTopicConfigs { name: String, topic_id: String, change: ConfigChange },
+    /// More partitions for a topic (Kafka CreatePartitions): the replicas of each new
+    /// partition as the active controller placed them when the topic had `planned_from`.
+    CreatePartitions { name: String, topic_id: String, planned_from: i32, assignment: Vec<Vec<BrokerId>> },
     /// Removes a topic (Kafka `ReplicationControlManager.deleteTopic`, a RemoveTopicRecord).
     /// `topic_id` is the id the active controller saw: a topic deleted and re-created between
     /// the check and the commit is not deleted by mistake.
@@ -144,15 +157,29 @@ pub fn apply_command(state: &mut ClusterState, command: &Command, index: u64) ->
         Command::ControlledShutdown { broker_id, incarnation } => {
             apply_controlled_shutdown(state, *broker_id, *incarnation, index)
         }
-        Command::CreateTopic { name, assignment, min_insync_replicas, unclean_leader_election_enable, topic_id } => {
+        Command::CreateTopic {
+            name,
+            assignment,
+            min_insync_replicas,
+            unclean_leader_election_enable,
+            topic_id,
+            configs,
+        } => {
             let spec = TopicSpec {
                 name,
                 assignment,
                 min_insync_replicas: *min_insync_replicas,
                 unclean_leader_election_enable: *unclean_leader_election_enable,
                 topic_id,
+                configs,
             };
             apply_create_topic(state, &spec, index)
+        }
+        Command::AlterTopicConfigs { name, topic_id, change } => {
+            apply_alter_topic_configs(state, name, topic_id, change, index)
+        }
+        Command::CreatePartitions { name, topic_id, planned_from, assignment } => {
+            apply_create_partitions(state, name, topic_id, *planned_from, assignment, index)
         }
         Command::DeleteTopic { name, topic_id } => apply_delete_topic(state, name, topic_id, index),
         Command::AlterPartition {
@@ -344,10 +371,11 @@ struct TopicSpec<'a> {
     min_insync_replicas: Option<i32>,
     unclean_leader_election_enable: bool,
     topic_id: &'a str,
+    configs: &'a BTreeMap<String, String>,
 }
 
 fn apply_create_topic(state: &mut ClusterState, spec: &TopicSpec<'_>, index: u64) -> CommandResult {
-    let TopicSpec { name, assignment, min_insync_replicas, unclean_leader_election_enable, topic_id } = *spec;
+    let TopicSpec { name, assignment, min_insync_replicas, unclean_leader_election_enable, topic_id, configs } = *spec;
     match rules::create_topic(state, name, assignment, min_insync_replicas, unclean_leader_election_enable) {
         Err(rejection) => {
             tracing::info!(index, "rejected creation of topic {name}: {rejection}");
@@ -355,8 +383,11 @@ fn apply_create_topic(state: &mut ClusterState, spec: &TopicSpec<'_>, index: u64
         }
         Ok(mut topic) => {
             topic.topic_id = topic_id.to_string();
+            if !configs.is_empty() {
+                topic.set_overrides(configs.clone());
+            }
             if let Some(stored) = state.topics.get_mut(name) {
-                stored.topic_id = topic_id.to_string();
+                *stored = topic.clone();
             }
             let layout: Vec<String> = topic
                 .partitions
@@ -366,13 +397,82 @@ fn apply_create_topic(state: &mut ClusterState, spec: &TopicSpec<'_>, index: u64
             tracing::info!(
                 index,
                 topic_id,
-                "created topic {name}: {} partition(s), replication factor {}, min.insync.replicas {}, unclean.leader.election.enable {}; {}",
+                "created topic {name}: {} partition(s), replication factor {}, configs {}; {}",
                 topic.partitions.len(),
-                topic.partitions.first().map_or(0, |p| p.replicas.len()),
-                min_insync_replicas.map_or("cluster default".to_string(), |m| m.to_string()),
-                unclean_leader_election_enable,
+                topic.replication_factor(),
+                format_configs(&topic.overrides()),
                 layout.join(", ")
             );
+            CommandResult { topic: Some(topic), ..CommandResult::ok() }
+        }
+    }
+}
+
+/// Adds the planned partitions; one INFO line with their layout.
+fn apply_create_partitions(
+    state: &mut ClusterState,
+    name: &str,
+    topic_id: &str,
+    planned_from: i32,
+    assignment: &[Vec<BrokerId>],
+    index: u64,
+) -> CommandResult {
+    match partition_growth::add_partitions(state, name, topic_id, planned_from, assignment) {
+        Err(rejection) => {
+            tracing::info!(index, "rejected new partitions for topic {name}: {rejection}");
+            CommandResult::rejected(rejection)
+        }
+        Ok(topic) => {
+            let layout: Vec<String> = topic
+                .partitions
+                .iter()
+                .skip(usize::try_from(planned_from).unwrap_or(0))
+                .map(|p| format!("{}: replicas {} leader {}", p.partition, format_ids(&p.replicas), p.leader))
+                .collect();
+            tracing::info!(
+                index,
+                topic_id,
+                "topic {name} grew from {planned_from} to {} partitions; {}",
+                topic.partitions.len(),
+                layout.join(", ")
+            );
+            CommandResult { topic: Some(topic), ..CommandResult::ok() }
+        }
+    }
+}
+
+/// `k=v, ...`, or "cluster defaults" for none.
+fn format_configs(configs: &BTreeMap<String, String>) -> String {
+    if configs.is_empty() {
+        return "cluster defaults".to_string();
+    }
+    configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Changes a topic's config overrides; one INFO line, plus the WARN of any unclean election
+/// that turning unclean.leader.election.enable on made.
+fn apply_alter_topic_configs(
+    state: &mut ClusterState,
+    name: &str,
+    topic_id: &str,
+    change: &ConfigChange,
+    index: u64,
+) -> CommandResult {
+    let before = state.topics.get(name).map(|t| t.overrides()).unwrap_or_default();
+    match topic_configs::alter_topic_configs(state, name, topic_id, change) {
+        Err(rejection) => {
+            tracing::info!(index, "rejected config change of topic {name}: {rejection}");
+            CommandResult::rejected(rejection)
+        }
+        Ok((topic, changes)) => {
+            tracing::info!(
+                index,
+                topic_id,
+                "topic {name} configs changed: {} -> {}; brokers apply them without a restart",
+                format_configs(&before),
+                format_configs(&topic.overrides())
+            );
+            log_unclean_elections(&changes, "unclean.leader.election.enable was turned on");
             CommandResult { topic: Some(topic), ..CommandResult::ok() }
         }
     }
@@ -553,6 +653,7 @@ mod tests {
             min_insync_replicas: Some(2),
             unclean_leader_election_enable: false,
             topic_id: "id-1".to_string(),
+            configs: BTreeMap::new(),
         };
         let mut replica = state.clone();
         let first = apply_command(&mut state, &create, 3);
@@ -576,6 +677,7 @@ mod tests {
             min_insync_replicas: None,
             unclean_leader_election_enable: false,
             topic_id: topic_id.to_string(),
+            configs: BTreeMap::new(),
         };
         apply_command(&mut state, &create("old"), 3);
         let offline = Command::MarkReplicasOffline {
@@ -636,6 +738,7 @@ mod tests {
             min_insync_replicas: None,
             unclean_leader_election_enable: false,
             topic_id: String::new(),
+            configs: BTreeMap::new(),
         };
         apply_command(&mut state, &create, 3);
         let offline = Command::MarkReplicasOffline {

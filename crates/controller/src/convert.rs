@@ -39,6 +39,7 @@ pub fn topic_to_proto(topic: &TopicState) -> TopicMetadata {
         min_insync_replicas: topic.min_insync_replicas.unwrap_or(0),
         unclean_leader_election_enable: topic.unclean_leader_election_enable,
         topic_id: topic.topic_id.clone(),
+        configs: topic.overrides().into_iter().collect(),
     }
 }
 

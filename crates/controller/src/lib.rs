@@ -14,11 +14,13 @@ pub mod heartbeat;
 pub mod leader_balance;
 pub mod metadata;
 pub mod node;
+pub mod partition_growth;
 pub mod quorum;
 pub mod raft;
 pub mod role;
 pub mod rules;
 pub mod service;
+pub mod topic_configs;
 
 pub use error::{QuorumError, StorageError};
 pub use metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};

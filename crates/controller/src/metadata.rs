@@ -1,7 +1,7 @@
 //! The replicated cluster metadata: brokers, topics and partitions, as the Raft state machine
 //! holds it (Kafka's `ClusterControlManager` + `ReplicationControlManager` images). Plain serde
 //! types; the rules that change them live in `rules.rs`, the protobuf views in `convert.rs`.
-use insync_types::{BrokerId, LeaderEpoch, PartitionEpoch, TopicPartition, NO_BROKER};
+use insync_types::{topic_config, BrokerId, LeaderEpoch, PartitionEpoch, TopicPartition, NO_BROKER};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -84,12 +84,46 @@ pub struct TopicState {
     /// the log of a new topic of the same name. Empty for topics created before ids.
     #[serde(default)]
     pub topic_id: String,
+    /// Topic config overrides by Kafka name (see `insync_types::topic_config`), including
+    /// min.insync.replicas and unclean.leader.election.enable, which the two typed fields
+    /// mirror for the rules. Empty for topics created before configs; `overrides` then
+    /// derives them from the typed fields.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
     /// `min.insync.replicas` override; None means the cluster default (brokers resolve it).
     pub min_insync_replicas: Option<i32>,
     /// `unclean.leader.election.enable` for this topic (Kafka default false).
     pub unclean_leader_election_enable: bool,
     /// Indexed by partition number: `partitions[p].partition == p`.
     pub partitions: Vec<PartitionState>,
+}
+
+impl TopicState {
+    /// Every config override of the topic, by Kafka name.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        let mut overrides = self.configs.clone();
+        if let Some(min) = self.min_insync_replicas {
+            overrides.entry(topic_config::MIN_INSYNC_REPLICAS.to_string()).or_insert_with(|| min.to_string());
+        }
+        if self.unclean_leader_election_enable {
+            overrides.entry(topic_config::UNCLEAN_LEADER_ELECTION_ENABLE.to_string()).or_insert_with(|| "true".into());
+        }
+        overrides
+    }
+
+    /// Replaces the overrides (already validated) and the typed fields that mirror them.
+    pub fn set_overrides(&mut self, overrides: BTreeMap<String, String>) {
+        self.min_insync_replicas =
+            topic_config::int_value(&overrides, topic_config::MIN_INSYNC_REPLICAS).and_then(|m| i32::try_from(m).ok());
+        self.unclean_leader_election_enable =
+            topic_config::bool_value(&overrides, topic_config::UNCLEAN_LEADER_ELECTION_ENABLE).unwrap_or(false);
+        self.configs = overrides;
+    }
+
+    /// The replication factor (every partition has as many replicas as the first).
+    pub fn replication_factor(&self) -> i32 {
+        self.partitions.first().map_or(0, |p| p.replicas.len() as i32)
+    }
 }
 
 /// One partition's replica assignment, leadership and ISR (Kafka `PartitionRegistration`).

@@ -157,6 +157,49 @@ pub fn plan_topic(state: &ClusterState, spec: &CreateTopicSpec) -> Result<Vec<Ve
     Ok(assign_replicas(&state.eligible_broker_ids(), state.topics.len(), spec.partitions, spec.replication_factor))
 }
 
+/// A new partition with `replicas` (Kafka `createPartitions` building a
+/// `PartitionRegistration`): the replica list must have `replication_factor` distinct
+/// registered brokers; the ISR is those usable now, the leader its first; epochs start at 0.
+pub fn new_partition(
+    state: &ClusterState,
+    index: i32,
+    replicas: &[BrokerId],
+    replication_factor: i32,
+) -> Result<PartitionState, RuleRejection> {
+    let distinct: BTreeSet<BrokerId> = replicas.iter().copied().collect();
+    if replicas.is_empty() || replicas.len() as i32 != replication_factor || distinct.len() != replicas.len() {
+        return Err(RuleRejection::new(
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            format!("partition {index} has an invalid replica list {}", format_ids(replicas)),
+        ));
+    }
+    if let Some(unknown) = replicas.iter().find(|id| !state.brokers.contains_key(id)) {
+        return Err(RuleRejection::new(
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            format!("partition {index} is assigned to broker {unknown}, which is not registered"),
+        ));
+    }
+    let isr: Vec<BrokerId> = replicas.iter().copied().filter(|id| state.is_eligible(*id)).collect();
+    let Some(&leader) = isr.first() else {
+        return Err(RuleRejection::new(
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            format!(
+                "Unable to replicate partition {index} {replication_factor} time(s): all brokers of {} are fenced or in controlled shutdown.",
+                format_ids(replicas)
+            ),
+        ));
+    };
+    Ok(PartitionState {
+        partition: index,
+        replicas: replicas.to_vec(),
+        isr,
+        leader,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        unclean_elected: false,
+    })
+}
+
 /// Applies a planned topic. Re-validates what may have changed since planning (another
 /// proposal may have created the topic or fenced a broker): the ISR is the assignment
 /// filtered by the brokers usable *now*, and the leader its first member, as Kafka's
@@ -179,41 +222,11 @@ pub fn create_topic(
             format!("a topic needs 1 to {MAX_PARTITIONS_PER_TOPIC} partitions, got {}", assignment.len()),
         ));
     }
-    let mut partitions = Vec::with_capacity(assignment.len());
-    for (index, replicas) in assignment.iter().enumerate() {
-        let distinct: BTreeSet<BrokerId> = replicas.iter().copied().collect();
-        if replicas.is_empty() || replicas.len() as i32 != replication_factor || distinct.len() != replicas.len() {
-            return Err(RuleRejection::new(
-                ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!("partition {index} has an invalid replica list {}", format_ids(replicas)),
-            ));
-        }
-        if let Some(unknown) = replicas.iter().find(|id| !state.brokers.contains_key(id)) {
-            return Err(RuleRejection::new(
-                ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!("partition {index} is assigned to broker {unknown}, which is not registered"),
-            ));
-        }
-        let isr: Vec<BrokerId> = replicas.iter().copied().filter(|id| state.is_eligible(*id)).collect();
-        let Some(&leader) = isr.first() else {
-            return Err(RuleRejection::new(
-                ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "Unable to replicate partition {index} {replication_factor} time(s): all brokers of {} are fenced or in controlled shutdown.",
-                    format_ids(replicas)
-                ),
-            ));
-        };
-        partitions.push(PartitionState {
-            partition: index as i32,
-            replicas: replicas.clone(),
-            isr,
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            unclean_elected: false,
-        });
-    }
+    let partitions = assignment
+        .iter()
+        .enumerate()
+        .map(|(index, replicas)| new_partition(state, index as i32, replicas, replication_factor))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(min_insync_replicas) = min_insync_replicas {
         if min_insync_replicas < 1 || min_insync_replicas > replication_factor {
             return Err(RuleRejection::new(
@@ -420,6 +433,13 @@ fn recompute_partitions(
         }
     }
     changes
+}
+
+/// Elects a leader for every leaderless partition of `topic` that now can have one (after
+/// unclean.leader.election.enable was turned on: Kafka's controller then elects an
+/// out-of-sync replica for leaderless partitions, which may lose acknowledged records).
+pub fn elect_leaderless(state: &mut ClusterState, topic: &str) -> Vec<PartitionChange> {
+    recompute_partitions(state, None, &|name, partition| name == topic && partition.leader == NO_BROKER)
 }
 
 /// Checks that `broker_id` is registered with this `incarnation` (Kafka

@@ -16,19 +16,22 @@ use crate::convert::{
 use crate::heartbeat::BrokerHeartbeatManager;
 use crate::leader_balance;
 use crate::metadata::{AppliedMetadata, ClusterState};
+use crate::partition_growth;
 use crate::raft::{ControllerRaft, NodeId, TypeConfig};
 use crate::role::ControllerRole;
 use crate::rules::{self, CreateTopicSpec, RuleRejection};
+use crate::topic_configs::{self, ConfigChange};
 use futures::Stream;
 use insync_proto::controller_server::Controller;
 use insync_proto::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, ClusterMetadata, ControllerError, CreateTopicRequest,
+    AlterTopicConfigsRequest, AlterTopicConfigsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    ClusterMetadata, ControllerError, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicRequest,
     CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, ElectLeadersRequest, ElectLeadersResponse,
     ElectionResult, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
     WatchMetadataRequest,
 };
-use insync_types::{ErrorCode, TopicPartition, NO_BROKER};
+use insync_types::{topic_config, ErrorCode, TopicPartition, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
@@ -306,26 +309,97 @@ impl ControllerService {
 
     async fn create(&self, request: CreateTopicRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
         self.await_active().await?;
+        let min_field = (request.min_insync_replicas != 0).then_some(request.min_insync_replicas);
+        let configs: BTreeMap<String, String> = request.configs.into_iter().collect();
+        let overrides = topic_configs::creation_configs(
+            &configs,
+            min_field,
+            request.unclean_leader_election_enable,
+            request.replication_factor,
+        )?;
         let spec = CreateTopicSpec {
             name: request.name,
             partitions: request.partitions,
             replication_factor: request.replication_factor,
-            min_insync_replicas: (request.min_insync_replicas != 0).then_some(request.min_insync_replicas),
-            unclean_leader_election_enable: request.unclean_leader_election_enable,
+            min_insync_replicas: topic_config::int_value(&overrides, topic_config::MIN_INSYNC_REPLICAS)
+                .and_then(|m| i32::try_from(m).ok()),
+            unclean_leader_election_enable: topic_config::bool_value(
+                &overrides,
+                topic_config::UNCLEAN_LEADER_ELECTION_ENABLE,
+            )
+            .unwrap_or(false),
         };
         // Placement is decided here, from the applied state, so applying is deterministic;
         // the state machine re-validates against the state at commit time.
-        let assignment = rules::plan_topic(&self.applied().state, &spec)?;
-        let result = self
-            .propose(Command::CreateTopic {
-                name: spec.name,
-                assignment,
-                min_insync_replicas: spec.min_insync_replicas,
-                unclean_leader_election_enable: spec.unclean_leader_election_enable,
-                // Random, as Kafka's Uuid.randomUuid: a re-created name gets a new id.
-                topic_id: uuid::Uuid::new_v4().to_string(),
-            })
-            .await?;
+        let applied = self.applied();
+        let assignment = rules::plan_topic(&applied.state, &spec)?;
+        let command = Command::CreateTopic {
+            name: spec.name,
+            assignment,
+            min_insync_replicas: spec.min_insync_replicas,
+            unclean_leader_election_enable: spec.unclean_leader_election_enable,
+            // Random, as Kafka's Uuid.randomUuid: a re-created name gets a new id.
+            topic_id: uuid::Uuid::new_v4().to_string(),
+            configs: overrides,
+        };
+        if request.validate_only {
+            return preview(&applied.state, &command);
+        }
+        let result = self.propose(command).await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        let topic =
+            result.topic.ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result"))?;
+        Ok(topic_to_proto(&topic))
+    }
+
+    /// Kafka `ConfigurationControlManager.incrementalAlterConfigs` for a topic: checked on the
+    /// applied state (and, with validate_only, only there), proposed with the topic id seen.
+    async fn alter_configs(&self, request: AlterTopicConfigsRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
+        self.await_active().await?;
+        let applied = self.applied();
+        let Some(topic) = applied.state.topics.get(&request.name) else {
+            return Err(Refusal::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic '{}' does not exist.", request.name),
+            ));
+        };
+        let change = ConfigChange {
+            set: request.set.into_iter().collect(),
+            delete: request.delete.into_iter().collect(),
+            replace: request.replace,
+        };
+        let command = Command::AlterTopicConfigs { name: request.name, topic_id: topic.topic_id.clone(), change };
+        if request.validate_only {
+            return preview(&applied.state, &command);
+        }
+        let result = self.propose(command).await?;
+        if let Some(refusal) = command_refusal(&result) {
+            return Err(refusal);
+        }
+        let topic =
+            result.topic.ok_or_else(|| Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "topic missing from result"))?;
+        Ok(topic_to_proto(&topic))
+    }
+
+    /// Kafka `ReplicationControlManager.createPartitions`: placed on the applied state,
+    /// proposed with the topic id and count it was planned on.
+    async fn grow(&self, request: CreatePartitionsRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
+        self.await_active().await?;
+        let applied = self.applied();
+        let assignment = partition_growth::plan_partitions(&applied.state, &request.name, request.count)?;
+        let topic = applied.state.topics.get(&request.name);
+        let command = Command::CreatePartitions {
+            name: request.name.clone(),
+            topic_id: topic.map(|t| t.topic_id.clone()).unwrap_or_default(),
+            planned_from: topic.map_or(0, |t| t.partitions.len() as i32),
+            assignment,
+        };
+        if request.validate_only {
+            return preview(&applied.state, &command);
+        }
+        let result = self.propose(command).await?;
         if let Some(refusal) = command_refusal(&result) {
             return Err(refusal);
         }
@@ -339,8 +413,8 @@ impl ControllerService {
     async fn delete(&self, request: DeleteTopicRequest) -> Result<String, Refusal> {
         self.await_active().await?;
         let topic_id = match self.applied().state.topics.get(&request.name) {
-            Some(topic) => topic.topic_id.clone(),
-            None => {
+            Some(topic) if request.topic_id.is_empty() || request.topic_id == topic.topic_id => topic.topic_id.clone(),
+            _ => {
                 return Err(Refusal::new(
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("Topic '{}' does not exist.", request.name),
@@ -428,6 +502,35 @@ impl ControllerService {
         }
         view
     }
+}
+
+/// validate_only: the topic as `command` (a CreateTopic or AlterTopicConfigs) would leave it,
+/// computed by the same rules on a copy of the state; nothing is proposed or logged.
+fn preview(state: &ClusterState, command: &Command) -> Result<insync_proto::TopicMetadata, Refusal> {
+    let mut copy = state.clone();
+    let topic = match command {
+        Command::CreateTopic {
+            name, assignment, min_insync_replicas, unclean_leader_election_enable, configs, ..
+        } => {
+            let mut topic = rules::create_topic(
+                &mut copy,
+                name,
+                assignment,
+                *min_insync_replicas,
+                *unclean_leader_election_enable,
+            )?;
+            topic.set_overrides(configs.clone());
+            topic
+        }
+        Command::AlterTopicConfigs { name, topic_id, change } => {
+            topic_configs::alter_topic_configs(&mut copy, name, topic_id, change)?.0
+        }
+        Command::CreatePartitions { name, topic_id, planned_from, assignment } => {
+            partition_growth::add_partitions(&mut copy, name, topic_id, *planned_from, assignment)?
+        }
+        _ => return Err(Refusal::new(ErrorCode::UNKNOWN_SERVER_ERROR, "nothing to preview")),
+    };
+    Ok(topic_to_proto(&topic))
 }
 
 /// The partitions an ElectLeaders request asks about: the named partitions of the named
@@ -563,6 +666,44 @@ impl Controller for ControllerService {
             Err(refusal) => {
                 CreateTopicResponse { error_code: refusal.code.code(), error_message: refusal.message, topic: None }
             }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<CreatePartitionsRequest>,
+    ) -> Result<Response<CreatePartitionsResponse>, Status> {
+        let response = match self.grow(request.into_inner()).await {
+            Ok(topic) => CreatePartitionsResponse {
+                error_code: ErrorCode::NONE.code(),
+                error_message: String::new(),
+                topic: Some(topic),
+            },
+            Err(refusal) => CreatePartitionsResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                topic: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        request: Request<AlterTopicConfigsRequest>,
+    ) -> Result<Response<AlterTopicConfigsResponse>, Status> {
+        let response = match self.alter_configs(request.into_inner()).await {
+            Ok(topic) => AlterTopicConfigsResponse {
+                error_code: ErrorCode::NONE.code(),
+                error_message: String::new(),
+                topic: Some(topic),
+            },
+            Err(refusal) => AlterTopicConfigsResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                topic: None,
+            },
         };
         Ok(Response::new(response))
     }

@@ -15,6 +15,7 @@ fn topic(name: &str) -> CreateTopicRequest {
         replication_factor: 1,
         min_insync_replicas: 0,
         unclean_leader_election_enable: false,
+        ..Default::default()
     }
 }
 

@@ -78,6 +78,7 @@ async fn scenario() {
         replication_factor: 3,
         min_insync_replicas: 2,
         unclean_leader_election_enable: false,
+        ..Default::default()
     };
     let created = client.create_topic(create.clone()).await.unwrap().into_inner();
     assert_eq!(created.error_code, 0, "{}", created.error_message);

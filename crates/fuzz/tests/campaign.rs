@@ -104,7 +104,27 @@ fn worst_case_frames() -> Vec<(&'static str, Vec<u8>)> {
         uvarint(tag + 100, &mut tagged);
         tagged.push(0);
     }
+    // DeleteTopics v4: N empty compact names (1 byte each), the timeout, no tags.
+    let mut delete_topics = Vec::new();
+    uvarint(N + 1, &mut delete_topics);
+    delete_topics.extend((0..N).map(|_| 1u8));
+    delete_topics.extend_from_slice(&[0, 0, 0, 0, 0]);
+    // ElectLeaders v2: preferred, N topics of an empty name, no partitions and no tags
+    // (3 bytes each), the timeout, no tags.
+    let mut elect_leaders = vec![0u8];
+    uvarint(N + 1, &mut elect_leaders);
+    elect_leaders.extend((0..N).flat_map(|_| [1u8, 1, 0]));
+    elect_leaders.extend_from_slice(&[0, 0, 0, 0, 0]);
+    // CreateTopics v5: N topics of an empty name, counts, no assignments, configs or tags
+    // (10 bytes each), then the timeout, validate_only and no tags.
+    let mut create_topics = Vec::new();
+    uvarint(N / 4 + 1, &mut create_topics);
+    create_topics.extend((0..N / 4).flat_map(|_| [1u8, 0, 0, 0, 1, 0, 1, 1, 1, 0]));
+    create_topics.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     vec![
+        ("DeleteTopics v4, 400000 names", request(20, 4, true, &delete_topics)),
+        ("ElectLeaders v2, 400000 topics", request(43, 2, true, &elect_leaders)),
+        ("CreateTopics v5, 100000 topics", request(19, 5, true, &create_topics)),
         ("Metadata v1, 400000 topics", request(3, 1, false, &metadata_v1)),
         ("Metadata v9, 400000 topics", request(3, 9, true, &metadata_v9)),
         ("FindCoordinator v4, 400000 keys", request(10, 4, true, &find_coordinator)),

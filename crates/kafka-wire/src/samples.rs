@@ -2,6 +2,11 @@
 //! in every array of every served API and version: the walk's differential tests and the
 //! fuzzing campaign's seeds for versions the captured clients never sent.
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -114,7 +119,60 @@ pub fn populated(api_key: ApiKey, v: i16) -> RequestKind {
         ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(GroupId(name("g")))),
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
         ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
+        ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::ElectLeaders | ApiKey::DescribeCluster => {
+            populated_admin(api_key, v, tagged())
+        }
         other => panic!("no populated request for {other:?}"),
+    }
+}
+
+/// The admin APIs' populated requests (CreateTopics, DeleteTopics, ElectLeaders,
+/// DescribeCluster), `tagged` being the unknown tagged fields of a flexible version.
+fn populated_admin(api_key: ApiKey, v: i16, tagged: std::collections::BTreeMap<i32, Bytes>) -> RequestKind {
+    match api_key {
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic("t"))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                    .with_configs(vec![CreatableTopicConfig::default()
+                        .with_name(name("min.insync.replicas"))
+                        .with_value(Some(name("2")))])])
+                .with_timeout_ms(30_000)
+                .with_validate_only(true)
+                .with_unknown_tagged_fields(tagged.clone()),
+        ),
+        ApiKey::DeleteTopics if v >= 6 => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_name(Some(topic("t")))])
+                .with_timeout_ms(30_000)
+                .with_unknown_tagged_fields(tagged.clone()),
+        ),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_topic_names(vec![topic("t")])
+                .with_timeout_ms(30_000)
+                .with_unknown_tagged_fields(tagged.clone()),
+        ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(if v >= 1 { 1 } else { 0 })
+                .with_topic_partitions(Some(vec![TopicPartitions::default()
+                    .with_topic(topic("t"))
+                    .with_partitions(vec![0, 1])]))
+                .with_timeout_ms(30_000)
+                .with_unknown_tagged_fields(tagged.clone()),
+        ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+            DescribeClusterRequest::default()
+                .with_include_cluster_authorized_operations(true)
+                .with_unknown_tagged_fields(tagged.clone()),
+        ),
+        other => panic!("{other:?} is not an admin API"),
     }
 }
 
@@ -153,6 +211,10 @@ pub fn served(api_key: ApiKey, v: i16) -> bool {
         ApiKey::FindCoordinator | ApiKey::Heartbeat | ApiKey::ApiVersions | ApiKey::InitProducerId => (0, 4),
         ApiKey::JoinGroup => (0, 9),
         ApiKey::LeaveGroup | ApiKey::SyncGroup => (0, 5),
+        ApiKey::CreateTopics => (2, 7),
+        ApiKey::DeleteTopics => (1, 6),
+        ApiKey::ElectLeaders => (0, 2),
+        ApiKey::DescribeCluster => (0, 1),
         _ => return false,
     };
     low <= v && v <= high

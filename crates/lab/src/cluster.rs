@@ -533,6 +533,7 @@ impl LabCluster {
             replication_factor: BROKERS,
             min_insync_replicas,
             unclean_leader_election_enable: false,
+            ..Default::default()
         };
         let mut last = String::from("no broker answered");
         let mut created = false;

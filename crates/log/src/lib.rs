@@ -28,4 +28,4 @@ pub use batch::{
 pub use checkpoint::OffsetCheckpointFile;
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use error::LogError;
-pub use partition_log::{AppendInfo, LogConfig, PartitionLog, TruncateInfo};
+pub use partition_log::{AppendInfo, LogConfig, PartitionLog, RetentionInfo, RetentionReason, TruncateInfo};

@@ -27,6 +27,9 @@ use crate::epoch_cache::LeaderEpochCache;
 use crate::error::LogError;
 use crate::segment::{parse_base_offset, LogSegment, SegmentSync, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
 
+mod retention;
+pub use retention::{RetentionInfo, RetentionReason};
+
 /// Per-log settings, named after their Kafka topic configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -42,6 +45,13 @@ pub struct LogConfig {
     /// 1 MiB + `LOG_OVERHEAD`). Not applied to follower appends, as in Kafka: the leader
     /// already accepted those batches.
     pub max_batch_bytes: usize,
+    /// `retention.ms`: segments older than this are deleted; negative = no limit.
+    pub retention_ms: i64,
+    /// `retention.bytes`: while the log is bigger, its oldest segments are deleted;
+    /// negative = no limit.
+    pub retention_bytes: i64,
+    /// `segment.ms`: the active segment rolls once its first batch is older than this.
+    pub segment_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +61,10 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush_every_messages: None,
             max_batch_bytes: 1024 * 1024 + crate::batch::LOG_OVERHEAD,
+            // Kafka's log.retention.hours = 168 and log.roll.hours = 168.
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -86,6 +100,10 @@ pub struct PartitionLog {
     segments: Vec<LogSegment>,
     /// Offset the next appended record gets.
     log_end_offset: i64,
+    /// The first offset a read may ask for: the first segment's base offset or past it
+    /// (Kafka `logStartOffset`, moved by retention, DeleteRecords and a leader's start
+    /// offset); never past the log end.
+    log_start_offset: i64,
     /// Epoch → start offset, kept consistent with the log on every append and truncation.
     epoch_cache: LeaderEpochCache,
     /// Records appended since the last fsync, for `flush_every_messages`.
@@ -114,12 +132,7 @@ impl PartitionLog {
     /// entries beyond the recovered log end (Kafka `LogLoader.load` →
     /// `leaderEpochCache.truncateFromEnd(nextOffset)`).
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
-        let config = LogConfig {
-            segment_bytes: config.segment_bytes.clamp(1, i32::MAX as u64),
-            index_interval_bytes: config.index_interval_bytes,
-            flush_every_messages: config.flush_every_messages,
-            max_batch_bytes: config.max_batch_bytes,
-        };
+        let config = LogConfig { segment_bytes: config.segment_bytes.clamp(1, i32::MAX as u64), ..config };
         fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating log directory {}", dir.display()), e))?;
         let base_offsets = Self::scan_directory(dir)?;
         let mut epoch_cache = LeaderEpochCache::load(dir)?;
@@ -175,11 +188,13 @@ impl PartitionLog {
         log_end_offset: i64,
         epoch_cache: LeaderEpochCache,
     ) -> PartitionLog {
+        let log_start_offset = segments.first().map_or(0, LogSegment::base_offset);
         PartitionLog {
             dir: dir.to_owned(),
             config,
             segments,
             log_end_offset,
+            log_start_offset,
             epoch_cache,
             unflushed_messages: 0,
             roll_flush: None,
@@ -295,9 +310,20 @@ impl PartitionLog {
         &self.config
     }
 
-    /// First offset still in the log: the base offset of the first segment.
+    /// Takes a changed topic config (Kafka `UnifiedLog.updateConfig`): the next roll and the
+    /// next append follow it; existing segments stay as they are. The index interval stays
+    /// the one the segments were opened with.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = LogConfig {
+            segment_bytes: config.segment_bytes.clamp(1, i32::MAX as u64),
+            index_interval_bytes: self.config.index_interval_bytes,
+            ..config
+        };
+    }
+
+    /// First offset a read may ask for (see the field).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset()
+        self.log_start_offset
     }
 
     /// Offset the next appended record gets.
@@ -443,6 +469,21 @@ impl PartitionLog {
         let too_big = active.size_bytes() + incoming_bytes as u64 > self.config.segment_bytes;
         let offsets_overflow = last_offset - active.base_offset() > i64::from(i32::MAX);
         if !active.is_empty() && (too_big || offsets_overflow) {
+            self.roll()?;
+        }
+        if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
+            return Err(LogError::InvalidArgument(format!(
+                "an append of {incoming_bytes} bytes cannot fit one segment"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset; the old one is fsynced on a
+    /// thread of its own once the previous roll's fsync has finished, so only the last two
+    /// segments can have a torn tail.
+    fn roll(&mut self) -> Result<(), LogError> {
+        {
             self.wait_for_roll_flush()?;
             let sync = self.active_mut().deferred_flush()?;
             self.unflushed_messages = 0;
@@ -466,11 +507,6 @@ impl PartitionLog {
                     self.record_roll_flush(sync.run())?;
                 }
             }
-        }
-        if self.active().size_bytes() + incoming_bytes as u64 > u64::from(u32::MAX) {
-            return Err(LogError::InvalidArgument(format!(
-                "an append of {incoming_bytes} bytes cannot fit one segment"
-            )));
         }
         Ok(())
     }
@@ -621,6 +657,7 @@ impl PartitionLog {
         let segment = LogSegment::create(&self.dir, offset, self.config.index_interval_bytes)?;
         self.segments.push(segment);
         self.log_end_offset = offset;
+        self.log_start_offset = offset;
         self.unflushed_messages = 0;
         self.epoch_cache.clear()?;
         tracing::info!("truncated log {} fully and restarted it at offset {offset}", self.dir.display());
@@ -719,6 +756,7 @@ impl PartitionLog {
             "segments sorted by base offset"
         );
         debug_assert!(self.log_start_offset() <= self.log_end_offset);
+        debug_assert!(self.segments[0].base_offset() <= self.log_start_offset, "the start offset is in the log");
         debug_assert!(self.active().base_offset() <= self.log_end_offset);
         debug_assert!(
             !self.active().is_empty() || self.active().base_offset() == self.log_end_offset,

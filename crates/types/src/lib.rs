@@ -3,6 +3,8 @@
 //! wall clock in epoch milliseconds.
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+pub mod topic_config;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A broker's `node.id`.

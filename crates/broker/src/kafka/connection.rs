@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::codec::{self, CodecError};
-use super::{api_versions, fetch, group, metadata, produce, producer_id, supported_versions, KafkaContext};
+use super::{
+    api_versions, create_topics, delete_topics, describe_cluster, elect_leaders, fetch, group, metadata, produce,
+    producer_id, supported_versions, KafkaContext,
+};
 
 /// Requests of one connection whose answers may be outstanding at once. Kafka itself reads
 /// the next request only after answering the previous one; insync pipelines a little so
@@ -223,6 +226,10 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
         RequestKind::LeaveGroup(request) => group::handle_leave(context, meta, request),
         RequestKind::OffsetCommit(request) => group::handle_offset_commit(context, meta, request),
         RequestKind::OffsetFetch(request) => group::handle_offset_fetch(context, meta, request),
+        RequestKind::CreateTopics(request) => create_topics::handle(context, meta, request),
+        RequestKind::DeleteTopics(request) => delete_topics::handle(context, meta, request),
+        RequestKind::ElectLeaders(request) => elect_leaders::handle(context, meta, request),
+        RequestKind::DescribeCluster(request) => describe_cluster::handle(context, meta, request),
         _ => {
             debug_assert!(false, "{:?} is in SUPPORTED_APIS but not dispatched", meta.api_key);
             let what = format!("{:?}", meta.api_key);

@@ -33,14 +33,7 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Me
 
 /// Builds the answer from a metadata snapshot; `wanted` None = every topic.
 pub fn response(metadata: &pb::ClusterMetadata, local_broker: i32, wanted: Option<&[String]>) -> MetadataResponse {
-    // Kafka lists only live brokers (MetadataCache.getAliveBrokerNodes): fenced ones and
-    // brokers without a Kafka listener cannot be dialled.
-    let brokers: BTreeMap<i32, (String, i32)> = metadata
-        .brokers
-        .iter()
-        .filter(|b| !b.fenced)
-        .filter_map(|b| kafka_endpoint(b).map(|endpoint| (b.id, endpoint)))
-        .collect();
+    let brokers = live_brokers(metadata);
     let fenced: Vec<i32> = metadata.brokers.iter().filter(|b| b.fenced).map(|b| b.id).collect();
     let topics = match wanted {
         None => metadata.topics.iter().map(|t| topic(t, &brokers, &fenced)).collect(),
@@ -71,6 +64,18 @@ pub fn response(metadata: &pb::ClusterMetadata, local_broker: i32, wanted: Optio
         // requests to it, and brokers forward them); this broker is live by definition.
         .with_controller_id(BrokerId(local_broker))
         .with_topics(topics)
+}
+
+/// The brokers Kafka clients may dial, by id, with their Kafka listener's host and port.
+/// Kafka lists only live brokers (MetadataCache.getAliveBrokerNodes): fenced ones and
+/// brokers without a Kafka listener cannot be dialled. Metadata and DescribeCluster share it.
+pub(super) fn live_brokers(metadata: &pb::ClusterMetadata) -> BTreeMap<i32, (String, i32)> {
+    metadata
+        .brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| kafka_endpoint(b).map(|endpoint| (b.id, endpoint)))
+        .collect()
 }
 
 fn topic(t: &pb::TopicMetadata, brokers: &BTreeMap<i32, (String, i32)>, fenced: &[i32]) -> MetadataResponseTopic {

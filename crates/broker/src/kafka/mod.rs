@@ -1,5 +1,5 @@
 //! The Kafka wire-protocol listener (Kafka `SocketServer` + `KafkaApis`, trimmed to what
-//! producers and consumers need): unmodified Kafka clients (kcat, librdkafka,
+//! producers, consumers and topic admin need): unmodified Kafka clients (kcat, librdkafka,
 //! confluent-kafka, kafka-python, the Java client) produce and consume against insync on a
 //! second listener per broker. It is a thin adapter like the gRPC service: every produce
 //! goes through `ReplicaManager::produce_append`/`produce_wait` and every fetch through
@@ -11,16 +11,25 @@
 //! Files: `codec.rs` frames and headers, `connection.rs` one client connection (ordered,
 //! pipelined, bounded), then one file per API group: `api_versions.rs`, `metadata.rs`,
 //! `produce.rs`, `fetch.rs` (Fetch, ListOffsets), `producer_id.rs` (InitProducerId),
-//! `group.rs` (FindCoordinator and a minimal in-memory group coordinator).
+//! `group.rs` (FindCoordinator and a minimal in-memory group coordinator), and the admin
+//! APIs Kafka brokers forward to the controller (KIP-590), through the same controller calls
+//! as `insync topic create|delete|elect-leaders`: `create_topics.rs`, `delete_topics.rs`,
+//! `elect_leaders.rs`, with what they share in `admin.rs`; `describe_cluster.rs` answers
+//! from the metadata like `metadata.rs`.
 //!
 //! Not served (not advertised in ApiVersions; a request for them closes the connection as
 //! Kafka does for an API version it does not know, after a WARN naming it): transactions,
-//! admin APIs (CreateTopics: use `insync topic create`), OffsetForLeaderEpoch, fetch
+//! the other admin APIs (configs, partitions, ACLs...), OffsetForLeaderEpoch, fetch
 //! sessions (KIP-227: every fetch is a full one), compressed batches (answered
 //! UNSUPPORTED_COMPRESSION_TYPE 76: clients must use compression.type=none).
+mod admin;
 mod api_versions;
 mod codec;
 mod connection;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod elect_leaders;
 mod fetch;
 mod group;
 mod metadata;
@@ -37,6 +46,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::connection_slots::ConnectionSlots;
+use crate::controller_link::ControllerLink;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use codec::ReceiveLimits;
@@ -48,7 +58,10 @@ pub use group::GroupCoordinator;
 /// are what make librdkafka use RecordBatch v2 (magic 2) instead of v0/v1 message sets,
 /// the only format the log stores. Upper bounds stop below versions that need topic ids
 /// (KIP-516: Fetch 13, Produce 13, OffsetCommit 10) or semantics insync lacks (ListOffsets 8
-/// tiered storage, OffsetFetch 8 batched groups, InitProducerId 5 transactions v2).
+/// tiered storage, OffsetFetch 8 batched groups, InitProducerId 5 transactions v2). The admin
+/// APIs go as low as `kafka-protocol` decodes (CreateTopics 2, DeleteTopics 1: Kafka 4.0
+/// dropped the older ones too, KIP-896) and as high as Kafka's schemas in
+/// `crates/kafka-wire` (DescribeCluster 1: v2's fenced brokers, KIP-1073, are not offered).
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -63,6 +76,10 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The versions of `api_key` served, if any.
@@ -77,17 +94,24 @@ pub(crate) fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
 const FRAME_HEADROOM_BYTES: usize = 64 * 1024;
 
 /// What every connection needs: the replica manager (produce, fetch, metadata), the
-/// producer-id blocks, the group coordinator, and the receive limits.
+/// producer-id blocks, the controller link (admin APIs), the group coordinator, and the
+/// receive limits.
 pub struct KafkaContext {
     pub replica_manager: Arc<ReplicaManager>,
     pub producer_ids: Arc<ProducerIdManager>,
+    /// The active controller, for the admin APIs Kafka brokers forward to it (KIP-590).
+    pub link: Arc<ControllerLink>,
     pub groups: GroupCoordinator,
     /// Frame size, idle and partial-request timeouts, and the listener-wide receive budget.
     pub limits: ReceiveLimits,
 }
 
 impl KafkaContext {
-    pub fn new(replica_manager: Arc<ReplicaManager>, producer_ids: Arc<ProducerIdManager>) -> Arc<KafkaContext> {
+    pub fn new(
+        replica_manager: Arc<ReplicaManager>,
+        producer_ids: Arc<ProducerIdManager>,
+        link: Arc<ControllerLink>,
+    ) -> Arc<KafkaContext> {
         let config = &replica_manager.config;
         // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
         let max_frame_bytes = config.message_max_bytes.saturating_add(FRAME_HEADROOM_BYTES);
@@ -105,7 +129,7 @@ impl KafkaContext {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
         };
-        Arc::new(KafkaContext { replica_manager, producer_ids, groups: GroupCoordinator::default(), limits })
+        Arc::new(KafkaContext { replica_manager, producer_ids, link, groups: GroupCoordinator::default(), limits })
     }
 }
 

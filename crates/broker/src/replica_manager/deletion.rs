@@ -17,8 +17,10 @@ impl ReplicaManager {
         self.checkpointed_high_watermarks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets the checkpointed HW and log start offset of a replica being deleted.
     pub(super) fn remove_checkpointed_high_watermark(&self, tp: &TopicPartition) {
         self.lock_checkpointed().remove(tp);
+        self.checkpointed_log_start_offsets.lock().unwrap_or_else(|p| p.into_inner()).remove(tp);
     }
 
     /// Whether this broker hosts `tp` for a topic id other than `topic_id` (both known): the

@@ -158,6 +158,7 @@ impl ControllerModel {
             min_insync_replicas: spec.min_insync_replicas,
             unclean_leader_election_enable: false,
             topic_id: String::new(),
+            configs: Default::default(),
         };
         self.topic_created = self.propose(command, io).is_ok();
     }

@@ -53,6 +53,50 @@ enum TopicCommand {
         /// Kafka unclean.leader.election.enable for this topic.
         #[arg(long)]
         unclean_leader_election_enable: bool,
+        /// A topic config override KEY=VALUE (repeatable), as kafka-topics --config:
+        /// retention.ms, retention.bytes, segment.bytes, segment.ms, max.message.bytes,
+        /// min.insync.replicas, unclean.leader.election.enable, cleanup.policy.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// Check everything (name, counts, placement, configs) without creating.
+        #[arg(long)]
+        validate_only: bool,
+    },
+    /// Delete the records of a partition before an offset (kafka-delete-records): its log
+    /// start offset moves there on every replica; consumers below it get
+    /// OFFSET_OUT_OF_RANGE and reset.
+    DeleteRecords {
+        name: String,
+        #[arg(long)]
+        partition: i32,
+        /// Records before this offset go; -1: everything below the high watermark.
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
+    /// Grow a topic to N partitions (kafka-topics --alter --partitions): only growth, the new
+    /// partitions placed like creation. Keyed records may map to other partitions afterwards.
+    AddPartitions {
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        partitions: i32,
+        /// Check without changing anything.
+        #[arg(long)]
+        validate_only: bool,
+    },
+    /// Change a topic's config overrides at run time (kafka-configs --alter): brokers apply
+    /// them without a restart. Unknown keys and invalid values are refused (INVALID_CONFIG).
+    Alter {
+        name: String,
+        /// Set KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// Remove the override of KEY, back to the broker default (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+        /// Check without changing anything.
+        #[arg(long)]
+        validate_only: bool,
     },
     List,
     /// Delete a topic and every replica's log (kafka-topics --delete). Producers and
@@ -189,6 +233,12 @@ struct ConsumeArgs {
     /// Stop after this long without a new record (default: run until interrupted).
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// Kafka auto.offset.reset: where to go when the position is out of range (below the
+    /// log start after retention or DeleteRecords, or past the end): earliest, latest, or
+    /// none (fail). Default: earliest with --from-beginning, else latest (as the console
+    /// consumer).
+    #[arg(long, value_parser = ["earliest", "latest", "none"])]
+    auto_offset_reset: Option<String>,
 }
 
 #[tokio::main]
@@ -226,6 +276,8 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
             replication_factor,
             min_insync_replicas,
             unclean_leader_election_enable,
+            configs,
+            validate_only,
         } => {
             let topic = cluster
                 .create_topic(pb::CreateTopicRequest {
@@ -234,15 +286,54 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
                     replication_factor: *replication_factor,
                     min_insync_replicas: min_insync_replicas.unwrap_or(0),
                     unclean_leader_election_enable: *unclean_leader_election_enable,
+                    configs: configs.iter().cloned().collect(),
+                    validate_only: *validate_only,
                 })
                 .await?;
+            print_created(cli, &topic, *validate_only);
+        }
+        TopicCommand::DeleteRecords { name, partition, before } => {
+            let low_watermark = cluster.delete_records(name, *partition, *before).await?;
             if cli.json {
-                println!("{}", json!({"created": topic.name, "partitions": topic.partitions.len()}));
+                println!("{}", json!({"topic": name, "partition": partition, "low_watermark": low_watermark}));
             } else {
-                println!("created topic {} with {} partition(s)", topic.name, topic.partitions.len());
+                println!("{name}-{partition}: records before offset {low_watermark} deleted (log start offset {low_watermark})");
+            }
+        }
+        TopicCommand::AddPartitions { name, partitions, validate_only } => {
+            let request =
+                pb::CreatePartitionsRequest { name: name.clone(), count: *partitions, validate_only: *validate_only };
+            let topic = cluster.create_partitions(request).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"topic": topic.name, "partitions": topic.partitions.len(), "validate_only": validate_only})
+                );
+            } else {
+                let verb = if *validate_only { "valid: topic would have" } else { "topic now has" };
+                println!("{verb} {} partition(s): {name}", topic.partitions.len());
                 for p in &topic.partitions {
                     println!("  partition {}: leader {} replicas {:?}", p.partition, p.leader, p.replicas);
                 }
+            }
+        }
+        TopicCommand::Alter { name, configs, delete_configs, validate_only } => {
+            let topic = cluster
+                .alter_topic_configs(pb::AlterTopicConfigsRequest {
+                    name: name.clone(),
+                    set: configs.iter().cloned().collect(),
+                    delete: delete_configs.clone(),
+                    replace: false,
+                    validate_only: *validate_only,
+                })
+                .await?;
+            let shown = format_configs(&topic.configs);
+            if cli.json {
+                println!("{}", json!({"topic": topic.name, "configs": topic.configs, "validate_only": validate_only}));
+            } else if *validate_only {
+                println!("valid: topic {name} would have configs {shown}");
+            } else {
+                println!("altered topic {name}: configs now {shown}");
             }
         }
         TopicCommand::List => {
@@ -295,6 +386,44 @@ async fn elect_leaders(cli: &Cli, cluster: &Cluster, name: Option<&str>, partiti
     Ok(())
 }
 
+fn print_created(cli: &Cli, topic: &pb::TopicMetadata, validate_only: bool) {
+    if cli.json {
+        println!(
+            "{}",
+            json!({"created": topic.name, "topic_id": topic.topic_id, "partitions": topic.partitions.len(),
+                   "configs": topic.configs, "validate_only": validate_only})
+        );
+        return;
+    }
+    let verb = if validate_only { "valid: would create" } else { "created" };
+    println!(
+        "{verb} topic {} with {} partition(s), configs {}",
+        topic.name,
+        topic.partitions.len(),
+        format_configs(&topic.configs)
+    );
+    for p in &topic.partitions {
+        println!("  partition {}: leader {} replicas {:?}", p.partition, p.leader, p.replicas);
+    }
+}
+
+/// `k=v,k=v` in key order, or "(broker defaults)".
+fn format_configs(configs: &std::collections::HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = configs.iter().collect();
+    if sorted.is_empty() {
+        return "(broker defaults)".to_string();
+    }
+    sorted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// A `KEY=VALUE` argument.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 fn list(ids: &[i32]) -> String {
     ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -337,6 +466,7 @@ async fn describe(cli: &Cli, cluster: &Cluster, name: Option<&str>, filter: &Des
                 min_isr,
                 if t.unclean_leader_election_enable { "  unclean.leader.election.enable: true" } else { "" }
             );
+            println!("Configs: {}", format_configs(&t.configs));
         }
         let mut table = new_table(DESCRIBE_COLUMNS);
         for p in &t.partitions {
@@ -380,6 +510,8 @@ struct DescribeRow<'a> {
     high_watermark: Option<i64>,
     /// Each replica's LEO, in assignment order; `None` for a replica that did not report.
     log_end_offsets: Vec<(i32, Option<i64>)>,
+    /// Each replica's log start offset, likewise (retention and DeleteRecords move it).
+    log_start_offsets: Vec<(i32, Option<i64>)>,
     notes: Vec<String>,
 }
 
@@ -394,6 +526,8 @@ impl<'a> DescribeRow<'a> {
         let leader_report = reports.and_then(|r| r.get(&p.leader));
         let log_end_offsets =
             p.replicas.iter().map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_end_offset))).collect();
+        let log_start_offsets =
+            p.replicas.iter().map(|b| (*b, reports.and_then(|r| r.get(b)).map(|r| r.log_start_offset))).collect();
         let mut notes = Vec::new();
         if p.leader < 0 {
             notes.push("OFFLINE: no leader".to_string());
@@ -410,16 +544,18 @@ impl<'a> DescribeRow<'a> {
             notes.push("under-replicated".into());
         }
         let high_watermark = leader_report.map(|r| r.high_watermark);
-        DescribeRow { topic, partition: p, min_isr, health, high_watermark, log_end_offsets, notes }
+        DescribeRow { topic, partition: p, min_isr, health, high_watermark, log_end_offsets, log_start_offsets, notes }
     }
 
     fn json(&self) -> serde_json::Value {
         let (t, p, health) = (self.topic, self.partition, &self.health);
         let leo_map: serde_json::Map<String, serde_json::Value> =
             self.log_end_offsets.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
-        json!({"topic": t.name, "topic_id": t.topic_id, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+        let lso_map: serde_json::Map<String, serde_json::Value> =
+            self.log_start_offsets.iter().map(|(b, l)| (b.to_string(), json!(l))).collect();
+        json!({"topic": t.name, "topic_id": t.topic_id, "configs": t.configs, "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
                "partition_epoch": p.partition_epoch, "replicas": p.replicas, "isr": p.isr,
-               "high_watermark": self.high_watermark, "log_end_offsets": leo_map, "min_insync_replicas": self.min_isr,
+               "high_watermark": self.high_watermark, "log_end_offsets": leo_map, "log_start_offsets": lso_map, "min_insync_replicas": self.min_isr,
                "unclean_elected": p.unclean_elected, "notes": self.notes,
                "under_replicated": health.under_replicated, "under_min_isr": health.under_min_isr,
                "at_min_isr": health.at_min_isr, "unavailable": health.unavailable})
@@ -498,6 +634,33 @@ fn broker_status(b: &pb::BrokerMetadata) -> &'static str {
     }
 }
 
+/// Where a consumer goes when its position is out of range (Kafka's auto.offset.reset):
+/// the earliest or latest offset, or an error with `none`. Says so on stderr.
+async fn reset_position(
+    cluster: &Cluster,
+    args: &ConsumeArgs,
+    p: i32,
+    offset: i64,
+    response: &pb::FetchPartitionResponse,
+) -> anyhow::Result<i64> {
+    let default = if args.from_beginning { "earliest" } else { "latest" };
+    let reset = args.auto_offset_reset.as_deref().unwrap_or(default);
+    let out_of_range = format!(
+        "{}: offset {offset} is outside [{}, {}] for {}-{p}",
+        ErrorCode::OFFSET_OUT_OF_RANGE,
+        response.log_start_offset,
+        response.log_end_offset,
+        args.topic
+    );
+    let to = match reset {
+        "earliest" => retry_offset(cluster, &args.topic, p, -2).await?,
+        "latest" => retry_offset(cluster, &args.topic, p, -1).await?,
+        _ => anyhow::bail!("{out_of_range} (auto.offset.reset=none)"),
+    };
+    eprintln!("{out_of_range}; reset to the {reset} offset {to} (auto.offset.reset={reset})");
+    Ok(to)
+}
+
 async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
     let cluster = Cluster::new(&cli.bootstrap)?;
     let count = cluster.partition_count(&args.topic).await?;
@@ -543,13 +706,8 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
             match ErrorCode::from_code(response.error_code) {
                 ErrorCode::NONE => {}
                 ErrorCode::OFFSET_OUT_OF_RANGE => {
-                    anyhow::bail!(
-                        "{}: offset {offset} is outside [{}, {}] for {}-{p}",
-                        ErrorCode::OFFSET_OUT_OF_RANGE,
-                        response.log_start_offset,
-                        response.log_end_offset,
-                        args.topic
-                    );
+                    offsets.insert(p, reset_position(&cluster, args, p, offset, &response).await?);
+                    continue;
                 }
                 other => {
                     tracing::debug!("fetch {}-{p}: {other}", args.topic);

@@ -410,7 +410,7 @@ pub(crate) mod tests {
                 }],
                 min_insync_replicas: 2,
                 unclean_leader_election_enable: false,
-                topic_id: String::new(),
+                ..Default::default()
             }],
             default_min_insync_replicas: 1,
         }

@@ -136,8 +136,17 @@ fn delete_records_moves_the_start_on_followers_and_survives_a_restart() -> anyho
     let beyond = cluster.insync(&["topic", "delete-records", "dr", "--partition", "0", "--before", "31"]);
     assert!(text(&beyond.stderr).contains("OFFSET_OUT_OF_RANGE"), "past the HW: {}", text(&beyond.stderr));
 
-    // Every broker restarted: the start offset (inside the first segment) is not lost.
-    std::thread::sleep(Duration::from_millis(5_500)); // one HW / log-start checkpoint interval
+    // Every broker restarted: the start offset (inside the first segment) is not lost. Wait
+    // until each broker's checkpoint file holds it (the leader's at once, the followers' at
+    // their next periodic checkpoint).
+    wait_for("log start offsets checkpointed on every broker", Duration::from_secs(15), || {
+        (1..=3)
+            .all(|b| {
+                let file = cluster.broker_data_dir(b).join("log-start-offset-checkpoint");
+                std::fs::read_to_string(file).is_ok_and(|text| text.lines().any(|l| l == "dr 0 10"))
+            })
+            .then_some(())
+    })?;
     for broker in 1..=3 {
         cluster.kill_broker(broker);
     }
@@ -147,6 +156,32 @@ fn delete_records_moves_the_start_on_followers_and_survives_a_restart() -> anyho
     cluster.wait_alive_brokers(3, Duration::from_secs(30))?;
     wait_starts(&cluster, "dr", "the start offset restored after a restart", |o| o == 10)?;
     assert_eq!(consumed_offsets(&cluster, "dr", 30).first(), Some(&10));
+    Ok(())
+}
+
+/// DeleteRecords to an offset inside a batch: a follower that was away restarts its log at
+/// the leader's start, takes the whole batch holding it, and rejoins the ISR.
+#[test]
+fn a_follower_behind_a_log_start_inside_a_batch_catches_up() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(options())?;
+    create(&cluster, "mb", &[])?;
+    assert_eq!(produce(&cluster, "mb", "a", 3), 3);
+    let leader = cluster.leader_of("mb", 0)?;
+    let follower = (1..=3).find(|b| *b != leader).unwrap_or(1);
+    cluster.kill_broker(follower);
+    // One producer run of small records: a few large batches, so offset 17 is inside one.
+    let input: String = (0..40).map(|i| format!("b-{i}\n")).collect();
+    let out = cluster.producer(&["--topic", "mb", "--acks", "all"], Some(&input));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let out = cluster.insync(&["topic", "delete-records", "mb", "--partition", "0", "--before", "17"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster.start_broker(follower)?;
+    cluster.wait_isr("mb", 0, &[1, 2, 3], Duration::from_secs(30))?;
+    wait_starts(&cluster, "mb", "every replica starting at 17", |o| o == 17)?;
+    wait_for("equal log ends", Duration::from_secs(10), || {
+        log_ends(&cluster, "mb").filter(|e| e.len() == 3 && e.iter().all(|x| *x == 43))
+    })?;
+    assert_eq!(consumed_offsets(&cluster, "mb", 26).first(), Some(&17));
     Ok(())
 }
 

@@ -958,7 +958,13 @@ impl Partition {
     /// `log-start-offset-checkpoint` with the logs): a start moved inside the first segment
     /// (DeleteRecords) is not lost with a restart. Clamped to the log end.
     pub fn restore_log_start_offset(&self, checkpointed: Offset) -> Result<(), LogError> {
-        self.lock().log.increment_log_start_offset(checkpointed).map(|_| ())
+        let mut state = self.lock();
+        state.log.increment_log_start_offset(checkpointed)?;
+        // The HW checkpoint may lag the start's (Kafka `updateHighWatermark` keeps the HW in
+        // [log start, log end]): nothing below the start is readable, so it is committed.
+        let start = state.log.log_start_offset();
+        state.follower_high_watermark = state.follower_high_watermark.max(start);
+        Ok(())
     }
 
     /// One retention pass (Kafka `UnifiedLog.deleteOldSegments`, with a segment.ms roll first):
@@ -969,9 +975,14 @@ impl Partition {
         if state.offline {
             return Ok(None);
         }
+        let segment_before = state.log.active_segment_base_offset();
         state.log.roll_if_older_than_segment_ms(now_wall_ms)?;
         let high_watermark = state.high_watermark();
-        state.log.delete_old_segments(high_watermark, now_wall_ms)
+        let deleted = state.log.delete_old_segments(high_watermark, now_wall_ms)?;
+        // A roll here snapshots the producer table as an append's roll does, so a restart
+        // after everything older was deleted still knows the producers' last batches.
+        state.snapshot_on_roll(segment_before);
+        Ok(deleted)
     }
 
     /// DeleteRecords on the leader (Kafka `Partition.deleteRecordsOnLeader`): moves the log
@@ -1077,12 +1088,32 @@ impl Partition {
 
 /// A follower's append of fetched batches, with their producer metadata.
 fn append_as_follower(state: &mut ReplicaState, records: &Bytes) -> Result<(), LogError> {
+    realign_empty_log(state, records)?;
     let segment_before = state.log.active_segment_base_offset();
     let log_end_before = state.log.log_end_offset();
     let info =
         state.log.append_as_follower(records).inspect_err(|_| state.reload_producers_if_grown(log_end_before))?;
     record_batches(&mut state.producers, &records[..info.bytes.min(records.len())]);
     state.snapshot_on_roll(segment_before);
+    Ok(())
+}
+
+/// An empty log restarted at a leader's log start that falls inside a batch (DeleteRecords
+/// to a mid-batch offset): the leader sends the whole batch, which starts below our end.
+/// As Kafka's `Partition.appendRecordsToFollowerOrFutureReplica` does on an
+/// UnexpectedAppendOffsetException for an empty log, restart the log at the batch's base so
+/// it can be appended; the next fetch moves the log start back up to the leader's.
+fn realign_empty_log(state: &mut ReplicaState, records: &Bytes) -> Result<(), LogError> {
+    let end = state.log.log_end_offset();
+    if end != state.log.log_start_offset() {
+        return Ok(());
+    }
+    let Some(Ok((first, _))) = iter_batches(records).next() else { return Ok(()) };
+    if first.base_offset < end && first.last_offset() >= end && first.base_offset >= 0 {
+        state.log.truncate_fully_and_start_at(first.base_offset)?;
+        state.follower_high_watermark = state.follower_high_watermark.min(first.base_offset);
+        state.producers = producer_snapshots::restore(&state.log, state.log.dir());
+    }
     Ok(())
 }
 

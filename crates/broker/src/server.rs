@@ -164,6 +164,7 @@ fn start_broker(
     tokio::spawn(run_alter_partition(link.clone(), replica_manager.clone(), alter_rx));
     let fetchers = tokio::spawn(run_fetcher_manager(replica_manager.clone(), stop_serving.clone()));
     tokio::spawn(run_periodic(replica_manager.clone(), stop_serving.clone()));
+    tokio::spawn(run_retention(replica_manager.clone(), stop_serving.clone()));
     let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), replica_manager.broker_id, incarnation));
     let kafka = kafka_listener.map(|(listener, _)| {
         let context = crate::kafka::KafkaContext::new(replica_manager.clone(), producer_ids.clone(), link.clone());
@@ -214,32 +215,43 @@ async fn shut_down(
 }
 
 /// Periodic broker chores: the ISR shrink check every replica.lag.time.max.ms / 2 (Kafka
-/// `ReplicaManager.startup` schedules "isr-expiration" so), the HW and log start offset
-/// checkpoints, and retention every log.retention.check.interval.ms (Kafka `LogManager`'s
-/// "kafka-log-retention" task).
+/// `ReplicaManager.startup` schedules "isr-expiration" so) and the HW and log start offset
+/// checkpoints. Retention runs in a task of its own (`run_retention`), so a long pass never
+/// delays an ISR shrink.
 async fn run_periodic(replica_manager: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
     let config = &replica_manager.config;
     let shrink_every = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(10));
     let checkpoint_every = Duration::from_millis(config.high_watermark_checkpoint_interval_ms.max(100));
-    let retention_every = Duration::from_millis(config.log_retention_check_interval_ms);
     let mut shrink = tokio::time::interval(shrink_every);
     let mut checkpoint = tokio::time::interval(checkpoint_every);
-    let mut retention = tokio::time::interval_at(tokio::time::Instant::now() + retention_every, retention_every);
-    for ticker in [&mut shrink, &mut checkpoint, &mut retention] {
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
+    shrink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let chore: fn(&ReplicaManager) = tokio::select! {
-            _ = shrink.tick() => {
-                replica_manager.shrink_isr_tick();
-                continue;
+        tokio::select! {
+            _ = shrink.tick() => replica_manager.shrink_isr_tick(),
+            _ = checkpoint.tick() => {
+                let replica_manager = replica_manager.clone();
+                let _ = tokio::task::spawn_blocking(move || replica_manager.checkpoint_high_watermarks()).await;
             }
-            _ = checkpoint.tick() => ReplicaManager::checkpoint_high_watermarks,
-            _ = retention.tick() => ReplicaManager::enforce_retention,
             _ = stop.changed() => return,
-        };
-        let replica_manager = replica_manager.clone();
-        let _ = tokio::task::spawn_blocking(move || chore(&replica_manager)).await;
+        }
+    }
+}
+
+/// Retention over every hosted log every log.retention.check.interval.ms (Kafka
+/// `LogManager`'s "kafka-log-retention" task), off the async workers.
+async fn run_retention(replica_manager: Arc<ReplicaManager>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(replica_manager.config.log_retention_check_interval_ms);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let replica_manager = replica_manager.clone();
+                let _ = tokio::task::spawn_blocking(move || replica_manager.enforce_retention()).await;
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 

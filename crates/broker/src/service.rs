@@ -178,7 +178,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let request = request.into_inner();
         let reply = forward(&self.link, &request, |mut c, r| async move { c.create_topic(r).await }).await?;
-        if reply.error_code == 0 {
+        if reply.error_code == 0 && !request.validate_only {
             // Answer once this broker's metadata shows the topic with leaders, so a
             // produce right after `topic create` finds it.
             self.until_metadata(|m| {

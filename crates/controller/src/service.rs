@@ -309,6 +309,12 @@ impl ControllerService {
 
     async fn create(&self, request: CreateTopicRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
         self.await_active().await?;
+        // Kafka's order: the name and its existence before the configs.
+        rules::validate_topic_name(&request.name)?;
+        if self.applied().state.topics.contains_key(&request.name) {
+            let message = format!("Topic '{}' already exists.", request.name);
+            return Err(Refusal::new(ErrorCode::TOPIC_ALREADY_EXISTS, message));
+        }
         let min_field = (request.min_insync_replicas != 0).then_some(request.min_insync_replicas);
         let configs: BTreeMap<String, String> = request.configs.into_iter().collect();
         let overrides = topic_configs::creation_configs(
@@ -371,8 +377,10 @@ impl ControllerService {
             replace: request.replace,
         };
         let command = Command::AlterTopicConfigs { name: request.name, topic_id: topic.topic_id.clone(), change };
+        // Checked before anything reaches the Raft log: a refused change is never replicated.
+        let previewed = preview(&applied.state, &command)?;
         if request.validate_only {
-            return preview(&applied.state, &command);
+            return Ok(previewed);
         }
         let result = self.propose(command).await?;
         if let Some(refusal) = command_refusal(&result) {
@@ -504,7 +512,7 @@ impl ControllerService {
     }
 }
 
-/// validate_only: the topic as `command` (a CreateTopic or AlterTopicConfigs) would leave it,
+/// validate_only: the topic as `command` (a CreateTopic, AlterTopicConfigs or CreatePartitions) would leave it,
 /// computed by the same rules on a copy of the state; nothing is proposed or logged.
 fn preview(state: &ClusterState, command: &Command) -> Result<insync_proto::TopicMetadata, Refusal> {
     let mut copy = state.clone();

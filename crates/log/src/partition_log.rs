@@ -600,7 +600,8 @@ impl PartitionLog {
             self.epoch_cache.truncate_from_end(self.log_end_offset)?;
             return Ok(TruncateInfo::default());
         }
-        if offset < self.log_start_offset() {
+        // Kafka `UnifiedLog.truncateTo`: at or below the first segment's base, start over.
+        if offset <= self.segments[0].base_offset() {
             return self.truncate_fully_and_start_at(offset);
         }
         let old_log_end_offset = self.log_end_offset;
@@ -625,6 +626,9 @@ impl PartitionLog {
         let new_log_end_offset = header.base_offset;
         active.truncate_to(position, new_log_end_offset)?;
         self.log_end_offset = new_log_end_offset;
+        // A start inside the batch cut away comes down with the end (Kafka: logStartOffset =
+        // min(targetOffset, logStartOffset)).
+        self.log_start_offset = self.log_start_offset.min(new_log_end_offset);
         self.epoch_cache.truncate_from_end(new_log_end_offset)?;
         self.debug_check_invariants();
         // The caller logs the one INFO line that says why (the replica's divergence).

@@ -129,3 +129,30 @@ fn a_crash_mid_retention_reopens_as_a_contiguous_log_without_leftovers() {
     assert!(!name(segments[1], "index").exists(), "the orphan index is removed");
     assert_eq!(reopened.segment_base_offsets(), segments[2..].to_vec());
 }
+
+/// A truncation into the batch that holds a mid-batch log start brings the start down with
+/// the end (Kafka `truncateTo`), and one at or below the first segment starts over there.
+#[test]
+fn truncation_below_a_mid_batch_log_start_lowers_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with(dir.path(), config(), 12);
+    let segments = log.segment_base_offsets();
+    let start = segments[1] + 1; // inside the first batch of the second segment
+    log.increment_log_start_offset(start).unwrap();
+    log.truncate_to(start + 1).unwrap();
+    assert_eq!(log.log_end_offset(), segments[1], "cut at the batch's base");
+    assert_eq!(log.log_start_offset(), segments[1], "the start came down with it");
+    log.truncate_to(segments[1]).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (segments[1], segments[1]));
+}
+
+/// The HW in the middle of a segment: the segments before it may go, that one stays.
+#[test]
+fn a_high_watermark_inside_a_segment_keeps_that_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with(dir.path(), LogConfig { retention_bytes: 0, ..config() }, 12);
+    let segments = log.segment_base_offsets();
+    log.delete_old_segments(segments[2] + 1, NOW).unwrap();
+    assert_eq!(log.segment_base_offsets()[0], segments[2]);
+    assert_eq!(log.log_start_offset(), segments[2]);
+}

@@ -78,7 +78,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: RETENTION_MS,
         kind: ConfigType::Long { min: -1, max: i64::MAX },
         broker_synonym: Some("log.retention.ms"),
-        doc: "segments whose newest record is older than this are deleted; -1: no limit",
+        doc: "segments last written longer ago than this are deleted; -1: no limit",
     },
     ConfigDef {
         name: SEGMENT_BYTES,

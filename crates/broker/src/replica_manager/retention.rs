@@ -43,8 +43,11 @@ impl ReplicaManager {
             return Err((outcome.error, outcome.message));
         };
         let result = partition.delete_records(offset);
-        if result.is_ok() {
-            self.checkpoint_log_start_offsets();
+        match &result {
+            // Both checkpoints, the HW first: a restart then never finds the start above it.
+            Ok(_) => self.checkpoint_high_watermarks(),
+            Err((ErrorCode::KAFKA_STORAGE_ERROR, message)) => self.mark_offline(tp, message),
+            Err(_) => {}
         }
         result
     }
@@ -52,10 +55,13 @@ impl ReplicaManager {
     /// Writes every hosted replica's log start offset (and the start-up entries of replicas
     /// not open yet) to `log-start-offset-checkpoint`.
     pub(super) fn checkpoint_log_start_offsets(&self) {
+        // Built under the file's lock: a write never replaces a newer one (DeleteRecords
+        // racing the periodic checkpoint).
+        let file = self.lso_checkpoint.lock().unwrap_or_else(|p| p.into_inner());
         let mut map: BTreeMap<TopicPartition, Offset> =
             self.checkpointed_log_start_offsets.lock().unwrap_or_else(|p| p.into_inner()).clone();
         map.extend(self.all_partitions().into_iter().map(|p| (p.topic_partition().clone(), p.log_start_offset())));
-        if let Err(e) = self.lso_checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(&map) {
+        if let Err(e) = file.write(&map) {
             warn!("log start offset checkpoint failed: {e}");
         }
     }

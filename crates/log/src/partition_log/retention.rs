@@ -39,9 +39,13 @@ impl std::fmt::Display for RetentionReason {
 /// What one retention pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionInfo {
+    /// Segments deleted from the front.
     pub segments_deleted: usize,
+    /// Their bytes.
     pub bytes_deleted: u64,
+    /// The log start offset after the pass.
     pub log_start_offset: i64,
+    /// The rule that deleted the most segments.
     pub reason: RetentionReason,
 }
 
@@ -123,7 +127,10 @@ impl PartitionLog {
             return Ok(None);
         }
         if count == self.segments.len() {
-            self.roll()?; // never delete the last segment: start an empty one at the end
+            // Never delete the last segment: start an empty one at the end, durably, before
+            // the old ones go (else a crash could leave an empty directory: offsets from 0).
+            self.roll()?;
+            super::sync_dir(&self.dir)?;
         }
         let bytes_deleted = self.segments.iter().take(count).map(LogSegment::size_bytes).sum();
         self.delete_front_segments(count)?;
@@ -159,16 +166,18 @@ impl PartitionLog {
         if count == 0 {
             return Ok(());
         }
-        // Oldest first, so a crash part-way leaves a contiguous log.
-        for segment in self.segments.drain(..count) {
-            segment.delete()?;
-        }
-        super::sync_dir(&self.dir)?;
-        let first = self.segments[0].base_offset();
+        // The start moves first, so that a failure part-way never leaves it below the first
+        // segment kept in memory; then the segments go one at a time, oldest first, so a
+        // crash part-way leaves a contiguous log.
+        let first = self.segments[count].base_offset();
         if first > self.log_start_offset {
             self.log_start_offset = first;
             self.epoch_cache.truncate_from_start(first)?;
         }
-        Ok(())
+        for _ in 0..count {
+            let segment = self.segments.remove(0);
+            segment.delete()?;
+        }
+        super::sync_dir(&self.dir)
     }
 }

@@ -303,38 +303,17 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
         TopicCommand::AddPartitions { name, partitions, validate_only } => {
             let request =
                 pb::CreatePartitionsRequest { name: name.clone(), count: *partitions, validate_only: *validate_only };
-            let topic = cluster.create_partitions(request).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"topic": topic.name, "partitions": topic.partitions.len(), "validate_only": validate_only})
-                );
-            } else {
-                let verb = if *validate_only { "valid: topic would have" } else { "topic now has" };
-                println!("{verb} {} partition(s): {name}", topic.partitions.len());
-                for p in &topic.partitions {
-                    println!("  partition {}: leader {} replicas {:?}", p.partition, p.leader, p.replicas);
-                }
-            }
+            print_grown(cli, &cluster.create_partitions(request).await?, *validate_only);
         }
         TopicCommand::Alter { name, configs, delete_configs, validate_only } => {
-            let topic = cluster
-                .alter_topic_configs(pb::AlterTopicConfigsRequest {
-                    name: name.clone(),
-                    set: configs.iter().cloned().collect(),
-                    delete: delete_configs.clone(),
-                    replace: false,
-                    validate_only: *validate_only,
-                })
-                .await?;
-            let shown = format_configs(&topic.configs);
-            if cli.json {
-                println!("{}", json!({"topic": topic.name, "configs": topic.configs, "validate_only": validate_only}));
-            } else if *validate_only {
-                println!("valid: topic {name} would have configs {shown}");
-            } else {
-                println!("altered topic {name}: configs now {shown}");
-            }
+            let request = pb::AlterTopicConfigsRequest {
+                name: name.clone(),
+                set: configs.iter().cloned().collect(),
+                delete: delete_configs.clone(),
+                replace: false,
+                validate_only: *validate_only,
+            };
+            print_altered(cli, &cluster.alter_topic_configs(request).await?, *validate_only);
         }
         TopicCommand::List => {
             let metadata = cluster.refresh_metadata().await?;
@@ -384,6 +363,32 @@ async fn elect_leaders(cli: &Cli, cluster: &Cluster, name: Option<&str>, partiti
         }
     }
     Ok(())
+}
+
+fn print_grown(cli: &Cli, topic: &pb::TopicMetadata, validate_only: bool) {
+    if cli.json {
+        println!(
+            "{}",
+            json!({"topic": topic.name, "partitions": topic.partitions.len(), "validate_only": validate_only})
+        );
+        return;
+    }
+    let verb = if validate_only { "valid: topic would have" } else { "topic now has" };
+    println!("{verb} {} partition(s): {}", topic.partitions.len(), topic.name);
+    for p in &topic.partitions {
+        println!("  partition {}: leader {} replicas {:?}", p.partition, p.leader, p.replicas);
+    }
+}
+
+fn print_altered(cli: &Cli, topic: &pb::TopicMetadata, validate_only: bool) {
+    let shown = format_configs(&topic.configs);
+    if cli.json {
+        println!("{}", json!({"topic": topic.name, "configs": topic.configs, "validate_only": validate_only}));
+    } else if validate_only {
+        println!("valid: topic {} would have configs {shown}", topic.name);
+    } else {
+        println!("altered topic {}: configs now {shown}", topic.name);
+    }
 }
 
 fn print_created(cli: &Cli, topic: &pb::TopicMetadata, validate_only: bool) {

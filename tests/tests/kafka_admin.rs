@@ -16,11 +16,15 @@ use serde_json::Value;
 
 /// confluent-kafka's AdminClient, one call per run, its outcome as one JSON line:
 /// `create|validate NAME PARTITIONS RF [KEY=VALUE...]`, `delete NAME`, `list`,
-/// `describe NAME`, `cluster`, `elect preferred|unclean [NAME PARTITION...]`.
+/// `describe NAME`, `cluster`, `elect preferred|unclean [NAME PARTITION...]`,
+/// `configs topic|broker NAME` (describe_configs), `alter|alter-validate NAME KEY=VALUE|KEY...`
+/// (incremental_alter_configs: SET, or DELETE for a bare KEY), `grow|grow-validate NAME COUNT`
+/// (create_partitions), `delete-records NAME PARTITION OFFSET`.
 const CONFLUENT_ADMIN: &str = r#"
 import json, sys, uuid
 from confluent_kafka import ElectionType, KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
+                                   NewTopic, ResourceType)
 
 bootstrap, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -76,14 +80,45 @@ elif command == "elect":
         print(json.dumps({"partitions": {f"{tp.topic}-{tp.partition}": name(e) for tp, e in results.items()}}))
     except KafkaException as e:
         print(json.dumps(failure(e)))
+elif command == "configs":
+    kind = ResourceType.TOPIC if args[0] == "topic" else ResourceType.BROKER
+    resource = ConfigResource(kind, args[1])
+    try:
+        entries = admin.describe_configs([resource], request_timeout=30)[resource].result(timeout=60)
+        print(json.dumps({"configs": {k: {"value": e.value, "source": ConfigSource(e.source).name, "read_only": e.is_read_only,
+                                          "synonyms": sorted(e.synonyms)} for k, e in entries.items()}}))
+    except KafkaException as e:
+        print(json.dumps(failure(e)))
+elif command in ("alter", "alter-validate"):
+    ops = [ConfigEntry(kv.split("=", 1)[0], kv.split("=", 1)[1], incremental_operation=AlterConfigOpType.SET)
+           if "=" in kv else ConfigEntry(kv, None, incremental_operation=AlterConfigOpType.DELETE) for kv in args[1:]]
+    resource = ConfigResource(ResourceType.TOPIC, args[0], incremental_configs=ops)
+    futures = admin.incremental_alter_configs([resource], validate_only=command == "alter-validate", request_timeout=60)
+    print(json.dumps(outcome(futures[resource])))
+elif command in ("grow", "grow-validate"):
+    futures = admin.create_partitions([NewPartitions(args[0], int(args[1]))], validate_only=command == "grow-validate",
+                                      operation_timeout=30, request_timeout=60)
+    print(json.dumps(outcome(futures[args[0]])))
+elif command == "delete-records":
+    tp = TopicPartition(args[0], int(args[1]), int(args[2]))
+    try:
+        deleted = admin.delete_records([tp], request_timeout=30, operation_timeout=30)[tp].result(timeout=60)
+        print(json.dumps({"error": None, "low_watermark": deleted.low_watermark}))
+    except KafkaException as e:
+        print(json.dumps(failure(e)))
 "#;
 
 /// kafka-python's KafkaAdminClient with `raise_errors=False`, so the broker's codes come back
-/// as they are: `create|validate NAME PARTITIONS RF`, `delete NAME`, `delete-id UUID`,
-/// `list`, `describe NAME`, `cluster`, `elect NAME PARTITION...`; one JSON line per run.
+/// as they are: `create|validate NAME PARTITIONS RF [KEY=VALUE...]`, `delete NAME`,
+/// `delete-id UUID`, `list`, `describe NAME`, `cluster`, `elect NAME PARTITION...`,
+/// `configs topic|broker NAME` (describe_configs), `alter|alter-validate NAME KEY=VALUE...`
+/// (legacy alter_configs), `grow|grow-validate NAME COUNT` (create_partitions),
+/// `delete-records NAME PARTITION OFFSET`; one JSON line per run.
 const KAFKA_PYTHON_ADMIN: &str = r#"
 import json, sys, uuid
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
 
 bootstrap, command, args = sys.argv[1].split(","), sys.argv[2], sys.argv[3:]
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60000)
@@ -93,7 +128,8 @@ def show(value):
 
 if command in ("create", "validate"):
     name, partitions, rf = args[0], int(args[1]), int(args[2])
-    result = admin.create_topics({name: {"num_partitions": partitions, "replication_factor": rf}},
+    configs = dict(kv.split("=", 1) for kv in args[3:])
+    result = admin.create_topics({name: {"num_partitions": partitions, "replication_factor": rf, "configs": configs}},
                                  timeout_ms=30000, validate_only=command == "validate", raise_errors=False)
     show(result["topics"][0])
 elif command in ("delete", "delete-id"):
@@ -112,6 +148,33 @@ elif command == "elect":
     show({"error_code": getattr(r, "error_code", 0),
           "partitions": {str(p.partition_id): p.error_code
                          for t in r.replica_election_results for p in t.partition_result}})
+elif command == "configs":
+    kind = ConfigResourceType.TOPIC if args[0] == "topic" else ConfigResourceType.BROKER
+    try:
+        result = admin.describe_configs([ConfigResource(kind, args[1])], include_synonyms=True, config_filter="all")
+        show({"configs": {k: {"value": c["value"], "source": c["config_source"], "read_only": c["read_only"],
+                              "synonyms": sorted(s["name"] for s in c.get("synonyms", []))}
+                          for k, c in result[args[0]][args[1]].items()}})
+    except KafkaError as e:
+        show({"error": type(e).__name__, "code": getattr(e, "errno", None), "message": str(e)})
+elif command in ("alter", "alter-validate"):
+    configs = dict(kv.split("=", 1) for kv in args[1:])
+    # Legacy AlterConfigs (the client adds the topic's other overrides, since it replaces all);
+    # raise_on_unknown=False so that the broker, not the client, judges the keys.
+    result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, args[0], configs)],
+                                 validate_only=command == "alter-validate", raise_on_unknown=False, incremental=False)
+    show({"result": result["topic"][args[0]]})
+elif command in ("grow", "grow-validate"):
+    r = admin.create_partitions({args[0]: int(args[1])}, timeout_ms=30000, validate_only=command == "grow-validate",
+                                raise_errors=False)
+    show({"error_code": r.results[0].error_code, "error_message": r.results[0].error_message})
+elif command == "delete-records":
+    tp = TopicPartition(args[0], int(args[1]))
+    try:
+        result = admin.delete_records({tp: int(args[2])}, timeout_ms=30000)
+        show({"error_code": result[tp]["error_code"], "low_watermark": result[tp]["low_watermark"]})
+    except KafkaError as e:
+        show({"error": type(e).__name__, "code": getattr(e, "errno", None)})
 "#;
 
 fn kafka_cluster() -> anyhow::Result<TestCluster> {
@@ -292,5 +355,170 @@ fn confluent_kafka_elect_leaders_moves_leadership_back_to_the_preferred_replica(
     assert_eq!(cluster.leader_of("ck-lead", 0)?, preferred, "insync describe shows the preferred leader");
     let again = call(&["elect", "preferred"])?;
     assert_eq!(again["partitions"], serde_json::json!({}), "nothing left to elect: {again}");
+    Ok(())
+}
+
+/// `insync topic describe NAME --json`'s "configs": the topic's overrides as the controller
+/// holds them.
+fn insync_configs(cluster: &TestCluster, name: &str) -> anyhow::Result<Value> {
+    let partitions = cluster.describe(name)?;
+    Ok(partitions.first().context("no partitions")?["configs"].clone())
+}
+
+/// Produces `n` records to partition 0 of a one-partition topic through insync's producer.
+fn produce(cluster: &TestCluster, topic: &str, n: usize) -> anyhow::Result<()> {
+    let input: String = (0..n).map(|i| format!("record-{i}\n")).collect();
+    let out = cluster.producer(&["--topic", topic, "--acks", "all"], Some(&input));
+    anyhow::ensure!(out.status.success(), "producer failed: {}", text(&out.stderr));
+    Ok(())
+}
+
+/// The offset of the first record `insync consume --from-beginning` reads (the log start).
+fn first_offset(cluster: &TestCluster, topic: &str, expected: usize) -> Option<i64> {
+    cluster.consume_all(topic, expected, 3000).first().and_then(|r| r["offset"].as_i64())
+}
+
+#[test]
+fn confluent_kafka_admin_client_describes_and_alters_configs_grows_topics_and_deletes_records() -> anyhow::Result<()> {
+    let python = kafka_clients_python().map_err(anyhow::Error::msg)?;
+    let cluster = kafka_cluster()?;
+    let bootstrap = cluster.kafka_bootstrap();
+    let call = |args: &[&str]| admin(&python, CONFLUENT_ADMIN, &bootstrap, args);
+
+    // CreateTopics with a config: the controller stores it as an override.
+    let created = call(&["create", "ck-conf", "1", "3", "retention.ms=3600000"])?;
+    assert_eq!(created["error"], Value::Null, "{created}");
+    assert_eq!(insync_configs(&cluster, "ck-conf")?, serde_json::json!({"retention.ms": "3600000"}));
+    let unknown_key = call(&["create", "ck-unknown", "1", "1", "retention.hours=1"])?;
+    assert_eq!(unknown_key["error"], "INVALID_CONFIG", "{unknown_key}");
+    assert!(unknown_key["message"].as_str().is_some_and(|m| m.contains("retention.hours")), "{unknown_key}");
+
+    // DescribeConfigs: the override as a topic config, the rest as the broker's defaults.
+    let described = call(&["configs", "topic", "ck-conf"])?;
+    let configs = &described["configs"];
+    assert_eq!(configs["retention.ms"]["value"], "3600000", "{described}");
+    assert_eq!(configs["retention.ms"]["source"], "DYNAMIC_TOPIC_CONFIG", "{described}");
+    assert_eq!(configs["segment.bytes"]["value"], "134217728", "the broker's --log-segment-bytes: {described}");
+    assert_eq!(configs["segment.bytes"]["source"], "STATIC_BROKER_CONFIG", "{described}");
+    assert_eq!(configs["cleanup.policy"]["source"], "DEFAULT_CONFIG", "{described}");
+    assert_eq!(configs.as_object().map(|c| c.len()), Some(8), "every catalogue key: {described}");
+    let broker = call(&["configs", "broker", "1"])?;
+    assert_eq!(broker["configs"]["log.retention.ms"]["read_only"], true, "{broker}");
+    assert_eq!(broker["configs"]["log.retention.ms"]["source"], "STATIC_BROKER_CONFIG", "{broker}");
+    let missing = call(&["configs", "topic", "ck-missing"])?;
+    assert_eq!(missing["code"], 3, "UNKNOWN_TOPIC_OR_PARTITION: {missing}");
+
+    // IncrementalAlterConfigs: SET and DELETE, validate_only changes nothing, unknown keys
+    // are INVALID_CONFIG.
+    let dry = call(&["alter-validate", "ck-conf", "retention.ms=1000"])?;
+    assert_eq!(dry["error"], Value::Null, "{dry}");
+    assert_eq!(insync_configs(&cluster, "ck-conf")?["retention.ms"], "3600000", "validate_only changed nothing");
+    let altered = call(&["alter", "ck-conf", "segment.ms=60000", "retention.ms"])?;
+    assert_eq!(altered["error"], Value::Null, "{altered}");
+    assert_eq!(insync_configs(&cluster, "ck-conf")?, serde_json::json!({"segment.ms": "60000"}), "SET and DELETE");
+    let shown = call(&["configs", "topic", "ck-conf"])?;
+    assert_eq!(shown["configs"]["segment.ms"]["source"], "DYNAMIC_TOPIC_CONFIG", "{shown}");
+    assert_eq!(shown["configs"]["retention.ms"]["value"], "604800000", "back to the broker default: {shown}");
+    let bad = call(&["alter", "ck-conf", "retention.hours=1"])?;
+    assert_eq!(bad["error"], "INVALID_CONFIG", "{bad}");
+    let bad_value = call(&["alter", "ck-conf", "segment.bytes=10"])?;
+    assert_eq!(bad_value["error"], "INVALID_CONFIG", "{bad_value}");
+
+    // CreatePartitions: growth only.
+    let dry_grow = call(&["grow-validate", "ck-conf", "3"])?;
+    assert_eq!(dry_grow["error"], Value::Null, "{dry_grow}");
+    assert_eq!(cluster.describe("ck-conf")?.len(), 1, "validate_only grew nothing");
+    let grown = call(&["grow", "ck-conf", "3"])?;
+    assert_eq!(grown["error"], Value::Null, "{grown}");
+    assert_eq!(cluster.describe("ck-conf")?.len(), 3, "insync describe shows 3 partitions");
+    let shrink = call(&["grow", "ck-conf", "2"])?;
+    assert_eq!(shrink["error"], "INVALID_PARTITIONS", "{shrink}");
+    let unknown_topic = call(&["grow", "ck-missing", "2"])?;
+    assert_eq!(unknown_topic["code"], 3, "UNKNOWN_TOPIC_OR_PARTITION: {unknown_topic}");
+
+    // DeleteRecords: the low watermark moves, and consumers start there.
+    let created = call(&["create", "ck-records", "1", "3"])?;
+    assert_eq!(created["error"], Value::Null, "{created}");
+    produce(&cluster, "ck-records", 10)?;
+    assert_eq!(first_offset(&cluster, "ck-records", 10), Some(0));
+    let deleted = call(&["delete-records", "ck-records", "0", "4"])?;
+    assert_eq!(deleted, serde_json::json!({"error": null, "low_watermark": 4}), "{deleted}");
+    assert_eq!(first_offset(&cluster, "ck-records", 6), Some(4), "consume --from-beginning starts at 4");
+    let past = call(&["delete-records", "ck-records", "0", "99"])?;
+    assert_eq!(past["code"], 1, "OFFSET_OUT_OF_RANGE past the high watermark: {past}");
+    let all = call(&["delete-records", "ck-records", "0", "-1"])?;
+    assert_eq!(all["low_watermark"], 10, "-1: the high watermark: {all}");
+    Ok(())
+}
+
+#[test]
+fn kafka_python_admin_client_describes_and_alters_configs_grows_topics_and_deletes_records() -> anyhow::Result<()> {
+    let python = kafka_clients_python().map_err(anyhow::Error::msg)?;
+    let cluster = kafka_cluster()?;
+    let bootstrap = cluster.kafka_bootstrap();
+    let call = |args: &[&str]| admin(&python, KAFKA_PYTHON_ADMIN, &bootstrap, args);
+
+    let created = call(&["create", "kp-conf", "1", "2", "retention.ms=3600000", "max.message.bytes=500000"])?;
+    assert_eq!(created["error_code"], 0, "{created}");
+    // kafka-python turns the CreatableTopicConfigs into a map by name with the source's name.
+    let returned = created["configs"].as_object().with_context(|| format!("CreateTopics v5+ configs: {created}"))?;
+    assert_eq!(returned.len(), 8, "every config of the new topic (KIP-525): {created}");
+    let shown = |name: &str| (returned[name]["value"].clone(), returned[name]["config_source"].clone());
+    assert_eq!(shown("retention.ms"), ("3600000".into(), "DYNAMIC_TOPIC_CONFIG".into()), "an override");
+    assert_eq!(shown("segment.ms"), ("604800000".into(), "STATIC_BROKER_CONFIG".into()), "the broker's flag");
+    assert_eq!(shown("cleanup.policy"), ("delete".into(), "DEFAULT_CONFIG".into()), "built in");
+    assert_eq!(
+        insync_configs(&cluster, "kp-conf")?,
+        serde_json::json!({"retention.ms": "3600000", "max.message.bytes": "500000"})
+    );
+    let bad = call(&["create", "kp-bad", "1", "1", "segment.bytes=10"])?;
+    assert_eq!(bad["error_code"], 40, "INVALID_CONFIG: {bad}");
+    assert!(!insync_topics(&cluster)?.contains(&"kp-bad".to_string()));
+
+    let described = call(&["configs", "topic", "kp-conf"])?;
+    let configs = &described["configs"];
+    assert_eq!(configs["retention.ms"]["value"], "3600000", "{described}");
+    assert_eq!(configs["retention.ms"]["source"], "DYNAMIC_TOPIC_CONFIG", "{described}");
+    assert_eq!(configs["retention.ms"]["synonyms"], serde_json::json!(["log.retention.ms", "retention.ms"]));
+    assert_eq!(configs["retention.bytes"]["value"], "-1", "{described}");
+    assert_eq!(configs["retention.bytes"]["source"], "STATIC_BROKER_CONFIG", "{described}");
+    assert_eq!(configs["unclean.leader.election.enable"]["source"], "DEFAULT_CONFIG", "{described}");
+    let broker = call(&["configs", "broker", "2"])?;
+    assert_eq!(broker["configs"]["message.max.bytes"]["value"], "1048576", "{broker}");
+    assert_eq!(broker["configs"]["message.max.bytes"]["read_only"], true, "{broker}");
+
+    // Legacy AlterConfigs replaces every override; kafka-python sends the others along.
+    let dry = call(&["alter-validate", "kp-conf", "retention.ms=1000"])?;
+    assert_eq!(dry["result"], "OK", "{dry}");
+    assert_eq!(insync_configs(&cluster, "kp-conf")?["retention.ms"], "3600000", "validate_only changed nothing");
+    let altered = call(&["alter", "kp-conf", "retention.ms=7200000"])?;
+    assert_eq!(altered["result"], "OK", "{altered}");
+    assert_eq!(
+        insync_configs(&cluster, "kp-conf")?,
+        serde_json::json!({"retention.ms": "7200000", "max.message.bytes": "500000"}),
+        "the new value, the other override kept"
+    );
+    let unknown = call(&["alter", "kp-conf", "retention.hours=1"])?;
+    assert!(unknown["result"].as_str().is_some_and(|r| r.contains("InvalidConfiguration")), "{unknown}");
+
+    let dry_grow = call(&["grow-validate", "kp-conf", "4"])?;
+    assert_eq!(dry_grow["error_code"], 0, "{dry_grow}");
+    assert_eq!(cluster.describe("kp-conf")?.len(), 1, "validate_only grew nothing");
+    let grown = call(&["grow", "kp-conf", "4"])?;
+    assert_eq!(grown["error_code"], 0, "{grown}");
+    assert_eq!(cluster.describe("kp-conf")?.len(), 4, "insync describe shows 4 partitions");
+    let same = call(&["grow", "kp-conf", "4"])?;
+    assert_eq!(same["error_code"], 37, "INVALID_PARTITIONS: {same}");
+    let shrink = call(&["grow", "kp-conf", "1"])?;
+    assert_eq!(shrink["error_code"], 37, "INVALID_PARTITIONS: {shrink}");
+
+    let created = call(&["create", "kp-records", "1", "2"])?;
+    assert_eq!(created["error_code"], 0, "{created}");
+    produce(&cluster, "kp-records", 8)?;
+    let deleted = call(&["delete-records", "kp-records", "0", "5"])?;
+    assert_eq!(deleted, serde_json::json!({"error_code": 0, "low_watermark": 5}), "{deleted}");
+    assert_eq!(first_offset(&cluster, "kp-records", 3), Some(5), "consume --from-beginning starts at 5");
+    let past = call(&["delete-records", "kp-records", "0", "100"])?;
+    assert_eq!(past["code"], 1, "OFFSET_OUT_OF_RANGE: {past}");
     Ok(())
 }

@@ -121,7 +121,8 @@ fn worst_case_frames() -> Vec<(&'static str, Vec<u8>)> {
     uvarint(N / 4 + 1, &mut create_topics);
     create_topics.extend((0..N / 4).flat_map(|_| [1u8, 0, 0, 0, 1, 0, 1, 1, 1, 0]));
     create_topics.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    vec![
+    let config_admin = config_admin_frames(N);
+    let mut frames = vec![
         ("DeleteTopics v4, 400000 names", request(20, 4, true, &delete_topics)),
         ("ElectLeaders v2, 400000 topics", request(43, 2, true, &elect_leaders)),
         ("CreateTopics v5, 100000 topics", request(19, 5, true, &create_topics)),
@@ -129,6 +130,44 @@ fn worst_case_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("Metadata v9, 400000 topics", request(3, 9, true, &metadata_v9)),
         ("FindCoordinator v4, 400000 keys", request(10, 4, true, &find_coordinator)),
         ("Metadata v9, 400000 unknown tagged fields", request(3, 9, true, &tagged)),
+    ];
+    frames.extend(config_admin);
+    frames
+}
+
+/// The config and partition admin APIs' densest frames: `n` resources or topics of an empty
+/// name with nothing inside.
+fn config_admin_frames(n: u32) -> Vec<(&'static str, Vec<u8>)> {
+    // DescribeConfigs v4: N resources (type, empty name, null keys, no tags: 4 bytes each),
+    // include_synonyms, include_documentation, no tags.
+    let mut describe_configs = Vec::new();
+    uvarint(n + 1, &mut describe_configs);
+    describe_configs.extend((0..n).flat_map(|_| [2u8, 1, 0, 0]));
+    describe_configs.extend_from_slice(&[1, 1, 0]);
+    // AlterConfigs v2 / IncrementalAlterConfigs v1: N resources (type, empty name, no
+    // configs, no tags: 4 bytes each), validate_only, no tags.
+    let mut alter_configs = Vec::new();
+    uvarint(n + 1, &mut alter_configs);
+    alter_configs.extend((0..n).flat_map(|_| [2u8, 1, 1, 0]));
+    alter_configs.extend_from_slice(&[1, 0]);
+    // CreatePartitions v3: N topics (empty name, count, null assignments, no tags: 7 bytes
+    // each), the timeout, validate_only, no tags.
+    let mut create_partitions = Vec::new();
+    uvarint(n / 2 + 1, &mut create_partitions);
+    create_partitions.extend((0..n / 2).flat_map(|_| [1u8, 0, 0, 0, 2, 0, 0]));
+    create_partitions.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+    // DeleteRecords v2: N topics (empty name, no partitions, no tags: 3 bytes each), the
+    // timeout, no tags.
+    let mut delete_records = Vec::new();
+    uvarint(n + 1, &mut delete_records);
+    delete_records.extend((0..n).flat_map(|_| [1u8, 1, 0]));
+    delete_records.extend_from_slice(&[0, 0, 0, 0, 0]);
+    vec![
+        ("DescribeConfigs v4, 400000 resources", request(32, 4, true, &describe_configs)),
+        ("AlterConfigs v2, 400000 resources", request(33, 2, true, &alter_configs)),
+        ("IncrementalAlterConfigs v1, 400000 resources", request(44, 1, true, &alter_configs)),
+        ("CreatePartitions v3, 200000 topics", request(37, 3, true, &create_partitions)),
+        ("DeleteRecords v2, 400000 topics", request(21, 2, true, &delete_records)),
     ]
 }
 

@@ -2,10 +2,13 @@
 //! in every array of every served API and version: the walk's differential tests and the
 //! fuzzing campaign's seeds for versions the captured clients never sent.
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -122,6 +125,11 @@ pub fn populated(api_key: ApiKey, v: i16) -> RequestKind {
         ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::ElectLeaders | ApiKey::DescribeCluster => {
             populated_admin(api_key, v, tagged())
         }
+        ApiKey::DescribeConfigs
+        | ApiKey::AlterConfigs
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::CreatePartitions
+        | ApiKey::DeleteRecords => populated_configs(api_key, v, tagged()),
         other => panic!("no populated request for {other:?}"),
     }
 }
@@ -176,6 +184,67 @@ fn populated_admin(api_key: ApiKey, v: i16, tagged: std::collections::BTreeMap<i
     }
 }
 
+/// The config and partition admin APIs' populated requests (DescribeConfigs, AlterConfigs,
+/// IncrementalAlterConfigs, CreatePartitions, DeleteRecords).
+fn populated_configs(api_key: ApiKey, v: i16, tagged: std::collections::BTreeMap<i32, Bytes>) -> RequestKind {
+    match api_key {
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default()
+                .with_resources(vec![DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(name("t"))
+                    .with_configuration_keys(Some(vec![name("retention.ms")]))])
+                .with_include_synonyms(true)
+                .with_include_documentation(v >= 3)
+                .with_unknown_tagged_fields(tagged),
+        ),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(
+            AlterConfigsRequest::default()
+                .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(name("t"))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(name("retention.ms"))
+                        .with_value(Some(name("60000")))])])
+                .with_validate_only(true)
+                .with_unknown_tagged_fields(tagged),
+        ),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(name("t"))
+                    .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(name("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(name("60000")))])])
+                .with_validate_only(true)
+                .with_unknown_tagged_fields(tagged),
+        ),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(topic("t"))
+                    .with_count(3)
+                    .with_assignments(Some(vec![
+                        CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(1), BrokerId(2)])
+                    ]))])
+                .with_timeout_ms(30_000)
+                .with_validate_only(true)
+                .with_unknown_tagged_fields(tagged),
+        ),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default()
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(topic("t"))
+                    .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(-1)])])
+                .with_timeout_ms(30_000)
+                .with_unknown_tagged_fields(tagged),
+        ),
+        other => panic!("{other:?} is not a config or partition admin API"),
+    }
+}
+
 /// Header and body as a client puts them after the size prefix.
 pub fn frame(api_key: ApiKey, version: i16) -> Vec<u8> {
     let header = RequestHeader::default()
@@ -215,6 +284,11 @@ pub fn served(api_key: ApiKey, v: i16) -> bool {
         ApiKey::DeleteTopics => (1, 6),
         ApiKey::ElectLeaders => (0, 2),
         ApiKey::DescribeCluster => (0, 1),
+        ApiKey::DeleteRecords => (0, 2),
+        ApiKey::DescribeConfigs => (1, 4),
+        ApiKey::AlterConfigs => (0, 2),
+        ApiKey::CreatePartitions => (0, 3),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
         _ => return false,
     };
     low <= v && v <= high

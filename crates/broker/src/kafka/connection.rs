@@ -24,8 +24,8 @@ use tracing::{debug, warn};
 
 use super::codec::{self, CodecError};
 use super::{
-    api_versions, create_topics, delete_topics, describe_cluster, elect_leaders, fetch, group, metadata, produce,
-    producer_id, supported_versions, KafkaContext,
+    alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics, describe_cluster,
+    describe_configs, elect_leaders, fetch, group, metadata, produce, producer_id, supported_versions, KafkaContext,
 };
 
 /// Requests of one connection whose answers may be outstanding at once. Kafka itself reads
@@ -230,6 +230,11 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
         RequestKind::DeleteTopics(request) => delete_topics::handle(context, meta, request),
         RequestKind::ElectLeaders(request) => elect_leaders::handle(context, meta, request),
         RequestKind::DescribeCluster(request) => describe_cluster::handle(context, meta, request),
+        RequestKind::DeleteRecords(request) => delete_records::handle(context, meta, request),
+        RequestKind::DescribeConfigs(request) => describe_configs::handle(context, meta, request),
+        RequestKind::AlterConfigs(request) => alter_configs::handle_legacy(context, meta, request),
+        RequestKind::IncrementalAlterConfigs(request) => alter_configs::handle_incremental(context, meta, request),
+        RequestKind::CreatePartitions(request) => create_partitions::handle(context, meta, request),
         _ => {
             debug_assert!(false, "{:?} is in SUPPORTED_APIS but not dispatched", meta.api_key);
             let what = format!("{:?}", meta.api_key);

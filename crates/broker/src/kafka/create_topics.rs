@@ -1,35 +1,37 @@
 //! CreateTopics (API 19, v2–7; Kafka `ControllerApis.createTopics` and
 //! `ReplicationControlManager.createTopics`): each topic of the request is checked here as
 //! far as the request alone allows, then forwarded to the active controller as one gRPC
-//! `CreateTopic` (the call `insync topic create` makes), which validates against the
-//! committed state, places the replicas and commits. The answer waits until this broker's
-//! metadata shows the new topic with a leader for every partition, so a client producing
-//! right after the answer finds it here.
+//! `CreateTopic` (the call `insync topic create` makes) with every config entry in its
+//! `configs` map; the controller validates the configs against the catalogue
+//! (`insync_types::topic_config`: INVALID_CONFIG naming the key and why), checks the name and
+//! the replication factor against the committed state, places the replicas and commits. The
+//! answer waits until this broker's metadata shows the new topic with a leader for every
+//! partition, so a client producing right after the answer finds it here.
 //!
 //! Checked here, in Kafka's order, with Kafka's codes:
 //! - a name given twice in one request: INVALID_REQUEST "Duplicate topic name." for it, and
 //!   none of its entries is created (`ControllerApis.createTopics`);
 //! - the name (`Topic.validate`, the controller's own `validate_topic_name`):
 //!   INVALID_TOPIC_EXCEPTION;
-//! - configs (`computeConfigChanges`): a null value or any key other than
-//!   `min.insync.replicas` and `unclean.leader.election.enable` (the two settings a topic
-//!   has here; topic configs are being built separately) is INVALID_CONFIG, as is a value of
-//!   the wrong type;
+//! - a config with a null value: INVALID_CONFIG (`ReplicationControlManager`); a key given
+//!   twice keeps its last value, as Kafka's map does;
 //! - manual `assignments`: INVALID_REQUEST, not supported (the controller always places);
 //! - replication_factor and num_partitions: -1 means the default, 0 or below -1 is
 //!   INVALID_REPLICATION_FACTOR / INVALID_PARTITIONS, above 10 000 partitions
-//!   INVALID_PARTITIONS; a min.insync.replicas above the replication factor INVALID_CONFIG.
+//!   INVALID_PARTITIONS.
 //!
 //! The defaults for -1 are `insync topic create`'s, 1 partition and replication factor 3
 //! (Kafka's num.partitions is 1 too; its default.replication.factor is 1, but insync's point
 //! is replication). The factor is not capped to the live brokers: as in Kafka, asking for
 //! more replicas than there are usable brokers is INVALID_REPLICATION_FACTOR.
 //!
-//! `validate_only` (KIP-108) checks all of the above plus what this broker's metadata shows
-//! (an existing name: TOPIC_ALREADY_EXISTS; a replication factor above the unfenced brokers
-//! not shutting down: INVALID_REPLICATION_FACTOR) and creates nothing. It cannot see a topic
-//! or broker change the controller committed but this broker has not received yet (the
-//! metadata feed lags by milliseconds), nor a create racing it, nor the placement.
+//! `validate_only` (KIP-108) goes to the controller too, with its `validate_only`: the same
+//! rules on the controller's committed state (existing name, usable brokers, configs,
+//! placement), nothing created, no metadata to wait for.
+//!
+//! v5+ answers carry, as Kafka's (KIP-525), every config of the topic sorted by name: its
+//! overrides as the controller answered them, and this broker's default for the others
+//! (`configs.rs`).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::admin::{self, wire_code, Budget, Refusal};
+use super::configs::{self, BrokerDefaults};
 use super::connection::{respond, PendingReply, RequestMeta};
 use super::KafkaContext;
 
@@ -52,18 +55,10 @@ use super::KafkaContext;
 pub(super) const DEFAULT_NUM_PARTITIONS: i32 = 1;
 pub(super) const DEFAULT_REPLICATION_FACTOR: i32 = 3;
 
-const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
-const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
-
-/// Kafka `DescribeConfigsResponse.ConfigSource` values for the configs a v5+ answer lists.
-const DYNAMIC_TOPIC_CONFIG: i8 = 1;
-const STATIC_BROKER_CONFIG: i8 = 4;
-const DEFAULT_CONFIG: i8 = 5;
-
 /// One topic of the request after the broker's checks.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Planned {
-    /// What the controller is asked (min_insync_replicas 0 = the cluster default).
+    /// What the controller is asked: every config entry in `configs`.
     pub request: pb::CreateTopicRequest,
     /// The replication factor was -1: a refusal says it meant insync's default.
     pub default_replication_factor: bool,
@@ -96,11 +91,12 @@ pub(super) fn plan_all(
     out
 }
 
-/// The checks the request alone allows, in Kafka's order, and the controller request.
-pub(super) fn plan(topic: &CreatableTopic) -> Result<Planned, Refusal> {
+/// The checks the request alone allows, in Kafka's order, and the controller request
+/// (`validate_only` passed on).
+pub(super) fn plan(topic: &CreatableTopic, validate_only: bool) -> Result<Planned, Refusal> {
     let name: &str = &topic.name.0;
     validate_topic_name(name).map_err(|r| Refusal::new(r.code, r.message))?;
-    let (min_insync_replicas, unclean_leader_election_enable) = configs(topic)?;
+    let configs = config_map(topic)?;
     if !topic.assignments.is_empty() {
         return Err(Refusal::new(
             ErrorCode::INVALID_REQUEST,
@@ -135,137 +131,36 @@ pub(super) fn plan(topic: &CreatableTopic) -> Result<Planned, Refusal> {
         }
         n => n,
     };
-    if let Some(min) = min_insync_replicas.filter(|min| *min > replication_factor) {
-        return Err(Refusal::new(
-            ErrorCode::INVALID_CONFIG,
-            format!(
-                "{MIN_INSYNC_REPLICAS} {min} must be between 1 and the replication factor {replication_factor}{}.",
-                if default_replication_factor { " (-1: insync's default)" } else { "" }
-            ),
-        ));
-    }
     Ok(Planned {
         request: pb::CreateTopicRequest {
             name: name.to_string(),
             partitions,
             replication_factor,
-            min_insync_replicas: min_insync_replicas.unwrap_or(0),
-            unclean_leader_election_enable,
-            // Fields the controller has beyond these (config overrides, its own
-            // validate_only) keep their defaults: nothing else is accepted here yet.
-            ..Default::default()
+            // Every setting travels in `configs`; the controller validates them.
+            min_insync_replicas: 0,
+            unclean_leader_election_enable: false,
+            configs,
+            validate_only,
         },
         default_replication_factor,
     })
 }
 
-/// The two topic settings insync has, from the request's configs (a key given twice: the
-/// last value, as Kafka's map keeps it).
-fn configs(topic: &CreatableTopic) -> Result<(Option<i32>, bool), Refusal> {
+/// The request's configs as the controller's map (a key given twice: the last value, as
+/// Kafka's map keeps it). A null value is INVALID_CONFIG, as in Kafka.
+fn config_map(topic: &CreatableTopic) -> Result<HashMap<String, String>, Refusal> {
     let nulls: Vec<&str> = topic.configs.iter().filter(|c| c.value.is_none()).map(|c| &*c.name).collect();
     if !nulls.is_empty() {
         let message = format!("Null value not supported for topic configs: {}", nulls.join(","));
         return Err(Refusal::new(ErrorCode::INVALID_CONFIG, message));
     }
-    let (mut min_insync_replicas, mut unclean) = (None, false);
-    for config in &topic.configs {
-        let value = config.value.as_deref().unwrap_or_default().trim();
-        match &*config.name {
-            MIN_INSYNC_REPLICAS => match value.parse::<i32>() {
-                Ok(min) if min >= 1 => min_insync_replicas = Some(min),
-                Ok(_) => return Err(invalid_value(MIN_INSYNC_REPLICAS, value, "Value must be at least 1")),
-                Err(_) => return Err(invalid_value(MIN_INSYNC_REPLICAS, value, "Not a number of type INT")),
-            },
-            // Kafka's ConfigDef BOOLEAN: "true" or "false", any case.
-            UNCLEAN_LEADER_ELECTION_ENABLE => match value.to_ascii_lowercase().as_str() {
-                "true" => unclean = true,
-                "false" => unclean = false,
-                _ => {
-                    return Err(invalid_value(
-                        UNCLEAN_LEADER_ELECTION_ENABLE,
-                        value,
-                        "Expected value to be either true or false",
-                    ))
-                }
-            },
-            other => {
-                return Err(Refusal::new(
-                    ErrorCode::INVALID_CONFIG,
-                    format!(
-                        "Unsupported topic config {other:?}: insync's Kafka listener accepts only \
-                         {MIN_INSYNC_REPLICAS} and {UNCLEAN_LEADER_ELECTION_ENABLE} at creation."
-                    ),
-                ))
-            }
-        }
-    }
-    Ok((min_insync_replicas, unclean))
-}
-
-fn invalid_value(key: &str, value: &str, why: &str) -> Refusal {
-    Refusal::new(ErrorCode::INVALID_CONFIG, format!("Invalid value {value} for configuration {key}: {why}"))
-}
-
-/// What `validate_only` checks against this broker's metadata, built once per request.
-pub(super) struct MetadataView {
-    topics: HashSet<String>,
-    usable_brokers: usize,
-    registered_brokers: usize,
-}
-
-impl MetadataView {
-    pub fn new(metadata: &pb::ClusterMetadata) -> MetadataView {
-        MetadataView {
-            topics: metadata.topics.iter().map(|t| t.name.clone()).collect(),
-            // The controller places replicas on unfenced brokers not shutting down.
-            usable_brokers: metadata.brokers.iter().filter(|b| !b.fenced && !b.in_controlled_shutdown).count(),
-            registered_brokers: metadata.brokers.len(),
-        }
-    }
-
-    /// `plan` plus what this broker's metadata shows, in Kafka's order: an existing name
-    /// before anything about configs or counts.
-    pub fn check(&self, topic: &CreatableTopic) -> Result<Planned, Refusal> {
-        let name: &str = &topic.name.0;
-        validate_topic_name(name).map_err(|r| Refusal::new(r.code, r.message))?;
-        if self.topics.contains(name) {
-            return Err(Refusal::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
-        }
-        let planned = plan(topic)?;
-        let rf = planned.request.replication_factor;
-        if usize::try_from(rf).unwrap_or(0) > self.usable_brokers {
-            let message = format!(
-                "Unable to replicate the partition {rf} time(s): only {} unfenced broker(s) are available (of {} \
-                 registered){}.",
-                self.usable_brokers,
-                self.registered_brokers,
-                if planned.default_replication_factor {
-                    "; replication factor -1 means insync's default of 3"
-                } else {
-                    ""
-                }
-            );
-            return Err(Refusal::new(ErrorCode::INVALID_REPLICATION_FACTOR, message));
-        }
-        Ok(planned)
-    }
+    Ok(topic.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_string())).collect())
 }
 
 pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: CreateTopicsRequest) -> PendingReply {
     let budget = Budget::new(request.timeout_ms, Instant::now());
-    if request.validate_only {
-        let metadata = context.replica_manager.metadata();
-        let view = MetadataView::new(&metadata);
-        let topics = plan_all(&request.topics, |topic| view.check(topic))
-            .into_iter()
-            .map(|(name, outcome)| match outcome {
-                Ok(planned) => validated(&planned, metadata.default_min_insync_replicas),
-                Err(refusal) => refused(&name, &refusal),
-            })
-            .collect();
-        return respond(meta, std::future::ready(CreateTopicsResponse::default().with_topics(topics)));
-    }
-    let planned = plan_all(&request.topics, plan);
+    let validate_only = request.validate_only;
+    let planned = plan_all(&request.topics, |topic| plan(topic, validate_only));
     let context = context.clone();
     respond(meta, async move { CreateTopicsResponse::default().with_topics(create(&context, planned, budget).await) })
 }
@@ -277,19 +172,28 @@ async fn create(
     planned: Vec<(String, Result<Planned, Refusal>)>,
     budget: Budget,
 ) -> Vec<CreatableTopicResult> {
-    let mut outcomes: Vec<(String, Result<pb::TopicMetadata, Refusal>)> = Vec::with_capacity(planned.len());
+    // Per topic: the controller's topic and whether it was only validated, or the refusal.
+    type Outcome = Result<(pb::TopicMetadata, bool), Refusal>;
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(planned.len());
     for (name, outcome) in planned {
         let created = match outcome {
             Err(refusal) => Err(refusal),
             Ok(_) if !budget.may_call() => Err(admin::out_of_time()),
-            Ok(planned) => create_one(context, planned).await,
+            Ok(planned) => {
+                let validate_only = planned.request.validate_only;
+                create_one(context, planned).await.map(|topic| (topic, validate_only))
+            }
         };
         outcomes.push((name, created));
     }
     // Answer once this broker's metadata shows each new topic (by id: a delete and re-create
     // racing us is another topic) with a leader for every partition.
-    let mut waiting: HashSet<&str> =
-        outcomes.iter().filter_map(|(_, o)| o.as_ref().ok()).map(|t| t.topic_id.as_str()).collect();
+    let mut waiting: HashSet<&str> = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().ok())
+        .filter(|(_, validate_only)| !validate_only)
+        .map(|(t, _)| t.topic_id.as_str())
+        .collect();
     let shown = admin::until_metadata(&context.replica_manager, budget.metadata_until, |metadata| {
         for t in &metadata.topics {
             if t.partitions.iter().all(|p| p.leader >= 0) {
@@ -303,11 +207,11 @@ async fn create(
         // Committed all the same: Kafka's KRaft controller answers on commit too.
         info!("CreateTopics from a Kafka client: answering before this broker's metadata shows every new topic");
     }
-    let default_min_isr = context.replica_manager.metadata().default_min_insync_replicas;
+    let defaults = BrokerDefaults::of(context.replica_manager.broker_id, &context.replica_manager.config);
     outcomes
         .into_iter()
         .map(|(name, outcome)| match outcome {
-            Ok(topic) => result(&topic, default_min_isr),
+            Ok((topic, validate_only)) => result(&topic, validate_only, &defaults),
             Err(refusal) => refused(&name, &refusal),
         })
         .collect()
@@ -329,7 +233,9 @@ async fn create_one(context: &KafkaContext, planned: Planned) -> Result<pb::Topi
     }
     match reply.topic {
         Some(topic) => {
-            info!("created topic {} for a Kafka client ({} partition(s))", topic.name, topic.partitions.len());
+            if !request.validate_only {
+                info!("created topic {} for a Kafka client ({} partition(s))", topic.name, topic.partitions.len());
+            }
             Ok(topic)
         }
         None => {
@@ -350,65 +256,40 @@ pub(super) fn refused(name: &str, refusal: &Refusal) -> CreatableTopicResult {
         .with_error_message(refusal.message())
 }
 
-/// A created topic's answer: v5+ carry its partitions, replication factor and configs, v7
-/// its id (KIP-516).
-pub(super) fn result(topic: &pb::TopicMetadata, default_min_isr: i32) -> CreatableTopicResult {
+/// A created (or, with validate_only, validated) topic's answer: v5+ carry its partitions,
+/// replication factor and every config (KIP-525), v7 its id (KIP-516; none for
+/// validate_only: the controller chose no id that will exist).
+pub(super) fn result(
+    topic: &pb::TopicMetadata,
+    validate_only: bool,
+    defaults: &BrokerDefaults,
+) -> CreatableTopicResult {
     let replication_factor = topic.partitions.first().map_or(0, |p| p.replicas.len());
+    let topic_id = if validate_only { None } else { uuid::Uuid::parse_str(&topic.topic_id).ok() };
     CreatableTopicResult::default()
         .with_name(topic_name(&topic.name))
-        .with_topic_id(uuid::Uuid::parse_str(&topic.topic_id).unwrap_or(uuid::Uuid::nil()))
+        .with_topic_id(topic_id.unwrap_or(uuid::Uuid::nil()))
         .with_error_code(0)
         .with_error_message(None)
         .with_num_partitions(i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX))
         .with_replication_factor(i16::try_from(replication_factor).unwrap_or(i16::MAX))
-        .with_configs(Some(topic_configs(
-            topic.min_insync_replicas,
-            topic.unclean_leader_election_enable,
-            default_min_isr,
-        )))
+        .with_configs(Some(topic_configs(&topic.configs, defaults)))
 }
 
-/// A validate_only success: what would be created, without an id (none is chosen).
-pub(super) fn validated(planned: &Planned, default_min_isr: i32) -> CreatableTopicResult {
-    let request = &planned.request;
-    CreatableTopicResult::default()
-        .with_name(topic_name(&request.name))
-        .with_error_code(0)
-        .with_error_message(None)
-        .with_num_partitions(request.partitions)
-        .with_replication_factor(i16::try_from(request.replication_factor).unwrap_or(i16::MAX))
-        .with_configs(Some(topic_configs(
-            request.min_insync_replicas,
-            request.unclean_leader_election_enable,
-            default_min_isr,
-        )))
-}
-
-/// The topic's two settings as Kafka's config entries (KIP-525), sorted by name as Kafka
-/// sorts them: an override is DYNAMIC_TOPIC_CONFIG, the cluster's min.insync.replicas
-/// (a node flag) STATIC_BROKER_CONFIG, unclean election's built-in false DEFAULT_CONFIG.
-fn topic_configs(min_insync_replicas: i32, unclean: bool, default_min_isr: i32) -> Vec<CreatableTopicConfigs> {
-    let entry = |name: &'static str, value: String, source: i8| {
-        CreatableTopicConfigs::default()
-            .with_name(StrBytes::from_static_str(name))
-            .with_value(Some(StrBytes::from_string(value)))
-            .with_read_only(false)
-            .with_config_source(source)
-            .with_is_sensitive(false)
-    };
-    let (min, min_source) = if min_insync_replicas > 0 {
-        (min_insync_replicas, DYNAMIC_TOPIC_CONFIG)
-    } else {
-        (default_min_isr.max(1), STATIC_BROKER_CONFIG)
-    };
-    vec![
-        entry(MIN_INSYNC_REPLICAS, min.to_string(), min_source),
-        entry(
-            UNCLEAN_LEADER_ELECTION_ENABLE,
-            unclean.to_string(),
-            if unclean { DYNAMIC_TOPIC_CONFIG } else { DEFAULT_CONFIG },
-        ),
-    ]
+/// The topic's configs as Kafka's CreatableTopicConfigs (KIP-525): all of them, sorted by
+/// name, not read-only, not sensitive.
+fn topic_configs(overrides: &HashMap<String, String>, defaults: &BrokerDefaults) -> Vec<CreatableTopicConfigs> {
+    configs::topic_configs(overrides, defaults)
+        .into_iter()
+        .map(|d| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_string(d.name))
+                .with_value(Some(StrBytes::from_string(d.value)))
+                .with_read_only(d.read_only)
+                .with_config_source(d.source)
+                .with_is_sensitive(false)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -417,6 +298,7 @@ mod tests {
     use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopicConfig};
     use kafka_protocol::messages::BrokerId;
     use kafka_protocol::protocol::Encodable;
+    use std::collections::BTreeMap;
 
     fn code(outcome: &Result<Planned, Refusal>) -> i16 {
         outcome.as_ref().map_or_else(|r| r.code, |_| 0)
@@ -439,73 +321,65 @@ mod tests {
         topic.with_configs(configs)
     }
 
+    fn plan_it(t: &CreatableTopic) -> Result<Planned, Refusal> {
+        plan(t, false)
+    }
+
     #[test]
     fn maps_onto_the_controllers_create_topic_with_insyncs_defaults() {
-        let planned = plan(&topic("orders", -1, -1)).unwrap();
+        let planned = plan_it(&topic("orders", -1, -1)).unwrap();
         assert_eq!(
             planned.request,
             pb::CreateTopicRequest {
                 name: "orders".into(),
                 partitions: 1,
                 replication_factor: 3,
-                min_insync_replicas: 0,
-                unclean_leader_election_enable: false,
                 ..Default::default()
             }
         );
         assert!(planned.default_replication_factor);
-        let t = with_config(
-            with_config(topic("p", 6, 2), "min.insync.replicas", Some("2")),
-            "unclean.leader.election.enable",
-            Some("TRUE"),
-        );
-        let planned = plan(&t).unwrap();
+        let t =
+            with_config(with_config(topic("p", 6, 2), "min.insync.replicas", Some("2")), "retention.ms", Some("60000"));
+        let planned = plan(&t, true).unwrap();
         assert_eq!((planned.request.partitions, planned.request.replication_factor), (6, 2));
-        assert_eq!((planned.request.min_insync_replicas, planned.request.unclean_leader_election_enable), (2, true));
+        let want: HashMap<String, String> =
+            [("min.insync.replicas".into(), "2".into()), ("retention.ms".into(), "60000".into())].into();
+        assert_eq!(planned.request.configs, want, "every entry goes to the controller, which validates it");
+        assert!(planned.request.validate_only);
         assert!(!planned.default_replication_factor);
     }
 
     #[test]
     fn refuses_with_kafkas_codes_in_kafkas_order() {
-        assert_eq!(code(&plan(&topic("bad name", 1, 1))), 17, "INVALID_TOPIC_EXCEPTION");
-        assert_eq!(code(&plan(&topic("..", 1, 1))), 17);
-        assert_eq!(code(&plan(&topic(&"x".repeat(250), 1, 1))), 17);
-        assert_eq!(code(&plan(&topic("t", 0, 1))), 37, "INVALID_PARTITIONS");
-        assert_eq!(code(&plan(&topic("t", -2, 1))), 37);
-        assert_eq!(code(&plan(&topic("t", MAX_PARTITIONS_PER_TOPIC + 1, 1))), 37);
-        assert_eq!(code(&plan(&topic("t", 1, 0))), 38, "INVALID_REPLICATION_FACTOR");
-        assert_eq!(code(&plan(&topic("t", 1, -3))), 38);
+        assert_eq!(code(&plan_it(&topic("bad name", 1, 1))), 17, "INVALID_TOPIC_EXCEPTION");
+        assert_eq!(code(&plan_it(&topic("..", 1, 1))), 17);
+        assert_eq!(code(&plan_it(&topic(&"x".repeat(250), 1, 1))), 17);
+        assert_eq!(code(&plan_it(&topic("t", 0, 1))), 37, "INVALID_PARTITIONS");
+        assert_eq!(code(&plan_it(&topic("t", -2, 1))), 37);
+        assert_eq!(code(&plan_it(&topic("t", MAX_PARTITIONS_PER_TOPIC + 1, 1))), 37);
+        assert_eq!(code(&plan_it(&topic("t", 1, 0))), 38, "INVALID_REPLICATION_FACTOR");
+        assert_eq!(code(&plan_it(&topic("t", 1, -3))), 38);
         // The name comes first, then configs, then the counts.
-        assert_eq!(code(&plan(&with_config(topic("bad name", 0, 0), "x", Some("1")))), 17);
-        assert_eq!(code(&plan(&with_config(topic("t", 0, 0), "retention.ms", Some("1")))), 40);
+        assert_eq!(code(&plan_it(&with_config(topic("bad name", 0, 0), "x", None))), 17);
+        assert_eq!(code(&plan_it(&with_config(topic("t", 0, 0), "retention.ms", None))), 40);
     }
 
     #[test]
-    fn only_the_two_topic_settings_are_accepted_as_configs() {
-        let unknown = plan(&with_config(topic("t", 1, 1), "cleanup.policy", Some("compact"))).unwrap_err();
-        assert_eq!(unknown.code, 40, "INVALID_CONFIG");
-        assert!(unknown.message.contains("cleanup.policy") && unknown.message.contains("min.insync.replicas"));
-        let null = plan(&with_config(topic("t", 1, 1), "min.insync.replicas", None)).unwrap_err();
+    fn null_config_values_are_invalid_and_the_last_value_of_a_key_counts() {
+        let null = plan_it(&with_config(topic("t", 1, 1), "min.insync.replicas", None)).unwrap_err();
         assert_eq!(
             (null.code, null.message.as_str()),
             (40, "Null value not supported for topic configs: min.insync.replicas")
         );
-        for bad in ["zero", "0", "-1", ""] {
-            let refusal = plan(&with_config(topic("t", 1, 3), "min.insync.replicas", Some(bad))).unwrap_err();
-            assert_eq!(refusal.code, 40, "{bad:?}");
-        }
-        let above_rf = plan(&with_config(topic("t", 1, 2), "min.insync.replicas", Some("3"))).unwrap_err();
-        assert_eq!(above_rf.code, 40);
-        assert!(above_rf.message.contains("replication factor 2"), "{}", above_rf.message);
-        let bad_bool = plan(&with_config(topic("t", 1, 1), "unclean.leader.election.enable", Some("yes"))).unwrap_err();
-        assert_eq!(bad_bool.code, 40);
-        // A key given twice: the last value counts, as in Kafka's map.
+        // Unknown keys and bad values are the controller's to refuse (INVALID_CONFIG).
+        let unknown = plan_it(&with_config(topic("t", 1, 1), "retention.hours", Some("1"))).unwrap();
+        assert_eq!(unknown.request.configs.get("retention.hours").map(String::as_str), Some("1"));
         let twice = with_config(
             with_config(topic("t", 1, 3), "min.insync.replicas", Some("1")),
             "min.insync.replicas",
             Some("2"),
         );
-        assert_eq!(plan(&twice).unwrap().request.min_insync_replicas, 2);
+        assert_eq!(plan_it(&twice).unwrap().request.configs.get("min.insync.replicas").map(String::as_str), Some("2"));
     }
 
     #[test]
@@ -513,7 +387,7 @@ mod tests {
         let t = topic("t", -1, -1).with_assignments(vec![CreatableReplicaAssignment::default()
             .with_partition_index(0)
             .with_broker_ids(vec![BrokerId(1)])]);
-        let refusal = plan(&t).unwrap_err();
+        let refusal = plan_it(&t).unwrap_err();
         assert_eq!(refusal.code, 42, "INVALID_REQUEST");
         assert!(refusal.message.contains("not supported"), "{}", refusal.message);
     }
@@ -522,49 +396,15 @@ mod tests {
     fn a_duplicated_name_is_refused_once_and_never_created() {
         let topics =
             vec![topic("a", 1, 1), topic("dup", 1, 1), topic("b", 1, 1), topic("dup", 2, 1), topic("dup", 3, 1)];
-        let planned = plan_all(&topics, plan);
+        let planned = plan_all(&topics, plan_it);
         let names: Vec<&str> = planned.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a", "dup", "b"]);
         assert_eq!(planned[1].1, Err(Refusal::new(ErrorCode::INVALID_REQUEST, "Duplicate topic name.")));
         assert!(planned[0].1.is_ok() && planned[2].1.is_ok());
     }
 
-    fn metadata() -> pb::ClusterMetadata {
-        let broker = |id: i32, fenced: bool, in_controlled_shutdown: bool| pb::BrokerMetadata {
-            id,
-            fenced,
-            in_controlled_shutdown,
-            ..Default::default()
-        };
-        pb::ClusterMetadata {
-            brokers: vec![
-                broker(1, false, false),
-                broker(2, false, false),
-                broker(3, true, false),
-                broker(4, false, true),
-            ],
-            topics: vec![pb::TopicMetadata { name: "taken".into(), ..Default::default() }],
-            default_min_insync_replicas: 1,
-            ..Default::default()
-        }
-    }
-
     #[test]
-    fn validate_only_checks_existing_names_and_usable_brokers() {
-        let view = MetadataView::new(&metadata());
-        let check = |t: CreatableTopic| view.check(&t);
-        assert_eq!(check(topic("taken", 0, 0)).unwrap_err().code, 36, "TOPIC_ALREADY_EXISTS before the counts");
-        assert_eq!(check(topic("new", 3, 2)).unwrap().request.replication_factor, 2);
-        let too_many = check(topic("new", 1, 3)).unwrap_err();
-        assert_eq!(too_many.code, 38, "brokers 3 (fenced) and 4 (shutting down) cannot take replicas");
-        assert!(too_many.message.contains("only 2 unfenced broker(s)"), "{}", too_many.message);
-        let default_rf = check(topic("new", -1, -1)).unwrap_err();
-        assert!(default_rf.message.contains("insync's default of 3"), "{}", default_rf.message);
-        assert_eq!(check(topic("bad name", 1, 1)).unwrap_err().code, 17);
-    }
-
-    #[test]
-    fn answers_carry_id_counts_and_configs() {
+    fn answers_carry_id_counts_and_every_config() {
         let created = pb::TopicMetadata {
             name: "orders".into(),
             topic_id: "0b7c2a1e-6f0e-4a53-9a52-8ef4d1a0c001".into(),
@@ -573,28 +413,25 @@ mod tests {
                 pb::PartitionMetadata { partition: 1, replicas: vec![2, 3, 1], ..Default::default() },
             ],
             min_insync_replicas: 2,
+            configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
             ..Default::default()
         };
-        let r = result(&created, 1);
+        let defaults = super::configs::tests::defaults();
+        let r = result(&created, false, &defaults);
         assert_eq!((r.error_code, r.num_partitions, r.replication_factor), (0, 2, 3));
         assert_eq!(r.topic_id.to_string(), "0b7c2a1e-6f0e-4a53-9a52-8ef4d1a0c001");
         assert_eq!(r.error_message, None);
         let configs = r.configs.clone().unwrap();
-        let shown: Vec<(String, String, i8)> = configs
+        let shown: BTreeMap<String, (String, i8)> = configs
             .iter()
-            .map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_string(), c.config_source))
+            .map(|c| (c.name.to_string(), (c.value.as_deref().unwrap_or_default().to_string(), c.config_source)))
             .collect();
-        assert_eq!(
-            shown,
-            [
-                ("min.insync.replicas".into(), "2".into(), 1),
-                ("unclean.leader.election.enable".into(), "false".into(), 5)
-            ]
-        );
-        let planned = plan(&topic("x", -1, -1)).unwrap();
-        let v = validated(&planned, 2);
-        assert_eq!((v.num_partitions, v.replication_factor, v.topic_id), (1, 3, uuid::Uuid::nil()));
-        assert_eq!(v.configs.unwrap()[0].value.as_deref(), Some("2"), "the cluster default, as a broker config");
+        assert_eq!(shown.len(), insync_types::topic_config::TOPIC_CONFIGS.len(), "every catalogue key: {shown:?}");
+        assert_eq!(shown["min.insync.replicas"], ("2".into(), 1), "an override: DYNAMIC_TOPIC_CONFIG");
+        assert_eq!(shown["retention.ms"], ("604800000".into(), 4), "a broker flag: STATIC_BROKER_CONFIG");
+        assert_eq!(shown["unclean.leader.election.enable"], ("false".into(), 5), "built in: DEFAULT_CONFIG");
+        let v = result(&created, true, &defaults);
+        assert_eq!((v.num_partitions, v.topic_id), (2, uuid::Uuid::nil()), "validate_only: no id");
         let no = refused("x", &Refusal::new(ErrorCode::TOPIC_ALREADY_EXISTS, "Topic 'x' already exists."));
         assert_eq!((no.error_code, no.num_partitions), (36, -1));
         for version in 2..=7 {

@@ -13,22 +13,30 @@
 //! `produce.rs`, `fetch.rs` (Fetch, ListOffsets), `producer_id.rs` (InitProducerId),
 //! `group.rs` (FindCoordinator and a minimal in-memory group coordinator), and the admin
 //! APIs Kafka brokers forward to the controller (KIP-590), through the same controller calls
-//! as `insync topic create|delete|elect-leaders`: `create_topics.rs`, `delete_topics.rs`,
-//! `elect_leaders.rs`, with what they share in `admin.rs`; `describe_cluster.rs` answers
-//! from the metadata like `metadata.rs`.
+//! as `insync topic create|delete|elect-leaders|alter|add-partitions`: `create_topics.rs`,
+//! `delete_topics.rs`, `elect_leaders.rs`, `alter_configs.rs` (AlterConfigs and
+//! IncrementalAlterConfigs), `create_partitions.rs`, with what they share in `admin.rs`;
+//! `describe_cluster.rs` and `describe_configs.rs` answer from the metadata like
+//! `metadata.rs` (`configs.rs` describes topic and broker configs); `delete_records.rs` runs
+//! on the partition's leader like produce.
 //!
 //! Not served (not advertised in ApiVersions; a request for them closes the connection as
 //! Kafka does for an API version it does not know, after a WARN naming it): transactions,
-//! the other admin APIs (configs, partitions, ACLs...), OffsetForLeaderEpoch, fetch
+//! the other admin APIs (ACLs, groups, reassignments...), OffsetForLeaderEpoch, fetch
 //! sessions (KIP-227: every fetch is a full one), compressed batches (answered
 //! UNSUPPORTED_COMPRESSION_TYPE 76: clients must use compression.type=none).
 mod admin;
+mod alter_configs;
 mod api_versions;
 mod codec;
+mod configs;
 mod connection;
+mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_configs;
 mod elect_leaders;
 mod fetch;
 mod group;
@@ -61,7 +69,8 @@ pub use group::GroupCoordinator;
 /// tiered storage, OffsetFetch 8 batched groups, InitProducerId 5 transactions v2). The admin
 /// APIs go as low as `kafka-protocol` decodes (CreateTopics 2, DeleteTopics 1: Kafka 4.0
 /// dropped the older ones too, KIP-896) and as high as Kafka's schemas in
-/// `crates/kafka-wire` (DescribeCluster 1: v2's fenced brokers, KIP-1073, are not offered).
+/// `crates/kafka-wire` (DescribeCluster 1: v2's fenced brokers, KIP-1073, are not offered;
+/// DescribeConfigs from 1, the lowest `kafka-protocol` decodes, as Kafka 4.0 dropped v0).
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -80,6 +89,11 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// The versions of `api_key` served, if any.

@@ -2,7 +2,7 @@
 //! `deleteLocalLog`, and the stray-log cleanup of a KRaft broker's first metadata image):
 //! replicas of deleted topics, of an earlier topic of a re-created name, and directories a
 //! broker finds on disk for topics the metadata no longer has.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::MutexGuard;
 
 use insync_proto as pb;
@@ -33,15 +33,27 @@ impl ReplicaManager {
     /// Deletes every hosted replica the metadata no longer assigns to this broker: its topic
     /// was deleted (or, in future, the replica moved away).
     pub(super) fn delete_unassigned_replicas(&self, metadata: &pb::ClusterMetadata) {
-        let hosted: Vec<TopicPartition> =
-            self.partitions.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-        for tp in hosted {
-            let assigned = metadata.topics.iter().filter(|t| t.name == tp.topic).any(|t| {
-                t.partitions.iter().any(|p| p.partition == tp.partition && p.replicas.contains(&self.broker_id))
-            });
-            if !assigned {
-                self.delete_replica(&tp, "its topic was deleted");
-            }
+        // One pass over the metadata, not one per hosted replica: this runs at every apply.
+        let assigned: HashSet<TopicPartition> = metadata
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.replicas.contains(&self.broker_id))
+                    .map(|p| TopicPartition::new(t.name.clone(), p.partition))
+            })
+            .collect();
+        let unassigned: Vec<TopicPartition> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|tp| !assigned.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in unassigned {
+            self.delete_replica(&tp, "its topic was deleted");
         }
     }
 
@@ -84,7 +96,7 @@ impl ReplicaManager {
     /// a crash before a deletion's rename). A directory without a topic id predates ids and
     /// is left alone with a WARN: nothing proves it is not wanted.
     pub(super) fn delete_stray_dirs(&self) {
-        let hosted: std::collections::HashSet<TopicPartition> =
+        let hosted: HashSet<TopicPartition> =
             self.partitions.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         for (tp, dir) in log_dirs::partition_dirs(&self.config.data_dir) {
             if hosted.contains(&tp) {

@@ -4,10 +4,12 @@
 #! its own, deleted after it), with RF=3, min.insync.replicas=2 topics, prints a markdown table of producer
 #! throughput for acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each
 #! broker, as Kafka benchmarks spread leaders) plus single-partition rows (each the median of
-#! 3 runs), one-in-flight acks=all latency percentiles, and the leader-failover time (SIGKILL
+#! 3 runs), one row per producer compression.type (acks=all, 1 KiB, 3 partitions; shorter
+#! runs), one-in-flight acks=all latency percentiles, and the leader-failover time (SIGKILL
 #! → first successful acks=all) median over 5 kills. Stops its cluster when done.
 #
-# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_KILLS, BENCH_REPEAT override sizes;
+# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_RECORDS_CODEC, BENCH_KILLS, BENCH_REPEAT
+#        override sizes;
 #        BENCH_FRESH_CLUSTER=1 wipes and restarts the cluster before every run instead, as
 #        the benchmark did before topics could be deleted, for side-by-side comparisons)
 set -euo pipefail
@@ -19,6 +21,8 @@ export INSYNC_BIN_DIR="$BIN"
 export INSYNC_BOOTSTRAP="127.0.1.1:$((9092 + INSYNC_PORT_OFFSET)),127.0.1.2:$((9093 + INSYNC_PORT_OFFSET)),127.0.1.3:$((9094 + INSYNC_PORT_OFFSET))"
 RECORDS_1K="${BENCH_RECORDS_1K:-300000}"
 RECORDS_100B="${BENCH_RECORDS_100B:-2000000}"
+# Records of each compression row: a few seconds a run.
+RECORDS_CODEC="${BENCH_RECORDS_CODEC:-100000}"
 KILLS="${BENCH_KILLS:-5}"
 # Each throughput row is the median of this many runs: one run on a shared 2-core box varies
 # by ±30%.
@@ -68,20 +72,32 @@ run_perf() { # partitions acks size records [extra flags...] -> json line
 }
 echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
-row() { # partitions acks size records: the run with the median MiB/s of REPEAT runs
-  local out runs=() i
+median_run() { # partitions acks size records [extra flags...]: the run with the median MiB/s of REPEAT runs
+  local runs=() i
   for ((i = 0; i < REPEAT; i++)); do runs+=("$(run_perf "$@")"); done
-  out=$(for r in "${runs[@]}"; do printf '%s %s\n' "$(field mib_per_sec <<<"$r")" "$r"; done |
-    sort -g | sed -n "$(((REPEAT + 1) / 2))p" | cut -d' ' -f2-)
-  printf '| %s | %s B | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f |\n' "$2" "$3" "$1" \
-    "$(field records_per_sec <<<"$out")" "$(field mib_per_sec <<<"$out")" "$(field avg_ms <<<"$out")" \
-    "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field max_ms <<<"$out")"
+  for r in "${runs[@]}"; do printf '%s %s\n' "$(field mib_per_sec <<<"$r")" "$r"; done |
+    sort -g | sed -n "$(((REPEAT + 1) / 2))p" | cut -d' ' -f2-
+}
+numbers() { # json -> "records/s | MiB/s | avg | p50 | p99 | max |"
+  printf '%.0f | %.1f | %.2f | %.2f | %.2f | %.2f |' "$(field records_per_sec <<<"$1")" "$(field mib_per_sec <<<"$1")" \
+    "$(field avg_ms <<<"$1")" "$(field p50_ms <<<"$1")" "$(field p99_ms <<<"$1")" "$(field max_ms <<<"$1")"
+}
+row() { # partitions acks size records
+  printf '| %s | %s B | %s | %s\n' "$2" "$3" "$1" "$(numbers "$(median_run "$@")")"
 }
 for size in 100 1024; do
   records=$RECORDS_1K; [ "$size" = 100 ] && records=$RECORDS_100B
   for acks in 0 1 all; do row 3 "$acks" "$size" "$records"; done
 done
 for acks in 0 1 all; do row 1 "$acks" 1024 "$RECORDS_1K"; done
+echo
+# MiB/s counts the records before compression; every record carries the same payload (as in
+# kafka-producer-perf-test), so batches compress far better than real data would.
+echo "| compression.type (acks=all, 1 KiB, 3 partitions, $RECORDS_CODEC records) | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
+echo "|---|---|---|---|---|---|---|"
+for codec in none gzip snappy lz4 zstd; do
+  printf '| %s | %s\n' "$codec" "$(numbers "$(median_run 3 all 1024 "$RECORDS_CODEC" --compression-type "$codec")")"
+done
 echo
 out=$(run_perf 1 all 1024 5000 --max-in-flight 1 --linger-ms 0)
 echo "| one in flight, acks=all, 1 KiB | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"

@@ -174,10 +174,32 @@ pub struct BrokerArgs {
     /// HTTP/2 streams one gRPC connection may have open at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_streams: u32,
+    /// Kafka group.initial.rebalance.delay.ms (default 3000): how long the first rebalance of
+    /// an empty consumer group waits for more members before it completes (KIP-134).
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    pub group_initial_rebalance_delay_ms: u64,
     /// host:port Kafka clients are told to dial in Metadata and FindCoordinator answers
     /// (Kafka `advertised.listeners`); defaults to the Kafka listen address.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_advertise: Option<String>,
+    /// Kafka offsets.topic.num.partitions: partitions of `__consumer_offsets`, created on the
+    /// first group request. Kafka's default is 50; 12 spreads group coordinators over a
+    /// laptop cluster while keeping its replicas few (12 x 3 logs). Read at creation only.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub offsets_topic_num_partitions: i32,
+    /// Kafka offsets.topic.replication.factor (default 3): until that many brokers are alive
+    /// the topic is not created and group requests get COORDINATOR_NOT_AVAILABLE.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub offsets_topic_replication_factor: i32,
+    /// Kafka offsets.retention.minutes (default 10080, 7 days; KIP-211): an Empty consumer
+    /// group's committed offsets are deleted (tombstoned) this long after it became Empty, a
+    /// standalone consumer's this long after each commit.
+    #[arg(long, default_value_t = 10_080, value_parser = clap::value_parser!(u64).range(1..=52_560_000))]
+    pub offsets_retention_minutes: u64,
+    /// Kafka offsets.retention.check.interval.ms (default 600000): how often expired offsets
+    /// are looked for.
+    #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 /// The largest `--message-max-bytes`: half the gRPC message limit (see the flag).

@@ -12,6 +12,7 @@ pub(crate) mod fetch_limits;
 #[cfg(test)]
 mod fetch_tests;
 pub(crate) mod fetcher;
+pub(crate) mod group;
 pub(crate) mod grpc_convert;
 pub(crate) mod grpc_limits;
 pub mod kafka;

@@ -313,8 +313,8 @@ impl ReplicaManager {
     }
 
     /// The log settings of a topic's replicas: its overrides (segment.bytes,
-    /// max.message.bytes), else this broker's defaults (Kafka `LogConfig` over the broker's
-    /// `KafkaConfig` synonyms).
+    /// max.message.bytes, compression.type), else this broker's defaults (Kafka `LogConfig`
+    /// over the broker's `KafkaConfig` synonyms; compression.type has no flag: producer).
     fn log_config(&self, topic: &pb::TopicMetadata) -> LogConfig {
         let configs: BTreeMap<String, String> = topic.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let int = |key: &str| topic_config::int_value(&configs, key);
@@ -329,6 +329,11 @@ impl ReplicaManager {
             retention_ms: int(topic_config::RETENTION_MS).unwrap_or(self.config.log_retention_ms),
             retention_bytes: int(topic_config::RETENTION_BYTES).unwrap_or(self.config.log_retention_bytes),
             segment_ms: int(topic_config::SEGMENT_MS).unwrap_or(self.config.log_roll_ms),
+            // The catalogue admits only codec names here; anything else reads as producer.
+            compression: configs
+                .get(topic_config::COMPRESSION_TYPE)
+                .and_then(|value| insync_log::compression::topic_compression(value).ok())
+                .flatten(),
             ..LogConfig::default()
         }
     }

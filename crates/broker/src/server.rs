@@ -166,16 +166,47 @@ fn start_broker(
     tokio::spawn(run_periodic(replica_manager.clone(), stop_serving.clone()));
     tokio::spawn(run_retention(replica_manager.clone(), stop_serving.clone()));
     let producer_ids = Arc::new(ProducerIdManager::new(link.clone(), replica_manager.broker_id, incarnation));
+    let (group_storage, groups) = start_group_coordinator(args, &replica_manager, &link, stop_serving);
     let kafka = kafka_listener.map(|(listener, _)| {
-        let context = crate::kafka::KafkaContext::new(replica_manager.clone(), producer_ids.clone(), link.clone());
+        let context = crate::kafka::KafkaContext::new(
+            replica_manager.clone(),
+            producer_ids.clone(),
+            link.clone(),
+            groups.clone(),
+            group_storage.clone(),
+        );
         tokio::spawn(crate::kafka::serve(listener, context, stop_serving.clone()))
     });
-    let service = BrokerServer::new(BrokerService { replica_manager: replica_manager.clone(), link, producer_ids })
-        // Checked against the length prefix before a request is buffered: nothing a broker
-        // is sent is larger than one batch of message.max.bytes plus framing.
-        .max_decoding_message_size(max_broker_request_bytes(args))
-        .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES);
+    let service =
+        BrokerServer::new(BrokerService { replica_manager: replica_manager.clone(), link, producer_ids, groups })
+            // Checked against the length prefix before a request is buffered: nothing a broker
+            // is sent is larger than one batch of message.max.bytes plus framing.
+            .max_decoding_message_size(max_broker_request_bytes(args))
+            .max_encoding_message_size(pb::MAX_GRPC_MESSAGE_BYTES);
     Ok((BrokerParts { replica_manager, lifecycle, fetchers, kafka }, service))
+}
+
+/// The consumer-group coordinator (`crate::group`) over `__consumer_offsets`, its timer
+/// task, and the task loading/unloading its partitions' groups.
+fn start_group_coordinator(
+    args: &BrokerArgs,
+    replica_manager: &Arc<ReplicaManager>,
+    link: &Arc<ControllerLink>,
+    stop: &watch::Receiver<bool>,
+) -> (Arc<crate::group::storage::GroupStorage>, Arc<crate::group::GroupCoordinator>) {
+    let config = crate::group::coordinator::CoordinatorConfig {
+        initial_rebalance_delay_ms: i64::try_from(args.group_initial_rebalance_delay_ms).unwrap_or(i64::MAX),
+        offsets_retention_ms: i64::try_from(args.offsets_retention_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX),
+        offsets_retention_check_interval_ms: i64::try_from(args.offsets_retention_check_interval_ms)
+            .unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    let storage = crate::group::storage::GroupStorage::start(replica_manager.clone(), link.clone(), stop.clone());
+    let events = storage.subscribe();
+    let groups = crate::group::GroupCoordinator::new(storage.clone(), config);
+    tokio::spawn(groups.clone().run_timers(stop.clone()));
+    tokio::spawn(groups.clone().run_events(events));
+    (storage, groups)
 }
 
 /// The ordered shutdown: controlled shutdown first (leadership moves away while we still

@@ -30,6 +30,8 @@ pub struct BrokerService {
     pub link: Arc<ControllerLink>,
     /// Producer ids for InitProducerId, shared with the Kafka listener.
     pub producer_ids: Arc<ProducerIdManager>,
+    /// The consumer-group coordinator, shared with the Kafka listener (group RPCs).
+    pub groups: Arc<crate::group::GroupCoordinator>,
 }
 
 type PendingProduce = Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>;
@@ -245,6 +247,27 @@ impl Broker for BrokerService {
                 pb::DeleteRecordsResponse { error_code: code.code(), error_message, low_watermark: -1 }
             }
         }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Ok(Response::new(crate::group::grpc::list_groups(&self.groups, request.into_inner())))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        Ok(Response::new(crate::group::grpc::describe_group(&self.groups, request.into_inner())))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        Ok(Response::new(crate::group::grpc::delete_group(&self.groups, request.into_inner()).await))
     }
 
     async fn alter_topic_configs(

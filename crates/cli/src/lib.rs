@@ -1,6 +1,7 @@
 //! Shared pieces of the `insync` and `insync-producer` command lines: bootstrap
 //! resolution, logging set-up, and printing one line (or one JSON object) per result; and
 //! `watch`, the live cluster view behind `insync cluster watch`.
+pub mod group;
 pub mod watch;
 
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use insync_client::producer::ProducerConfig;
 pub use insync_client::DEFAULT_BOOTSTRAP;
+use insync_log::Compression;
 use insync_types::Acks;
 
 pub mod perf;
@@ -55,6 +57,9 @@ pub struct ProducerFlags {
     /// Kafka enable.idempotence (only with acks=all).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_idempotence: bool,
+    /// Kafka compression.type of the producer: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression_type: Compression,
 }
 
 impl ProducerFlags {
@@ -67,6 +72,7 @@ impl ProducerFlags {
             request_timeout: Duration::from_millis(u64::from(self.timeout_ms)),
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
             enable_idempotence: self.enable_idempotence,
+            compression: self.compression_type,
             ..ProducerConfig::default()
         }
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use insync_log::batch::BatchBuilder;
+use insync_log::Compression;
 use insync_proto as pb;
 use insync_types::{Acks, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,9 @@ pub struct ProducerConfig {
     pub enable_idempotence: bool,
     /// Records a partition may queue before `send` waits (Kafka buffer.memory, in records).
     pub buffer_records: usize,
+    /// compression.type: the codec of each batch's records (none, gzip, snappy, lz4, zstd).
+    /// `batch_size` counts the records before compression.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -58,6 +62,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             enable_idempotence: true,
             buffer_records: 16 * 1024,
+            compression: Compression::None,
         }
     }
 }
@@ -343,7 +348,7 @@ impl PartitionSender {
         self.pending_bytes = 0;
         let first_sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(records.len() as i32);
-        let bytes = build(&records, self.producer_id, self.producer_epoch, first_sequence);
+        let bytes = build(&records, self.producer_id, self.producer_epoch, first_sequence, self.config.compression);
         self.queue.push_back(Batch {
             records,
             acks,
@@ -613,7 +618,8 @@ impl PartitionSender {
         let mut sequence = first_sequence;
         for batch in &mut self.queue {
             batch.first_sequence = sequence;
-            batch.bytes = build(&batch.records, self.producer_id, self.producer_epoch, sequence);
+            batch.bytes =
+                build(&batch.records, self.producer_id, self.producer_epoch, sequence, self.config.compression);
             sequence = sequence.wrapping_add(batch.records.len() as i32);
         }
         self.next_sequence = sequence;
@@ -719,8 +725,9 @@ fn build(
     producer_id: i64,
     producer_epoch: i16,
     first_sequence: i32,
+    compression: Compression,
 ) -> Bytes {
-    let mut builder = BatchBuilder::new();
+    let mut builder = BatchBuilder::new().compression(compression);
     if producer_id >= 0 {
         builder = builder.producer(producer_id, producer_epoch, first_sequence);
     }

@@ -273,6 +273,24 @@ impl pb::broker_server::Broker for Service {
     ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn list_groups(&self, _: Request<pb::ListGroupsRequest>) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn describe_group(
+        &self,
+        _: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_group(
+        &self,
+        _: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// delivery.timeout.ms of the tests that let a batch expire.

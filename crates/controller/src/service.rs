@@ -419,6 +419,15 @@ impl ControllerService {
     /// Kafka `ReplicationControlManager.deleteTopics`: the topic is looked up on the applied
     /// state and removed by id, so a concurrent delete and re-create never removes the new one.
     async fn delete(&self, request: DeleteTopicRequest) -> Result<String, Refusal> {
+        // The brokers' durable group offsets live there; deleting it would lose every
+        // committed offset (Kafka's tools refuse it as "a kafka internal topic").
+        if request.name == "__consumer_offsets" {
+            return Err(Refusal::new(
+                ErrorCode::INVALID_REQUEST,
+                "Topic __consumer_offsets is an internal topic (the committed offsets of consumer groups) and \
+                 cannot be deleted.",
+            ));
+        }
         self.await_active().await?;
         let topic_id = match self.applied().state.topics.get(&request.name) {
             Some(topic) if request.topic_id.is_empty() || request.topic_id == topic.topic_id => topic.topic_id.clone(),

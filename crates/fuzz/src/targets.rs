@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use insync_log::batch::BatchBuilder;
+use insync_log::Compression;
 use insync_log::{LeaderEpochCache, LogConfig, OffsetCheckpointFile, PartitionLog};
 use insync_proto as pb;
 use prost::Message;
@@ -31,7 +32,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "record-batch",
-        about: "RecordBatch v2 (header, CRC, records, headers) as produce and fetch read them",
+        about: "RecordBatch v2 (header, CRC, records, headers; gzip, snappy, lz4, zstd records) as produce and fetch read them",
         seeds: record_batch_seeds,
         run: insync_log::batch::fuzz_batches,
         alloc_per_byte: 64,
@@ -106,8 +107,8 @@ fn kafka_request(data: &[u8]) {
     }
 }
 
-/// Batches built here (keys, nulls, headers, producer ids) and the ones inside the captured
-/// Produce requests (as librdkafka and kafka-python build them).
+/// Batches built here (keys, nulls, headers, producer ids, every codec) and the ones inside
+/// the captured Produce requests (as librdkafka and kafka-python build them).
 fn record_batch_seeds() -> Vec<Vec<u8>> {
     let mut seeds = built_batches();
     for frame in kafka_corpus() {
@@ -119,6 +120,15 @@ fn record_batch_seeds() -> Vec<Vec<u8>> {
 fn built_batches() -> Vec<Vec<u8>> {
     let mut one = BatchBuilder::new();
     one.push(None, Some(b"hello"), 1_700_000_000_000);
+    let mut batches = vec![one.build().to_vec(), many_records().build().to_vec()];
+    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        batches.push(many_records().compression(codec).build().to_vec());
+    }
+    batches
+}
+
+/// Five records with keys, a null value and headers, from an idempotent producer.
+fn many_records() -> BatchBuilder {
     let mut many = BatchBuilder::new().producer(7, 0, 0);
     for i in 0..5u8 {
         let value = [i; 20];
@@ -126,7 +136,7 @@ fn built_batches() -> Vec<Vec<u8>> {
         let timestamp = 1_700_000_000_000 + i64::from(i);
         many.push_with_headers(Some(&[i]), (i != 2).then_some(&value[..]), timestamp, headers);
     }
-    vec![one.build().to_vec(), many.build().to_vec()]
+    many
 }
 
 /// The record bytes of a Produce frame, if it is one that decodes.
@@ -189,9 +199,7 @@ fn segment_recovery(data: &[u8]) {
     if let Ok(mut log) = PartitionLog::open(dir.path(), small_log_config()) {
         let end = log.log_end_offset();
         let _ = log.read(0, end, 1 << 20);
-        if let Some(mut batch) = built_batches().pop() {
-            let _ = log.append_as_leader(&mut batch, 100);
-        }
+        let _ = log.append_as_leader(&mut many_records().build().to_vec(), 100);
         let _ = log.truncate_to(end / 2);
     }
 }
@@ -241,13 +249,15 @@ fn grpc_seeds() -> Vec<Vec<u8>> {
 }
 
 /// The first byte picks the message; the rest is its protobuf encoding. Record bytes go
-/// through the batch validation the produce path and the follower append apply.
+/// through the batch validation the produce path and the follower append apply
+/// (decompressing to at most about the input's size, as in `fuzz_batches`).
 fn grpc_message(data: &[u8]) {
+    let bound = insync_log::batch::fuzz_decompression_bound(data.len());
     let Some((kind, body)) = data.split_first() else { return };
     match kind % 3 {
         0 => {
             if let Ok(request) = pb::ProduceRequest::decode(body) {
-                let _ = insync_log::batch::validate_batch(&request.records);
+                let _ = insync_log::batch::validate_batch_bounded(&request.records, bound);
             }
         }
         1 => {
@@ -258,7 +268,7 @@ fn grpc_message(data: &[u8]) {
                 for partition in &response.partitions {
                     for batch in insync_log::batch::iter_batches(&partition.records).take(partition.records.len()) {
                         match batch {
-                            Ok((_, bytes)) => drop(insync_log::batch::validate_batch(bytes)),
+                            Ok((_, bytes)) => drop(insync_log::batch::validate_batch_bounded(bytes, bound)),
                             Err(_) => break,
                         }
                     }

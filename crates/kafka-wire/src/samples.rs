@@ -122,6 +122,7 @@ pub fn populated(api_key: ApiKey, v: i16) -> RequestKind {
         ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(GroupId(name("g")))),
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
         ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
+        ApiKey::ListGroups | ApiKey::DescribeGroups | ApiKey::DeleteGroups => populated_group_admin(api_key, v),
         ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::ElectLeaders | ApiKey::DescribeCluster => {
             populated_admin(api_key, v, tagged())
         }
@@ -131,6 +132,20 @@ pub fn populated(api_key: ApiKey, v: i16) -> RequestKind {
         | ApiKey::CreatePartitions
         | ApiKey::DeleteRecords => populated_configs(api_key, v, tagged()),
         other => panic!("no populated request for {other:?}"),
+    }
+}
+
+/// The group admin APIs' populated requests (ListGroups, DescribeGroups, DeleteGroups).
+fn populated_group_admin(api_key: ApiKey, v: i16) -> RequestKind {
+    match api_key {
+        ApiKey::ListGroups if v >= 4 => {
+            RequestKind::ListGroups(ListGroupsRequest::default().with_states_filter(vec![name("Stable")]))
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => {
+            RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![GroupId(name("g"))]))
+        }
+        _ => RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![GroupId(name("g"))])),
     }
 }
 
@@ -289,6 +304,9 @@ pub fn served(api_key: ApiKey, v: i16) -> bool {
         ApiKey::AlterConfigs => (0, 2),
         ApiKey::CreatePartitions => (0, 3),
         ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::ListGroups => (0, 4),
+        ApiKey::DescribeGroups => (0, 5),
+        ApiKey::DeleteGroups => (0, 2),
         _ => return false,
     };
     low <= v && v <= high

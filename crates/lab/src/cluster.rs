@@ -37,6 +37,9 @@ pub struct ClusterSpec {
     /// Give each broker a data directory of this many MiB: a tmpfs the lab mounts (as
     /// root), so that a disk-full fault can fill it ([`LabCluster::fill_disk`]).
     pub disk_limit_mib: Option<u64>,
+    /// Give each broker a Kafka listener on 127.0.0.1 and a free port
+    /// ([`LabCluster::kafka_address`]), for the scenarios that speak the Kafka protocol.
+    pub kafka_listeners: bool,
 }
 
 impl ClusterSpec {
@@ -48,6 +51,7 @@ impl ClusterSpec {
             broker_session_timeout_ms: 3_000,
             unsafe_truncate_to_high_watermark: false,
             disk_limit_mib: None,
+            kafka_listeners: false,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct LabCluster {
     cuts: Option<NetCuts>,
     /// Size-limited data directories mounted for the brokers, unmounted on drop.
     mounts: Vec<PathBuf>,
+    /// Kafka listener addresses of brokers 1..=3 (empty without `kafka_listeners`).
+    kafka_addresses: Vec<String>,
 }
 
 impl LabCluster {
@@ -128,8 +134,11 @@ impl LabCluster {
         }
         let dir = tempfile::Builder::new().prefix("insync-lab-").tempdir().map_err(|e| LabError::io("tempdir", e))?;
         let root = dir.path().to_path_buf();
-        let ports =
-            free_ports(BROKERS as usize + spec.controllers).map_err(|e| LabError::io("binding 0.0.0.0:0", e))?;
+        let kafka_count = if spec.kafka_listeners { BROKERS as usize } else { 0 };
+        let ports = free_ports(BROKERS as usize + spec.controllers + kafka_count)
+            .map_err(|e| LabError::io("binding 0.0.0.0:0", e))?;
+        let (ports, kafka_ports) = ports.split_at(BROKERS as usize + spec.controllers);
+        let kafka_addresses: Vec<String> = kafka_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let (broker_ports, controller_ports) = ports.split_at(BROKERS as usize);
         let quorum = quorum(controller_ports);
         let settings = NodeSettings {
@@ -147,18 +156,24 @@ impl LabCluster {
             auto_leader_rebalance_enable: Some(false),
             ..NodeSettings::default()
         };
-        // The lab speaks gRPC only: no Kafka listener (none takes 19092-19094 from a user's cluster).
+        // gRPC only unless a scenario asks for Kafka listeners, and then on free ports (none
+        // takes 19092-19094 from a user's cluster).
         let node = |id: NodeId, port: u16| {
             let (role, n) = match id {
                 NodeId::Broker(n) => (NodeRole::Broker, n),
                 NodeId::Controller(n) => (NodeRole::Controller, n),
             };
-            Node { id, process: LocalNode::new(&root, role, n, port, &quorum, &settings, None) }
+            let kafka = match id {
+                NodeId::Broker(n) => usize::try_from(n - 1).ok().and_then(|i| kafka_addresses.get(i)).cloned(),
+                NodeId::Controller(_) => None,
+            };
+            Node { id, process: LocalNode::new(&root, role, n, port, &quorum, &settings, kafka) }
         };
         let mut nodes: Vec<Node> =
             controller_ports.iter().enumerate().map(|(i, p)| node(NodeId::Controller(i as i32 + 1), *p)).collect();
         nodes.extend(broker_ports.iter().enumerate().map(|(i, p)| node(NodeId::Broker(i as i32 + 1), *p)));
-        let mut cluster = LabCluster { dir: Some(dir), root, nodes, spec, cuts: None, mounts: Vec::new() };
+        let mut cluster =
+            LabCluster { dir: Some(dir), root, nodes, spec, cuts: None, mounts: Vec::new(), kafka_addresses };
         if let Some(mib) = cluster.spec.disk_limit_mib {
             cluster.mount_small_disks(mib)?;
         }
@@ -211,6 +226,11 @@ impl LabCluster {
 
     pub fn broker_address(&self, broker: i32) -> Option<String> {
         self.node(NodeId::Broker(broker)).map(|n| n.process.address.clone())
+    }
+
+    /// Broker `broker`'s Kafka listener (`ClusterSpec::kafka_listeners`).
+    pub fn kafka_address(&self, broker: i32) -> Option<String> {
+        usize::try_from(broker - 1).ok().and_then(|i| self.kafka_addresses.get(i)).cloned()
     }
 
     pub fn broker_data_dir(&self, broker: i32) -> Option<PathBuf> {

@@ -3,12 +3,14 @@
 //! fault strikes (`workload`, `scenario`), heals the cluster, reads every replica back, and
 //! judges the history with a pure Jepsen-style checker (`history`, `checker`) against what
 //! Kafka's rules promise for each acks × min.insync.replicas × fault; `chaos` does the same
-//! under a seeded random fault schedule; `report` renders tables, Markdown and JSON.
+//! under a seeded random fault schedule; `groups` checks that a SIGKILLed group coordinator
+//! loses no committed offset; `report` renders tables, Markdown and JSON.
 //!
 //! The CLI entry is [`run`] with [`LabArgs`]; tests call [`run_scenarios`] directly.
 pub mod chaos;
 pub mod checker;
 pub mod cluster;
+pub mod groups;
 pub mod history;
 pub mod netcut;
 pub mod process;
@@ -110,6 +112,10 @@ pub enum LabCommand {
     /// back-to-back failovers, network partitions, a full disk; as root) against acks=all,
     /// min.insync.replicas=2; exits non-zero on any violation and prints the seed to replay it.
     Chaos(ChaosArgs),
+    /// Consumer-group offsets: commit through the group's coordinator over the Kafka
+    /// protocol, SIGKILL it mid-stream, and check that the new coordinator has every
+    /// acknowledged commit (and still has them once the killed broker is back).
+    Groups,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -157,6 +163,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<LabExit> {
     let work = async {
         match &args.command {
             Some(LabCommand::Chaos(chaos)) => run_chaos_command(&args, chaos).await,
+            Some(LabCommand::Groups) => run_groups_command(&args).await,
             None => run_matrix_command(&args).await,
         }
     };
@@ -443,4 +450,36 @@ async fn run_chaos_command(args: &LabArgs, chaos: &ChaosArgs) -> anyhow::Result<
         }
     }
     Ok(LabExit { failures, replay })
+}
+
+async fn run_groups_command(args: &LabArgs) -> anyhow::Result<LabExit> {
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => default_bin_dir()?,
+    };
+    if !args.json {
+        eprintln!("insync lab groups: launching 1 controller + 3 brokers from {}", bin_dir.display());
+    }
+    let result = groups::run_group_offsets(&bin_dir, &groups::GroupRunConfig::default()).await?;
+    let failures = usize::from(result.verdict.is_failure());
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "coordinator SIGKILL loses no committed offset: {:?} (killed broker {}, new coordinator {:?}; {} commit(s) \
+             sent, {} acknowledged, {} after the kill; fetched {:?}, after healing {:?})",
+            result.verdict,
+            result.killed,
+            result.new_coordinator,
+            result.attempted,
+            result.acknowledged,
+            result.acknowledged_after_kill,
+            result.fetched,
+            result.fetched_after_heal
+        );
+        for violation in &result.violations {
+            println!("  violation: {violation}");
+        }
+    }
+    Ok(LabExit { failures, replay: "insync lab groups".into() })
 }

@@ -16,13 +16,22 @@
 //! keyLength varint (-1 = null) | key | valueLength varint | value | headersCount varint |
 //! headers (keyLength varint, key utf8, valueLength varint, value)`.
 //!
+//! A compressed batch (`attributes & 7` = 1 gzip, 2 snappy, 3 lz4, 4 zstd) has the same
+//! header, uncompressed, and the records section compressed as one stream
+//! ([`crate::compression`]); its CRC covers the compressed bytes. Validation and decoding
+//! decompress the records section, never past a bound ([`validate_batch_bounded`]), then
+//! walk the records exactly as for an uncompressed batch.
+//!
 //! Every decoder here works on `&[u8]` through a bounds-checked cursor and never panics on
 //! any input: produce requests hand us bytes from the network. [`fuzz_batches`] is the
 //! entry point a fuzzer calls.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use insync_types::ErrorCode;
 
+use crate::compression::{self, Compression};
 use crate::varint::{put_varint, put_varlong, varint_size, varlong_size, Cursor, CursorError};
 
 /// Size of the fixed batch header, up to and including `recordsCount`
@@ -37,6 +46,11 @@ pub const MAGIC_V2: i8 = 2;
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 /// Kafka `RecordBatch.NO_TIMESTAMP`.
 pub const NO_TIMESTAMP: i64 = -1;
+/// The most bytes the records of one compressed batch may decompress to where no tighter
+/// bound applies: readers ([`decode_records`]: consumers, tools, the fetch path) and
+/// [`validate_batch`]. Twice the largest `max.message.bytes` (32 MiB), which bounds what a
+/// leader accepts (`PartitionLog::append_as_leader`).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Smallest legal `batchLength`: the header after `LOG_OVERHEAD` with zero records.
 const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
@@ -62,8 +76,9 @@ const TIMESTAMP_TYPE_MASK: i16 = 0x08;
 const TRANSACTIONAL_FLAG_MASK: i16 = 0x10;
 const CONTROL_FLAG_MASK: i16 = 0x20;
 
-/// Why a batch was rejected. Produce answers `CORRUPT_MESSAGE` for all of them except
-/// compression, which is `UNSUPPORTED_COMPRESSION_TYPE`.
+/// Why a batch was rejected. Produce answers `CORRUPT_MESSAGE` for all of them except an
+/// unknown codec (`UNSUPPORTED_COMPRESSION_TYPE`) and records that decompress past the
+/// bound (`MESSAGE_TOO_LARGE`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     /// Fewer bytes than the header (or than `batchLength` announces).
@@ -81,9 +96,17 @@ pub enum BatchError {
     /// The records inside do not decode, or disagree with the header.
     #[error("bad records: {0}")]
     BadRecords(String),
-    /// A compressed batch (attributes & 7 != 0); insync stores only uncompressed batches.
-    #[error("unsupported compression codec {0}")]
+    /// A codec id Kafka does not define (attributes & 7 = 5, 6 or 7).
+    #[error("unsupported compression codec {0} (Kafka defines 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)")]
     UnsupportedCompression(i16),
+    /// The compressed records section does not decompress: damaged, truncated, or not in
+    /// the codec's format.
+    #[error("corrupt {codec} data: {reason}")]
+    Decompression { codec: Compression, reason: String },
+    /// The compressed records section decompresses to more than the bound (a leader's is
+    /// the topic's `max.message.bytes`): a decompression bomb, or a batch too large.
+    #[error("{codec} records decompress to more than {max_bytes} bytes")]
+    DecompressedTooLarge { codec: Compression, max_bytes: usize },
 }
 
 impl BatchError {
@@ -92,6 +115,9 @@ impl BatchError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             BatchError::UnsupportedCompression(_) => ErrorCode::UNSUPPORTED_COMPRESSION_TYPE,
+            // As Kafka's RecordTooLargeException: a Java producer splits the batch and
+            // retries, where CORRUPT_MESSAGE would have it retry the same batch.
+            BatchError::DecompressedTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             _ => ErrorCode::CORRUPT_MESSAGE,
         }
     }
@@ -155,6 +181,11 @@ impl BatchHeader {
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression(&self) -> i16 {
         self.attributes & COMPRESSION_CODEC_MASK
+    }
+
+    /// The codec of the records section; ids 5-7 are `UnsupportedCompression`.
+    pub fn codec(&self) -> Result<Compression, BatchError> {
+        Compression::from_id(self.compression())
     }
 
     /// Timestamp type bit: false = CreateTime, true = LogAppendTime.
@@ -252,17 +283,70 @@ pub(crate) fn check_batch_integrity(buf: &[u8]) -> Result<BatchHeader, BatchErro
 }
 
 /// Validates exactly one complete, untrusted batch, as the produce path must: exact length,
-/// magic 2, CRC-32C, no compression, and every record decodes with offset deltas 0..n-1 in
+/// magic 2, CRC-32C, a known codec, and every record decodes with offset deltas 0..n-1 in
 /// order, the declared count, and no trailing bytes (Kafka `DefaultRecordBatch.ensureValid`,
 /// `LogValidator.validateBatch`/`validateRecord`, and the record iterator's "Incorrect
-/// declared batch size" check). Never panics, allocates nothing.
+/// declared batch size" check). A compressed batch's records are decompressed first, to at
+/// most [`DEFAULT_MAX_DECOMPRESSED_BYTES`]; see [`validate_batch_bounded`]. Never panics.
 pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_batch_bounded(buf, DEFAULT_MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`validate_batch`] with the records of a compressed batch decompressed to at most
+/// `max_decompressed_bytes` (more: [`BatchError::DecompressedTooLarge`]); nothing is
+/// allocated past that bound, whatever the compressed data claims. An uncompressed batch
+/// allocates nothing.
+pub fn validate_batch_bounded(buf: &[u8], max_decompressed_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = check_batch_integrity(buf)?;
-    if header.compression() != 0 {
-        return Err(BatchError::UnsupportedCompression(header.compression()));
-    }
-    walk_records(&header, buf, |_| Ok(()))?;
+    let records = records_section(&header, buf, max_decompressed_bytes)?;
+    walk_records(&header, &records, |_| Ok(()))?;
     Ok(header)
+}
+
+/// The records of a batch whose header is checked: the bytes after the header, decompressed
+/// (to at most `max_decompressed_bytes`) when the batch is compressed.
+fn records_section<'a>(
+    header: &BatchHeader,
+    batch: &'a [u8],
+    max_decompressed_bytes: usize,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let raw = &batch[BATCH_HEADER_BYTES..header.total_size_bytes().min(batch.len())];
+    match header.codec()? {
+        Compression::None => Ok(Cow::Borrowed(raw)),
+        codec => compression::decompress(codec, raw, max_decompressed_bytes).map(Cow::Owned),
+    }
+}
+
+/// Re-encodes a batch with `codec` (Kafka `LogValidator.validateMessagesAndAssignOffsetsCompressed`
+/// when a topic's `compression.type` differs from the producer's): validates it (decompressing
+/// to at most `max_decompressed_bytes`), then writes the same header (offsets, producer id,
+/// epoch and sequence, timestamps, count, the other attribute bits) with the new codec bits,
+/// length and CRC, and the same record bytes compressed with `codec`
+/// ([`Compression::None`]: uncompressed).
+pub fn recompress_batch(
+    batch: &[u8],
+    codec: Compression,
+    max_decompressed_bytes: usize,
+) -> Result<Vec<u8>, BatchError> {
+    let header = check_batch_integrity(batch)?;
+    let records = records_section(&header, batch, max_decompressed_bytes)?;
+    walk_records(&header, &records, |_| Ok(()))?;
+    let compressed = compression::compress(codec, &records);
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + compressed.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    out.extend_from_slice(&compressed);
+    finish_header(&mut out, (header.attributes & !COMPRESSION_CODEC_MASK) | codec.id());
+    Ok(out)
+}
+
+/// Sets `batchLength` from the buffer's size and the attributes, then the CRC over the final
+/// bytes.
+fn finish_header(batch: &mut [u8], attributes: i16) {
+    let batch_length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Overwrites `baseOffset` and `partitionLeaderEpoch`, as the leader does when it assigns
@@ -365,14 +449,14 @@ fn read_record<'a>(cursor: &mut Cursor<'a>, record_index: usize) -> Result<RawRe
     Ok(RawRecord { offset_delta, timestamp_delta, key, value, headers, headers_count })
 }
 
-/// Decodes every record of a batch whose header and CRC are already checked, enforcing the
-/// declared count, offset deltas 0..n-1 in order, and no trailing bytes.
+/// Decodes every record of a batch whose header and CRC are already checked, from its
+/// (decompressed) records section, enforcing the declared count, offset deltas 0..n-1 in
+/// order, and no trailing bytes.
 fn walk_records<'a>(
     header: &BatchHeader,
-    batch: &'a [u8],
+    records: &'a [u8],
     mut visit: impl FnMut(RawRecord<'a>) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
-    let records = &batch[BATCH_HEADER_BYTES..header.total_size_bytes().min(batch.len())];
     let mut cursor = Cursor::new(records);
     // Bounded: each record consumes at least one byte, so a huge declared count fails at
     // the end of the buffer after at most `records.len()` iterations.
@@ -404,12 +488,20 @@ fn walk_records<'a>(
 }
 
 /// Decodes the records of one batch into owned [`Record`]s with absolute offsets and
-/// timestamps. Validates like [`validate_batch`] first, so it is safe on untrusted input.
+/// timestamps. Validates like [`validate_batch`] first (a compressed batch is decompressed
+/// once, to at most [`DEFAULT_MAX_DECOMPRESSED_BYTES`]), so it is safe on untrusted input.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
-    let header = validate_batch(batch)?;
-    // Capacity from the validated count is bounded by the batch size (>= 7 bytes a record).
+    decode_records_bounded(batch, DEFAULT_MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`decode_records`] with the decompression bound of [`validate_batch_bounded`].
+pub fn decode_records_bounded(batch: &[u8], max_decompressed_bytes: usize) -> Result<Vec<Record>, BatchError> {
+    let header = check_batch_integrity(batch)?;
+    let records = records_section(&header, batch, max_decompressed_bytes)?;
+    walk_records(&header, &records, |_| Ok(()))?;
+    // Capacity from the validated count is bounded by the records' size (>= 7 bytes each).
     let mut out = Vec::with_capacity(usize::try_from(header.records_count).unwrap_or(0));
-    walk_records(&header, batch, |raw| {
+    walk_records(&header, &records, |raw| {
         let mut headers = Vec::new();
         walk_headers(raw.headers, raw.headers_count, out.len(), |key, value| {
             headers.push((key.to_owned(), value.map(Bytes::copy_from_slice)));
@@ -492,13 +584,13 @@ impl<'a> Iterator for BatchIter<'a> {
     }
 }
 
-/// Builds one uncompressed RecordBatch v2, the way Kafka `MemoryRecordsBuilder` does:
-/// base offset 0 (the leader assigns real offsets), partition leader epoch -1, base
-/// timestamp = first record's timestamp, CreateTime.
+/// Builds one RecordBatch v2, the way Kafka `MemoryRecordsBuilder` does: base offset 0 (the
+/// leader assigns real offsets), partition leader epoch -1, base timestamp = first record's
+/// timestamp, CreateTime, uncompressed unless [`BatchBuilder::compression`] says otherwise.
 ///
-/// Records are encoded straight into the final buffer behind a reserved header, so
-/// [`BatchBuilder::build`] only fills in the header and CRC: one buffer, no copy. Use
-/// [`BatchBuilder::with_capacity`] to pre-size it and avoid growth.
+/// Records are encoded straight into the final buffer behind a reserved header, so for an
+/// uncompressed batch [`BatchBuilder::build`] only fills in the header and CRC: one buffer,
+/// no copy. Use [`BatchBuilder::with_capacity`] to pre-size it and avoid growth.
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     buf: Vec<u8>,
@@ -511,6 +603,7 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    compression: Compression,
 }
 
 impl Default for BatchBuilder {
@@ -537,7 +630,15 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            compression: Compression::None,
         }
+    }
+
+    /// Compresses the records section with `codec` on [`BatchBuilder::build`] (Kafka's
+    /// producer `compression.type`).
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     /// Sets the idempotent-producer fields (Kafka KIP-98).
@@ -602,13 +703,15 @@ impl BatchBuilder {
         self.records_count == 0
     }
 
-    /// Size of the batch `build` would return now (exact for uncompressed batches).
+    /// Size of the batch `build` would return now: exact for uncompressed batches, an upper
+    /// estimate for compressed ones (the records before compression).
     pub fn estimated_size_bytes(&self) -> usize {
         self.buf.len()
     }
 
-    /// Fills the header and CRC and returns the batch. An empty builder yields a batch
-    /// with zero records, which [`validate_batch`] rejects, as Kafka would.
+    /// Compresses the records if asked, fills the header and CRC (over the final bytes) and
+    /// returns the batch. An empty builder yields a batch with zero records, which
+    /// [`validate_batch`] rejects, as Kafka would.
     pub fn build(self) -> Bytes {
         let BatchBuilder {
             mut buf,
@@ -618,14 +721,17 @@ impl BatchBuilder {
             producer_id,
             producer_epoch,
             base_sequence,
+            compression,
         } = self;
-        let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
+        if compression != Compression::None {
+            let compressed = compression::compress(compression, &buf[BATCH_HEADER_BYTES..]);
+            buf.truncate(BATCH_HEADER_BYTES);
+            buf.extend_from_slice(&compressed);
+        }
         let header = &mut buf[..BATCH_HEADER_BYTES];
         header[BASE_OFFSET_OFFSET..8].copy_from_slice(&0i64.to_be_bytes());
-        header[LENGTH_OFFSET..12].copy_from_slice(&batch_length.to_be_bytes());
         header[PARTITION_LEADER_EPOCH_OFFSET..16].copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
         header[MAGIC_OFFSET] = MAGIC_V2 as u8;
-        header[ATTRIBUTES_OFFSET..23].copy_from_slice(&0i16.to_be_bytes());
         header[LAST_OFFSET_DELTA_OFFSET..27].copy_from_slice(&(records_count - 1).to_be_bytes());
         header[BASE_TIMESTAMP_OFFSET..35].copy_from_slice(&base_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
         header[MAX_TIMESTAMP_OFFSET..43].copy_from_slice(&max_timestamp.unwrap_or(NO_TIMESTAMP).to_be_bytes());
@@ -633,8 +739,7 @@ impl BatchBuilder {
         header[PRODUCER_EPOCH_OFFSET..53].copy_from_slice(&producer_epoch.to_be_bytes());
         header[BASE_SEQUENCE_OFFSET..57].copy_from_slice(&base_sequence.to_be_bytes());
         header[RECORDS_COUNT_OFFSET..61].copy_from_slice(&records_count.to_be_bytes());
-        let crc = compute_crc(&buf);
-        buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        finish_header(&mut buf, compression.id());
         Bytes::from(buf)
     }
 }
@@ -660,17 +765,32 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// It must never panic; a `cargo fuzz` target is one line:
 /// `fuzz_target!(|data: &[u8]| insync_log::batch::fuzz_batches(data));`
 ///
+/// Compressed records are decompressed to at most [`fuzz_decompression_bound`] of the
+/// input (a fuzzer holds a run to a constant times its input; a broker's bound is the
+/// topic's `max.message.bytes`). Bytes whose CRC does not match are tried again with the
+/// CRC made right, so that mutations behind it (records, compressed streams) reach the
+/// decoders too.
+///
 /// ```
 /// insync_log::batch::fuzz_batches(b"\x00\x01garbage");
 /// ```
 pub fn fuzz_batches(data: &[u8]) {
+    let bound = fuzz_decompression_bound(data.len());
     let _ = parse_header(data);
-    if let Ok(header) = validate_batch(data) {
-        let records = decode_records(data).expect("a valid batch decodes");
+    let fuzz_one = |batch: &[u8]| -> Result<(), BatchError> {
+        let header = validate_batch_bounded(batch, bound)?;
+        let records = decode_records_bounded(batch, bound).expect("a valid batch decodes");
         assert_eq!(records.len() as i64, i64::from(header.records_count));
-        let mut restamped = data.to_vec();
+        let mut restamped = batch.to_vec();
         stamp_batch(&mut restamped, 42, 7);
-        assert!(validate_batch(&restamped).is_ok(), "stamping kept the CRC");
+        assert!(check_batch_integrity(&restamped).is_ok(), "stamping kept the CRC");
+        Ok(())
+    };
+    if let Err(BatchError::CrcMismatch { .. }) = fuzz_one(data) {
+        let mut fixed = data.to_vec();
+        let crc = compute_crc(&fixed);
+        fixed[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let _ = fuzz_one(&fixed);
     }
     let mut iter = iter_batches(data);
     let mut whole_bytes = 0;
@@ -679,12 +799,18 @@ pub fn fuzz_batches(data: &[u8]) {
             Ok((header, bytes)) => {
                 assert_eq!(header.total_size_bytes(), bytes.len());
                 whole_bytes += bytes.len();
-                let _ = validate_batch(bytes);
+                let _ = validate_batch_bounded(bytes, bound);
             }
             Err(_) => break,
         }
     }
     assert_eq!(iter.position(), whole_bytes);
+}
+
+/// The decompression bound [`fuzz_batches`] uses for an input of `input_bytes`: the input's
+/// size plus 1 KiB, so that a fuzzer's per-input allocation budget holds.
+pub fn fuzz_decompression_bound(input_bytes: usize) -> usize {
+    input_bytes.saturating_add(1024)
 }
 
 #[cfg(test)]
@@ -791,14 +917,17 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 0x40;
         assert!(matches!(validate_batch(&flipped), Err(BatchError::CrcMismatch { .. })));
 
-        // Compression: set the codec bits and fix the CRC so only compression is wrong.
-        let mut compressed = good.clone();
-        compressed[22] |= 1;
-        let crc = crc32c::crc32c(&compressed[21..]);
-        compressed[17..21].copy_from_slice(&crc.to_be_bytes());
-        let error = validate_batch(&compressed).unwrap_err();
-        assert_eq!(error, BatchError::UnsupportedCompression(1));
-        assert_eq!(error.error_code(), ErrorCode::UNSUPPORTED_COMPRESSION_TYPE);
+        // Compression: set the codec bits and fix the CRC so only the codec is wrong. Gzip
+        // over plain records is corrupt gzip data; ids 5-7 are no codec at all.
+        let error = validate_batch(&with_codec_bits(&good, 1)).unwrap_err();
+        assert!(matches!(error, BatchError::Decompression { codec: Compression::Gzip, .. }), "{error}");
+        assert_eq!(error.error_code(), ErrorCode::CORRUPT_MESSAGE);
+        for id in [5, 6, 7] {
+            let error = validate_batch(&with_codec_bits(&good, id)).unwrap_err();
+            assert_eq!(error, BatchError::UnsupportedCompression(id));
+            assert_eq!(error.error_code(), ErrorCode::UNSUPPORTED_COMPRESSION_TYPE);
+            assert!(matches!(decode_records(&with_codec_bits(&good, id)), Err(BatchError::UnsupportedCompression(_))));
+        }
 
         // Count that disagrees with the records, with a correct CRC.
         let mut miscounted = good.clone();
@@ -812,6 +941,166 @@ mod tests {
 
         let empty = BatchBuilder::new().build();
         assert!(matches!(validate_batch(&empty), Err(BatchError::BadRecords(_))));
+    }
+
+    /// `batch` with its codec bits set to `id` and the CRC made right again.
+    fn with_codec_bits(batch: &[u8], id: i16) -> Vec<u8> {
+        let mut out = batch.to_vec();
+        let attributes = (be_i16(&out, ATTRIBUTES_OFFSET) & !COMPRESSION_CODEC_MASK) | id;
+        finish_header(&mut out, attributes);
+        out
+    }
+
+    /// `batch` (uncompressed) with its records section replaced by `records`, the codec bits
+    /// set to `id`, and length and CRC made right.
+    fn with_records_section(batch: &[u8], id: i16, records: &[u8]) -> Vec<u8> {
+        let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+        out.extend_from_slice(records);
+        finish_header(&mut out, id);
+        out
+    }
+
+    fn sample_builder(codec: Compression) -> BatchBuilder {
+        let mut builder = BatchBuilder::new().producer(9, 2, 40).compression(codec);
+        for i in 0..50u32 {
+            let value = format!("value {i} value {i} value {i}");
+            let headers: &[(&str, Option<&[u8]>)] = &[("trace", Some(b"abc")), ("none", None)];
+            builder.push_with_headers(
+                Some(&i.to_be_bytes()),
+                Some(value.as_bytes()),
+                1_700_000_000_000 + i64::from(i),
+                headers,
+            );
+        }
+        builder
+    }
+
+    #[test]
+    fn every_codec_round_trips_through_the_builder() {
+        let plain = sample_builder(Compression::None).build();
+        let expected = decode_records(&plain).unwrap();
+        for codec in Compression::ALL {
+            let mut batch = sample_builder(codec).build().to_vec();
+            let header = validate_batch(&batch).unwrap();
+            assert_eq!(header.compression(), codec.id(), "{codec}");
+            assert_eq!(header.codec(), Ok(codec));
+            assert_eq!(header.total_size_bytes(), batch.len());
+            assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (9, 2, 40));
+            assert_eq!((header.records_count, header.last_offset_delta), (50, 49));
+            assert_eq!(header.max_timestamp, 1_700_000_000_049);
+            // The header is the uncompressed batch's, but for length, attributes and CRC.
+            assert_eq!(batch[23..BATCH_HEADER_BYTES], plain[23..BATCH_HEADER_BYTES], "{codec}");
+            if codec != Compression::None {
+                assert!(batch.len() < plain.len(), "{codec}: {} >= {}", batch.len(), plain.len());
+            }
+            assert_eq!(decode_records(&batch).unwrap(), expected, "{codec}");
+            stamp_batch(&mut batch, 1000, 3);
+            assert_eq!(decode_records(&batch).unwrap()[49].offset, 1049);
+            // The records section holds exactly the plain batch's records, compressed.
+            let records = compression::decompress(codec, &batch[BATCH_HEADER_BYTES..], 1 << 20).unwrap();
+            assert_eq!(records, plain[BATCH_HEADER_BYTES..]);
+        }
+    }
+
+    #[test]
+    fn hand_made_snappy_and_lz4_batches_decode() {
+        let mut plain = hand_made_batch();
+        let crc = crc32c::crc32c(&plain[21..]);
+        plain[17..21].copy_from_slice(&crc.to_be_bytes());
+        let records = &plain[BATCH_HEADER_BYTES..]; // 12 bytes: one record, value "hello"
+        assert_eq!(records.len(), 12);
+        let expected = decode_records(&plain).unwrap();
+
+        // A raw snappy block (librdkafka, sarama): length varint 12, one literal of 12 bytes
+        // (tag (12 - 1) << 2), the bytes.
+        let raw_snappy = [&[12, 11 << 2][..], records].concat();
+        // snappy-java's framing (the Java producer): magic, version 1, compatible 1, then the
+        // block behind its big-endian length.
+        let xerial = [
+            &[0x82][..],
+            b"SNAPPY\0",
+            &1i32.to_be_bytes(),
+            &1i32.to_be_bytes(),
+            &(raw_snappy.len() as u32).to_be_bytes(),
+            &raw_snappy,
+        ]
+        .concat();
+        // Kafka's LZ4 frame: magic, FLG 0x60, BD 0x40, header checksum 0x82, one block of
+        // 13 bytes (token 0xc0: 12 literals, no match), the end mark.
+        let lz4 = [&[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82, 13, 0, 0, 0, 0xc0][..], records, &[0, 0, 0, 0]].concat();
+        for (id, section) in [(2, raw_snappy), (2, xerial), (3, lz4)] {
+            let batch = with_records_section(&plain, id, &section);
+            let header = validate_batch(&batch).unwrap();
+            assert_eq!(header.compression(), id);
+            assert_eq!(decode_records(&batch).unwrap(), expected, "codec {id}");
+        }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_at_the_bound_and_garbage_is_corrupt() {
+        // One record whose 2 MiB value of zeros compresses to a few KiB.
+        let zeros = vec![0u8; 2 * 1024 * 1024];
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let mut builder = BatchBuilder::new().compression(codec);
+            builder.push(None, Some(&zeros), 1);
+            let batch = builder.build();
+            assert!(batch.len() < 200 * 1024, "{codec}: {}", batch.len());
+            let error = validate_batch_bounded(&batch, 1024 * 1024).unwrap_err();
+            assert_eq!(error, BatchError::DecompressedTooLarge { codec, max_bytes: 1024 * 1024 });
+            assert_eq!(error.error_code(), ErrorCode::MESSAGE_TOO_LARGE);
+            assert!(decode_records_bounded(&batch, 1024 * 1024).is_err());
+            assert_eq!(decode_records(&batch).unwrap()[0].value.as_ref().map(|v| v.len()), Some(zeros.len()));
+
+            // Truncated compressed records (length and CRC made right): corrupt, no panic.
+            let good = sample_builder(codec).build();
+            for keep in [0, 1, 9, (good.len() - BATCH_HEADER_BYTES) / 2, good.len() - BATCH_HEADER_BYTES - 1] {
+                let cut = with_records_section(&good, codec.id(), &good[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + keep]);
+                let error = validate_batch(&cut).unwrap_err();
+                assert!(matches!(error, BatchError::Decompression { .. }), "{codec} keeping {keep}: {error}");
+                assert_eq!(error.error_code(), ErrorCode::CORRUPT_MESSAGE);
+            }
+            // Valid compressed data that holds one record too few: a records error.
+            let mut fewer = sample_builder(Compression::None);
+            fewer.push(None, None, 0);
+            let extra = fewer.build();
+            let section = compression::compress(codec, &extra[BATCH_HEADER_BYTES..]);
+            let error = validate_batch(&with_records_section(&good, codec.id(), &section)).unwrap_err();
+            assert!(matches!(error, BatchError::BadRecords(_)), "{codec}: {error}");
+        }
+    }
+
+    #[test]
+    fn recompressing_keeps_the_header_and_records() {
+        for (from, to) in [
+            (Compression::Gzip, Compression::Zstd),
+            (Compression::None, Compression::Lz4),
+            (Compression::Snappy, Compression::None),
+            (Compression::Zstd, Compression::Snappy),
+            (Compression::Lz4, Compression::Gzip),
+        ] {
+            let mut batch = sample_builder(from).build().to_vec();
+            stamp_batch(&mut batch, 77, 5);
+            let recompressed = recompress_batch(&batch, to, 1 << 20).unwrap();
+            let before = validate_batch(&batch).unwrap();
+            let after = validate_batch(&recompressed).unwrap();
+            assert_eq!(after.codec(), Ok(to));
+            assert_eq!(after.attributes & !COMPRESSION_CODEC_MASK, before.attributes & !COMPRESSION_CODEC_MASK);
+            let same = |h: &BatchHeader| {
+                (h.base_offset, h.partition_leader_epoch, h.last_offset_delta, h.base_timestamp, h.max_timestamp)
+            };
+            assert_eq!(same(&after), same(&before));
+            assert_eq!(
+                (after.producer_id, after.producer_epoch, after.base_sequence, after.records_count),
+                (before.producer_id, before.producer_epoch, before.base_sequence, before.records_count)
+            );
+            assert_eq!(decode_records(&recompressed).unwrap(), decode_records(&batch).unwrap(), "{from} -> {to}");
+        }
+        let plain = sample_builder(Compression::None).build();
+        assert_eq!(&recompress_batch(&plain, Compression::None, 1 << 20).unwrap()[..], &plain[..]);
+        assert!(matches!(
+            recompress_batch(&sample_builder(Compression::Gzip).build(), Compression::Zstd, 100),
+            Err(BatchError::DecompressedTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -852,7 +1141,11 @@ mod tests {
     }
 
     fn build(records: &[TestRecord]) -> Bytes {
-        let mut builder = BatchBuilder::new().producer(77, 3, 10);
+        build_with(records, Compression::None)
+    }
+
+    fn build_with(records: &[TestRecord], codec: Compression) -> Bytes {
+        let mut builder = BatchBuilder::new().producer(77, 3, 10).compression(codec);
         for (key, value, timestamp_ms, headers) in records {
             let headers: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
             builder.push_with_headers(key.as_deref(), value.as_deref(), *timestamp_ms, &headers);
@@ -867,11 +1160,14 @@ mod tests {
             records in proptest::collection::vec(arb_record(), 1..20),
             base_offset in 0i64..i64::MAX / 2,
             epoch in 0i32..1000,
+            codec in 0usize..5,
         ) {
-            let mut batch = build(&records).to_vec();
+            let codec = Compression::ALL[codec];
+            let mut batch = build_with(&records, codec).to_vec();
             stamp_batch(&mut batch, base_offset, epoch);
             let header = validate_batch(&batch).unwrap();
             prop_assert_eq!(header.base_offset, base_offset);
+            prop_assert_eq!(header.codec(), Ok(codec));
             prop_assert_eq!(header.partition_leader_epoch, epoch);
             prop_assert_eq!(header.producer_id, 77);
             prop_assert_eq!(header.producer_epoch, 3);
@@ -940,6 +1236,27 @@ mod tests {
             doubled.extend_from_slice(&batch);
             doubled.truncate(cut.index(doubled.len() + 1));
             fuzz_batches(&doubled);
+        }
+
+        #[test]
+        fn mutated_compressed_batches_never_panic(
+            records in proptest::collection::vec(arb_record(), 1..5),
+            codec in 1usize..5,
+            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            bomb_bytes in 0usize..20_000,
+        ) {
+            // Mutations land behind the header, in the compressed stream; fuzz_batches
+            // retries with the CRC made right, so the decompressors see every one.
+            let codec = Compression::ALL[codec];
+            let mut records = records;
+            records.push((None, Some(vec![0; bomb_bytes]), 0, Vec::new()));
+            let mut batch = build_with(&records, codec).to_vec();
+            fuzz_batches(&batch);
+            let section = batch.len() - BATCH_HEADER_BYTES;
+            for (index, byte) in &mutations {
+                batch[BATCH_HEADER_BYTES + index.index(section)] = *byte;
+            }
+            fuzz_batches(&batch);
         }
     }
 }

@@ -21,8 +21,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::batch::{check_batch_integrity, iter_batches, stamp_batch, validate_batch, BatchHeader};
+use crate::batch::{
+    check_batch_integrity, iter_batches, parse_header, recompress_batch, stamp_batch, validate_batch_bounded,
+    BatchHeader,
+};
 use crate::checkpoint::sync_dir;
+use crate::compression::Compression;
 use crate::epoch_cache::LeaderEpochCache;
 use crate::error::LogError;
 use crate::segment::{parse_base_offset, LogSegment, SegmentSync, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX};
@@ -42,9 +46,14 @@ pub struct LogConfig {
     /// `flush.messages`: fsync after this many records; `None` = never per append.
     pub flush_every_messages: Option<u64>,
     /// `message.max.bytes`: largest batch a producer may append (Kafka default 1048588 =
-    /// 1 MiB + `LOG_OVERHEAD`). Not applied to follower appends, as in Kafka: the leader
-    /// already accepted those batches.
+    /// 1 MiB + `LOG_OVERHEAD`), and the most its records may decompress to, so a
+    /// decompression bomb costs the leader at most this much memory. Not applied to follower
+    /// appends, as in Kafka: the leader already accepted those batches.
     pub max_batch_bytes: usize,
+    /// `compression.type`: `None` is `producer` (Kafka's default: batches are stored as the
+    /// producer compressed them); `Some(codec)` makes the leader re-encode a batch in any
+    /// other codec to `codec` (`Some(Compression::None)` is `uncompressed`).
+    pub compression: Option<Compression>,
     /// `retention.ms`: segments older than this are deleted; negative = no limit.
     pub retention_ms: i64,
     /// `retention.bytes`: while the log is bigger, its oldest segments are deleted;
@@ -65,6 +74,7 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             segment_ms: 7 * 24 * 3600 * 1000,
+            compression: None,
         }
     }
 }
@@ -78,8 +88,9 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Records appended.
     pub records: u32,
-    /// Input bytes consumed: whole batches only; a follower's partial trailing batch is
-    /// not counted.
+    /// Bytes written: a follower's whole input batches (a partial trailing batch is not
+    /// counted); a leader's batch as stored (re-encoded for the topic's `compression.type`,
+    /// it differs from the input).
     pub bytes: usize,
 }
 
@@ -361,14 +372,22 @@ impl PartitionLog {
     }
 
     /// Leader append (Kafka `UnifiedLog.appendAsLeader`): checks the size against
-    /// `max_batch_bytes`, validates the batch fully, assigns offsets from the log end
-    /// offset and stamps `leader_epoch` into it (in place, so the caller's buffer shows
-    /// what was stored), records the epoch's start offset if it is new (Kafka
-    /// `maybeAssignEpochStartOffset`), and appends. A `leader_epoch` older than the newest
-    /// one in the cache means a stale leader: `FencedLeaderEpoch`, nothing written.
+    /// `max_batch_bytes`, validates the batch fully (a compressed one's records
+    /// decompressed to at most `max_batch_bytes`: more is `MESSAGE_TOO_LARGE`), assigns
+    /// offsets from the log end offset and stamps `leader_epoch` into it (in place, so the
+    /// caller's buffer shows what was stored), records the epoch's start offset if it is new
+    /// (Kafka `maybeAssignEpochStartOffset`), and appends. A `leader_epoch` older than the
+    /// newest one in the cache means a stale leader: `FencedLeaderEpoch`, nothing written.
+    ///
+    /// The batch is stored byte for byte as sent, compressed or not, unless the topic's
+    /// `compression.type` names another codec: then the stored batch is re-encoded with it
+    /// (same header fields and records, new length, attributes and CRC; Kafka
+    /// `LogValidator.validateMessagesAndAssignOffsetsCompressed`), and the caller's buffer
+    /// gets the offsets and epoch but keeps the producer's encoding.
     pub fn append_as_leader(&mut self, batch: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
-        if batch.len() > self.config.max_batch_bytes {
-            return Err(LogError::MessageTooLarge { size_bytes: batch.len(), max_bytes: self.config.max_batch_bytes });
+        let max_bytes = self.config.max_batch_bytes;
+        if batch.len() > max_bytes {
+            return Err(LogError::MessageTooLarge { size_bytes: batch.len(), max_bytes });
         }
         if leader_epoch < 0 {
             return Err(LogError::InvalidArgument(format!("leader epoch {leader_epoch} is negative")));
@@ -378,25 +397,49 @@ impl PartitionLog {
                 return Err(LogError::FencedLeaderEpoch { epoch: leader_epoch, latest_epoch });
             }
         }
-        let header = validate_batch(batch)?;
+        let (header, mut recompressed) = self.validate_or_recompress(batch)?;
         let base_offset = self.log_end_offset;
         base_offset
             .checked_add(i64::from(header.last_offset_delta) + 1)
             .ok_or_else(|| LogError::InvalidArgument("offsets would overflow i64".to_owned()))?;
         stamp_batch(batch, base_offset, leader_epoch);
+        let stored: &[u8] = match recompressed.as_mut() {
+            Some(recompressed) => {
+                stamp_batch(recompressed, base_offset, leader_epoch);
+                recompressed
+            }
+            None => batch,
+        };
         let header = BatchHeader { base_offset, partition_leader_epoch: leader_epoch, ..header };
-        debug_assert_eq!(crate::batch::parse_header(batch).ok(), Some(header));
+        debug_assert_eq!(parse_header(stored).ok(), Some(header));
 
-        self.maybe_roll(batch.len(), header.last_offset())?;
+        self.maybe_roll(stored.len(), header.last_offset())?;
         self.epoch_cache.assign(leader_epoch, base_offset)?;
-        self.active_mut().append(batch, &[(header, 0)])?;
+        self.active_mut().append(stored, &[(header, 0)])?;
         self.finish_append(header.next_offset(), header.records_count as u32)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: header.last_offset(),
             records: header.records_count as u32,
-            bytes: batch.len(),
+            bytes: stored.len(),
         })
+    }
+
+    /// Validates a produced batch, decompressing to at most `max_batch_bytes`; re-encodes it
+    /// when the topic's `compression.type` names a codec other than the batch's, and
+    /// returns the re-encoded batch, its header, which must fit `max_batch_bytes` too
+    /// (Kafka's RecordTooLargeException after recompression).
+    fn validate_or_recompress(&self, batch: &[u8]) -> Result<(BatchHeader, Option<Vec<u8>>), LogError> {
+        let max_bytes = self.config.max_batch_bytes;
+        let target = match self.config.compression {
+            Some(target) if parse_header(batch)?.codec() != Ok(target) => target,
+            _ => return Ok((validate_batch_bounded(batch, max_bytes)?, None)),
+        };
+        let recompressed = recompress_batch(batch, target, max_bytes)?;
+        if recompressed.len() > max_bytes {
+            return Err(LogError::MessageTooLarge { size_bytes: recompressed.len(), max_bytes });
+        }
+        Ok((parse_header(&recompressed)?, Some(recompressed)))
     }
 
     /// Follower append (Kafka `UnifiedLog.appendAsFollower`): `batches` are whole batches
@@ -404,7 +447,8 @@ impl PartitionLog {
     /// end offset and the rest follow contiguously (`OffsetMismatch` otherwise); each CRC is
     /// checked; a partial trailing batch (a fetch may cut one) is ignored and not counted in
     /// `AppendInfo::bytes`. Everything is checked before anything is written. Each batch's
-    /// epoch goes through the epoch cache's `assign`, as in Kafka.
+    /// epoch goes through the epoch cache's `assign`, as in Kafka. Compressed batches are
+    /// stored as the leader stored them: only their CRC is checked, nothing decompressed.
     pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         let mut iter = iter_batches(batches);
         let mut headers: Vec<(BatchHeader, usize)> = Vec::new();

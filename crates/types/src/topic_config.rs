@@ -40,6 +40,9 @@ pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const SEGMENT_MS: &str = "segment.ms";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const COMPRESSION_TYPE: &str = "compression.type";
+/// `compression.type`'s default: keep the producer's codec (Kafka's default too).
+pub const COMPRESSION_TYPE_PRODUCER: &str = "producer";
 
 /// The largest batch any topic may take: half the 64 MiB gRPC message limit, so that a batch
 /// always fits a follower's fetch answer (as the broker's `--message-max-bytes` ceiling).
@@ -55,6 +58,12 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         kind: ConfigType::Choice(&["delete"]),
         broker_synonym: Some("log.cleanup.policy"),
         doc: "delete: old segments are deleted by retention (compaction is not supported)",
+    },
+    ConfigDef {
+        name: COMPRESSION_TYPE,
+        kind: ConfigType::Choice(&["uncompressed", "zstd", "lz4", "snappy", "gzip", COMPRESSION_TYPE_PRODUCER]),
+        broker_synonym: Some("compression.type"),
+        doc: "codec the leader stores batches in; producer (default): as the producer compressed them",
     },
     ConfigDef {
         name: MAX_MESSAGE_BYTES,
@@ -162,6 +171,8 @@ mod tests {
         assert_eq!(validate("retention.bytes", "-1"), Ok("-1".to_string()));
         assert_eq!(validate("unclean.leader.election.enable", "TRUE"), Ok("true".to_string()));
         assert_eq!(validate("cleanup.policy", "Delete"), Ok("delete".to_string()));
+        assert_eq!(validate("compression.type", "ZSTD"), Ok("zstd".to_string()));
+        assert_eq!(validate("compression.type", "producer"), Ok("producer".to_string()));
         for (key, value) in [
             ("retention.ms", "-2"),
             ("retention.ms", "soon"),
@@ -171,6 +182,8 @@ mod tests {
             ("max.message.bytes", "999999999"),
             ("unclean.leader.election.enable", "yes"),
             ("cleanup.policy", "compact"),
+            ("compression.type", "none"),
+            ("compression.type", "brotli"),
         ] {
             let error = validate(key, value).unwrap_err();
             assert!(error.contains(key) && error.contains("Invalid value"), "{key}={value}: {error}");

@@ -16,11 +16,21 @@ fn api_version(api_key: ApiKey, min_version: i16, max_version: i16) -> ApiVersio
     ApiVersion::default().with_api_key(api_key as i16).with_min_version(min_version).with_max_version(max_version)
 }
 
+/// The lowest Produce version advertised, below the lowest served (3). librdkafka up to 2.11
+/// (Debian's kcat ships 2.0.2) enables gzip, snappy and lz4 only when the broker advertises
+/// Produce v0 (`rd_kafka_msgset_writer_select_MsgVersion` asks whether Produce [0, 0] is
+/// supported), and silently sends uncompressed batches otherwise; Kafka before 4.0 (KIP-896)
+/// advertised v0. Every client picks the highest version both sides know, so v0-v2 are only
+/// ever sent by pre-0.11 clients, which get a closed connection and a broker WARN naming the
+/// version, as for any version not served.
+const PRODUCE_ADVERTISED_MIN_VERSION: i16 = 0;
+
 /// The full answer: every served API with its version range.
 pub fn response() -> ApiVersionsResponse {
-    ApiVersionsResponse::default()
-        .with_error_code(0)
-        .with_api_keys(SUPPORTED_APIS.iter().map(|(key, min, max)| api_version(*key, *min, *max)).collect())
+    let advertised = |key: ApiKey, min: i16| if key == ApiKey::Produce { PRODUCE_ADVERTISED_MIN_VERSION } else { min };
+    ApiVersionsResponse::default().with_error_code(0).with_api_keys(
+        SUPPORTED_APIS.iter().map(|(key, min, max)| api_version(*key, advertised(*key, *min), *max)).collect(),
+    )
 }
 
 pub(super) fn handle(meta: RequestMeta, _request: ApiVersionsRequest) -> PendingReply {
@@ -50,10 +60,12 @@ mod tests {
     use kafka_protocol::protocol::Decodable;
 
     #[test]
-    fn advertises_produce_3_and_fetch_4_or_later() {
+    fn advertises_produce_from_0_and_fetch_4_or_later() {
         let response = response();
         let find = |key: ApiKey| response.api_keys.iter().find(|k| k.api_key == key as i16).cloned().unwrap();
-        assert_eq!(find(ApiKey::Produce).min_version, 3);
+        // Advertised from 0 for old librdkafka's codec check; served from 3 (RecordBatch v2).
+        assert_eq!(find(ApiKey::Produce).min_version, 0);
+        assert_eq!(crate::kafka::supported_versions(ApiKey::Produce).map(|v| v.0), Some(3));
         assert!(find(ApiKey::Fetch).max_version >= 4);
         assert_eq!(find(ApiKey::ApiVersions).max_version, 4);
     }

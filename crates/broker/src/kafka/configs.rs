@@ -2,8 +2,8 @@
 //! `KafkaConfigSchema`): shared by CreateTopics v5+ (KIP-525: every config of the new topic)
 //! and DescribeConfigs. A topic config's value is its override (DYNAMIC_TOPIC_CONFIG) or the
 //! default of the broker answering: its flag (`--log-retention-ms` ...,
-//! STATIC_BROKER_CONFIG) or, for settings without a flag (cleanup.policy, unclean leader
-//! election), the built-in default (DEFAULT_CONFIG). The catalogue is
+//! STATIC_BROKER_CONFIG) or, for settings without a flag (cleanup.policy, compression.type,
+//! unclean leader election), the built-in default (DEFAULT_CONFIG). The catalogue is
 //! `insync_types::topic_config`; broker settings are read-only (no dynamic broker configs).
 use std::collections::HashMap;
 
@@ -75,6 +75,9 @@ impl BrokerDefaults {
         let flag = |value: i64| Some((value.to_string(), STATIC_BROKER_CONFIG));
         match key {
             topic_config::CLEANUP_POLICY => Some((DEFAULT_CLEANUP_POLICY.to_string(), DEFAULT_CONFIG)),
+            topic_config::COMPRESSION_TYPE => {
+                Some((topic_config::COMPRESSION_TYPE_PRODUCER.to_string(), DEFAULT_CONFIG))
+            }
             topic_config::UNCLEAN_LEADER_ELECTION_ENABLE => {
                 Some((DEFAULT_UNCLEAN_LEADER_ELECTION.to_string(), DEFAULT_CONFIG))
             }
@@ -210,6 +213,8 @@ pub(super) mod tests {
         let unclean = find("unclean.leader.election.enable");
         assert_eq!((unclean.value.as_str(), unclean.source, unclean.config_type), ("false", 5, 1));
         assert_eq!(find("cleanup.policy").value, "delete");
+        let compression = find("compression.type");
+        assert_eq!((compression.value.as_str(), compression.source, compression.config_type), ("producer", 5, 2));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use tracing::{debug, warn};
 use super::codec::{self, CodecError};
 use super::{
     alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics, describe_cluster,
-    describe_configs, elect_leaders, fetch, group, metadata, produce, producer_id, supported_versions, KafkaContext,
+    describe_configs, elect_leaders, fetch, find_coordinator, group, group_admin, group_offsets, metadata, produce,
+    producer_id, supported_versions, KafkaContext,
 };
 
 /// Requests of one connection whose answers may be outstanding at once. Kafka itself reads
@@ -103,7 +104,7 @@ pub(super) async fn serve(context: Arc<KafkaContext>, stream: TcpStream, peer: S
             };
             let is_fetch = frame.bytes.get(..2) == Some(&(ApiKey::Fetch as i16).to_be_bytes()[..]);
             let fetch_permit = if is_fetch { fetch_slot.clone().acquire_owned().await.ok() } else { None };
-            let pending = match handle_frame(&context, frame.bytes) {
+            let pending = match handle_frame(&context, frame.bytes, peer) {
                 Ok(pending) => pending,
                 Err(e) => return Some(e.to_string()),
             };
@@ -198,7 +199,7 @@ pub(super) fn decode_frame(frame: Bytes) -> Result<Decoded, CodecError> {
     Ok(Decoded::Request { meta, client_id, body: Box::new(request.body()?) })
 }
 
-fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, CodecError> {
+fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes, peer: SocketAddr) -> Result<Handled, CodecError> {
     let (meta, client_id, body) = match decode_frame(frame)? {
         // KIP-511: a newer client's ApiVersions gets an UNSUPPORTED_VERSION answer in the v0
         // format it can always read, listing the ApiVersions versions to retry with.
@@ -219,13 +220,16 @@ fn handle_frame(context: &Arc<KafkaContext>, frame: Bytes) -> Result<Handled, Co
         RequestKind::Fetch(request) => fetch::handle_fetch(context, meta, request),
         RequestKind::ListOffsets(request) => fetch::handle_list_offsets(context, meta, request),
         RequestKind::InitProducerId(request) => producer_id::handle(context, meta, request),
-        RequestKind::FindCoordinator(request) => group::handle_find_coordinator(context, meta, request),
-        RequestKind::JoinGroup(request) => group::handle_join(context, meta, client_id, request),
+        RequestKind::FindCoordinator(request) => find_coordinator::handle(context, meta, request),
+        RequestKind::JoinGroup(request) => group::handle_join(context, meta, client_id, peer, request),
         RequestKind::SyncGroup(request) => group::handle_sync(context, meta, request),
         RequestKind::Heartbeat(request) => group::handle_heartbeat(context, meta, request),
         RequestKind::LeaveGroup(request) => group::handle_leave(context, meta, request),
-        RequestKind::OffsetCommit(request) => group::handle_offset_commit(context, meta, request),
-        RequestKind::OffsetFetch(request) => group::handle_offset_fetch(context, meta, request),
+        RequestKind::OffsetCommit(request) => group_offsets::handle_offset_commit(context, meta, request),
+        RequestKind::OffsetFetch(request) => group_offsets::handle_offset_fetch(context, meta, request),
+        RequestKind::ListGroups(request) => group_admin::handle_list(context, meta, request),
+        RequestKind::DescribeGroups(request) => group_admin::handle_describe(context, meta, request),
+        RequestKind::DeleteGroups(request) => group_admin::handle_delete(context, meta, request),
         RequestKind::CreateTopics(request) => create_topics::handle(context, meta, request),
         RequestKind::DeleteTopics(request) => delete_topics::handle(context, meta, request),
         RequestKind::ElectLeaders(request) => elect_leaders::handle(context, meta, request),

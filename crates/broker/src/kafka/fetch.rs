@@ -9,10 +9,15 @@
 //! manager's, as for gRPC: max_bytes clamped to fetch.max.bytes, one oversized batch only
 //! for the first partition with data, and a partition listed twice answered
 //! INVALID_REQUEST (42) on each entry. A Kafka client is always a consumer here: the
-//! request's replica id is not used (followers replicate over gRPC).
+//! request's replica id is not used (followers replicate over gRPC). A consumer older
+//! than zstd (Fetch < 10) reading a topic whose compression.type is zstd is answered
+//! UNSUPPORTED_COMPRESSION_TYPE (76) for that partition, as Kafka does.
 use std::sync::Arc;
 
 use insync_log::batch::{decode_records, iter_batches};
+use insync_log::compression::{topic_compression, Compression};
+use insync_proto as pb;
+use insync_types::topic_config::COMPRESSION_TYPE;
 use insync_types::{ErrorCode, TopicPartition, CONSUMER_REPLICA_ID};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -35,6 +40,9 @@ const MAX_TIMESTAMP: i64 = -3;
 /// The most record bytes one Kafka fetch answer carries, the one-batch exemption included.
 const MAX_KAFKA_FETCH_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
+/// The first Fetch version of clients that can read zstd (KIP-110).
+const ZSTD_MIN_FETCH_VERSION: i16 = 10;
+
 /// How much of the log one step of a timestamp search reads under the partition lock.
 const SEARCH_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -45,6 +53,7 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
         return respond_now(meta, response);
     }
     let read_committed = request.isolation_level == READ_COMMITTED;
+    let version = meta.api_version;
     let mut partitions = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, usize)> = Vec::new();
     for topic in request.topics {
@@ -84,16 +93,68 @@ pub(super) fn handle_fetch(context: &Arc<KafkaContext>, meta: RequestMeta, reque
     respond(meta, async move {
         let fetched = context.replica_manager.fetch(fetch).await;
         crate::metrics::record_fetch(&fetched);
-        let mut fetched = fetched.partitions.into_iter();
-        let responses = layout
-            .into_iter()
-            .map(|(topic, count)| {
-                let partitions = fetched.by_ref().take(count).map(|p| partition_data(p, read_committed)).collect();
-                FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions)
-            })
-            .collect();
-        FetchResponse::default().with_session_id(0).with_responses(responses)
+        // Read after the fetch (its long poll included), as Kafka reads the log config in
+        // the response callback.
+        let metadata = context.replica_manager.metadata();
+        let refuse_zstd = |topic: &str| version < ZSTD_MIN_FETCH_VERSION && is_zstd_topic(&metadata, topic);
+        answer(layout, fetched.partitions, refuse_zstd, read_committed)
     })
+}
+
+/// The answer in the request's topic order; `refuse_zstd` says which topics' partitions are
+/// UNSUPPORTED_COMPRESSION_TYPE instead (see [`is_zstd_topic`]).
+fn answer(
+    layout: Vec<(kafka_protocol::messages::TopicName, usize)>,
+    fetched: Vec<FetchPartitionResponse>,
+    refuse_zstd: impl Fn(&str) -> bool,
+    read_committed: bool,
+) -> FetchResponse {
+    let mut fetched = fetched.into_iter();
+    let responses = layout
+        .into_iter()
+        .map(|(topic, count)| {
+            let refused = refuse_zstd(topic.0.as_str());
+            let partitions = fetched
+                .by_ref()
+                .take(count)
+                .map(|p| {
+                    if refused {
+                        unsupported_compression(p.topic_partition.partition)
+                    } else {
+                        partition_data(p, read_committed)
+                    }
+                })
+                .collect();
+            FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}
+
+/// Kafka `KafkaApis.handleFetchRequest` (`maybeConvertFetchedData`): a partition whose
+/// topic has `compression.type=zstd` is refused to Fetch < 10, whose clients predate zstd
+/// (KIP-110). Kafka tests the topic config only, not the batches: zstd batches a producer
+/// sent to a `producer` topic reach old consumers as they are (Fetch ≥ 4 needs no
+/// down-conversion, the one other place Kafka refuses zstd).
+fn is_zstd_topic(metadata: &pb::ClusterMetadata, topic: &str) -> bool {
+    metadata
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.configs.get(COMPRESSION_TYPE))
+        .is_some_and(|value| topic_compression(value) == Ok(Some(Compression::Zstd)))
+}
+
+/// Kafka `FetchResponse.partitionResponse(tp, UNSUPPORTED_COMPRESSION_TYPE)`: the error, an
+/// invalid high watermark and no records.
+fn unsupported_compression(partition: i32) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(ErrorCode::UNSUPPORTED_COMPRESSION_TYPE.code() as i16)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Default::default()))
 }
 
 fn partition_data(p: FetchPartitionResponse, read_committed: bool) -> PartitionData {
@@ -237,4 +298,49 @@ fn search(
         offset = next;
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(compression: &str) -> pb::ClusterMetadata {
+        pb::ClusterMetadata {
+            topics: vec![pb::TopicMetadata {
+                name: "orders".into(),
+                configs: [(COMPRESSION_TYPE.to_string(), compression.to_string())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_zstd_topic_config_refuses_old_consumers() {
+        assert!(is_zstd_topic(&metadata("zstd"), "orders"));
+        for other in ["producer", "lz4", "uncompressed", "gzip"] {
+            assert!(!is_zstd_topic(&metadata(other), "orders"), "{other}");
+        }
+        assert!(!is_zstd_topic(&metadata("zstd"), "payments"), "unknown topic");
+    }
+
+    #[test]
+    fn an_old_consumer_gets_unsupported_compression_for_the_zstd_topic_only() {
+        let served = |topic: &str, partition| {
+            let mut p = FetchPartitionResponse::empty(TopicPartition::new(topic, partition));
+            (p.high_watermark, p.records) = (10, bytes::Bytes::from_static(b"batch"));
+            p
+        };
+        let layout = ["zstd-topic", "other"].map(|t| (kafka_protocol::messages::TopicName(t.into()), 2)).to_vec();
+        let fetched = vec![served("zstd-topic", 0), served("zstd-topic", 1), served("other", 0), served("other", 1)];
+        let response = answer(layout, fetched, |topic| topic == "zstd-topic", false);
+        let [zstd, other] = &response.responses[..] else { panic!("two topics: {response:?}") };
+        for (index, p) in zstd.partitions.iter().enumerate() {
+            assert_eq!((p.partition_index, p.error_code, p.high_watermark), (index as i32, 76, -1));
+            assert_eq!(p.records.as_ref().map(|r| r.len()), Some(0));
+        }
+        for p in &other.partitions {
+            assert_eq!((p.error_code, p.high_watermark, p.records.as_deref()), (0, 10, Some(&b"batch"[..])));
+        }
+    }
 }

@@ -102,6 +102,8 @@ fn topic(t: &pb::TopicMetadata, brokers: &BTreeMap<i32, (String, i32)>, fenced: 
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(topic_id)
+        // Kafka `Topic.isInternal`: consumers skip internal topics in pattern subscriptions.
+        .with_is_internal(t.name == crate::group::storage::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

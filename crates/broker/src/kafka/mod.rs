@@ -11,7 +11,9 @@
 //! Files: `codec.rs` frames and headers, `connection.rs` one client connection (ordered,
 //! pipelined, bounded), then one file per API group: `api_versions.rs`, `metadata.rs`,
 //! `produce.rs`, `fetch.rs` (Fetch, ListOffsets), `producer_id.rs` (InitProducerId),
-//! `group.rs` (FindCoordinator and a minimal in-memory group coordinator), and the admin
+//! `find_coordinator.rs`, the consumer-group protocol over `crate::group` (`group.rs` Join,
+//! Sync, Heartbeat, Leave; `group_offsets.rs` OffsetCommit/Fetch; `group_admin.rs`
+//! List/Describe/DeleteGroups), and the admin
 //! APIs Kafka brokers forward to the controller (KIP-590), through the same controller calls
 //! as `insync topic create|delete|elect-leaders|alter|add-partitions`: `create_topics.rs`,
 //! `delete_topics.rs`, `elect_leaders.rs`, `alter_configs.rs` (AlterConfigs and
@@ -22,9 +24,9 @@
 //!
 //! Not served (not advertised in ApiVersions; a request for them closes the connection as
 //! Kafka does for an API version it does not know, after a WARN naming it): transactions,
-//! the other admin APIs (ACLs, groups, reassignments...), OffsetForLeaderEpoch, fetch
-//! sessions (KIP-227: every fetch is a full one), compressed batches (answered
-//! UNSUPPORTED_COMPRESSION_TYPE 76: clients must use compression.type=none).
+//! the other admin APIs (ACLs, reassignments...), OffsetForLeaderEpoch, fetch
+//! sessions (KIP-227: every fetch is a full one). Compressed batches (gzip, snappy, lz4,
+//! zstd) are accepted, stored and fetched as the client compressed them (see `produce.rs`).
 mod admin;
 mod alter_configs;
 mod api_versions;
@@ -39,7 +41,10 @@ mod describe_cluster;
 mod describe_configs;
 mod elect_leaders;
 mod fetch;
+mod find_coordinator;
 mod group;
+mod group_admin;
+mod group_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
@@ -55,12 +60,12 @@ use tracing::{debug, info, warn};
 
 use crate::connection_slots::ConnectionSlots;
 use crate::controller_link::ControllerLink;
+use crate::group::storage::GroupStorage;
+use crate::group::GroupCoordinator;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 use codec::ReceiveLimits;
 pub use codec::DISAGREEMENT;
-
-pub use group::GroupCoordinator;
 
 /// The APIs and versions served, as ApiVersions advertises them. Produce ≥ 3 and Fetch ≥ 4
 /// are what make librdkafka use RecordBatch v2 (magic 2) instead of v0/v1 message sets,
@@ -94,6 +99,9 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `api_key` served, if any.
@@ -115,7 +123,10 @@ pub struct KafkaContext {
     pub producer_ids: Arc<ProducerIdManager>,
     /// The active controller, for the admin APIs Kafka brokers forward to it (KIP-590).
     pub link: Arc<ControllerLink>,
-    pub groups: GroupCoordinator,
+    /// The consumer-group coordinator (`crate::group`), shared with the gRPC group RPCs.
+    pub groups: Arc<GroupCoordinator>,
+    /// `__consumer_offsets` and the coordinator placement (FindCoordinator).
+    pub group_storage: Arc<GroupStorage>,
     /// Frame size, idle and partial-request timeouts, and the listener-wide receive budget.
     pub limits: ReceiveLimits,
 }
@@ -125,6 +136,8 @@ impl KafkaContext {
         replica_manager: Arc<ReplicaManager>,
         producer_ids: Arc<ProducerIdManager>,
         link: Arc<ControllerLink>,
+        groups: Arc<GroupCoordinator>,
+        group_storage: Arc<GroupStorage>,
     ) -> Arc<KafkaContext> {
         let config = &replica_manager.config;
         // Frames larger than this close the connection (Kafka `InvalidReceiveException`).
@@ -143,7 +156,7 @@ impl KafkaContext {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
         };
-        Arc::new(KafkaContext { replica_manager, producer_ids, link, groups: GroupCoordinator::default(), limits })
+        Arc::new(KafkaContext { replica_manager, producer_ids, link, groups, group_storage, limits })
     }
 }
 
@@ -226,7 +239,10 @@ pub fn decode_request_for_fuzzing(frame: bytes::Bytes) -> Result<(), String> {
         let batches =
             produce.topic_data.iter().flat_map(|t| t.partition_data.iter()).filter_map(|p| p.records.as_ref());
         for records in batches {
-            let _ = insync_log::batch::validate_batch(records);
+            // The fuzz bound, not the 64 MiB default: the target's allocation budget is a
+            // constant times the frame (as `fuzz_batches` and the gRPC target use).
+            let bound = insync_log::batch::fuzz_decompression_bound(records.len());
+            let _ = insync_log::batch::validate_batch_bounded(records, bound);
         }
     }
     Ok(())

@@ -5,8 +5,11 @@
 //! idempotent sequence checks, the append) in request order, then
 //! `ReplicaManager::produce_wait` (acks=all: HW passes the batch, or the ISR shrinks below
 //! min.insync.replicas → NOT_ENOUGH_REPLICAS_AFTER_APPEND 20, or leadership moves, or
-//! the timeout). The client's RecordBatch v2 bytes are stored as they came; compressed
-//! batches are refused with UNSUPPORTED_COMPRESSION_TYPE (76).
+//! the timeout). The client's RecordBatch v2 bytes are stored as they came, compressed or
+//! not (gzip, snappy, lz4, zstd; the leader decompresses to validate, at most the topic's
+//! max.message.bytes, and re-encodes only for a topic `compression.type` other than
+//! producer): corrupt compressed data is CORRUPT_MESSAGE (2), records decompressing past
+//! max.message.bytes MESSAGE_TOO_LARGE (10), codec ids 5-7 UNSUPPORTED_COMPRESSION_TYPE (76).
 //!
 //! acks=0 as Kafka: no answer at all; if any partition failed, the connection is closed
 //! (the only signal a client that reads no answers gets) and the error is logged.
@@ -23,6 +26,19 @@ use super::connection::{respond, PendingReply, Reply, RequestMeta};
 use super::KafkaContext;
 use crate::messages::{self, ProduceOutcome};
 use crate::replica_manager::ProduceAppended;
+
+/// Kafka `ProduceRequest.validateRecords`: clients that may send zstd (KIP-110) speak
+/// Produce v7+, so an older request carrying a zstd batch is UNSUPPORTED_COMPRESSION_TYPE.
+const ZSTD_MIN_PRODUCE_VERSION: i16 = 7;
+
+/// Whether any batch in a partition's records is zstd-compressed (headers only; the append
+/// validates the rest).
+fn uses_zstd(records: &[u8]) -> bool {
+    insync_log::batch::iter_batches(records)
+        .take(records.len())
+        .filter_map(Result::ok)
+        .any(|(header, _)| header.compression() == insync_log::compression::Compression::Zstd as i16)
+}
 
 /// What the connection does with a produce request.
 pub(super) enum Dispatched {
@@ -52,6 +68,12 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
                 ))
             } else {
                 match partition.records {
+                    Some(records) if meta.api_version < ZSTD_MIN_PRODUCE_VERSION && uses_zstd(&records) => {
+                        ProduceAppended::Done(rejected(
+                            ErrorCode::UNSUPPORTED_COMPRESSION_TYPE,
+                            "zstd batches need Produce v7 or later (KIP-110)",
+                        ))
+                    }
                     Some(records) => replica_manager.produce_append(messages::ProduceRequest {
                         topic_partition: TopicPartition::new(name.clone(), partition.index),
                         acks,

@@ -5,8 +5,11 @@
 //! it gets a new id. The leaders' producer state then dedupes retried batches and refuses
 //! sequence gaps, whichever protocol the batches came by.
 //!
-//! Transactional ids are refused with UNSUPPORTED_VERSION: insync has no transaction
-//! coordinator, and a non-retriable error tells the client at once.
+//! Transactional ids are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53): insync has
+//! no transaction coordinator, and 53 is the InitProducerId error librdkafka
+//! (`rd_kafka_idemp_check_error`), kafka-python and aiokafka all treat as fatal at once
+//! (UNSUPPORTED_VERSION is retried by librdkafka). Clients normally stop earlier, at
+//! FindCoordinator (`find_coordinator.rs`); this catches one that asks any broker.
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -19,11 +22,12 @@ use super::KafkaContext;
 pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: InitProducerIdRequest) -> PendingReply {
     if let Some(transactional_id) = request.transactional_id.filter(|id| !id.0.is_empty()) {
         warn!(
-            "InitProducerId for transactional.id {:?} refused: insync does not support transactions",
-            &*transactional_id.0
+            transactional_id = &*transactional_id.0,
+            "InitProducerId for a transactional producer refused: {}",
+            super::find_coordinator::NO_TRANSACTIONS
         );
         let response = InitProducerIdResponse::default()
-            .with_error_code(ResponseError::UnsupportedVersion.code())
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
         return respond_now(meta, response);

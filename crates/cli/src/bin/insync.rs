@@ -1,5 +1,6 @@
 //! `insync`: the admin and consumer command line — topics (create, list, describe with
-//! per-replica LEO and HW), a consumer that reads below the HW, and cluster status.
+//! per-replica LEO and HW), a consumer that reads below the HW, consumer groups
+//! (`group.rs` of this crate), and cluster status.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,9 @@ enum Command {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Consumer groups: list, describe (members, offsets, lag), delete.
+    #[command(subcommand)]
+    Group(insync_cli::group::GroupCommand),
     /// Durability lab: launches its own cluster and shows what each acks level loses.
     Lab(insync_lab::LabArgs),
 }
@@ -249,6 +253,7 @@ async fn main() {
         Command::Topic(t) => topic(&cli, t).await,
         Command::Lab(lab) => insync_lab::run(lab.clone().with_json(cli.json)).await.and_then(|exit| exit.into_result()),
         Command::Consume(c) => consume(&cli, c).await,
+        Command::Group(g) => insync_cli::group::run(&cli.bootstrap, cli.json, g).await,
         Command::Cluster(ClusterCommand::Status) => cluster_status(&cli).await,
         Command::Cluster(ClusterCommand::Watch { once, interval_ms, topic }) => {
             insync_cli::watch::run(insync_cli::watch::WatchOptions {

@@ -229,3 +229,29 @@ async fn an_answer_naming_another_request_acknowledges_nothing() {
     assert_eq!(s.sent, 0, "the stream is dropped");
     assert!(s.queue[0].maybe_written, "a went out, so its retry's fate is tied to this attempt");
 }
+
+#[tokio::test]
+async fn batches_carry_the_configured_compression_and_keep_it_when_renumbered() {
+    let cluster = Cluster::new("127.0.0.1:1").expect("a bootstrap list");
+    let (_tx, rx) = mpsc::channel(16);
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        delivery_timeout: Duration::from_secs(1),
+        compression: Compression::Zstd,
+        ..Default::default()
+    };
+    let mut s = PartitionSender::new(cluster, config, "t", 0, rx);
+    s.producer_id = PRODUCER_ID;
+    let _a = push(&mut s, "a");
+    let _b = push(&mut s, "b");
+    for batch in &s.queue {
+        let header = insync_log::validate_batch(&batch.bytes).expect("a valid batch");
+        assert_eq!(header.codec(), Ok(Compression::Zstd));
+    }
+    let records = insync_log::decode_records(&s.queue[1].bytes).unwrap();
+    assert_eq!(records[0].value.as_deref(), Some(&b"b"[..]));
+    // A batch renumbered under a bumped epoch is rebuilt with the same codec.
+    expire_front(&mut s); // a never went out
+    assert_eq!(stamps(&s), vec![(PRODUCER_ID, 1, 0)]);
+    assert_eq!(parse_header(&s.queue[0].bytes).unwrap().codec(), Ok(Compression::Zstd));
+}

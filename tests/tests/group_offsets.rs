@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use insync_lab::groups::{run_group_offsets, GroupRunConfig};
+use insync_lab::groups::{run_on, start_cluster, GroupRunConfig};
 use insync_lab::scenario::Verdict;
 use insync_tests::{bin_dir, kafka_clients_python, run_bounded, text, wait_for, ClusterOptions, TestCluster};
 
@@ -117,6 +117,7 @@ fn committed_offsets_survive_a_coordinator_sigkill_and_a_full_restart() -> anyho
     let delete = cluster.insync(&["topic", "delete", "__consumer_offsets"]);
     let said = format!("{}{}", text(&delete.stdout), text(&delete.stderr));
     ensure!(!delete.status.success() && said.contains("internal topic"), "deleting it is refused: {said}");
+    refuses_client_writes_to_the_offsets_topic(&cluster, &python, &bootstrap)?;
 
     // SIGKILL the coordinator: the next leader of the partition loads the offsets.
     let first = coordinator(&cluster)?;
@@ -150,6 +151,90 @@ fn committed_offsets_survive_a_coordinator_sigkill_and_a_full_restart() -> anyho
         .context("after restarting every broker")?;
     until_offsets(&python, CONFLUENT, &["fetch", &bootstrap, GROUP, "3"], &[12, 23, 34], minute)
         .with_context(|| cluster.log_tails(20))?;
+
+    /// What clients may not do to the offsets topic, through confluent-kafka: produce,
+    /// delete_records, create_partitions, incremental_alter_configs, create_topics; one JSON
+    /// object of outcomes. (kafka-python's producer never sends to a topic Metadata marks
+    /// internal: it fails in the client, "Partitioner did not assign a partition".)
+    const FORBIDDEN: &str = r#"
+import json, sys
+from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic,
+                                   ResourceType)
+bootstrap, T = sys.argv[1], "__consumer_offsets"
+def failure(e):
+    return {"error": e.name(), "code": e.code(), "message": e.str()}
+def outcome(future):
+    try:
+        future.result(timeout=60)
+        return {"error": None}
+    except KafkaException as e:
+        return failure(e.args[0])
+out, delivered = {}, []
+p = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 30000})
+p.produce(T, b"forged", partition=0, on_delivery=lambda err, msg: delivered.append(err))
+p.flush(60)
+out["produce"] = failure(delivered[0]) if delivered and delivered[0] else {"error": None, "delivered": len(delivered)}
+admin = AdminClient({"bootstrap.servers": bootstrap})
+tp = TopicPartition(T, 0, 0)
+out["delete_records"] = outcome(admin.delete_records([tp], request_timeout=30, operation_timeout=30)[tp])
+out["create_partitions"] = outcome(admin.create_partitions([NewPartitions(T, 13)], request_timeout=60)[T])
+r = ConfigResource(ResourceType.TOPIC, T,
+                   incremental_configs=[ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+out["alter_configs"] = outcome(admin.incremental_alter_configs([r], request_timeout=60)[r])
+out["create_topics"] = outcome(admin.create_topics([NewTopic(T, num_partitions=1, replication_factor=3)],
+                                                   request_timeout=60)[T])
+print(json.dumps(out))
+"#;
+
+    /// Produce, DeleteRecords, CreatePartitions, config changes and CreateTopics of
+    /// `__consumer_offsets` are refused to Kafka clients and to the `insync` tools (gRPC),
+    /// with Kafka's codes, and the topic is left as the brokers made it.
+    fn refuses_client_writes_to_the_offsets_topic(
+        cluster: &TestCluster,
+        python: &Path,
+        bootstrap: &str,
+    ) -> anyhow::Result<()> {
+        let (ok, output) = run_client(python, FORBIDDEN, &[bootstrap]);
+        let line = output.lines().last().unwrap_or_default();
+        let said: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("the clients said (ok={ok}):\n{output}"))?;
+        let code = |what: &str| said[what]["code"].as_i64();
+        ensure!(code("produce") == Some(17), "produce: INVALID_TOPIC_EXCEPTION: {said}");
+        ensure!(code("delete_records") == Some(17), "delete_records: INVALID_TOPIC_EXCEPTION: {said}");
+        for (what, words) in [
+            ("create_partitions", "number of partitions"),
+            ("alter_configs", "cannot be changed"),
+            ("create_topics", "Creation of internal topic __consumer_offsets is prohibited"),
+        ] {
+            let message = said[what]["message"].as_str().unwrap_or_default();
+            ensure!(code(what) == Some(42) && message.contains(words), "{what}: INVALID_REQUEST \"{words}\": {said}");
+        }
+        for (args, words) in [
+            (
+                &["topic", "delete-records", "__consumer_offsets", "--partition", "0", "--before", "0"][..],
+                "Cannot delete records",
+            ),
+            (&["topic", "add-partitions", "__consumer_offsets", "--partitions", "13"], "number of partitions"),
+            (&["topic", "alter", "__consumer_offsets", "--config", "retention.ms=1000"], "cannot be changed"),
+            (&["topic", "create", "__consumer_offsets"], "is prohibited"),
+        ] {
+            let out = cluster.insync(args);
+            let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            ensure!(!out.status.success() && said.contains(words), "insync {args:?} is refused ({words}): {said}");
+        }
+        let out = cluster.producer(&["--topic", "__consumer_offsets", "--partition", "0", "forged"], None);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        ensure!(said.contains("Cannot append to internal topic"), "insync-producer is refused: {said}");
+        let partitions = cluster.describe("__consumer_offsets")?;
+        ensure!(partitions.len() as i32 == OFFSETS_PARTITIONS, "still {OFFSETS_PARTITIONS} partitions: {partitions:?}");
+        let starts_at_zero = |p: &serde_json::Value| {
+            p["log_start_offsets"].as_object().is_some_and(|m| m.values().all(|v| v.as_i64().unwrap_or(0) == 0))
+        };
+        ensure!(partitions.iter().all(starts_at_zero), "no record was deleted: {partitions:?}");
+        ensure!(partitions.iter().all(|p| p["configs"]["retention.ms"] == "-1"), "its configs stand: {partitions:?}");
+        Ok(())
+    }
     Ok(())
 }
 
@@ -201,13 +286,54 @@ fn transactional_producers_fail_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lab scenario (`insync lab groups`), on one cluster: first a run that cannot get its
+/// minimum of commits acknowledged before the kill must come out inconclusive (a failure,
+/// nothing killed); then the real run must kill the broker every FindCoordinator and the
+/// metadata named right before the kill, through which the commits before it went, find
+/// every acknowledged commit right after the failover (before any new commit) and later,
+/// and its negative control (the offsets destroyed on every replica) must be caught.
 #[test]
 fn lab_coordinator_sigkill_loses_no_committed_offset() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(run_group_offsets(&bin_dir(), &GroupRunConfig::default()))?;
+    let (starved, result) = runtime.block_on(async {
+        let mut lab = start_cluster(&bin_dir()).await?;
+        let starved = GroupRunConfig {
+            before_fault: Duration::from_secs(1),
+            before_fault_limit: Duration::from_secs(1),
+            min_acknowledged_before_kill: i64::MAX,
+            ..GroupRunConfig::default()
+        };
+        let starved = run_on(&mut lab, &starved).await?;
+        anyhow::Ok((starved, run_on(&mut lab, &GroupRunConfig::default()).await?))
+    })?;
+    eprintln!("{}", serde_json::to_string(&starved)?);
     eprintln!("{}", serde_json::to_string(&result)?);
-    ensure!(result.verdict == Verdict::Ok, "violations: {:?}", result.violations);
-    ensure!(result.acknowledged_after_kill > 0, "the new coordinator took commits");
-    ensure!(result.new_coordinator.is_some_and(|c| c != result.killed), "the coordinator moved: {result:?}");
+    ensure!(starved.verdict.is_failure() && starved.killed.is_none(), "too few commits is no pass: {starved:?}");
+    ensure!(starved.inconclusive.as_deref().is_some_and(|r| r.contains("needed")), "{starved:?}");
+
+    ensure!(result.verdict == Verdict::Ok, "{}", insync_lab::groups::summary(&result));
+    let killed = result.killed.context("a broker was killed")?;
+    ensure!(result.named_before_kill.len() == 3, "every broker was asked: {result:?}");
+    ensure!(result.named_before_kill.iter().all(|n| n.named == killed), "FindCoordinator named {killed}: {result:?}");
+    ensure!(result.offsets_leader_before_kill == Some(killed), "the offsets partition's leader: {result:?}");
+    ensure!(result.last_acknowledged_before_kill_by == Some(killed), "commits went through it: {result:?}");
+    ensure!(result.acknowledged_before_kill >= 50, "commits acknowledged before the kill: {result:?}");
+    ensure!(result.acknowledged_after_kill > 0, "commits acknowledged after it: {result:?}");
+    ensure!(
+        result.acknowledged_after_kill_by.keys().all(|b| *b != killed),
+        "the commits after the kill went elsewhere: {result:?}"
+    );
+    // Check 1 saw the pre-kill state itself: the last acknowledged offset or the one in flight.
+    let (low, high) = (result.last_acknowledged_before_kill, result.sent_before_kill);
+    ensure!(
+        result.fetched_after_failover.len() == 3
+            && result.fetched_after_failover.iter().all(|o| o.is_some_and(|o| low <= o && o <= high)),
+        "right after the failover: {:?} not in [{low}, {high}]",
+        result.fetched_after_failover
+    );
+    ensure!(result.failover_coordinator.is_some_and(|c| c != killed), "{result:?}");
+    let control = result.loss_control.as_ref().context("the negative control ran")?;
+    ensure!(control.verdict == Verdict::Caught && control.wiped.len() == 3, "{control:?}");
+    ensure!(control.found.iter().filter(|f| f.contains("(lost)")).count() == 3, "{control:?}");
     Ok(())
 }

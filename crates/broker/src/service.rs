@@ -1,5 +1,10 @@
 //! Thin tonic handlers of the `Broker` gRPC service: unpack, call the replica manager or
 //! forward to the controller, pack. No replication logic lives here.
+//!
+//! These are client paths: produce to, and DeleteRecords on, the internal topic
+//! `__consumer_offsets` are refused here with INVALID_TOPIC_EXCEPTION, as on the Kafka
+//! listener (`insync_controller::internal_topics`; the group coordinator appends through the
+//! replica manager directly), and a CreateTopic is forwarded never marked `internal`.
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio_stream::Stream;
 
+use insync_controller::internal_topics;
 use insync_proto as pb;
 use insync_proto::broker_server::Broker;
 use insync_types::{ErrorCode, TopicPartition};
@@ -15,9 +21,10 @@ use tracing::warn;
 
 use crate::controller_link::{ControllerLink, ControllerReply};
 use crate::grpc_convert::{self, produce_response};
+use crate::messages::ProduceOutcome;
 use crate::partition::ReplicaState;
 use crate::producer_ids::ProducerIdManager;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{ProduceAppended, ReplicaManager};
 use insync_proto::controller_client::ControllerClient;
 use tonic::transport::Channel;
 
@@ -58,7 +65,10 @@ impl ProduceStreamState {
                         let correlation_id = request.correlation_id;
                         let timeout_ms = request.timeout_ms;
                         let (acks, started) = (request.acks, Instant::now());
-                        let appended = self.replica_manager.produce_append(grpc_convert::produce_request(request));
+                        let appended = match internal_topic_refusal(&request.topic) {
+                            Some(refused) => ProduceAppended::Done(refused),
+                            None => self.replica_manager.produce_append(grpc_convert::produce_request(request)),
+                        };
                         let replica_manager = self.replica_manager.clone();
                         self.waiting.push_back(Box::pin(async move {
                             let outcome = replica_manager.produce_wait(appended, timeout_ms).await;
@@ -72,6 +82,11 @@ impl ProduceStreamState {
             }
         }
     }
+}
+
+/// A client's produce to an internal topic, refused before anything is written.
+fn internal_topic_refusal(topic: &str) -> Option<ProduceOutcome> {
+    internal_topics::check_append(topic).err().map(|r| ProduceOutcome::rejected(r.code, r.message))
 }
 
 /// The next request of a stream; None at its end or when it broke (nothing more to read).
@@ -90,7 +105,10 @@ impl Broker for BrokerService {
         let correlation_id = request.correlation_id;
         let tp = format!("{}-{}", request.topic, request.partition);
         let started = Instant::now();
-        let outcome = self.replica_manager.produce(grpc_convert::produce_request(request)).await;
+        let outcome = match internal_topic_refusal(&request.topic) {
+            Some(refused) => refused,
+            None => self.replica_manager.produce(grpc_convert::produce_request(request)).await,
+        };
         crate::metrics::record_produce(acks, outcome.error, started.elapsed());
         if acks == 0 && outcome.error != ErrorCode::NONE {
             // acks=0: the producer will not look at the answer; make the error visible here.
@@ -178,7 +196,9 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let request = request.into_inner();
+        // Only a broker's own request (group storage, straight to the controller) creates
+        // the internal offsets topic.
+        let request = pb::CreateTopicRequest { internal: false, ..request.into_inner() };
         let reply = forward(&self.link, &request, |mut c, r| async move { c.create_topic(r).await }).await?;
         if reply.error_code == 0 && !request.validate_only {
             // Answer once this broker's metadata shows the topic with leaders, so a
@@ -231,6 +251,13 @@ impl Broker for BrokerService {
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
         let request = request.into_inner();
+        if let Err(refusal) = internal_topics::check_delete_records(&request.topic) {
+            return Ok(Response::new(pb::DeleteRecordsResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                low_watermark: -1,
+            }));
+        }
         let replica_manager = self.replica_manager.clone();
         // Deleting segments is disk work: off the tokio workers.
         let answer = tokio::task::spawn_blocking(move || {

@@ -5,12 +5,15 @@
 //!
 //! Layers: `metadata` (state) → `rules` (pure Kafka rules) → `command` (replicated commands,
 //! deterministic apply) → `raft` (storage, state machine, transport) → `service` (gRPC) →
-//! `node` (start/stop, liveness, leader balancing). `heartbeat` tracks broker sessions; `leader_balance` holds the preferred-leader rules; `convert` maps to
-//! protobuf; `quorum` parses `--controller-quorum`.
+//! `node` (start/stop, liveness, leader balancing). `heartbeat` tracks broker sessions;
+//! `leader_balance` holds the preferred-leader rules; `internal_topics` guards
+//! `__consumer_offsets` against clients; `convert` maps to protobuf; `quorum` parses
+//! `--controller-quorum`.
 pub mod command;
 pub mod convert;
 pub mod error;
 pub mod heartbeat;
+pub mod internal_topics;
 pub mod leader_balance;
 pub mod metadata;
 pub mod node;

@@ -14,6 +14,7 @@ use crate::convert::{
     alter_partition_command, cluster_metadata, partition_to_proto, topic_to_proto, ControllerIdentity,
 };
 use crate::heartbeat::BrokerHeartbeatManager;
+use crate::internal_topics;
 use crate::leader_balance;
 use crate::metadata::{AppliedMetadata, ClusterState};
 use crate::partition_growth;
@@ -308,6 +309,9 @@ impl ControllerService {
     }
 
     async fn create(&self, request: CreateTopicRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
+        // Before anything else, as Kafka refuses `__cluster_metadata`: only a broker creates
+        // the offsets topic (`internal_topics`).
+        internal_topics::check_create(&request.name, request.internal)?;
         self.await_active().await?;
         // Kafka's order: the name and its existence before the configs.
         rules::validate_topic_name(&request.name)?;
@@ -363,6 +367,7 @@ impl ControllerService {
     /// Kafka `ConfigurationControlManager.incrementalAlterConfigs` for a topic: checked on the
     /// applied state (and, with validate_only, only there), proposed with the topic id seen.
     async fn alter_configs(&self, request: AlterTopicConfigsRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
+        internal_topics::check_alter_configs(&request.name)?;
         self.await_active().await?;
         let applied = self.applied();
         let Some(topic) = applied.state.topics.get(&request.name) else {
@@ -394,6 +399,7 @@ impl ControllerService {
     /// Kafka `ReplicationControlManager.createPartitions`: placed on the applied state,
     /// proposed with the topic id and count it was planned on.
     async fn grow(&self, request: CreatePartitionsRequest) -> Result<insync_proto::TopicMetadata, Refusal> {
+        internal_topics::check_add_partitions(&request.name)?;
         self.await_active().await?;
         let applied = self.applied();
         let assignment = partition_growth::plan_partitions(&applied.state, &request.name, request.count)?;
@@ -421,13 +427,7 @@ impl ControllerService {
     async fn delete(&self, request: DeleteTopicRequest) -> Result<String, Refusal> {
         // The brokers' durable group offsets live there; deleting it would lose every
         // committed offset (Kafka's tools refuse it as "a kafka internal topic").
-        if request.name == "__consumer_offsets" {
-            return Err(Refusal::new(
-                ErrorCode::INVALID_REQUEST,
-                "Topic __consumer_offsets is an internal topic (the committed offsets of consumer groups) and \
-                 cannot be deleted.",
-            ));
-        }
+        internal_topics::check_delete(&request.name)?;
         self.await_active().await?;
         let topic_id = match self.applied().state.topics.get(&request.name) {
             Some(topic) if request.topic_id.is_empty() || request.topic_id == topic.topic_id => topic.topic_id.clone(),

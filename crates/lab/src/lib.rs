@@ -114,7 +114,8 @@ pub enum LabCommand {
     Chaos(ChaosArgs),
     /// Consumer-group offsets: commit through the group's coordinator over the Kafka
     /// protocol, SIGKILL it mid-stream, and check that the new coordinator has every
-    /// acknowledged commit (and still has them once the killed broker is back).
+    /// acknowledged commit before any new commit (and after more, and once the killed broker
+    /// is back); ends with a negative control that destroys the offsets and must be caught.
     Groups,
 }
 
@@ -465,21 +466,7 @@ async fn run_groups_command(args: &LabArgs) -> anyhow::Result<LabExit> {
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
-        println!(
-            "coordinator SIGKILL loses no committed offset: {:?} (killed broker {}, new coordinator {:?}; {} commit(s) \
-             sent, {} acknowledged, {} after the kill; fetched {:?}, after healing {:?})",
-            result.verdict,
-            result.killed,
-            result.new_coordinator,
-            result.attempted,
-            result.acknowledged,
-            result.acknowledged_after_kill,
-            result.fetched,
-            result.fetched_after_heal
-        );
-        for violation in &result.violations {
-            println!("  violation: {violation}");
-        }
+        print!("{}", groups::summary(&result));
     }
     Ok(LabExit { failures, replay: "insync lab groups".into() })
 }

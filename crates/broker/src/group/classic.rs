@@ -109,9 +109,10 @@ pub struct ClassicGroup {
     /// The coordinator's sequence when this incarnation of the group was created: a commit
     /// decided before it belongs to an earlier (deleted or unloaded) incarnation.
     pub created_seq: u64,
-    /// Offset commits appended but not yet acknowledged (Kafka `pendingOffsetCommits`): the
-    /// group is not forgotten nor expired while any is in flight.
-    pub pending_commits: BTreeSet<u64>,
+    /// Offset commits appended but not yet acknowledged (Kafka `pendingOffsetCommits`), by
+    /// sequence, with the keys each wrote: the group is not forgotten nor expired while any
+    /// is in flight, and DeleteGroups tombstones their keys too.
+    pub pending_commits: BTreeMap<u64, Vec<(String, i32)>>,
     /// Offsets new to the group among those in flight: they count against the offset cap.
     pub pending_new_offsets: usize,
     /// Per offset, the sequence of the commit that set it (Kafka's `appendedBatchOffset`):
@@ -141,7 +142,7 @@ impl ClassicGroup {
             storing_generation: None,
             offsets: BTreeMap::new(),
             created_seq: 0,
-            pending_commits: BTreeSet::new(),
+            pending_commits: BTreeMap::new(),
             pending_new_offsets: 0,
             offset_seq: HashMap::new(),
         }

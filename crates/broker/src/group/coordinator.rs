@@ -3,13 +3,13 @@
 //! `Effect`s — answers to waiting JoinGroup/SyncGroup requests, and group metadata to store
 //! durably before a rebalance counts as done. No I/O and no clock: `runtime.rs` supplies
 //! time, channels and the log; the unit tests drive it directly.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use insync_types::ErrorCode;
 
 use super::classic::{ClassicGroup, GroupState, Member, Token};
-use super::records::GroupRecord;
+use super::records::{self, GroupRecord};
 
 /// Limits and timings (Kafka `group.*` broker configs).
 #[derive(Debug, Clone)]
@@ -233,14 +233,23 @@ pub struct Coordinator {
     /// Member ids: `client_id-<seed>-<n>`, unique across brokers by the random seed.
     seed: u64,
     next_member: u64,
-    /// Offsets partition -> the leader epoch its groups were loaded at. A request is served
-    /// only if this equals the storage's current loaded epoch (else COORDINATOR_LOAD_IN_PROGRESS:
-    /// the load event is still on its way; Kafka `GroupMetadataManager.loadingPartitions`).
-    loaded: HashMap<i32, i32>,
+    /// Offsets partition -> the leader epoch its groups were loaded at, and which load that
+    /// was. A request is served only if the epoch equals the storage's current loaded epoch
+    /// (else COORDINATOR_LOAD_IN_PROGRESS: the load event is still on its way; Kafka
+    /// `GroupMetadataManager.loadingPartitions`); the load tells apart two loads at one epoch.
+    loaded: HashMap<i32, LoadedAt>,
     /// Orders commits and group incarnations (see `ClassicGroup::offset_seq`).
     pub(super) next_seq: u64,
     /// When offsets are next checked for expiry.
     next_retention_check: i64,
+}
+
+/// A partition's load (see `Coordinator::loaded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadedAt {
+    pub epoch: i32,
+    /// Unique per load of this coordinator (a sequence number).
+    pub load: u64,
 }
 
 fn reply_join(out: &mut Vec<Effect>, token: Token, result: JoinResult) {
@@ -266,6 +275,12 @@ impl Coordinator {
 
     /// The epoch `partition`'s groups were loaded at, if loaded.
     pub fn loaded_epoch(&self, partition: i32) -> Option<i32> {
+        self.loaded.get(&partition).map(|l| l.epoch)
+    }
+
+    /// `partition`'s current load, if loaded: a completion started under another load (even
+    /// at the same epoch) concerns groups that are gone.
+    pub fn loaded_at(&self, partition: i32) -> Option<LoadedAt> {
         self.loaded.get(&partition).copied()
     }
 
@@ -309,8 +324,22 @@ impl Coordinator {
         now: i64,
         out: &mut Vec<Effect>,
     ) -> Result<(), ErrorCode> {
-        if request.group_id.is_empty() {
+        if request.group_id.is_empty() || !records::fits(&request.group_id) {
             return Err(ErrorCode::INVALID_GROUP_ID);
+        }
+        if !request.member_id.is_empty() && !records::fits(&request.member_id) {
+            // Member ids are this coordinator's, all short: this one is nobody's.
+            return Err(ErrorCode::UNKNOWN_MEMBER_ID);
+        }
+        // What the group record stores must fit its int16-framed strings (Kafka's own request
+        // parser refuses longer strings; a flexible request's compact strings are not capped).
+        let stored = [Some(&request.client_id), Some(&request.client_host), Some(&request.protocol_type)];
+        let too_long =
+            stored.into_iter().chain([request.group_instance_id.as_ref()]).flatten().any(|s| !records::fits(s))
+                || request.protocols.iter().any(|(name, _)| !records::fits(name));
+        if too_long {
+            tracing::warn!(group = %request.group_id, "JoinGroup refused: an id or protocol name exceeds {} bytes", records::MAX_STRING_BYTES);
+            return Err(ErrorCode::INVALID_REQUEST);
         }
         let timeouts = self.config.min_session_timeout_ms..=self.config.max_session_timeout_ms;
         if !timeouts.contains(&request.session_timeout_ms) {
@@ -449,7 +478,7 @@ impl Coordinator {
     /// OffsetCommit's group checks (Kafka `validateOffsetCommit` / `doCommitOffsets`),
     /// before the offsets are stored. Creates the group of a simple commit.
     pub fn validate_commit(&mut self, request: &MemberRef, partition: i32, now: i64) -> Result<(), ErrorCode> {
-        if request.group_id.is_empty() {
+        if request.group_id.is_empty() || !records::fits(&request.group_id) {
             return Err(ErrorCode::INVALID_GROUP_ID);
         }
         if !self.groups.contains_key(&request.group_id) {
@@ -543,7 +572,8 @@ impl Coordinator {
     }
 
     /// DeleteGroups (Kafka `deleteGroups`): only an Empty group; returns its partition and
-    /// the tombstones to write (every offset, then the group), and forgets it.
+    /// the tombstones to write (every offset, committed or in flight, then the group), and
+    /// forgets it.
     #[cfg(test)]
     pub fn delete(&mut self, group_id: &str) -> Result<(i32, Vec<GroupRecord>), ErrorCode> {
         let deleted = self.delete_records(group_id)?;
@@ -566,9 +596,13 @@ impl Coordinator {
             }
             Some(g) => g,
         };
-        let mut tombstones: Vec<GroupRecord> = group
-            .offsets
-            .keys()
+        // Kafka (`OffsetMetadataManager.deleteAllOffsets`) deletes the offsets of commits still
+        // waiting for their acknowledgement too: their records precede these tombstones in
+        // the log, and a reload must not bring them back (a group tombstone deletes no offset).
+        let keys: BTreeSet<&(String, i32)> =
+            group.offsets.keys().chain(group.pending_commits.values().flatten()).collect();
+        let mut tombstones: Vec<GroupRecord> = keys
+            .into_iter()
             .map(|(topic, partition)| GroupRecord::Offset {
                 group: group_id.to_string(),
                 topic: topic.clone(),
@@ -652,12 +686,34 @@ impl Coordinator {
 
     /// This broker now coordinates `partition`: rebuild its groups from the records, in
     /// order (last write wins, tombstones delete; Kafka `GroupMetadataManager.loadGroupsAndOffsets`).
-    pub fn load(&mut self, partition: i32, epoch: i32, records: Vec<GroupRecord>, now: i64, out: &mut Vec<Effect>) {
+    /// A group tombstone deletes the group's metadata, not its offsets: as in Kafka, only
+    /// an offset's own tombstone deletes it (log compaction keeps keys, not their order).
+    /// Records of a group `owns` says lives on another partition are skipped with a WARN
+    /// (they are not this partition's to serve, and must not replace a live group).
+    pub fn load(
+        &mut self,
+        partition: i32,
+        epoch: i32,
+        records: Vec<GroupRecord>,
+        owns: &dyn Fn(&str) -> bool,
+        now: i64,
+        out: &mut Vec<Effect>,
+    ) {
         self.unload(partition, out);
-        self.loaded.insert(partition, epoch);
         let created_seq = self.bump_seq();
+        self.loaded.insert(partition, LoadedAt { epoch, load: created_seq });
         let mut loaded: BTreeMap<String, ClassicGroup> = BTreeMap::new();
+        let mut foreign: BTreeMap<String, usize> = BTreeMap::new();
         for record in records {
+            let group_id = match &record {
+                GroupRecord::Offset { group, .. } | GroupRecord::Group { group, .. } => group,
+            };
+            // Each group is asked about once: known ones are in `loaded` or `foreign`.
+            let owned = loaded.contains_key(group_id) || (!foreign.contains_key(group_id) && owns(group_id));
+            if !owned {
+                *foreign.entry(group_id.clone()).or_default() += 1;
+                continue;
+            }
             match record {
                 GroupRecord::Offset { group, topic, partition: p, value } => {
                     let entry =
@@ -677,15 +733,34 @@ impl Coordinator {
                     entry.apply_record(&value, now);
                 }
                 GroupRecord::Group { group, value: None } => {
-                    loaded.remove(&group);
+                    // The group's metadata goes; offsets not tombstoned stay, in a new Empty group.
+                    if let Some(old) = loaded.remove(&group) {
+                        if !old.offsets.is_empty() {
+                            let mut fresh = ClassicGroup::new(&group, partition, now);
+                            fresh.offsets = old.offsets;
+                            loaded.insert(group, fresh);
+                        }
+                    }
                 }
             }
         }
-        tracing::info!(partition, epoch, groups = loaded.len(), "loaded consumer groups");
-        for group in loaded.values_mut() {
-            group.created_seq = created_seq;
+        for (group, records) in &foreign {
+            tracing::warn!(partition, group = %group, records, "skipped records of a group placed on another offsets partition");
         }
-        self.groups.extend(loaded);
+        tracing::info!(partition, epoch, groups = loaded.len(), "loaded consumer groups");
+        for (group_id, mut group) in loaded {
+            group.created_seq = created_seq;
+            match self.groups.get(&group_id) {
+                // `unload` removed this partition's groups: one still here is another's.
+                Some(live) => tracing::warn!(
+                    partition, group = %group_id, live_partition = live.partition,
+                    "not loading a group that is live on another offsets partition"
+                ),
+                None => {
+                    self.groups.insert(group_id, group);
+                }
+            }
+        }
     }
 
     /// `partition` moved away: drop its groups, answering whoever waits with NOT_COORDINATOR

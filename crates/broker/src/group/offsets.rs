@@ -8,7 +8,10 @@ use insync_types::ErrorCode;
 
 use super::classic::GroupState;
 use super::coordinator::{Coordinator, Effect, MemberRef, StoreDone};
-use super::records::{GroupRecord, OffsetValue};
+use super::records::{self, GroupRecord, OffsetValue};
+
+/// Kafka's longest topic name (`Topic.MAX_NAME_LENGTH`, ASCII only).
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 
 /// A commit appended and waiting for its acknowledgement (see `Coordinator::finish_commit`).
 #[derive(Debug)]
@@ -36,7 +39,9 @@ impl Coordinator {
     ) -> Result<(CommitResults, Option<PendingCommit>), ErrorCode> {
         self.validate_commit(request, partition, now)?;
         let seq = self.bump_seq();
-        let (max_metadata, max_offsets) = (self.config.offset_metadata_max_bytes, self.config.max_offsets_per_group);
+        // Kafka's record field is an int16-framed string, whatever offset.metadata.max.bytes says.
+        let max_metadata = self.config.offset_metadata_max_bytes.min(records::MAX_STRING_BYTES);
+        let max_offsets = self.config.max_offsets_per_group;
         let group = self.groups.get_mut(&request.group_id).ok_or(ErrorCode::ILLEGAL_GENERATION)?;
         let mut results = Vec::with_capacity(offsets.len());
         let mut accepted = Vec::new();
@@ -44,7 +49,11 @@ impl Coordinator {
         for (topic, p, value) in offsets {
             let key = (topic, p);
             let known = group.offsets.contains_key(&key);
-            let error = if value.metadata.len() > max_metadata {
+            let error = if key.0.len() > MAX_TOPIC_NAME_BYTES {
+                // No such topic can exist (the adapters refuse unknown topics already): never
+                // a record key.
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            } else if value.metadata.len() > max_metadata {
                 ErrorCode::OFFSET_METADATA_TOO_LARGE
             } else if !known && group.offsets.len() + group.pending_new_offsets + new_offsets >= max_offsets {
                 // Not retriable: retrying cannot make room (offset expiry or DeleteGroups does).
@@ -62,7 +71,7 @@ impl Coordinator {
         if accepted.is_empty() {
             return Ok((results, None));
         }
-        group.pending_commits.insert(seq);
+        group.pending_commits.insert(seq, accepted.iter().map(|(topic, p, _)| (topic.clone(), *p)).collect());
         group.pending_new_offsets += new_offsets;
         let pending = PendingCommit { group_id: request.group_id.clone(), seq, offsets: accepted, new_offsets };
         Ok((results, Some(pending)))
@@ -112,14 +121,14 @@ impl Coordinator {
         }
         let seq = self.bump_seq();
         if let Some(group) = self.groups.get_mut(group_id) {
-            group.pending_commits.insert(seq);
+            group.pending_commits.insert(seq, offsets.iter().map(|(topic, p, _)| (topic.clone(), *p)).collect());
         }
         self.finish_commit(PendingCommit { group_id: group_id.to_string(), seq, offsets, new_offsets: 0 }, true);
     }
 
     /// Is a commit decided before `seq` still waiting for its acknowledgement?
     pub fn commit_pending_before(&self, group_id: &str, seq: u64) -> bool {
-        self.groups.get(group_id).and_then(|g| g.pending_commits.first()).is_some_and(|first| *first < seq)
+        self.groups.get(group_id).and_then(|g| g.pending_commits.keys().next()).is_some_and(|first| *first < seq)
     }
 
     /// OffsetFetch: the named partitions (None: every committed offset of the group).

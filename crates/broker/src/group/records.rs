@@ -54,85 +54,127 @@ pub struct MemberValue {
     pub assignment: Bytes,
 }
 
-/// A record's key and value (None: a tombstone).
-pub fn encode(record: &GroupRecord) -> (Bytes, Option<Bytes>) {
+/// The longest string a record can hold: Kafka's `string` is int16-framed. The coordinator
+/// refuses longer ids and names where requests come in (see `fits`), so `encode` never meets one.
+pub const MAX_STRING_BYTES: usize = i16::MAX as usize;
+
+/// Does `s` fit a record's int16-framed string?
+pub fn fits(s: &str) -> bool {
+    s.len() <= MAX_STRING_BYTES
+}
+
+/// A record's key and value (None: a tombstone). Err names a string or bytes field too long
+/// for its frame: nothing is ever cut (a cut key would be another group's or offset's key).
+pub fn encode(record: &GroupRecord) -> Result<(Bytes, Option<Bytes>), String> {
     match record {
         GroupRecord::Offset { group, topic, partition, value } => {
             let mut key = BytesMut::with_capacity(2 + 2 + group.len() + 2 + topic.len() + 4);
             key.put_i16(KEY_OFFSET);
-            put_string(&mut key, group);
-            put_string(&mut key, topic);
+            put_string(&mut key, group, "group id")?;
+            put_string(&mut key, topic, "topic")?;
             key.put_i32(*partition);
-            (key.freeze(), value.as_ref().map(encode_offset_value))
+            let value = value.as_ref().map(encode_offset_value).transpose()?;
+            Ok((key.freeze(), value))
         }
         GroupRecord::Group { group, value } => {
             let mut key = BytesMut::with_capacity(2 + 2 + group.len());
             key.put_i16(KEY_GROUP);
-            put_string(&mut key, group);
-            (key.freeze(), value.as_ref().map(encode_group_value))
+            put_string(&mut key, group, "group id")?;
+            let value = value.as_ref().map(encode_group_value).transpose()?;
+            Ok((key.freeze(), value))
         }
     }
 }
 
-fn encode_offset_value(value: &OffsetValue) -> Bytes {
+fn encode_offset_value(value: &OffsetValue) -> Result<Bytes, String> {
     let mut buf = BytesMut::with_capacity(2 + 8 + 4 + 2 + value.metadata.len() + 8);
     buf.put_i16(OFFSET_VALUE_VERSION);
     buf.put_i64(value.offset);
     buf.put_i32(value.leader_epoch);
-    put_string(&mut buf, &value.metadata);
+    put_string(&mut buf, &value.metadata, "offset metadata")?;
     buf.put_i64(value.commit_timestamp_ms);
-    buf.freeze()
+    Ok(buf.freeze())
 }
 
-fn encode_group_value(value: &GroupValue) -> Bytes {
+fn encode_group_value(value: &GroupValue) -> Result<Bytes, String> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i16(GROUP_VALUE_VERSION);
-    put_string(&mut buf, &value.protocol_type);
+    put_string(&mut buf, &value.protocol_type, "protocol type")?;
     buf.put_i32(value.generation_id);
-    put_nullable_string(&mut buf, value.protocol_name.as_deref());
-    put_nullable_string(&mut buf, value.leader.as_deref());
+    put_nullable_string(&mut buf, value.protocol_name.as_deref(), "protocol name")?;
+    put_nullable_string(&mut buf, value.leader.as_deref(), "leader id")?;
     buf.put_i64(value.state_timestamp_ms);
-    buf.put_i32(i32::try_from(value.members.len()).unwrap_or(i32::MAX));
+    let count = i32::try_from(value.members.len()).map_err(|_| format!("{} members", value.members.len()))?;
+    buf.put_i32(count);
     for member in &value.members {
-        put_string(&mut buf, &member.member_id);
-        put_nullable_string(&mut buf, member.group_instance_id.as_deref());
-        put_string(&mut buf, &member.client_id);
-        put_string(&mut buf, &member.client_host);
+        put_string(&mut buf, &member.member_id, "member id")?;
+        put_nullable_string(&mut buf, member.group_instance_id.as_deref(), "group instance id")?;
+        put_string(&mut buf, &member.client_id, "client id")?;
+        put_string(&mut buf, &member.client_host, "client host")?;
         buf.put_i32(member.rebalance_timeout_ms);
         buf.put_i32(member.session_timeout_ms);
-        put_bytes(&mut buf, &member.subscription);
-        put_bytes(&mut buf, &member.assignment);
+        put_bytes(&mut buf, &member.subscription, "subscription")?;
+        put_bytes(&mut buf, &member.assignment, "assignment")?;
     }
-    buf.freeze()
+    Ok(buf.freeze())
 }
 
-/// Kafka `string`: int16 length then UTF-8. Longer strings (the protocol never carries one:
-/// its own strings are int16-framed) are cut at the limit on a character boundary.
-fn put_string(buf: &mut BytesMut, s: &str) {
-    let mut end = s.len().min(i16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    buf.put_i16(end as i16);
-    buf.put_slice(&s.as_bytes()[..end]);
+/// Kafka `string`: int16 length then UTF-8; a longer string is an error, never cut.
+fn put_string(buf: &mut BytesMut, s: &str, what: &str) -> Result<(), String> {
+    let len = i16::try_from(s.len())
+        .map_err(|_| format!("{what} of {} bytes exceeds the {MAX_STRING_BYTES}-byte limit", s.len()))?;
+    buf.put_i16(len);
+    buf.put_slice(s.as_bytes());
+    Ok(())
 }
 
-fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>, what: &str) -> Result<(), String> {
     match s {
-        Some(s) => put_string(buf, s),
-        None => buf.put_i16(-1),
+        Some(s) => put_string(buf, s, what),
+        None => {
+            buf.put_i16(-1);
+            Ok(())
+        }
     }
 }
 
 /// Kafka `bytes`: int32 length then the bytes.
-fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
-    buf.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
+fn put_bytes(buf: &mut BytesMut, b: &[u8], what: &str) -> Result<(), String> {
+    let len = i32::try_from(b.len()).map_err(|_| format!("{what} of {} bytes exceeds the int32 frame", b.len()))?;
+    buf.put_i32(len);
     buf.put_slice(b);
+    Ok(())
 }
 
-/// A record read back from the log. Unknown record types and versions (say, KIP-848's
-/// consumer-group records written by a newer Kafka) are an error the loader logs and skips.
-pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<GroupRecord, String> {
+/// Why a record read back from the log does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A key record type this broker does not know (say, KIP-848's consumer-group records
+    /// written by a newer Kafka): Kafka's loader logs and skips these.
+    UnknownType(i16),
+    /// Bytes that do not decode as their known type: Kafka's loader fails the load.
+    Invalid(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::UnknownType(t) => write!(f, "unknown record type {t}"),
+            DecodeError::Invalid(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for DecodeError {
+    fn from(e: String) -> DecodeError {
+        DecodeError::Invalid(e)
+    }
+}
+
+/// A record read back from the log: Err(UnknownType) for a key type this broker does not
+/// know (the loader skips it, as Kafka's does), Err(Invalid) for bytes that do not decode
+/// as their type or version (the loader fails: acknowledged state must not silently go).
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<GroupRecord, DecodeError> {
     let mut k = Reader::new(key);
     let record_type = k.i16()?;
     let record = match record_type {
@@ -148,7 +190,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<GroupRecord, String> {
             let value = value.map(decode_group_value).transpose()?;
             GroupRecord::Group { group, value }
         }
-        other => return Err(format!("unknown record type {other}")),
+        other => return Err(DecodeError::UnknownType(other)),
     };
     k.end("key")?;
     Ok(record)
@@ -355,7 +397,7 @@ mod tests {
             GroupRecord::Group { group: "".into(), value: None },
         ];
         for record in records {
-            let (key, value) = encode(&record);
+            let (key, value) = encode(&record).unwrap();
             assert_eq!(decode(&key, value.as_deref()), Ok(record));
         }
     }
@@ -363,13 +405,13 @@ mod tests {
     #[test]
     fn bytes_match_kafkas_layout() {
         // OffsetCommitKey: type 1, group, topic, partition; OffsetCommitValue v3.
-        let (key, value) = encode(&offset("g", "t", 2, Some(9)));
+        let (key, value) = encode(&offset("g", "t", 2, Some(9))).unwrap();
         assert_eq!(&key[..], b"\x00\x01\x00\x01g\x00\x01t\x00\x00\x00\x02");
         let mut want = vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 7, 0, 6];
         want.extend_from_slice("m€ta".as_bytes());
         want.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
         assert_eq!(value.as_deref(), Some(&want[..]));
-        let (key, value) = encode(&GroupRecord::Group { group: "g".into(), value: None });
+        let (key, value) = encode(&GroupRecord::Group { group: "g".into(), value: None }).unwrap();
         assert_eq!((&key[..], value), (&b"\x00\x02\x00\x01g"[..], None));
     }
 
@@ -381,7 +423,7 @@ mod tests {
         v1.extend_from_slice(b"\x00\x00");
         v1.extend_from_slice(&5i64.to_be_bytes());
         v1.extend_from_slice(&(-1i64).to_be_bytes());
-        let (key, _) = encode(&offset("g", "t", 0, None));
+        let (key, _) = encode(&offset("g", "t", 0, None)).unwrap();
         let want = GroupRecord::Offset {
             group: "g".into(),
             topic: "t".into(),
@@ -393,7 +435,7 @@ mod tests {
 
     #[test]
     fn hostile_bytes_are_errors_never_panics() {
-        let (key, value) = encode(&GroupRecord::Group { group: "grp".into(), value: Some(group_value()) });
+        let (key, value) = encode(&GroupRecord::Group { group: "grp".into(), value: Some(group_value()) }).unwrap();
         let value = value.unwrap();
         // Every truncation of key and value fails cleanly.
         for cut in 0..key.len() {
@@ -414,8 +456,35 @@ mod tests {
         let mut v = vec![0, 3, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
         v.extend_from_slice(&0i64.to_be_bytes());
         v.extend_from_slice(&i32::MAX.to_be_bytes());
-        assert!(decode(&key, Some(&v)).unwrap_err().contains("member count"));
-        assert!(decode(b"\x00\x09", None).unwrap_err().contains("unknown record type 9"));
-        assert!(decode(&[key.as_ref(), b"x"].concat(), None).unwrap_err().contains("trailing"));
+        assert!(decode(&key, Some(&v)).unwrap_err().to_string().contains("member count"));
+        assert_eq!(decode(b"\x00\x09", None), Err(DecodeError::UnknownType(9)));
+        assert!(decode(b"\x00\x09", None).unwrap_err().to_string().contains("unknown record type 9"));
+        let trailing = decode(&[key.as_ref(), b"x"].concat(), None).unwrap_err();
+        assert!(matches!(&trailing, DecodeError::Invalid(e) if e.contains("trailing")), "{trailing}");
+        assert!(matches!(decode(b"\x00", None), Err(DecodeError::Invalid(_))), "a cut key type is invalid");
+    }
+
+    #[test]
+    fn strings_too_long_for_their_frame_are_refused_never_cut() {
+        let longest = "g".repeat(MAX_STRING_BYTES);
+        assert!(fits(&longest) && !fits(&format!("{longest}g")));
+        let record = GroupRecord::Group { group: longest.clone(), value: None };
+        let (key, _) = encode(&record).unwrap();
+        assert_eq!(decode(&key, None), Ok(record));
+        // One byte more: two such ids would collide under a cut key, so it is an error.
+        let too_long = GroupRecord::Group { group: format!("{longest}x"), value: None };
+        assert!(encode(&too_long).unwrap_err().contains("group id"));
+        let mut value = group_value();
+        value.members[1].group_instance_id = Some("i".repeat(MAX_STRING_BYTES + 1));
+        let too_long = GroupRecord::Group { group: "g".into(), value: Some(value) };
+        assert!(encode(&too_long).unwrap_err().contains("group instance id"));
+        let mut commit = offset("g", "t", 0, Some(1));
+        if let GroupRecord::Offset { value: Some(v), .. } = &mut commit {
+            v.metadata = "m".repeat(MAX_STRING_BYTES + 1);
+        }
+        assert!(encode(&commit).unwrap_err().contains("offset metadata"));
+        // A multi-byte character straddling the limit is refused too, not cut before it.
+        let straddling = format!("{}€", "t".repeat(MAX_STRING_BYTES - 1));
+        assert!(encode(&offset("g", &straddling, 0, None)).unwrap_err().contains("topic"));
     }
 }

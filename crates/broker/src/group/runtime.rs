@@ -21,12 +21,12 @@ use tracing::{debug, info, warn};
 
 use super::classic::Token;
 use super::coordinator::{
-    Coordinator, CoordinatorConfig, Effect, GroupDescription, JoinRequest, JoinResult, MemberRef, Reply, StoreDone,
-    SyncRequest, SyncResult,
+    Coordinator, CoordinatorConfig, Effect, GroupDescription, JoinRequest, JoinResult, LoadedAt, MemberRef, Reply,
+    StoreDone, SyncRequest, SyncResult,
 };
 pub use super::offsets::CommitResults;
 use super::offsets::PendingCommit;
-use super::records::{GroupRecord, OffsetValue};
+use super::records::{self, GroupRecord, OffsetValue};
 use super::storage::ShardEvent;
 use super::{AppendWait, GroupLog};
 
@@ -81,7 +81,9 @@ impl GroupCoordinator {
     /// The group's offsets partition and its leader epoch, if this broker coordinates it
     /// (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS / COORDINATOR_NOT_AVAILABLE otherwise).
     pub fn locate(&self, group_id: &str) -> Result<(i32, i32), ErrorCode> {
-        if group_id.is_empty() {
+        // A group id is a record key: one longer than a record's int16-framed string cannot
+        // be stored (Kafka's request parser refuses it; compact strings are not capped here).
+        if group_id.is_empty() || !records::fits(group_id) {
             return Err(ErrorCode::INVALID_GROUP_ID);
         }
         let partition = self.log.partition_for(group_id)?;
@@ -333,9 +335,13 @@ impl GroupCoordinator {
         Ok(wait)
     }
 
-    /// This broker now coordinates `partition` at `epoch` (see `ShardEvent::Loaded`).
+    /// This broker now coordinates `partition` at `epoch` (see `ShardEvent::Loaded`). Records
+    /// of groups the log places on another partition are not loaded (a placement it cannot
+    /// tell right now keeps the record: the storage just loaded this partition).
     pub fn loaded(self: &Arc<Self>, partition: i32, epoch: i32, records: Vec<GroupRecord>) {
-        self.with_machine(|m, now, out| m.load(partition, epoch, records, now, out));
+        let log = self.log.clone();
+        let owns = move |group: &str| log.partition_for(group).map_or(true, |p| p == partition);
+        self.with_machine(|m, now, out| m.load(partition, epoch, records, &owns, now, out));
     }
 
     /// `partition` moved away (see `ShardEvent::Unloaded`).
@@ -374,11 +380,12 @@ impl GroupCoordinator {
     }
 
     /// Waits for a group metadata append, then tells the machine how it went, unless the
-    /// partition was unloaded or reloaded meanwhile (its groups are other objects then).
+    /// partition was unloaded or reloaded meanwhile, even at the same epoch (its groups are
+    /// other objects then).
     fn spawn_store_wait(self: &Arc<Self>, wait: StoreWait) {
         let this = self.clone();
         tokio::spawn(async move {
-            let StoreWait { group_id, partition, epoch, wait, done } = wait;
+            let StoreWait { group_id, partition, loaded_at, wait, done } = wait;
             let result = wait.await;
             match &result {
                 Err(error) => warn!(group = %group_id, %error, "group metadata not stored"),
@@ -386,7 +393,7 @@ impl GroupCoordinator {
             }
             let now = this.now();
             let mut inner = this.lock();
-            if inner.machine.loaded_epoch(partition) != Some(epoch) {
+            if inner.machine.loaded_at(partition) != Some(loaded_at) {
                 return;
             }
             let mut effects = Vec::new();
@@ -400,7 +407,8 @@ impl GroupCoordinator {
 struct StoreWait {
     group_id: String,
     partition: i32,
-    epoch: i32,
+    /// The load of the partition the append was decided under.
+    loaded_at: LoadedAt,
     wait: AppendWait,
     done: StoreDone,
 }
@@ -420,12 +428,12 @@ fn deliver(inner: &mut Inner, log: &dyn GroupLog, effects: Vec<Effect>, now: i64
                 }
             }
             Effect::Store { group_id, partition, records, done } => {
-                let started = match inner.machine.loaded_epoch(partition) {
-                    Some(epoch) => log.append(partition, epoch, records).map(|wait| (epoch, wait)),
+                let started = match inner.machine.loaded_at(partition) {
+                    Some(at) => log.append(partition, at.epoch, records).map(|wait| (at, wait)),
                     None => Err(ErrorCode::NOT_COORDINATOR),
                 };
                 match started {
-                    Ok((epoch, wait)) => waits.push(StoreWait { group_id, partition, epoch, wait, done }),
+                    Ok((loaded_at, wait)) => waits.push(StoreWait { group_id, partition, loaded_at, wait, done }),
                     Err(error) => {
                         warn!(group = %group_id, %error, "group metadata not appended");
                         let mut more = Vec::new();

@@ -175,3 +175,81 @@ async fn a_store_decided_at_an_old_epoch_is_not_written_at_the_new_one() {
     let records = log.records.lock().unwrap().clone();
     assert!(records.iter().any(|(_, r)| matches!(r, GroupRecord::Group { value: None, .. })), "{records:?}");
 }
+
+#[tokio::test]
+async fn a_group_id_too_long_for_a_record_key_is_invalid() {
+    let (_, _, groups) = setup();
+    groups.loaded(0, 0, Vec::new());
+    let long = "g".repeat(super::records::MAX_STRING_BYTES + 1);
+    assert_eq!(groups.locate(&long), Err(ErrorCode::INVALID_GROUP_ID));
+    let commit = groups.commit(simple(&long), vec![("t".into(), 0, offset(1, 0))]).await;
+    assert_eq!(commit, Err(ErrorCode::INVALID_GROUP_ID));
+    assert_eq!(groups.delete(&long).await, ErrorCode::INVALID_GROUP_ID);
+    assert!(groups.locate(&"g".repeat(super::records::MAX_STRING_BYTES)).is_ok());
+}
+
+fn join_request(member_id: &str) -> JoinRequest {
+    JoinRequest {
+        group_id: "g".into(),
+        partition: 0,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::new())],
+        require_known_member_id: true,
+    }
+}
+
+/// A member through JoinGroup to generation 1 of a new group "g"; its SyncGroup as leader
+/// assigning `assignment` is started (its store held by the log).
+async fn first_generation_sync(
+    groups: &Arc<GroupCoordinator>,
+    assignment: &'static [u8],
+) -> tokio::task::JoinHandle<super::coordinator::SyncResult> {
+    let first = groups.join(join_request("")).await;
+    assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
+    let joining = tokio::spawn(groups.join(join_request(&first.member_id)));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    groups.tick();
+    let joined = tokio::time::timeout(Duration::from_secs(5), joining).await.unwrap().unwrap();
+    assert_eq!((joined.error, joined.generation_id), (ErrorCode::NONE, 1));
+    let sync = super::coordinator::SyncRequest {
+        group_id: "g".into(),
+        member_id: joined.member_id.clone(),
+        group_instance_id: None,
+        generation_id: 1,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(joined.member_id, Bytes::from_static(assignment))],
+    };
+    tokio::spawn(groups.sync(sync))
+}
+
+#[tokio::test]
+async fn a_store_completing_after_a_reload_at_the_same_epoch_is_ignored() {
+    let (log, _, groups) = setup();
+    groups.loaded(0, 0, Vec::new());
+    log.hold.store(true, Ordering::SeqCst);
+    let old_sync = first_generation_sync(&groups, b"old").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let old_store = log.held.lock().unwrap().pop().expect("the old generation's store is held");
+    // The partition is loaded again at the same epoch (the storage reloaded it), before the
+    // group record was stored: the new load knows nothing of the group.
+    groups.loaded(0, 0, Vec::new());
+    let answered = tokio::time::timeout(Duration::from_secs(5), old_sync).await.unwrap().unwrap();
+    assert_eq!(answered.error, ErrorCode::NOT_COORDINATOR, "the unload answered the waiting sync");
+    // A new incarnation of the group reaches the same generation and stores its own record.
+    let new_sync = first_generation_sync(&groups, b"new").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The old store's acknowledgement arrives now: it must not hand out its assignment.
+    let _ = old_store.send(());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!new_sync.is_finished(), "answered by the old generation's store");
+    release_all(&log).await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), new_sync).await.unwrap().unwrap();
+    assert_eq!((answered.error, answered.assignment), (ErrorCode::NONE, Bytes::from_static(b"new")));
+}

@@ -10,10 +10,16 @@
 //!   (docs/operations.md "Consumer offsets"). Offsets leave memory and a reload through the
 //!   tombstones the coordinator writes (DeleteGroups, offsets.retention.minutes expiry).
 //! - A group lives on partition `abs(javaHash(group)) % partitions`; its coordinator is that
-//!   partition's leader (Kafka `GroupMetadataManager.partitionFor`).
+//!   partition's leader (Kafka `GroupMetadataManager.partitionFor`). The partition count is
+//!   the one this process first saw the topic with, kept for its lifetime (Kafka fixes
+//!   offsets.topic.num.partitions at startup): were partitions added, every group would
+//!   move to another partition and its offsets would seem gone.
 //! - When this broker becomes leader of a partition it reads the local log from its start to
 //!   its end, keeps the last record of every key, and emits `ShardEvent::Loaded`; leadership
-//!   lost or a newer epoch emits `Unloaded` (Kafka `onElection` / `onResignation`).
+//!   lost or a newer epoch emits `Unloaded` (Kafka `onElection` / `onResignation`). A load
+//!   that cannot read every record (a corrupt batch, a record of a known type that does not
+//!   decode) fails and is retried: the partition stays COORDINATOR_LOAD_IN_PROGRESS rather
+//!   than serving state with acknowledged writes missing.
 //! - `append` writes one RecordBatch v2 through the produce path (`ReplicaManager::
 //!   produce_append` + `produce_wait`), so the offsets topic follows the same acks=all, ISR
 //!   and high-watermark rules as every other topic.
@@ -28,7 +34,7 @@ use insync_log::batch::{decode_records, iter_batches, BatchBuilder};
 use insync_proto as pb;
 use insync_types::{topic_config, ErrorCode, TopicPartition};
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::records::{self, GroupRecord};
 use super::{java_string_hash, AppendWait, GroupLog};
@@ -52,6 +58,8 @@ const CREATE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Bytes read from the log per step while loading (whole batches, at least one).
 const LOAD_READ_BYTES: usize = 1 << 20;
+/// A failed load is started again at most this often (it reads the whole partition).
+const LOAD_RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// What the coordinator hears about the partitions this broker leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +77,9 @@ struct Shard {
     /// The replica led: a re-created replica (another `Arc`) is another shard.
     replica: Arc<Partition>,
     loaded: bool,
+    /// Which load this is: a load started for a shard since dropped (`reload`) must not
+    /// complete the shard that replaced it at the same epoch.
+    load_id: u64,
 }
 
 /// Topic creation in flight, and when it was last tried.
@@ -92,6 +103,18 @@ pub struct GroupStorage {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<ShardEvent>>>,
     /// Wakes the leadership watcher (a request found a leadership it has not seen yet).
     recheck: Notify,
+    /// The topic's partition count as first seen by this process (see the module doc), and
+    /// the other count last logged, so a changed topic is reported once per change.
+    partition_count: Mutex<PartitionCount>,
+    /// Partitions whose last load failed, and when: not started again before `LOAD_RETRY_EVERY`.
+    failed_loads: Mutex<HashMap<i32, Instant>>,
+    next_load_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct PartitionCount {
+    fixed: Option<i32>,
+    reported: Option<i32>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,6 +182,9 @@ impl GroupStorage {
             events: Mutex::new(tx),
             receiver: Mutex::new(Some(rx)),
             recheck: Notify::new(),
+            partition_count: Mutex::new(PartitionCount::default()),
+            failed_loads: Mutex::new(HashMap::new()),
+            next_load_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -170,37 +196,68 @@ impl GroupStorage {
     }
 
     /// Offsets partition of a group: abs(java String.hashCode(group)) % partition count
-    /// (Kafka `GroupMetadataManager.partitionFor`; the count is the topic's, as Kafka reads
-    /// it once the topic exists). Err(COORDINATOR_NOT_AVAILABLE) while the topic does not
-    /// exist yet (and starts its creation).
+    /// (Kafka `GroupMetadataManager.partitionFor`; the count is fixed the first time the
+    /// topic is seen: `partition_count`). Err(COORDINATOR_NOT_AVAILABLE) while the topic
+    /// does not exist yet (and starts its creation).
     pub fn partition_for(&self, group_id: &str) -> Result<i32, ErrorCode> {
-        match self.topic() {
-            Some((metadata, index)) if !metadata.topics[index].partitions.is_empty() => {
-                let count = i32::try_from(metadata.topics[index].partitions.len()).unwrap_or(i32::MAX);
-                Ok(partition_of(group_id, count))
-            }
-            _ => {
+        match self.topic().and_then(|(metadata, index)| self.partition_count(&metadata.topics[index])) {
+            Some(count) => Ok(partition_of(group_id, count)),
+            None => {
                 self.ensure_created();
                 Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
             }
         }
     }
 
+    /// The partition count groups are placed by: the topic's count the first time this
+    /// process saw it with partitions, for the life of the process. A different count later
+    /// (partitions added behind the controller's back) is logged as an ERROR, once per
+    /// change, and ignored: the groups stay where their offsets are.
+    fn partition_count(&self, topic: &pb::TopicMetadata) -> Option<i32> {
+        if topic.partitions.is_empty() {
+            return None;
+        }
+        let seen = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let mut count = lock(&self.partition_count);
+        let fixed = *count.fixed.get_or_insert(seen);
+        if seen == fixed {
+            count.reported = None;
+        } else if count.reported != Some(seen) {
+            count.reported = Some(seen);
+            error!(
+                topic = OFFSETS_TOPIC,
+                partitions = seen,
+                placing_by = fixed,
+                "the offsets topic's partition count changed; groups keep being placed by the count first seen (partitions must never be added to {OFFSETS_TOPIC})"
+            );
+        }
+        Some(fixed)
+    }
+
     /// The Kafka endpoint of `group_id`'s coordinator (the leader of its partition):
     /// (broker id, host, port). COORDINATOR_NOT_AVAILABLE while the topic is created or the
-    /// partition has no leader with a Kafka listener (Kafka `KafkaApis.getCoordinator`).
-    pub fn coordinator(&self, group_id: &str) -> Result<(i32, String, i32), ErrorCode> {
-        let partition = self.partition_for(group_id)?;
-        let (metadata, index) = self.topic().ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+    /// partition has no leader with a Kafka listener (Kafka `KafkaApis.getCoordinator`),
+    /// with the reason in words.
+    pub fn coordinator(&self, group_id: &str) -> Result<(i32, String, i32), (ErrorCode, String)> {
+        let unavailable = |why: String| (ErrorCode::COORDINATOR_NOT_AVAILABLE, why);
+        let partition = self
+            .partition_for(group_id)
+            .map_err(|code| (code, format!("the {OFFSETS_TOPIC} topic does not exist yet (it is being created)")))?;
+        let (metadata, index) =
+            self.topic().ok_or_else(|| unavailable(format!("the {OFFSETS_TOPIC} topic is gone")))?;
         let leader = metadata.topics[index]
             .partitions
             .iter()
             .find(|p| p.partition == partition)
             .map(|p| p.leader)
             .filter(|leader| *leader >= 0)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        let broker = metadata.brokers.iter().find(|b| b.id == leader).ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        let (host, port) = crate::kafka::kafka_endpoint(broker).ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{partition} has no leader yet")))?;
+        let broker = metadata.brokers.iter().find(|b| b.id == leader).ok_or_else(|| {
+            unavailable(format!("the leader of {OFFSETS_TOPIC}-{partition}, broker {leader}, is unknown"))
+        })?;
+        let (host, port) = crate::kafka::kafka_endpoint(broker).ok_or_else(|| {
+            unavailable(format!("the leader of {OFFSETS_TOPIC}-{partition}, broker {leader}, has no Kafka listener"))
+        })?;
         if leader == self.replica_manager.broker_id {
             // Our own leadership: make sure the watcher loads it without waiting for a tick.
             self.recheck.notify_one();
@@ -304,6 +361,7 @@ impl GroupStorage {
             unclean_leader_election_enable: false,
             configs: configs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             validate_only: false,
+            internal: true,
         }
     }
 }
@@ -404,7 +462,12 @@ impl GroupStorage {
             .unwrap_or(0);
         let mut batch = BatchBuilder::new();
         for record in records {
-            let (key, value) = records::encode(record);
+            // The coordinator refuses over-long ids and names where requests come in; one
+            // reaching here is a bug, answered as one rather than written cut.
+            let (key, value) = records::encode(record).map_err(|e| {
+                error!(topic = OFFSETS_TOPIC, partition, "group record not encodable, nothing appended: {e}");
+                ErrorCode::UNKNOWN_SERVER_ERROR
+            })?;
             batch.push(Some(&key), value.as_deref(), now_ms);
         }
         let appended = self.replica_manager.produce_append(ProduceRequest {
@@ -417,16 +480,37 @@ impl GroupStorage {
             ProduceAppended::Done(outcome) => outcome,
             ProduceAppended::Waiting { outcome, .. } => outcome,
         };
+        if outcome.appended && outcome.leader_epoch != leader_epoch {
+            // Leadership changed between the check and the append: the records are in the
+            // log of another epoch, whose load may have read the log end before they landed.
+            // Drop that load so the partition is read again with them; this coordinator's
+            // epoch must not go on.
+            self.reload(partition, "records of an older epoch were appended during its load");
+            return Err(ErrorCode::NOT_COORDINATOR);
+        }
         if outcome.error != ErrorCode::NONE {
             warn!(topic = OFFSETS_TOPIC, partition, error = %outcome.error, "group records refused: {}", outcome.message);
             return Err(map_append_error(outcome.error));
         }
         if outcome.leader_epoch != leader_epoch {
-            // Leadership changed between the check and the append: the records are in the
-            // log of a newer epoch, which reloads them; this coordinator must not go on.
             return Err(ErrorCode::NOT_COORDINATOR);
         }
         Ok(Some(appended))
+    }
+
+    /// Forgets `partition`'s shard, loaded or loading (its in-flight load is then ignored),
+    /// so the watcher loads it again from the log: the coordinator hears `Unloaded`, then
+    /// `Loaded` with everything the log holds by then.
+    fn reload(&self, partition: i32, why: &str) {
+        let mut shards = lock(&self.shards);
+        if let Some(shard) = shards.remove(&partition) {
+            warn!(topic = OFFSETS_TOPIC, partition, leader_epoch = shard.leader_epoch, "reloading: {why}");
+            if shard.loaded {
+                self.emit(ShardEvent::Unloaded { partition });
+            }
+        }
+        drop(shards);
+        self.recheck.notify_one();
     }
 }
 
@@ -472,9 +556,12 @@ async fn watch_leadership(storage: Arc<GroupStorage>, mut stop: watch::Receiver<
 /// One pass of the watcher (see `watch_leadership`).
 fn reconcile(storage: &Arc<GroupStorage>) {
     let Some((metadata, index)) = storage.topic() else { return };
+    let Some(count) = storage.partition_count(&metadata.topics[index]) else { return };
+    // Partitions beyond the fixed count hold no group: not loaded.
     let led: HashMap<i32, (Arc<Partition>, i32)> = metadata.topics[index]
         .partitions
         .iter()
+        .filter(|p| (0..count).contains(&p.partition))
         .filter_map(|p| storage.led_replica(p.partition).map(|led| (p.partition, led)))
         .collect();
     let mut shards = lock(&storage.shards);
@@ -490,34 +577,39 @@ fn reconcile(storage: &Arc<GroupStorage>) {
         }
         kept
     });
+    let mut failed = lock(&storage.failed_loads);
+    failed.retain(|partition, at| led.contains_key(partition) && at.elapsed() < LOAD_RETRY_EVERY);
     for (partition, (replica, leader_epoch)) in led {
-        if shards.contains_key(&partition) {
+        if shards.contains_key(&partition) || failed.contains_key(&partition) {
             continue;
         }
         info!(topic = OFFSETS_TOPIC, partition, leader_epoch, "became leader: loading group state");
-        shards.insert(partition, Shard { leader_epoch, replica: replica.clone(), loaded: false });
+        let load_id = storage.next_load_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shards.insert(partition, Shard { leader_epoch, replica: replica.clone(), loaded: false, load_id });
         let storage = storage.clone();
         tokio::spawn(async move {
             let read_replica = replica.clone();
             let loaded = tokio::task::spawn_blocking(move || load(&read_replica, partition)).await;
-            finish_load(&storage, partition, leader_epoch, &replica, loaded);
+            finish_load(&storage, partition, load_id, loaded);
         });
     }
 }
 
-/// Publishes a finished load, unless the leadership it was for is gone meanwhile.
+/// Publishes a finished load, unless its shard is gone or replaced meanwhile (leadership
+/// lost, or `reload`). A failed load is started again after `LOAD_RETRY_EVERY`; until then
+/// the partition answers COORDINATOR_LOAD_IN_PROGRESS.
 fn finish_load(
     storage: &GroupStorage,
     partition: i32,
-    leader_epoch: i32,
-    replica: &Arc<Partition>,
+    load_id: u64,
     loaded: Result<Result<Vec<GroupRecord>, String>, tokio::task::JoinError>,
 ) {
     let mut shards = lock(&storage.shards);
     let Some(shard) = shards.get_mut(&partition) else { return };
-    if shard.leader_epoch != leader_epoch || !Arc::ptr_eq(&shard.replica, replica) || shard.loaded {
+    if shard.load_id != load_id || shard.loaded {
         return;
     }
+    let leader_epoch = shard.leader_epoch;
     match loaded {
         Ok(Ok(records)) => {
             info!(topic = OFFSETS_TOPIC, partition, leader_epoch, records = records.len(), "group state loaded");
@@ -530,69 +622,76 @@ fn finish_load(
                 Err(e) => e.to_string(),
                 Ok(Ok(_)) => String::new(),
             };
-            warn!(topic = OFFSETS_TOPIC, partition, leader_epoch, "loading failed (retrying): {error}");
-            // The next pass starts it again.
+            error!(
+                topic = OFFSETS_TOPIC,
+                partition,
+                leader_epoch,
+                retry_in_s = LOAD_RETRY_EVERY.as_secs(),
+                "loading group state failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until a load succeeds: {error}"
+            );
             shards.remove(&partition);
+            lock(&storage.failed_loads).insert(partition, Instant::now());
         }
     }
 }
 
-/// Reads the replica's log from its start to its end (as of now), decodes every record,
-/// and returns the last record of each key in log order (what replaying the whole log
-/// leaves, in memory bounded by the live keys rather than by the log). Records that do
-/// not decode are skipped with a WARN (Kafka's loader fails the load instead; a topic
-/// written only by insync never has one, and one bad record must not stop a coordinator).
+/// Reads the replica's log from its start to its end (as of now); see `load_from`.
 fn load(replica: &Partition, partition: i32) -> Result<Vec<GroupRecord>, String> {
-    let end = replica.log_end_offset();
-    let mut offset = replica.log_start_offset();
+    let (start, end) = (replica.log_start_offset(), replica.log_end_offset());
+    load_from(partition, start, end, |offset| {
+        replica.read_range(offset, end, LOAD_READ_BYTES).map_err(|e| format!("read at offset {offset}: {e}"))
+    })
+}
+
+/// Decodes every record of `[start, end)` (read by `read`: whole batches from an offset)
+/// and returns the last record of each key in log order (what replaying the whole log
+/// leaves, in memory bounded by the live keys rather than by the log). As Kafka's
+/// `CoordinatorLoaderImpl`: a record of an unknown type is skipped with a WARN (a newer
+/// Kafka's); anything else that cannot be read — a batch failing its CRC or
+/// decompression, a record without key or not decoding as its type, a read that stops
+/// short of `end` — fails the load, naming the offset: acknowledged state must not
+/// silently go missing.
+fn load_from(
+    partition: i32,
+    start: i64,
+    end: i64,
+    mut read: impl FnMut(i64) -> Result<Bytes, String>,
+) -> Result<Vec<GroupRecord>, String> {
+    let mut offset = start;
     let mut latest: HashMap<Bytes, (i64, GroupRecord)> = HashMap::new();
-    let mut skipped = 0usize;
     while offset < end {
-        let chunk = replica.read_range(offset, end, LOAD_READ_BYTES).map_err(|e| format!("read at {offset}: {e}"))?;
+        let chunk = read(offset)?;
         let mut next = offset;
         for batch in iter_batches(&chunk) {
-            let (header, bytes) = batch.map_err(|e| format!("batch at {next}: {e}"))?;
+            let (header, bytes) = batch.map_err(|e| format!("batch at offset {next}: {e}"))?;
             next = header.next_offset();
             if header.is_control() {
                 continue;
             }
-            let decoded = match decode_records(bytes) {
-                Ok(decoded) => decoded,
-                Err(e) => {
-                    warn!(topic = OFFSETS_TOPIC, partition, base_offset = header.base_offset, "skipping a batch: {e}");
-                    skipped += 1;
-                    continue;
-                }
-            };
+            let decoded = decode_records(bytes).map_err(|e| format!("batch at offset {}: {e}", header.base_offset))?;
             for record in decoded {
-                match record.key.as_deref().map(|key| records::decode(key, record.value.as_deref())) {
-                    Some(Ok(group_record)) => {
-                        latest.insert(record.key.unwrap_or_default(), (record.offset, group_record));
+                let Some(key) = record.key else {
+                    return Err(format!("record at offset {} has no key", record.offset));
+                };
+                match records::decode(&key, record.value.as_deref()) {
+                    Ok(group_record) => {
+                        latest.insert(key, (record.offset, group_record));
                     }
-                    Some(Err(e)) => {
-                        warn!(topic = OFFSETS_TOPIC, partition, offset = record.offset, "skipping a record: {e}");
-                        skipped += 1;
-                    }
-                    None => {
-                        warn!(
-                            topic = OFFSETS_TOPIC,
-                            partition,
-                            offset = record.offset,
-                            "skipping a record without key"
-                        );
-                        skipped += 1;
-                    }
+                    Err(records::DecodeError::UnknownType(record_type)) => warn!(
+                        topic = OFFSETS_TOPIC,
+                        partition,
+                        offset = record.offset,
+                        record_type,
+                        "skipping a record of an unknown type (a newer Kafka's?)"
+                    ),
+                    Err(e) => return Err(format!("record at offset {}: {e}", record.offset)),
                 }
             }
         }
         if next <= offset {
-            // Nothing whole was read (a batch past the end): stop rather than spin.
-            break;
+            return Err(format!("no whole batch could be read at offset {offset} (log end {end})"));
         }
         offset = next;
-    }
-    if skipped > 0 {
-        warn!(topic = OFFSETS_TOPIC, partition, skipped, "loaded with undecodable records skipped");
     }
     let mut records: Vec<(i64, GroupRecord)> = latest.into_values().collect();
     records.sort_by_key(|(offset, _)| *offset);
@@ -721,5 +820,163 @@ mod tests {
         assert_eq!(map_append_error(ErrorCode::KAFKA_STORAGE_ERROR), ErrorCode::NOT_COORDINATOR);
         assert_eq!(map_append_error(ErrorCode::MESSAGE_TOO_LARGE), ErrorCode::INVALID_COMMIT_OFFSET_SIZE);
         assert_eq!(map_append_error(ErrorCode::INVALID_REQUIRED_ACKS), ErrorCode::UNKNOWN_SERVER_ERROR);
+    }
+
+    /// A record's key and value, as raw bytes.
+    type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+    /// One batch at `base` of (key, value) records.
+    fn batch_at(base: i64, records: &[RawRecord]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        for (key, value) in records {
+            builder.push(key.as_deref(), value.as_deref(), 1);
+        }
+        let mut bytes = builder.build().to_vec();
+        insync_log::batch::stamp_batch(&mut bytes, base, 0);
+        bytes
+    }
+
+    fn encoded(record: &GroupRecord) -> RawRecord {
+        let (key, value) = records::encode(record).unwrap();
+        (Some(key.to_vec()), value.map(|v| v.to_vec()))
+    }
+
+    /// `load_from` over `log` (batches), reading whole batches from an offset as a log does.
+    fn load_log(log: &[Vec<u8>]) -> Result<Vec<GroupRecord>, String> {
+        let end = log
+            .iter()
+            .filter_map(|b| iter_batches(b).next().and_then(Result::ok).map(|(h, _)| h.next_offset()))
+            .max()
+            .unwrap_or(0);
+        load_from(0, 0, end, |offset| {
+            let from = log.iter().position(|b| {
+                iter_batches(b).next().and_then(Result::ok).is_some_and(|(h, _)| h.next_offset() > offset)
+            });
+            Ok(Bytes::from(from.map(|i| log[i..].concat()).unwrap_or_default()))
+        })
+    }
+
+    #[test]
+    fn a_load_fails_rather_than_lose_records_and_skips_only_unknown_types() {
+        let first = batch_at(0, &[encoded(&offset("g", 0, Some(5))), encoded(&offset("g", 1, Some(9)))]);
+        // A record type no decoder knows (a newer Kafka's): skipped, as Kafka skips it.
+        let unknown = batch_at(2, &[(Some(b"\x00\x09junk".to_vec()), Some(b"x".to_vec()))]);
+        let last = batch_at(3, &[encoded(&offset("g", 0, Some(6)))]);
+        let loaded = load_log(&[first.clone(), unknown.clone(), last.clone()]).unwrap();
+        assert_eq!(loaded, vec![offset("g", 1, Some(9)), offset("g", 0, Some(6))]);
+        // A batch failing its CRC (or decompression) fails the load, naming its offset.
+        let mut corrupt = last.clone();
+        let n = corrupt.len();
+        corrupt[n - 1] ^= 0xff;
+        let error = load_log(&[first.clone(), unknown.clone(), corrupt]).unwrap_err();
+        assert!(error.contains("batch at offset 3"), "{error}");
+        // A record of a known type that does not decode, and a record without key, too.
+        let bad = batch_at(2, &[(Some(b"\x00\x01\x00".to_vec()), None)]);
+        let error = load_log(&[first.clone(), bad]).unwrap_err();
+        assert!(error.contains("record at offset 2"), "{error}");
+        let keyless = batch_at(2, &[(None, Some(b"x".to_vec()))]);
+        let error = load_log(&[first.clone(), keyless]).unwrap_err();
+        assert!(error.contains("offset 2 has no key"), "{error}");
+        // A read that stops short of the end fails rather than returning part of the log.
+        let error =
+            load_from(0, 0, 10, |offset| Ok(if offset == 0 { Bytes::from(first.clone()) } else { Bytes::new() }))
+                .unwrap_err();
+        assert!(error.contains("offset 2"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_stays_in_progress_and_is_retried_later() {
+        let b = broker(1, &[]);
+        let rm = b.replica_manager.clone();
+        rm.apply_metadata(offsets_metadata(1, [0, 0]));
+        let link = Arc::new(ControllerLink::new("1@127.0.0.1:1").unwrap());
+        let storage = Arc::new(GroupStorage::new(rm, link));
+        let (replica, epoch) = storage.led_replica(0).unwrap();
+        lock(&storage.shards).insert(0, Shard { leader_epoch: epoch, replica, loaded: false, load_id: 7 });
+        finish_load(&storage, 0, 7, Ok(Err("batch at offset 3: CRC mismatch".into())));
+        assert!(lock(&storage.shards).is_empty());
+        assert_eq!(storage.check_loaded(0), Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS));
+        // The watcher does not start it again at once (it reads the whole partition)...
+        reconcile(&storage);
+        assert!(!lock(&storage.shards).contains_key(&0));
+        assert!(lock(&storage.shards).contains_key(&1), "other partitions load");
+        assert_eq!(storage.check_loaded(0), Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS));
+        // ...but once the retry interval has passed.
+        lock(&storage.failed_loads).insert(0, Instant::now() - LOAD_RETRY_EVERY);
+        reconcile(&storage);
+        assert!(lock(&storage.shards).contains_key(&0));
+    }
+
+    #[tokio::test]
+    async fn the_partition_count_is_the_one_first_seen() {
+        let b = broker(1, &[]);
+        let rm = b.replica_manager.clone();
+        rm.apply_metadata(offsets_metadata(1, [0, 0]));
+        let link = Arc::new(ControllerLink::new("1@127.0.0.1:1").unwrap());
+        let storage = Arc::new(GroupStorage::new(rm.clone(), link));
+        let group = (0..100).map(|i| format!("g{i}")).find(|g| partition_of(g, 3) != partition_of(g, 2)).unwrap();
+        assert_eq!(storage.partition_for(&group), Ok(partition_of(&group, 2)));
+        // Partitions added behind the coordinator's back: groups stay where their offsets are.
+        rm.apply_metadata(metadata(2, OFFSETS_TOPIC, 3, &[1]));
+        assert_eq!(storage.partition_for(&group), Ok(partition_of(&group, 2)));
+        reconcile(&storage);
+        assert!(!lock(&storage.shards).contains_key(&2), "a partition beyond the count is not loaded");
+    }
+
+    #[tokio::test]
+    async fn an_append_that_lands_in_another_epoch_reloads_the_partition() {
+        let b = broker(1, &[]);
+        let rm = b.replica_manager.clone();
+        rm.apply_metadata(offsets_metadata(1, [0, -1]));
+        let link = Arc::new(ControllerLink::new("1@127.0.0.1:1").unwrap());
+        let (_stop_tx, stop) = watch::channel(false);
+        let storage = GroupStorage::start(rm.clone(), link, stop);
+        let mut events = storage.subscribe();
+        assert_eq!(next(&mut events).await, ShardEvent::Loaded { partition: 0, leader_epoch: 0, records: vec![] });
+        let stale_load = lock(&storage.shards)[&0].load_id;
+        // A record that landed after the load read the log end (an append of an older epoch).
+        let mut batch = BatchBuilder::new();
+        let (key, value) = records::encode(&offset("g", 0, Some(3))).unwrap();
+        batch.push(Some(&key), value.as_deref(), 1);
+        let request = ProduceRequest {
+            topic_partition: TopicPartition::new(OFFSETS_TOPIC, 0),
+            acks: 1,
+            timeout_ms: 1000,
+            records: batch.build(),
+        };
+        assert!(matches!(rm.produce_append(request), ProduceAppended::Done(o) if o.error == ErrorCode::NONE));
+        storage.reload(0, "test");
+        assert_eq!(next(&mut events).await, ShardEvent::Unloaded { partition: 0 });
+        let want = vec![offset("g", 0, Some(3))];
+        assert_eq!(next(&mut events).await, ShardEvent::Loaded { partition: 0, leader_epoch: 0, records: want });
+        // A load started before the reload finishing late is ignored, even at the same epoch.
+        lock(&storage.shards).get_mut(&0).unwrap().loaded = false;
+        finish_load(&storage, 0, stale_load, Ok(Ok(vec![])));
+        assert!(!lock(&storage.shards)[&0].loaded);
+    }
+
+    #[tokio::test]
+    async fn find_coordinator_errors_say_why() {
+        let b = broker(1, &[]);
+        let rm = b.replica_manager.clone();
+        let link = Arc::new(ControllerLink::new("1@127.0.0.1:1").unwrap());
+        let storage = Arc::new(GroupStorage::new(rm.clone(), link));
+        let (code, why) = storage.coordinator("g").unwrap_err();
+        assert_eq!(code, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        assert!(why.contains("does not exist yet"), "{why}");
+        let mut md = offsets_metadata(1, [0, 0]);
+        for p in &mut md.topics[0].partitions {
+            p.leader = -1;
+        }
+        rm.apply_metadata(md);
+        let (_, why) = storage.coordinator("g").unwrap_err();
+        assert!(why.contains("has no leader yet"), "{why}");
+        let mut md = offsets_metadata(2, [0, 0]);
+        for p in &mut md.topics[0].partitions {
+            p.leader = 7;
+        }
+        rm.apply_metadata(md);
+        let (_, why) = storage.coordinator("g").unwrap_err();
+        assert!(why.contains("broker 7, is unknown"), "{why}");
     }
 }

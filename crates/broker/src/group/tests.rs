@@ -450,11 +450,12 @@ fn a_group_loaded_from_records_keeps_its_generation() {
     let mut records: Vec<GroupRecord> = h.stores.iter().flat_map(|(_, r, _)| r.clone()).collect();
     records.push(GroupRecord::Offset { group: "g".into(), topic: "t".into(), partition: 0, value: Some(offset(42)) });
     records.push(GroupRecord::Offset { group: "gone".into(), topic: "t".into(), partition: 0, value: Some(offset(1)) });
+    records.push(GroupRecord::Offset { group: "gone".into(), topic: "t".into(), partition: 0, value: None });
     records.push(GroupRecord::Group { group: "gone".into(), value: None });
     // Another broker takes over the partition.
     let mut other = Harness::new();
     let mut out = Vec::new();
-    other.c.load(3, 0, records, other.now, &mut out);
+    other.c.load(3, 0, records, &|_| true, other.now, &mut out);
     assert!(out.is_empty());
     assert_eq!(other.state(), GroupState::Stable);
     assert_eq!(other.heartbeat(&leader, generation), ErrorCode::NONE);
@@ -462,7 +463,7 @@ fn a_group_loaded_from_records_keeps_its_generation() {
     let s = other.sync(&follower, generation, &[]);
     assert_eq!(other.sync_result(s).unwrap().assignment, Bytes::from("F"));
     assert_eq!(other.c.fetch_offsets("g", Some(&[("t".to_string(), vec![0])]))[0].2.as_ref().unwrap().offset, 42);
-    assert!(other.c.group("gone").is_none(), "a tombstone deletes the group");
+    assert!(other.c.group("gone").is_none(), "tombstones delete the offsets and the group");
     let mut out = Vec::new();
     other.c.unload(3, &mut out);
     assert!(other.c.group("g").is_none());
@@ -1008,4 +1009,113 @@ fn a_join_naming_too_many_protocols_is_refused() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let t = h.join_with("", None, protocols(&refs, "t"));
     assert_eq!(h.join_result(t).unwrap().error, ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
+}
+
+// ---- Review fixes: loads, deletes and string limits ----------------------------------
+
+#[test]
+fn a_load_skips_records_of_groups_placed_on_another_partition() {
+    let mut h = Harness::new();
+    // "live" is coordinated here on partition 5, with an offset.
+    h.c.apply_offsets("live", vec![("t".into(), 0, offset(7))]);
+    h.c.groups.get_mut("live").unwrap().partition = 5;
+    let records = vec![
+        GroupRecord::Offset { group: "mine".into(), topic: "t".into(), partition: 0, value: Some(offset(1)) },
+        GroupRecord::Offset { group: "live".into(), topic: "t".into(), partition: 0, value: Some(offset(99)) },
+        GroupRecord::Offset { group: "stray".into(), topic: "t".into(), partition: 0, value: Some(offset(2)) },
+    ];
+    let mut out = Vec::new();
+    h.c.load(3, 0, records, &|group| group == "mine", h.now, &mut out);
+    assert_eq!(h.c.fetch_offsets("mine", None)[0].2.as_ref().map(|v| v.offset), Some(1));
+    assert!(h.c.group("stray").is_none(), "another partition's group is not loaded here");
+    let live = h.c.group("live").unwrap();
+    assert_eq!(live.partition, 5, "the live group of another partition is not replaced");
+    assert_eq!(h.c.fetch_offsets("live", None)[0].2.as_ref().map(|v| v.offset), Some(7));
+    // Even a record this partition would own does not replace a live group of another one.
+    let records =
+        vec![GroupRecord::Offset { group: "live".into(), topic: "t".into(), partition: 0, value: Some(offset(98)) }];
+    h.c.load(3, 1, records, &|_| true, h.now, &mut out);
+    assert_eq!(h.c.fetch_offsets("live", None)[0].2.as_ref().map(|v| v.offset), Some(7));
+}
+
+#[test]
+fn a_group_tombstone_deletes_no_offset_on_load() {
+    let mut h = Harness::new();
+    let records = vec![
+        GroupRecord::Offset { group: "s".into(), topic: "t".into(), partition: 0, value: Some(offset(1)) },
+        GroupRecord::Offset { group: "s".into(), topic: "t".into(), partition: 1, value: Some(offset(2)) },
+        GroupRecord::Offset { group: "s".into(), topic: "t".into(), partition: 0, value: None },
+        GroupRecord::Group { group: "s".into(), value: None },
+        GroupRecord::Offset { group: "d".into(), topic: "t".into(), partition: 0, value: Some(offset(3)) },
+        GroupRecord::Offset { group: "d".into(), topic: "t".into(), partition: 0, value: None },
+        GroupRecord::Group { group: "d".into(), value: None },
+    ];
+    let mut out = Vec::new();
+    h.c.load(3, 0, records, &|_| true, h.now, &mut out);
+    // As in Kafka: only an offset's own tombstone deletes it (compaction keeps keys, not order).
+    let left: Vec<(i32, i64)> =
+        h.c.fetch_offsets("s", None).iter().map(|(_, p, v)| (*p, v.as_ref().unwrap().offset)).collect();
+    assert_eq!(left, [(1, 2)]);
+    assert_eq!(h.c.group("s").unwrap().state, GroupState::Empty);
+    assert!(h.c.group("d").is_none(), "nothing left of a group whose offsets were all tombstoned");
+}
+
+#[test]
+fn delete_tombstones_the_offsets_of_commits_in_flight_too() {
+    let mut h = Harness::new();
+    h.c.apply_offsets("s", vec![("t".into(), 0, offset(1))]);
+    // A commit of a partition the group has no offset for yet is appended, not yet acknowledged.
+    let pending = simple_commit(&mut h, "s", 4, offset(2));
+    let (_, tombstones) = h.c.delete("s").unwrap();
+    let deleted: Vec<i32> = tombstones
+        .iter()
+        .filter_map(|r| match r {
+            GroupRecord::Offset { partition, value: None, .. } => Some(*partition),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, [0, 4], "the in-flight commit's key is tombstoned too");
+    assert!(matches!(tombstones.last(), Some(GroupRecord::Group { value: None, .. })));
+    h.c.finish_commit(pending, true);
+    assert!(h.c.group("s").is_none(), "the late acknowledgement does not bring it back");
+    // Replaying the log (the commit, then the tombstones) leaves nothing either.
+    let mut log =
+        vec![GroupRecord::Offset { group: "s".into(), topic: "t".into(), partition: 4, value: Some(offset(2)) }];
+    log.extend(tombstones);
+    let mut out = Vec::new();
+    h.c.load(3, 1, log, &|_| true, h.now, &mut out);
+    assert!(h.c.group("s").is_none());
+}
+
+#[test]
+fn ids_and_names_too_long_for_a_record_are_refused_where_they_come_in() {
+    let long = "x".repeat(super::records::MAX_STRING_BYTES + 1);
+    let mut h = Harness::new();
+    let t = h.join_with("", Some(&long), protocols(&["range"], "t"));
+    assert_eq!(h.join_result(t).unwrap().error, ErrorCode::INVALID_REQUEST, "instance id");
+    let t = h.join_with("", None, protocols(&[&long], "t"));
+    assert_eq!(h.join_result(t).unwrap().error, ErrorCode::INVALID_REQUEST, "protocol name");
+    let t = h.join_with(&long, None, protocols(&["range"], "t"));
+    assert_eq!(h.join_result(t).unwrap().error, ErrorCode::UNKNOWN_MEMBER_ID, "member id");
+    assert!(h.c.group("g").is_none(), "nothing was created");
+    // The longest that fits is fine.
+    let longest = "i".repeat(super::records::MAX_STRING_BYTES);
+    let t = h.join_with("", Some(&longest), protocols(&["range"], "t"));
+    h.advance(DELAY);
+    assert_eq!(h.join_result(t).unwrap().error, ErrorCode::NONE);
+    // Commits: the group id, topic names beyond Kafka's 249, metadata beyond the frame.
+    let mut too_long =
+        MemberRef { group_id: long.clone(), member_id: String::new(), group_instance_id: None, generation_id: -1 };
+    assert_eq!(
+        h.c.prepare_commit(&too_long, 3, vec![("t".into(), 0, offset(1))], h.now).unwrap_err(),
+        ErrorCode::INVALID_GROUP_ID
+    );
+    too_long.group_id = "s".into();
+    h.c.config.offset_metadata_max_bytes = usize::MAX;
+    let mut big = offset(1);
+    big.metadata = long.clone();
+    let offsets = vec![("t".repeat(250), 0, offset(1)), ("t".repeat(249), 0, offset(1)), ("t".into(), 1, big)];
+    let (results, _) = h.c.prepare_commit(&too_long, 3, offsets, h.now).unwrap();
+    let errors: Vec<ErrorCode> = results.iter().map(|r| r.2).collect();
+    assert_eq!(errors, [ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, ErrorCode::NONE, ErrorCode::OFFSET_METADATA_TOO_LARGE]);
 }

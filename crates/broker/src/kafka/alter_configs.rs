@@ -4,7 +4,9 @@
 //! controller. A TOPIC resource becomes one gRPC `AlterTopicConfigs` to the active controller
 //! (the call `insync topic alter` makes; legacy AlterConfigs with `replace`), which validates
 //! against the catalogue (`insync_types::topic_config`): an unknown key or a bad value is
-//! INVALID_CONFIG naming it, an unknown topic UNKNOWN_TOPIC_OR_PARTITION. `validate_only`
+//! INVALID_CONFIG naming it, an unknown topic UNKNOWN_TOPIC_OR_PARTITION, the internal topic
+//! `__consumer_offsets` INVALID_REQUEST (its configs are the brokers', `internal_topics` in
+//! the controller: retention there would delete committed offsets). `validate_only`
 //! runs the same checks on the controller and changes nothing. The answer waits until this
 //! broker's metadata shows the new overrides, as the other admin APIs do (`admin.rs`).
 //!

@@ -7,7 +7,9 @@
 //! As Kafka: a name given twice is INVALID_REQUEST "Duplicate topic name." (none grown); an
 //! unknown topic UNKNOWN_TOPIC_OR_PARTITION; a count that is not an increase, or above 10 000,
 //! INVALID_PARTITIONS; too few usable brokers for the topic's replication factor
-//! INVALID_REPLICATION_FACTOR (all from the controller). Manual `assignments` are
+//! INVALID_REPLICATION_FACTOR (all from the controller); the internal topic
+//! `__consumer_offsets` INVALID_REQUEST (from the controller too, `internal_topics`: more
+//! partitions would move groups away from their offsets). Manual `assignments` are
 //! INVALID_REQUEST here: the controller always places. `validate_only` runs the controller's
 //! checks and placement on its committed state and grows nothing.
 use std::collections::HashMap;

@@ -11,6 +11,9 @@
 //! Checked here, in Kafka's order, with Kafka's codes:
 //! - a name given twice in one request: INVALID_REQUEST "Duplicate topic name." for it, and
 //!   none of its entries is created (`ControllerApis.createTopics`);
+//! - the internal topic `__consumer_offsets`: INVALID_REQUEST "Creation of internal topic …
+//!   is prohibited", as Kafka refuses `__cluster_metadata` (the brokers create it themselves;
+//!   the controller refuses it too, `insync_controller::internal_topics`);
 //! - the name (`Topic.validate`, the controller's own `validate_topic_name`):
 //!   INVALID_TOPIC_EXCEPTION;
 //! - a config with a null value: INVALID_CONFIG (`ReplicationControlManager`); a key given
@@ -35,6 +38,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use insync_controller::internal_topics;
 use insync_controller::rules::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
 use insync_proto as pb;
 use insync_types::ErrorCode;
@@ -95,6 +99,7 @@ pub(super) fn plan_all(
 /// (`validate_only` passed on).
 pub(super) fn plan(topic: &CreatableTopic, validate_only: bool) -> Result<Planned, Refusal> {
     let name: &str = &topic.name.0;
+    internal_topics::check_create(name, false).map_err(|r| Refusal::new(r.code, r.message))?;
     validate_topic_name(name).map_err(|r| Refusal::new(r.code, r.message))?;
     let configs = config_map(topic)?;
     if !topic.assignments.is_empty() {
@@ -141,6 +146,8 @@ pub(super) fn plan(topic: &CreatableTopic, validate_only: bool) -> Result<Planne
             unclean_leader_election_enable: false,
             configs,
             validate_only,
+            // A client's request: never the brokers' own creation of the offsets topic.
+            internal: false,
         },
         default_replication_factor,
     })
@@ -362,6 +369,15 @@ mod tests {
         // The name comes first, then configs, then the counts.
         assert_eq!(code(&plan_it(&with_config(topic("bad name", 0, 0), "x", None))), 17);
         assert_eq!(code(&plan_it(&with_config(topic("t", 0, 0), "retention.ms", None))), 40);
+    }
+
+    #[test]
+    fn the_offsets_topic_is_the_brokers_to_create() {
+        // Before the name's other checks and the configs, as Kafka refuses __cluster_metadata.
+        let refusal = plan_it(&with_config(topic("__consumer_offsets", 0, 0), "x", None)).unwrap_err();
+        assert_eq!(refusal.code, 42, "INVALID_REQUEST");
+        assert!(refusal.message.contains("Creation of internal topic __consumer_offsets is prohibited"));
+        assert!(!plan_it(&topic("orders", 1, 1)).unwrap().request.internal, "a client's request is never internal");
     }
 
     #[test]

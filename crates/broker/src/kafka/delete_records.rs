@@ -13,10 +13,14 @@
 //! one this broker does not lead NOT_LEADER_OR_FOLLOWER; an offset below -1 or past the high
 //! watermark OFFSET_OUT_OF_RANGE; a replica offline after a storage error
 //! KAFKA_STORAGE_ERROR. A partition named twice is answered once, with the last offset asked
-//! (Kafka keeps the request's partitions in a map).
+//! (Kafka keeps the request's partitions in a map). A partition of the internal topic
+//! `__consumer_offsets` is INVALID_TOPIC_EXCEPTION, nothing deleted, as Kafka's
+//! `ReplicaManager.deleteRecords` refuses internal topics; the answer has no message field,
+//! so the broker logs "Cannot delete records of internal topic …".
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use insync_controller::internal_topics;
 use insync_proto as pb;
 use insync_types::{ErrorCode, TopicPartition};
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
@@ -76,14 +80,20 @@ fn delete(context: &KafkaContext, planned: Planned) -> Vec<DeleteRecordsTopicRes
     planned
         .into_iter()
         .map(|(name, partitions)| {
+            let internal = internal_topics::check_delete_records(&name).err();
+            if let Some(refusal) = &internal {
+                tracing::warn!("DeleteRecords from a Kafka client refused: {}", refusal.message);
+            }
             let results = partitions
                 .into_iter()
                 .map(|(partition, offset, known)| {
-                    let outcome = if known {
-                        let tp = TopicPartition::new(name.clone(), partition);
-                        context.replica_manager.delete_records(&tp, offset)
-                    } else {
-                        Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, String::new()))
+                    let outcome = match (&internal, known) {
+                        (_, false) => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
+                        (Some(refusal), true) => Err((refusal.code, String::new())),
+                        (None, true) => {
+                            let tp = TopicPartition::new(name.clone(), partition);
+                            context.replica_manager.delete_records(&tp, offset)
+                        }
                     };
                     partition_result(partition, outcome.map_err(|(code, _)| code))
                 })

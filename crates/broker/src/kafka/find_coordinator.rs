@@ -51,9 +51,9 @@ fn find(storage: &GroupStorage, key_type: i8, key: &str) -> Found {
     match key_type {
         KEY_TYPE_GROUP => match storage.coordinator(key) {
             Ok((node, host, port)) => Found { error_code: 0, message: None, node, host, port },
-            Err(code) => {
-                debug!(group = key, error = %code, "FindCoordinator: no coordinator yet");
-                Found::error(code.code() as i16, "the group's __consumer_offsets partition has no leader yet")
+            Err((code, why)) => {
+                debug!(group = key, error = %code, "FindCoordinator: no coordinator yet: {why}");
+                Found::error(code.code() as i16, why)
             }
         },
         KEY_TYPE_TRANSACTION => {

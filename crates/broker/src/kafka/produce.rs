@@ -11,12 +11,19 @@
 //! producer): corrupt compressed data is CORRUPT_MESSAGE (2), records decompressing past
 //! max.message.bytes MESSAGE_TOO_LARGE (10), codec ids 5-7 UNSUPPORTED_COMPRESSION_TYPE (76).
 //!
+//! The internal topic `__consumer_offsets` is the group coordinators' to write: a client's
+//! batch for it is INVALID_TOPIC_EXCEPTION (17) "Cannot append to internal topic …", nothing
+//! written, as Kafka's `appendRecords` answers a client (the coordinator appends through
+//! `ReplicaManager::produce_append` directly, `group/storage.rs`).
+//!
 //! acks=0 as Kafka: no answer at all; if any partition failed, the connection is closed
 //! (the only signal a client that reads no answers gets) and the error is logged.
 use std::sync::Arc;
 use std::time::Instant;
 
+use insync_controller::internal_topics;
 use insync_types::{ErrorCode, TopicPartition};
+use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -25,7 +32,7 @@ use tracing::warn;
 use super::connection::{respond, PendingReply, Reply, RequestMeta};
 use super::KafkaContext;
 use crate::messages::{self, ProduceOutcome};
-use crate::replica_manager::ProduceAppended;
+use crate::replica_manager::{ProduceAppended, ReplicaManager};
 
 /// Kafka `ProduceRequest.validateRecords`: clients that may send zstd (KIP-110) speak
 /// Produce v7+, so an older request carrying a zstd batch is UNSUPPORTED_COMPRESSION_TYPE.
@@ -38,6 +45,30 @@ fn uses_zstd(records: &[u8]) -> bool {
         .take(records.len())
         .filter_map(Result::ok)
         .any(|(header, _)| header.compression() == insync_log::compression::Compression::Zstd as i16)
+}
+
+/// One partition's batch through the replica manager (the gRPC path's code), after the
+/// checks only the Kafka protocol has: zstd needs Produce v7.
+fn append_partition(
+    replica_manager: &ReplicaManager,
+    meta: &RequestMeta,
+    topic: &str,
+    partition: PartitionProduceData,
+    acks: i32,
+    timeout_ms: u32,
+) -> ProduceAppended {
+    match partition.records {
+        Some(records) if meta.api_version < ZSTD_MIN_PRODUCE_VERSION && uses_zstd(&records) => ProduceAppended::Done(
+            rejected(ErrorCode::UNSUPPORTED_COMPRESSION_TYPE, "zstd batches need Produce v7 or later (KIP-110)"),
+        ),
+        Some(records) => replica_manager.produce_append(messages::ProduceRequest {
+            topic_partition: TopicPartition::new(topic.to_owned(), partition.index),
+            acks,
+            timeout_ms,
+            records,
+        }),
+        None => ProduceAppended::Done(rejected(ErrorCode::CORRUPT_MESSAGE, "no records")),
+    }
 }
 
 /// What the connection does with a produce request.
@@ -57,33 +88,25 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: Pr
     let mut appended: Vec<(String, Vec<(i32, ProduceAppended)>)> = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
+        let internal = internal_topics::check_append(&name).err();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for partition in topic.partition_data {
-            let outcome = if transactional {
+            let refusal = match (&internal, transactional) {
+                (Some(refusal), _) => Some((refusal.code, refusal.message.as_str())),
                 // No transaction coordinator: InitProducerId refuses transactional ids, so
                 // only a client that skipped it gets here.
-                ProduceAppended::Done(rejected(
+                (None, true) => Some((
                     ErrorCode::INVALID_REQUEST,
                     "insync does not support transactions (transactional.id must be unset)",
-                ))
-            } else {
-                match partition.records {
-                    Some(records) if meta.api_version < ZSTD_MIN_PRODUCE_VERSION && uses_zstd(&records) => {
-                        ProduceAppended::Done(rejected(
-                            ErrorCode::UNSUPPORTED_COMPRESSION_TYPE,
-                            "zstd batches need Produce v7 or later (KIP-110)",
-                        ))
-                    }
-                    Some(records) => replica_manager.produce_append(messages::ProduceRequest {
-                        topic_partition: TopicPartition::new(name.clone(), partition.index),
-                        acks,
-                        timeout_ms,
-                        records,
-                    }),
-                    None => ProduceAppended::Done(rejected(ErrorCode::CORRUPT_MESSAGE, "no records")),
-                }
+                )),
+                (None, false) => None,
             };
-            partitions.push((partition.index, outcome));
+            let index = partition.index;
+            let outcome = match refusal {
+                Some((code, message)) => ProduceAppended::Done(rejected(code, message)),
+                None => append_partition(replica_manager, &meta, &name, partition, acks, timeout_ms),
+            };
+            partitions.push((index, outcome));
         }
         appended.push((name, partitions));
     }
@@ -184,6 +207,19 @@ pub fn partition_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_batch_for_the_offsets_topic_is_invalid_topic_with_kafkas_words() {
+        // The name the coordinator writes is the name the check refuses.
+        assert_eq!(internal_topics::OFFSETS_TOPIC, crate::group::storage::OFFSETS_TOPIC);
+        let refusal = internal_topics::check_append(crate::group::storage::OFFSETS_TOPIC).unwrap_err();
+        let r = partition_response(3, rejected(refusal.code, &refusal.message), 0, 9);
+        assert_eq!((r.index, r.error_code, r.base_offset), (3, 17, -1), "INVALID_TOPIC_EXCEPTION");
+        let message = r.error_message.as_deref().unwrap();
+        assert!(message.starts_with("Cannot append to internal topic __consumer_offsets"), "{message}");
+        assert!(message.ends_with("[appended=false]"), "{message}");
+        assert!(internal_topics::check_append("orders").is_ok());
+    }
 
     #[test]
     fn errors_19_and_20_are_kafkas_codes_with_the_reason() {

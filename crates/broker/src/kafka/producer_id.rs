@@ -9,7 +9,9 @@
 //! no transaction coordinator, and 53 is the InitProducerId error librdkafka
 //! (`rd_kafka_idemp_check_error`), kafka-python and aiokafka all treat as fatal at once
 //! (UNSUPPORTED_VERSION is retried by librdkafka). Clients normally stop earlier, at
-//! FindCoordinator (`find_coordinator.rs`); this catches one that asks any broker.
+//! FindCoordinator (`find_coordinator.rs`); this catches one that asks any broker. An empty
+//! (not null) transactional id is INVALID_REQUEST, as Kafka's `TransactionCoordinator.
+//! handleInitProducerId` answers it.
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -19,15 +21,25 @@ use tracing::warn;
 use super::connection::{respond, respond_now, PendingReply, RequestMeta};
 use super::KafkaContext;
 
+/// The refusal of a request naming a transactional id (None: an idempotent producer, served).
+fn refusal(transactional_id: Option<&str>) -> Option<ResponseError> {
+    match transactional_id {
+        None => None,
+        Some("") => Some(ResponseError::InvalidRequest),
+        Some(_) => Some(ResponseError::TransactionalIdAuthorizationFailed),
+    }
+}
+
 pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: InitProducerIdRequest) -> PendingReply {
-    if let Some(transactional_id) = request.transactional_id.filter(|id| !id.0.is_empty()) {
+    let transactional_id = request.transactional_id.as_ref().map(|id| &*id.0);
+    if let Some(error) = refusal(transactional_id) {
         warn!(
-            transactional_id = &*transactional_id.0,
-            "InitProducerId for a transactional producer refused: {}",
+            transactional_id = transactional_id.unwrap_or_default(),
+            "InitProducerId for a transactional producer refused ({error:?}): {}",
             super::find_coordinator::NO_TRANSACTIONS
         );
         let response = InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_error_code(error.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
         return respond_now(meta, response);
@@ -45,4 +57,16 @@ pub(super) fn handle(context: &Arc<KafkaContext>, meta: RequestMeta, request: In
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_are_refused_and_an_empty_one_is_an_invalid_request() {
+        assert_eq!(refusal(None), None);
+        assert_eq!(refusal(Some("")), Some(ResponseError::InvalidRequest));
+        assert_eq!(refusal(Some("tx-1")), Some(ResponseError::TransactionalIdAuthorizationFailed));
+    }
 }

@@ -293,6 +293,7 @@ async fn topic(cli: &Cli, command: &TopicCommand) -> anyhow::Result<()> {
                     unclean_leader_election_enable: *unclean_leader_election_enable,
                     configs: configs.iter().cloned().collect(),
                     validate_only: *validate_only,
+                    internal: false,
                 })
                 .await?;
             print_created(cli, &topic, *validate_only);

@@ -101,6 +101,15 @@ fn every_codec_is_stored_as_sent_replicated_and_consumed() -> anyhow::Result<()>
         sent.extend(values);
     }
     assert_eq!(consumed(&cluster, "codecs", sent.len()), sent, "insync consume reads every codec");
+    // `consume --perf` (kafka-consumer-perf-test) counts the same records and their bytes.
+    let max = sent.len().to_string();
+    let out = cluster.insync(&["consume", "codecs", "--from-beginning", "--max-messages", &max, "--perf", "--json"]);
+    let summary: Value = serde_json::from_str(text(&out.stdout).trim())
+        .map_err(|e| anyhow::anyhow!("consume --perf said {:?}: {e}", text(&out.stdout)))?;
+    assert_eq!(summary["records"], sent.len(), "{summary}");
+    let value_bytes: usize = sent.iter().map(String::len).sum();
+    assert_eq!(summary["bytes"], value_bytes, "key-less records: the value bytes: {summary}");
+    assert!(summary["mib_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{summary}");
 
     wait_replicated(&cluster, "codecs", sent.len() as i64)?;
     let batches = identical_replicas(&cluster, "codecs")?;

@@ -787,7 +787,10 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         let storage = GroupStorage::start(rm, link, stop);
         let mut events = storage.subscribe();
+        // Both partitions load in either order; wait for both so partition 1 is ours.
         next(&mut events).await;
+        next(&mut events).await;
+        assert_eq!(storage.check_loaded(1), Ok(0));
         let result = storage.append(1, 0, vec![offset("g", 0, Some(1))]).await;
         assert_eq!(result, Err(ErrorCode::COORDINATOR_NOT_AVAILABLE));
         assert_eq!(storage.partition_for("polygenelubricants"), Ok(0));

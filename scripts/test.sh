@@ -25,6 +25,11 @@ if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } \
     || echo "iptables could not be installed: the network-partition tests will fail" >&2
 fi
+# ss (iproute2) resets live connections in the fast-fencing flap test (tests/tests/fast_fencing.rs).
+if ! command -v ss >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; } \
+    || echo "iproute2 could not be installed: the connection-reset test will fail" >&2
+fi
 # Unmodified Kafka clients for tests/tests/kafka_{clients,admin}.rs (kcat, confluent-kafka, kafka-python):
 # idempotent and quick once installed; if it cannot install them, those tests fail and say why.
 scripts/install-kafka-clients.sh || echo "some Kafka clients could not be installed: their tests will fail" >&2

@@ -312,6 +312,13 @@ impl TestCluster {
         Ok(self.cuts.as_mut().expect("just made"))
     }
 
+    /// Resets `from`'s connections to `to` (both ends see the reset) and refuses new ones
+    /// until `heal_links`: a live process's links broken, as by a crash of a middlebox.
+    pub fn reset_links(&mut self, from: NodeId, to: NodeId) -> anyhow::Result<()> {
+        let (from, to) = (self.peer(from)?, self.peer(to)?);
+        Ok(self.net_cuts()?.reset(&from, &to)?)
+    }
+
     /// Cuts the link `from → to` one way: every call `from` makes to `to` times out, calls
     /// from `to` to `from` still work. Both keep running; clients still reach both. Fails
     /// (never skips) where iptables cannot be used.

@@ -73,6 +73,13 @@ pub struct BrokerArgs {
     /// silent for longer.
     #[arg(long, default_value_t = 3_000)]
     pub broker_session_timeout_ms: u64,
+    /// Controllers (not in Kafka): a broker whose session stream to the active controller
+    /// closed (a killed process's kernel closes it at once) and stayed closed this long, with
+    /// no heartbeat since, is fenced without waiting out the session timeout; after such an
+    /// early fencing only the session timeout fences that broker for 60 s (flap guard).
+    /// 0: only the session timeout fences.
+    #[arg(long, default_value_t = 250)]
+    pub broker_session_close_grace_ms: u64,
     /// Kafka broker.heartbeat.interval.ms (Kafka default 2000).
     #[arg(long, default_value_t = 500)]
     pub broker_heartbeat_interval_ms: u64,

@@ -212,6 +212,11 @@ impl ControllerLink {
         }
     }
 
+    /// The address believed to be the active controller's, if any.
+    pub fn active_address(&self) -> Option<String> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn forget_address(&self, address: &str) {
         self.forget(address);
     }
@@ -374,6 +379,104 @@ async fn controlled_shutdown(link: &ControllerLink, replica_manager: &ReplicaMan
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     warn!("broker {broker_id}: controlled shutdown timed out; stopping anyway");
+}
+
+/// Once registered, holds a `BrokerSession` stream open on the active controller, reopening
+/// it when it ends or when the active controller moves (the controller's side of the rule is
+/// in `insync_controller::heartbeat`): when this process dies, its kernel closes the
+/// connection and the controller fences us without waiting out the session timeout. After a
+/// reset the stream is reopened at once, well within the controller's grace if the
+/// controller is reachable. Ends when the broker stops serving (after a controlled shutdown).
+pub async fn run_session(
+    link: Arc<ControllerLink>,
+    broker_id: BrokerId,
+    incarnation: u64,
+    mut registered: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let request = pb::BrokerSessionRequest { broker_id, incarnation };
+    loop {
+        tokio::select! {
+            ready = registered.wait_for(|r| *r) => if ready.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let outcome = tokio::select! {
+            outcome = hold_session(&link, &request) => outcome,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let pause = match outcome {
+            SessionOutcome::Held => Duration::from_millis(10),
+            SessionOutcome::Refused => Duration::from_millis(100),
+            // A controller too old to know the stream: only the session timeout fences us.
+            SessionOutcome::Unsupported => Duration::from_secs(10),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// How one attempt at holding the session stream ended.
+enum SessionOutcome {
+    /// Accepted, then ended (the connection broke, the controller stepped down, or another
+    /// controller became active).
+    Held,
+    /// Refused or unreachable (not the active controller, an incarnation not yet registered).
+    Refused,
+    /// The controller does not implement `BrokerSession`.
+    Unsupported,
+}
+
+/// Opens one session stream and holds it until it ends or the active controller moves.
+/// Refusals do not drop the shared connection: heartbeats find the active controller.
+async fn hold_session(link: &ControllerLink, request: &pb::BrokerSessionRequest) -> SessionOutcome {
+    let Some((address, mut client)) = link.any_client().await else {
+        return SessionOutcome::Refused;
+    };
+    let mut stream = match client.broker_session(*request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => return SessionOutcome::Unsupported,
+        Err(status) => {
+            debug!("session stream to {address} failed: {status}");
+            return SessionOutcome::Refused;
+        }
+    };
+    match stream.message().await {
+        Ok(Some(event)) => {
+            let (code, message, _) = split(&event.error);
+            if code != ErrorCode::NONE {
+                debug!("session stream refused by {address}: {code} {message}");
+                return SessionOutcome::Refused;
+            }
+        }
+        Ok(None) => return SessionOutcome::Refused,
+        Err(status) => {
+            debug!("session stream to {address} broke: {status}");
+            return SessionOutcome::Refused;
+        }
+    }
+    debug!("session stream held open on controller {address}");
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(_)) => {}
+                Ok(None) => return SessionOutcome::Held,
+                Err(status) => {
+                    debug!("session stream to {address} ended: {status}");
+                    return SessionOutcome::Held;
+                }
+            },
+            // Heartbeats follow the active controller; a stream left on a deposed (possibly
+            // stopped or cut off) one would protect nothing.
+            _ = check.tick() => {
+                if link.active_address().is_some_and(|active| active != address) {
+                    return SessionOutcome::Held;
+                }
+            }
+        }
+    }
 }
 
 /// Follows the metadata feed of the quorum and applies every snapshot.

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::BrokerArgs;
-use crate::controller_link::{run_alter_partition, run_lifecycle, run_metadata_watch, ControllerLink};
+use crate::controller_link::{run_alter_partition, run_lifecycle, run_metadata_watch, run_session, ControllerLink};
 use crate::fetcher::run_fetcher_manager;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
@@ -126,6 +126,7 @@ async fn start_controller(args: &BrokerArgs) -> anyhow::Result<ControllerNode> {
         data_dir: args.data_dir.clone(),
         voters,
         broker_session_timeout_ms: args.broker_session_timeout_ms,
+        broker_session_close_grace_ms: args.broker_session_close_grace_ms,
         default_min_insync_replicas: args.min_insync_replicas,
         leader_balance: LeaderBalanceConfig {
             enabled: args.auto_leader_rebalance_enable,
@@ -148,7 +149,7 @@ fn start_broker(
     let replica_manager = ReplicaManager::new(args.clone(), alter_tx)?;
     let link = Arc::new(ControllerLink::new(&args.controller_quorum)?);
     let incarnation = incarnation_id();
-    let (registered_tx, _registered_rx) = watch::channel(false);
+    let (registered_tx, registered_rx) = watch::channel(false);
     let kafka_address = kafka_listener.as_ref().map(|(_, address)| address.clone()).unwrap_or_default();
     let lifecycle = tokio::spawn(run_lifecycle(
         link.clone(),
@@ -160,6 +161,8 @@ fn start_broker(
         registered_tx,
     ));
     let stop_serving = &signals.stop_serving_rx;
+    let broker_id = replica_manager.broker_id;
+    tokio::spawn(run_session(link.clone(), broker_id, incarnation, registered_rx, stop_serving.clone()));
     tokio::spawn(run_metadata_watch(link.clone(), replica_manager.clone(), stop_serving.clone()));
     tokio::spawn(run_alter_partition(link.clone(), replica_manager.clone(), alter_rx));
     let fetchers = tokio::spawn(run_fetcher_manager(replica_manager.clone(), stop_serving.clone()));

@@ -5,7 +5,7 @@
 //!
 //! Layers: `metadata` (state) → `rules` (pure Kafka rules) → `command` (replicated commands,
 //! deterministic apply) → `raft` (storage, state machine, transport) → `service` (gRPC) →
-//! `node` (start/stop, liveness, leader balancing). `heartbeat` tracks broker sessions;
+//! `node` (start/stop, liveness, leader balancing). `heartbeat` tracks broker sessions (`session` holds their streams);
 //! `leader_balance` holds the preferred-leader rules; `internal_topics` guards
 //! `__consumer_offsets` against clients; `convert` maps to protobuf; `quorum` parses
 //! `--controller-quorum`.
@@ -23,13 +23,14 @@ pub mod raft;
 pub mod role;
 pub mod rules;
 pub mod service;
+pub mod session;
 pub mod topic_configs;
 
 pub use error::{QuorumError, StorageError};
 pub use metadata::{BrokerRegistration, ClusterState, PartitionState, TopicState};
 pub use node::{
-    ControllerConfig, ControllerNode, ControllerObserver, LeaderBalanceConfig, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
-    DEFAULT_MIN_INSYNC_REPLICAS,
+    ControllerConfig, ControllerNode, ControllerObserver, LeaderBalanceConfig, DEFAULT_BROKER_SESSION_CLOSE_GRACE_MS,
+    DEFAULT_BROKER_SESSION_TIMEOUT_MS, DEFAULT_MIN_INSYNC_REPLICAS,
 };
 pub use quorum::parse_quorum;
 pub use service::ControllerService;

@@ -6,7 +6,7 @@
 //! `ControllerNode::service()` to its tonic `Server`.
 use crate::command::Command;
 use crate::error::QuorumError;
-use crate::heartbeat::{BrokerHeartbeatManager, StaleBroker};
+use crate::heartbeat::{BrokerHeartbeatManager, StaleBroker, StaleCause};
 use crate::leader_balance;
 use crate::metadata::AppliedMetadata;
 use crate::raft::{raft_config, ControllerNetworkFactory, ControllerRaft, LogStore, NodeId, StateMachineStore};
@@ -21,11 +21,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Kafka's `broker.session.timeout.ms` is 9000; insync uses 3000 for a laptop.
 pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3000;
+/// How long a broker's closed session stream may stay closed before it is fenced early (see
+/// `heartbeat`): long enough for a live broker to reconnect after a reset on a LAN, short
+/// against the session timeout.
+pub const DEFAULT_BROKER_SESSION_CLOSE_GRACE_MS: u64 = 250;
 /// Kafka's `min.insync.replicas` default.
 pub const DEFAULT_MIN_INSYNC_REPLICAS: i32 = 1;
 /// How often the active controller looks for expired broker sessions.
@@ -47,6 +51,9 @@ pub struct ControllerConfig {
     pub voters: BTreeMap<u64, String>,
     /// A broker silent this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// A broker whose session stream closed and stayed closed this long, with no heartbeat
+    /// since, is fenced early; 0: only the session timeout fences.
+    pub broker_session_close_grace_ms: u64,
     /// Served in metadata; topics without an override use it.
     pub default_min_insync_replicas: i32,
     /// Automatic preferred leader election.
@@ -80,6 +87,7 @@ impl ControllerConfig {
             data_dir: data_dir.into(),
             voters,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            broker_session_close_grace_ms: DEFAULT_BROKER_SESSION_CLOSE_GRACE_MS,
             default_min_insync_replicas: DEFAULT_MIN_INSYNC_REPLICAS,
             leader_balance: LeaderBalanceConfig::default(),
         }
@@ -138,6 +146,8 @@ impl ControllerNode {
         }
 
         let (shutdown_sender, shutdown) = watch::channel(false);
+        let close_grace = (config.broker_session_close_grace_ms > 0)
+            .then(|| Duration::from_millis(config.broker_session_close_grace_ms));
         let (role_sender, role) = watch::channel(ControllerRole::default());
         let service = ControllerService::new(ServiceShared {
             node_id: config.node_id,
@@ -145,7 +155,10 @@ impl ControllerNode {
             raft: raft.clone(),
             metadata,
             role,
-            heartbeats: Arc::new(Mutex::new(BrokerHeartbeatManager::new(config.broker_session_timeout_ms))),
+            heartbeats: Arc::new(Mutex::new(
+                BrokerHeartbeatManager::new(config.broker_session_timeout_ms).with_close_grace(close_grace),
+            )),
+            session_closed: Arc::new(Notify::new()),
             default_min_insync_replicas: config.default_min_insync_replicas,
             shutdown: shutdown.clone(),
         });
@@ -157,11 +170,12 @@ impl ControllerNode {
             tasks.push(tokio::spawn(balance_leaders(service.clone(), config.leader_balance, shutdown)));
         }
         tracing::info!(
-            "controller {} started (data in {}, voters {:?}, broker session timeout {} ms)",
+            "controller {} started (data in {}, voters {:?}, broker session timeout {} ms, close grace {} ms)",
             config.node_id,
             raft_directory.display(),
             config.voters,
-            config.broker_session_timeout_ms
+            config.broker_session_timeout_ms,
+            config.broker_session_close_grace_ms
         );
         Ok(ControllerNode {
             node_id: config.node_id,
@@ -312,14 +326,22 @@ async fn track_role(
 /// On the active controller only: every `LIVENESS_CHECK_INTERVAL`, fence each unfenced
 /// broker whose last heartbeat is older than the session timeout, one proposal at a time
 /// (Kafka fences one stale broker per event so each fencing is visible before the next).
+/// A closed session stream wakes it too, to look again once the close grace has passed.
 async fn fence_expired_sessions(service: ControllerService, mut shutdown: watch::Receiver<bool>) {
     let shared = service.shared();
+    let close_grace = shared.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).close_grace();
     let mut ticker = tokio::time::interval(LIVENESS_CHECK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut active_term: Option<u64> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = shared.session_closed.notified(), if close_grace.is_some() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(close_grace.unwrap_or_default()) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
             _ = shutdown.changed() => return,
         }
         let role = shared.role.borrow().clone();
@@ -348,7 +370,12 @@ async fn fence_expired_sessions(service: ControllerService, mut shutdown: watch:
                     result.error_code,
                     result.error_message
                 ),
-                Ok(_) => {}
+                Ok(_) => {
+                    if matches!(broker.cause, StaleCause::ConnectionClosed { .. }) {
+                        let mut heartbeats = shared.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+                        heartbeats.fenced_early(broker.broker_id, broker.incarnation, Instant::now());
+                    }
+                }
                 Err(refusal) => {
                     tracing::warn!("could not fence broker {}: {} {}", broker.broker_id, refusal.code, refusal.message);
                     break;

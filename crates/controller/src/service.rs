@@ -21,16 +21,17 @@ use crate::partition_growth;
 use crate::raft::{ControllerRaft, NodeId, TypeConfig};
 use crate::role::ControllerRole;
 use crate::rules::{self, CreateTopicSpec, RuleRejection};
+use crate::session::{self, SessionGuard, SessionStream};
 use crate::topic_configs::{self, ConfigChange};
 use futures::Stream;
 use insync_proto::controller_server::Controller;
 use insync_proto::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse,
     AlterTopicConfigsRequest, AlterTopicConfigsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-    ClusterMetadata, ControllerError, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicRequest,
-    CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, ElectLeadersRequest, ElectLeadersResponse,
-    ElectionResult, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest, RegisterBrokerResponse,
-    WatchMetadataRequest,
+    BrokerSessionRequest, ClusterMetadata, ControllerError, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ElectionResult, MetadataRequest, MetadataResponse, RaftMessage, RegisterBrokerRequest,
+    RegisterBrokerResponse, WatchMetadataRequest,
 };
 use insync_types::{topic_config, ErrorCode, TopicPartition, NO_BROKER};
 use openraft::error::{ClientWriteError, RaftError};
@@ -41,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 
 /// How long a proposal may take to commit and apply before the caller gets
@@ -110,6 +111,8 @@ pub(crate) struct ServiceShared {
     pub metadata: watch::Receiver<Arc<AppliedMetadata>>,
     pub role: watch::Receiver<ControllerRole>,
     pub heartbeats: Arc<Mutex<BrokerHeartbeatManager>>,
+    /// Woken when a broker's session stream closes (see `session`).
+    pub session_closed: Arc<Notify>,
     pub default_min_insync_replicas: i32,
     /// Turns true on `ControllerNode::shutdown`; ends metadata streams.
     pub shutdown: watch::Receiver<bool>,
@@ -244,11 +247,14 @@ impl ControllerService {
     /// STALE_BROKER_EPOCH; replicas newly reported offline → recorded (`handleDirectoriesOffline`);
     /// want_shutdown → controlled shutdown; fenced → unfence.
     async fn heartbeat(&self, request: BrokerHeartbeatRequest) -> Result<(bool, bool), Refusal> {
+        // Stamped on arrival: a heartbeat sent just before its broker died must not count as
+        // a sign of life after the death (the early fencing compares it with the close).
+        let arrived = Instant::now();
         self.await_active().await?;
         self.confirm_still_active().await?;
         let broker_id = request.broker_id;
         rules::check_incarnation(&self.applied().state, broker_id, request.incarnation)?;
-        self.lock_heartbeats().touch(broker_id, Instant::now());
+        self.lock_heartbeats().touch(broker_id, arrived);
         // Before a possible unfencing, so that the unfencing's elections already pass over the
         // offline replicas.
         self.record_offline_replicas(&request).await?;
@@ -271,6 +277,19 @@ impl ControllerService {
         let registration = rules::check_incarnation(&applied.state, broker_id, request.incarnation)?;
         let should_shutdown = registration.in_controlled_shutdown && rules::should_shutdown(&applied.state, broker_id);
         Ok((registration.fenced, should_shutdown))
+    }
+
+    /// Only the active controller holds session streams — confirmed with a quorum, as for a
+    /// heartbeat, so a deposed controller cut off from the others holds none — and only of a
+    /// registered incarnation.
+    async fn accept_session(&self, request: &BrokerSessionRequest) -> Result<(), Refusal> {
+        let role = self.shared.role.borrow().clone();
+        if !role.is_active {
+            return Err(self.not_controller(role.leader_id));
+        }
+        self.confirm_still_active().await?;
+        rules::check_incarnation(&self.applied().state, request.broker_id, request.incarnation)?;
+        Ok(())
     }
 
     /// Proposes `MarkReplicasOffline` when the heartbeat's offline set names replicas the
@@ -668,6 +687,30 @@ impl Controller for ControllerService {
             }
         };
         Ok(Response::new(response))
+    }
+
+    type BrokerSessionStream = SessionStream;
+
+    async fn broker_session(
+        &self,
+        request: Request<BrokerSessionRequest>,
+    ) -> Result<Response<Self::BrokerSessionStream>, Status> {
+        let request = request.into_inner();
+        let (first, guard) = match self.accept_session(&request).await {
+            Ok(()) => {
+                let guard = SessionGuard::open(
+                    self.shared.heartbeats.clone(),
+                    self.shared.session_closed.clone(),
+                    (self.shared.role.clone(), self.shared.shutdown.clone()),
+                    request.broker_id,
+                    request.incarnation,
+                );
+                (success(), Some(guard))
+            }
+            Err(refusal) => (refusal.to_proto(), None),
+        };
+        let stream = session::stream(first, guard, self.shared.role.clone(), self.shared.shutdown.clone());
+        Ok(Response::new(stream))
     }
 
     async fn create_topic(

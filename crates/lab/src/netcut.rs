@@ -94,6 +94,68 @@ impl NetCuts {
         Ok(())
     }
 
+    /// Resets every TCP connection `from` has open to `to` and refuses `from`'s new ones with
+    /// an RST until `heal`: a connection reset followed by an outage, both processes running.
+    /// `ss -K` aborts `from`'s end, so the kernel sends `to` an RST, as a crashed peer's
+    /// kernel or a middlebox would; only SYNs are refused, so that RST gets through. Needs
+    /// `ss` (iproute2) with socket destroy support, and root.
+    pub fn reset(&mut self, from: &Peer, to: &Peer) -> Result<(), NetCutError> {
+        let (from_ip, to_ip, to_port) = (from.address.ip().to_string(), to.address.ip().to_string(), to.address.port());
+        let comment = format!("{} -> {} reset", from.name, to.name);
+        let port = to_port.to_string();
+        let rule: [&str; 19] = [
+            "-A",
+            self.chain.as_str(),
+            "-s",
+            from_ip.as_str(),
+            "-d",
+            to_ip.as_str(),
+            "-p",
+            "tcp",
+            "--dport",
+            port.as_str(),
+            "--syn",
+            "-m",
+            "comment",
+            "--comment",
+            comment.as_str(),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ];
+        iptables(&rule).map_err(|e| NetCutError(format!("cannot refuse {} -> {}: {e}", from.name, to.name)))?;
+        let output = Command::new("ss")
+            .args(["-t", "-K", "src", &from_ip, "dst", &format!("{to_ip}:{to_port}")])
+            .output()
+            .map_err(|e| NetCutError(format!("cannot run ss (apt-get install -y iproute2): {e}")))?;
+        if !output.status.success() {
+            return Err(NetCutError(format!(
+                "ss -K {} -> {} failed ({}): {}",
+                from.name,
+                to.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        // A kernel without socket destroy support (CONFIG_INET_DIAG_DESTROY) lets `ss -K`
+        // succeed while closing nothing: look again, so that fails here and says why.
+        let left = Command::new("ss")
+            .args(["-t", "-n", "-H", "state", "established", "src", &from_ip, "dst", &format!("{to_ip}:{to_port}")])
+            .output()
+            .map_err(|e| NetCutError(format!("cannot run ss: {e}")))?;
+        let left = String::from_utf8_lossy(&left.stdout);
+        if !left.trim().is_empty() {
+            return Err(NetCutError(format!(
+                "ss -K left {} -> {} connections open (kernel without CONFIG_INET_DIAG_DESTROY?): {}",
+                from.name,
+                to.name,
+                left.trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// Cuts `a → b` and `b → a`: the two nodes no longer reach each other at all.
     pub fn cut_both(&mut self, a: &Peer, b: &Peer) -> Result<(), NetCutError> {
         self.cut(a, b)?;

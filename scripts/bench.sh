@@ -5,11 +5,15 @@
 #! throughput for acks 0/1/all × 100 B and 1 KiB records on 3 partitions (one led by each
 #! broker, as Kafka benchmarks spread leaders) plus single-partition rows (each the median of
 #! 3 runs), one row per producer compression.type (acks=all, 1 KiB, 3 partitions; shorter
-#! runs), one-in-flight acks=all latency percentiles, and the leader-failover time (SIGKILL
-#! → first successful acks=all) median over 5 kills. Stops its cluster when done.
+#! runs), each with the brokers' peak RSS and CPU per MiB; one-in-flight acks=all latency
+#! percentiles; scaling rows (1/3/12/48 partitions, 1/2/4/8 producers); consumer throughput
+#! from the page cache (`insync consume --perf`) and end-to-end latency
+#! (`insync-producer end-to-end`); and the leader-failover time (SIGKILL → first successful
+#! acks=all) median and max over 20 kills, split into detection, election and the new
+#! leader being ready (medians). Stops its cluster when done.
 #
-# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_RECORDS_CODEC, BENCH_KILLS, BENCH_REPEAT
-#        override sizes;
+# Usage: scripts/bench.sh   (BENCH_RECORDS_1K, BENCH_RECORDS_100B, BENCH_RECORDS_CODEC, BENCH_RECORDS_SCALE,
+#        BENCH_CONSUME_MIB, BENCH_RECORDS_E2E, BENCH_KILLS, BENCH_REPEAT override sizes;
 #        BENCH_FRESH_CLUSTER=1 wipes and restarts the cluster before every run instead, as
 #        the benchmark did before topics could be deleted, for side-by-side comparisons)
 set -euo pipefail
@@ -23,7 +27,11 @@ RECORDS_1K="${BENCH_RECORDS_1K:-300000}"
 RECORDS_100B="${BENCH_RECORDS_100B:-2000000}"
 # Records of each compression row: a few seconds a run.
 RECORDS_CODEC="${BENCH_RECORDS_CODEC:-100000}"
-KILLS="${BENCH_KILLS:-5}"
+KILLS="${BENCH_KILLS:-20}"
+# Records of each scaling row, MiB read by the consumer row, records of the end-to-end row.
+RECORDS_SCALE="${BENCH_RECORDS_SCALE:-150000}"
+CONSUME_MIB="${BENCH_CONSUME_MIB:-1024}"
+RECORDS_E2E="${BENCH_RECORDS_E2E:-5000}"
 # Each throughput row is the median of this many runs: one run on a shared 2-core box varies
 # by ±30%.
 REPEAT="${BENCH_REPEAT:-3}"
@@ -60,27 +68,43 @@ drop_topic() {
 }
 
 field() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"; }
-run_perf() { # partitions acks size records [extra flags...] -> json line
+broker_pids() { cat "$INSYNC_CLUSTER_DIR"/pids/broker-*.pid 2>/dev/null; }
+# CPU ticks (user + system) of every broker process so far.
+broker_ticks() { local pid t=0 f; for pid in $(broker_pids); do f=($(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null)); t=$((t + ${f[11]:-0} + ${f[12]:-0})); done; echo "$t"; }
+# rss_sampler FILE: writes the largest broker RSS (MiB) seen, sampling every 0.2 s until killed.
+rss_sampler() { local max=0 pid kb; while :; do for pid in $(broker_pids); do kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null); kb=${kb:-0}; ((kb > max)) && max=$kb && echo $((max / 1024)) >"$1"; done; sleep 0.2; done; }
+TICK=$(getconf CLK_TCK)
+run_perf() { # partitions acks size records [extra flags...] -> json line, with the brokers' peak RSS and CPU per MiB
   local partitions="$1" acks="$2" size="$3" records="$4"; shift 4
   RUN=$((RUN + 1))
-  local topic="bench-$acks-$size-$partitions-$RUN" out
+  local topic="bench-$acks-$size-$partitions-$RUN" out ticks rss_file sampler mib
   [ "$FRESH" = 1 ] && fresh_cluster
   "$BIN/insync" topic create "$topic" --partitions "$partitions" --replication-factor 3 --min-insync-replicas 2 >/dev/null
+  rss_file=$(mktemp); echo 0 >"$rss_file"
+  rss_sampler "$rss_file" & sampler=$!
+  ticks=$(broker_ticks)
   out=$("$BIN/insync-producer" perf --topic "$topic" --num-records "$records" --record-size "$size" --acks "$acks" --json "$@" 2>/dev/null)
+  ticks=$(($(broker_ticks) - ticks))
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  mib=$(awk -v r="$records" -v s="$size" 'BEGIN {print r * s / 1048576}')
+  # CPU of all three brokers per MiB of records produced (each MiB is written three times).
+  out="${out%\}},\"rss_mib\":$(cat "$rss_file"),\"cpu_ms_per_mib\":$(awk -v t="$ticks" -v hz="$TICK" -v m="$mib" 'BEGIN {printf "%.1f", t * 1000 / hz / m}')}"
+  rm -f "$rss_file"
   drop_topic "$topic"
   echo "$out"
 }
-echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| acks | record size | partitions | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms | broker RSS MiB (max) | broker CPU ms/MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 median_run() { # partitions acks size records [extra flags...]: the run with the median MiB/s of REPEAT runs
   local runs=() i
   for ((i = 0; i < REPEAT; i++)); do runs+=("$(run_perf "$@")"); done
   for r in "${runs[@]}"; do printf '%s %s\n' "$(field mib_per_sec <<<"$r")" "$r"; done |
     sort -g | sed -n "$(((REPEAT + 1) / 2))p" | cut -d' ' -f2-
 }
-numbers() { # json -> "records/s | MiB/s | avg | p50 | p99 | max |"
-  printf '%.0f | %.1f | %.2f | %.2f | %.2f | %.2f |' "$(field records_per_sec <<<"$1")" "$(field mib_per_sec <<<"$1")" \
-    "$(field avg_ms <<<"$1")" "$(field p50_ms <<<"$1")" "$(field p99_ms <<<"$1")" "$(field max_ms <<<"$1")"
+numbers() { # json -> "records/s | MiB/s | avg | p50 | p99 | max | RSS | CPU/MiB |"
+  printf '%.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %s | %s |' "$(field records_per_sec <<<"$1")" "$(field mib_per_sec <<<"$1")" \
+    "$(field avg_ms <<<"$1")" "$(field p50_ms <<<"$1")" "$(field p99_ms <<<"$1")" "$(field max_ms <<<"$1")" \
+    "$(field rss_mib <<<"$1")" "$(field cpu_ms_per_mib <<<"$1")"
 }
 row() { # partitions acks size records
   printf '| %s | %s B | %s | %s\n' "$2" "$3" "$1" "$(numbers "$(median_run "$@")")"
@@ -93,8 +117,8 @@ for acks in 0 1 all; do row 1 "$acks" 1024 "$RECORDS_1K"; done
 echo
 # MiB/s counts the records before compression; every record carries the same payload (as in
 # kafka-producer-perf-test), so batches compress far better than real data would.
-echo "| compression.type (acks=all, 1 KiB, 3 partitions, $RECORDS_CODEC records) | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms |"
-echo "|---|---|---|---|---|---|---|"
+echo "| compression.type (acks=all, 1 KiB, 3 partitions, $RECORDS_CODEC records) | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms | broker RSS MiB | broker CPU ms/MiB |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for codec in none gzip snappy lz4 zstd; do
   printf '| %s | %s\n' "$codec" "$(numbers "$(median_run 3 all 1024 "$RECORDS_CODEC" --compression-type "$codec")")"
 done
@@ -105,9 +129,51 @@ echo "|---|---|---|---|---|---|"
 printf '| %s records | %.3f | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \
   "$(field p95_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field p999_ms <<<"$out")" "$(field max_ms <<<"$out")"
 echo
+# Scaling: acks=all 1 KiB as the partitions grow (one producer) and as producers grow (3
+# partitions). docs/benchmarks.md explains the knees.
+echo "| scaling, acks=all 1 KiB, $RECORDS_SCALE records | records/s | MiB/s | avg ms | p50 ms | p99 ms | max ms | broker RSS MiB | broker CPU ms/MiB |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for partitions in 1 3 12 48; do
+  printf '| %s partitions, 1 producer | %s\n' "$partitions" "$(numbers "$(median_run "$partitions" all 1024 "$RECORDS_SCALE")")"
+done
+for producers in 1 2 4 8; do
+  printf '| 3 partitions, %s producers | %s\n' "$producers" "$(numbers "$(median_run 3 all 1024 "$RECORDS_SCALE" --producers "$producers")")"
+done
+echo
+# Consumers, as kafka-consumer-perf-test reads: CONSUME_MIB of 1 KiB records on 3 partitions,
+# read from the beginning 3 times from the page cache (median), then end-to-end latency
+# (produce acks=all, read back by a parked fetch) one record at a time, as Kafka's
+# EndToEndLatency tool.
+RUN=$((RUN + 1)); topic="bench-consume-$RUN"
+consume_records=$((CONSUME_MIB * 1024))
+"$BIN/insync" topic create "$topic" --partitions 3 --replication-factor 3 --min-insync-replicas 2 >/dev/null
+"$BIN/insync-producer" perf --topic "$topic" --num-records "$consume_records" --record-size 1024 --acks 1 --json >/dev/null 2>&1
+runs=()
+for ((i = 0; i < REPEAT; i++)); do
+  runs+=("$("$BIN/insync" --json consume "$topic" --from-beginning --perf --max-messages "$consume_records" --idle-timeout-ms 10000)")
+done
+consumed=$(for r in "${runs[@]}"; do printf '%s %s\n' "$(field mib_per_sec <<<"$r")" "$r"; done | sort -g | sed -n "$(((REPEAT + 1) / 2))p" | cut -d' ' -f2-)
+echo "| consumer (insync consume --perf), $CONSUME_MIB MiB of 1 KiB records, 3 partitions | records | MiB/s | records/s |"
+echo "|---|---|---|---|"
+printf '| from the page cache, median of %s | %s | %.1f | %.0f |\n' "$REPEAT" "$(field records <<<"$consumed")" \
+  "$(field mib_per_sec <<<"$consumed")" "$(field records_per_sec <<<"$consumed")"
+drop_topic "$topic"
+echo
+RUN=$((RUN + 1)); topic="bench-e2e-$RUN"
+"$BIN/insync" topic create "$topic" --partitions 1 --replication-factor 3 --min-insync-replicas 2 >/dev/null
+out=$("$BIN/insync-producer" end-to-end --topic "$topic" --num-records "$RECORDS_E2E" --record-size 1024 --acks all --json)
+drop_topic "$topic"
+echo "| end-to-end latency (acks=all, 1 KiB, one in flight) | p50 ms | p99 ms | p99.9 ms | max ms |"
+echo "|---|---|---|---|---|"
+printf '| %s records | %.3f | %.3f | %.3f | %.3f |\n' "$(field records <<<"$out")" "$(field p50_ms <<<"$out")" \
+  "$(field p99_ms <<<"$out")" "$(field p999_ms <<<"$out")" "$(field max_ms <<<"$out")"
+echo
 [ "$FRESH" = 1 ] && fresh_cluster
-failover=$("$ROOT/scripts/failover-time.sh" "$KILLS" | tail -1)
-echo "| leader failover (SIGKILL → first successful acks=all), $KILLS kills | median ms | max ms |"
-echo "|---|---|---|"
-printf '| session timeout 3000 ms | %s | %s |\n' "$(sed -n 's/.*median \([0-9]*\) ms.*/\1/p' <<<"$failover")" \
-  "$(sed -n 's/.*max \([0-9]*\) ms.*/\1/p' <<<"$failover")"
+failover_out=$("$ROOT/scripts/failover-time.sh" "$KILLS")
+failover=$(tail -1 <<<"$failover_out")
+timeline=$(grep '^timeline medians' <<<"$failover_out" || true)
+split() { sed -n "s/.*$1 \([0-9-]*\) ms.*/\1/p" <<<"$timeline"; }
+echo "| leader failover (SIGKILL → first successful acks=all), $KILLS kills | median ms | max ms | detected | elected | leader ready |"
+echo "|---|---|---|---|---|---|"
+printf '| session timeout 3000 ms | %s | %s | %s | %s | %s |\n' "$(sed -n 's/.*median \([0-9]*\) ms.*/\1/p' <<<"$failover")" \
+  "$(sed -n 's/.*max \([0-9]*\) ms.*/\1/p' <<<"$failover")" "$(split detected)" "$(split elected)" "$(split 'leader ready')"

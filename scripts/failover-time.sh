@@ -44,8 +44,10 @@ splits=()
 for ((round = 1; round <= ROUNDS; round++)); do
   wait_until 60 isr_whole || { echo "round $round: ISR not whole after 60 s" >&2; exit 1; }
   old=$(leader)
-  "$CLUSTER" kill "$old" >/dev/null
+  # The clock starts as the kill is sent: the controller may see the death before
+  # `cluster.sh kill` returns.
   start=$(now_ms)
+  "$CLUSTER" kill "$old" >/dev/null
   out=$("$BIN/insync-producer" --topic "$TOPIC" --acks all --delivery-timeout-ms 60000 "round-$round")
   took=$(($(now_ms) - start))
   case "$out" in ok*) ;; *) echo "round $round: produce failed: $out" >&2; exit 1 ;; esac

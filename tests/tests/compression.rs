@@ -110,6 +110,15 @@ fn every_codec_is_stored_as_sent_replicated_and_consumed() -> anyhow::Result<()>
     let value_bytes: usize = sent.iter().map(String::len).sum();
     assert_eq!(summary["bytes"], value_bytes, "key-less records: the value bytes: {summary}");
     assert!(summary["mib_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{summary}");
+    // The end-to-end latency tool (Kafka's EndToEndLatency) reads back each record it sends.
+    cluster.create_topic("e2e", 1, 3, Some(2))?;
+    let out = cluster.producer(&["end-to-end", "--topic", "e2e", "--num-records", "20", "--json"], None);
+    let e2e: Value = serde_json::from_str(text(&out.stdout).trim())
+        .map_err(|e| anyhow::anyhow!("end-to-end said {:?} {:?}: {e}", text(&out.stdout), text(&out.stderr)))?;
+    assert_eq!(e2e["records"], 20, "{e2e}");
+    assert!(e2e["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{e2e}");
+    let read = cluster.consume_all("e2e", 21, 1_000);
+    assert_eq!(read.len(), 21, "the warm-up record and 20 more, each read once: {read:?}");
 
     wait_replicated(&cluster, "codecs", sent.len() as i64)?;
     let batches = identical_replicas(&cluster, "codecs")?;

@@ -1,6 +1,9 @@
 //! Shared pieces of the `insync` and `insync-producer` command lines: bootstrap
 //! resolution, logging set-up, and printing one line (or one JSON object) per result; and
-//! `watch`, the live cluster view behind `insync cluster watch`.
+//! `watch`, the live cluster view behind `insync cluster watch`; `perf`, `e2e` and
+//! `consume_perf`, the producer, end-to-end latency and consumer benchmarks.
+pub mod consume_perf;
+pub mod e2e;
 pub mod group;
 pub mod watch;
 

@@ -25,8 +25,8 @@ mod varint;
 
 pub use batch::{
     decode_records, iter_batches, parse_header, recompress_batch, stamp_batch, validate_batch, validate_batch_bounded,
-    BatchBuilder, BatchError, BatchHeader, BatchIter, Record, BATCH_HEADER_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES,
-    LOG_OVERHEAD,
+    visit_records, BatchBuilder, BatchError, BatchHeader, BatchIter, Record, RecordView, BATCH_HEADER_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES, LOG_OVERHEAD,
 };
 pub use checkpoint::OffsetCheckpointFile;
 pub use compression::Compression;

@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Throughput and latency benchmark (kafka-producer-perf-test style).
     Perf(perf::PerfArgs),
+    /// End-to-end latency, one record at a time: produce, then read it back (Kafka's
+    /// EndToEndLatency tool).
+    EndToEnd(insync_cli::e2e::EndToEndArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -116,8 +119,10 @@ fn stopped() -> ProduceFailure {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
-    if let Some(Command::Perf(args)) = cli.command {
-        return perf::run(args).await;
+    match cli.command {
+        Some(Command::Perf(args)) => return perf::run(args).await,
+        Some(Command::EndToEnd(args)) => return insync_cli::e2e::run(args).await,
+        None => {}
     }
     let args = cli.send;
     let topic = args.topic.clone().unwrap_or_default();

@@ -250,46 +250,6 @@ struct ConsumeArgs {
     perf: bool,
 }
 
-/// What `consume --perf` counted (kafka-consumer-perf-test's data.consumed.in.MB and
-/// data.consumed.in.nMsg: key and value bytes of every record).
-struct PerfCount {
-    started: Instant,
-    last_record: Instant,
-    records: u64,
-    bytes: u64,
-}
-
-impl PerfCount {
-    fn new() -> PerfCount {
-        PerfCount { started: Instant::now(), last_record: Instant::now(), records: 0, bytes: 0 }
-    }
-
-    fn count(&mut self, record: &insync_log::batch::Record) {
-        self.records += 1;
-        self.bytes +=
-            record.key.as_ref().map_or(0, |k| k.len() as u64) + record.value.as_ref().map_or(0, |v| v.len() as u64);
-        self.last_record = Instant::now();
-    }
-
-    fn report(&self, json: bool) {
-        let seconds = self.last_record.duration_since(self.started).as_secs_f64().max(1e-9);
-        let mib = self.bytes as f64 / (1024.0 * 1024.0);
-        let (mib_per_sec, records_per_sec) = (mib / seconds, self.records as f64 / seconds);
-        if json {
-            println!(
-                "{}",
-                json!({"records": self.records, "bytes": self.bytes, "seconds": seconds,
-                       "mib_per_sec": mib_per_sec, "records_per_sec": records_per_sec})
-            );
-        } else {
-            println!(
-                "consumed {} records, {mib:.1} MiB in {seconds:.3} s: {mib_per_sec:.1} MiB/s, {records_per_sec:.0} records/s",
-                self.records
-            );
-        }
-    }
-}
-
 /// Prints one consumed record: its value, or a JSON object with `--json`.
 fn print_record(cli: &Cli, partition: i32, leader_epoch: i32, record: &insync_log::batch::Record) {
     let value = record.value.as_deref().map(show_bytes);
@@ -755,8 +715,17 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
         };
         offsets.insert(p, start);
     }
+    if args.perf {
+        let run = insync_cli::consume_perf::PerfRun {
+            topic: args.topic.clone(),
+            starts: offsets,
+            max_messages: args.max_messages,
+            idle_timeout: args.idle_timeout_ms.map(Duration::from_millis),
+            json: cli.json,
+        };
+        return insync_cli::consume_perf::run(cluster, run).await;
+    }
     let mut printed = 0u64;
-    let mut perf = args.perf.then(PerfCount::new);
     let mut last_progress = Instant::now();
     let idle = args.idle_timeout_ms.map(Duration::from_millis);
     let max_wait = Duration::from_millis(idle.map(|d| d.as_millis() as u64).unwrap_or(500).clamp(10, 500));
@@ -795,13 +764,9 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
                     }
                     got_any = true;
                     offsets.insert(p, record.offset + 1);
-                    match perf.as_mut() {
-                        Some(perf) => perf.count(&record),
-                        None => print_record(cli, p, header.partition_leader_epoch, &record),
-                    }
+                    print_record(cli, p, header.partition_leader_epoch, &record);
                     printed += 1;
                     if args.max_messages.is_some_and(|m| printed >= m) {
-                        perf.inspect(|perf| perf.report(cli.json));
                         return Ok(());
                     }
                 }
@@ -810,7 +775,6 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
         if got_any {
             last_progress = Instant::now();
         } else if idle.is_some_and(|d| last_progress.elapsed() >= d) {
-            perf.inspect(|perf| perf.report(cli.json));
             return Ok(());
         }
     }

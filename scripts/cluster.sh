@@ -5,6 +5,7 @@
 # Usage:
 #   scripts/cluster.sh up [--controllers 1|3] [--replica-lag-time-max-ms MS]
 #                         [--min-insync-replicas N] [--broker-session-timeout-ms MS]
+#                         [--broker-session-close-grace-ms MS]   (0: fence by session timeout only)
 #   scripts/cluster.sh down [--clean]        stop everything (SIGTERM, then SIGKILL); --clean wipes .cluster/
 #   scripts/cluster.sh status                processes and the cluster's own view
 #   scripts/cluster.sh kill N                SIGKILL broker N   (N, broker-N or controller-N)
@@ -166,7 +167,7 @@ cmd_up() {
   while [ $# -gt 0 ]; do
     case "$1" in
       --controllers) controllers="${2:?}"; shift 2 ;;
-      --replica-lag-time-max-ms|--min-insync-replicas|--broker-session-timeout-ms|--replica-fetch-wait-max-ms|--message-max-bytes)
+      --replica-lag-time-max-ms|--min-insync-replicas|--broker-session-timeout-ms|--broker-session-close-grace-ms|--replica-fetch-wait-max-ms|--message-max-bytes)
         extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
       *) die "up: unknown option '$1'" ;;
     esac

@@ -1,8 +1,8 @@
 //! `insync consume --perf`: a consumer benchmark after Kafka's kafka-consumer-perf-test. One
-//! fetch loop per partition runs ahead of the counting (as Kafka's consumer prefetches),
-//! each holding at most `PREFETCH` answers, so partitions led by different brokers are read
-//! at once; every batch is CRC-checked and its records visited in place (no copy), counting
-//! key and value bytes as the Kafka tool does.
+//! fetch loop per partition runs ahead of the counting (as Kafka's consumer prefetches), so
+//! partitions led by different brokers are read at once; answers waiting to be counted hold
+//! at most `QUEUED_BYTES` between them. Every batch is CRC-checked and its records visited in
+//! place (no copy), counting key and value bytes as the Kafka tool does.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +12,17 @@ use insync_log::batch::{iter_batches, visit_records};
 use insync_proto as pb;
 use insync_types::ErrorCode;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-/// Answers a partition's fetch loop may hold before the counter takes them.
-const PREFETCH: usize = 2;
-/// Bytes one fetch asks for per partition (Kafka's max.partition.fetch.bytes is 1 MiB; the
-/// perf tool's users raise it, and larger answers cost fewer round trips).
-const FETCH_BYTES: u32 = 8 << 20;
+/// Record bytes of the answers fetched but not yet counted, all partitions together.
+const QUEUED_BYTES: usize = 64 << 20;
+/// Bytes one fetch asks for per partition, at most (Kafka's max.partition.fetch.bytes is
+/// 1 MiB; the perf tool's users raise it, and larger answers cost fewer round trips), shrunk
+/// with many partitions so that the fetches in flight stay within `QUEUED_BYTES` too.
+const FETCH_BYTES: usize = 8 << 20;
+
+/// One answer with data: the offset it was fetched from, and its share of `QUEUED_BYTES`.
+type Answer = (i64, pb::FetchPartitionResponse, OwnedSemaphorePermit);
 
 /// What to read and when to stop.
 pub struct PerfRun {
@@ -27,6 +31,9 @@ pub struct PerfRun {
     pub starts: BTreeMap<i32, i64>,
     pub max_messages: Option<u64>,
     pub idle_timeout: Option<Duration>,
+    /// Kafka auto.offset.reset on OFFSET_OUT_OF_RANGE: the ListOffsets timestamp to go to
+    /// (-2 earliest, -1 latest), or None to fail.
+    pub auto_offset_reset: Option<i64>,
     pub json: bool,
 }
 
@@ -59,10 +66,21 @@ impl PerfCount {
 }
 
 pub async fn run(cluster: Arc<Cluster>, run: PerfRun) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel(PREFETCH * run.starts.len().max(1));
+    let partitions = run.starts.len().max(1);
+    let (tx, mut rx) = mpsc::channel(partitions * 2);
+    let queued = Arc::new(Semaphore::new(QUEUED_BYTES));
+    let fetch_bytes = (QUEUED_BYTES / partitions).clamp(1 << 20, FETCH_BYTES);
     let mut loops = Vec::new();
     for (&partition, &start) in &run.starts {
-        loops.push(tokio::spawn(fetch_loop(cluster.clone(), run.topic.clone(), partition, start, tx.clone())));
+        let reader = Reader {
+            cluster: cluster.clone(),
+            topic: run.topic.clone(),
+            partition,
+            fetch_bytes,
+            reset: run.auto_offset_reset,
+            queued: queued.clone(),
+        };
+        loops.push(tokio::spawn(reader.fetch_loop(start, tx.clone())));
     }
     drop(tx);
     let mut count = PerfCount { started: Instant::now(), last_record: Instant::now(), records: 0, bytes: 0 };
@@ -78,7 +96,7 @@ pub async fn run(cluster: Arc<Cluster>, run: PerfRun) -> anyhow::Result<()> {
 /// Counts the records of each answer until `max_messages` or the idle timeout.
 async fn count_until_done(
     run: &PerfRun,
-    rx: &mut mpsc::Receiver<anyhow::Result<(i64, pb::FetchPartitionResponse)>>,
+    rx: &mut mpsc::Receiver<anyhow::Result<Answer>>,
     count: &mut PerfCount,
 ) -> anyhow::Result<()> {
     let limit = run.max_messages.unwrap_or(u64::MAX);
@@ -91,7 +109,7 @@ async fn count_until_done(
             None => rx.recv().await,
         };
         let Some(answer) = next else { return Ok(()) };
-        let (from, response) = answer?;
+        let (from, response, _queued) = answer?;
         for batch in iter_batches(&response.records) {
             let (_, bytes) = batch?;
             visit_records(bytes, |record| {
@@ -111,53 +129,99 @@ async fn count_until_done(
     }
 }
 
-/// Fetches one partition from `offset` on, sending each answer with data (and the offset
-/// it was fetched from) to the counter; a fetch error is retried after a metadata refresh,
-/// an answer error other than a retriable one ends the run.
-async fn fetch_loop(
+/// One partition's fetch loop and what it needs.
+struct Reader {
     cluster: Arc<Cluster>,
     topic: String,
     partition: i32,
-    mut offset: i64,
-    tx: mpsc::Sender<anyhow::Result<(i64, pb::FetchPartitionResponse)>>,
-) {
-    loop {
-        let response = match cluster.fetch(&topic, partition, offset, Duration::from_millis(500), FETCH_BYTES).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!("fetch {topic}-{partition}: {e}");
-                let _ = cluster.refresh_metadata().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let code = ErrorCode::from_code(response.error_code);
-        if code != ErrorCode::NONE {
-            if code.is_retriable() {
-                let _ = cluster.refresh_metadata().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            let error = anyhow::anyhow!(
-                "fetch {topic}-{partition} at offset {offset}: {code} (log start {}, log end {})",
-                response.log_start_offset,
-                response.log_end_offset
-            );
-            let _ = tx.send(Err(error)).await;
-            return;
-        }
-        let from = offset;
-        for batch in iter_batches(&response.records) {
-            match batch {
-                Ok((header, _)) => offset = offset.max(header.next_offset()),
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+    fetch_bytes: usize,
+    reset: Option<i64>,
+    queued: Arc<Semaphore>,
+}
+
+impl Reader {
+    /// Fetches from `offset` on, sending each answer with data (and the offset it was
+    /// fetched from) to the counter once `QUEUED_BYTES` has room for it. A transport error or
+    /// a retriable answer is retried after a metadata refresh; OFFSET_OUT_OF_RANGE follows
+    /// auto.offset.reset; any other error ends the run.
+    async fn fetch_loop(self, mut offset: i64, tx: mpsc::Sender<anyhow::Result<Answer>>) {
+        let (topic, partition) = (&self.topic, self.partition);
+        let max_bytes = u32::try_from(self.fetch_bytes).unwrap_or(u32::MAX);
+        loop {
+            let response =
+                match self.cluster.fetch(topic, partition, offset, Duration::from_millis(500), max_bytes).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!("fetch {topic}-{partition}: {e}");
+                        self.pause().await;
+                        continue;
+                    }
+                };
+            match ErrorCode::from_code(response.error_code) {
+                ErrorCode::NONE => {}
+                ErrorCode::OFFSET_OUT_OF_RANGE if self.reset.is_some() => {
+                    match self.reset_offset(offset, &response).await {
+                        Ok(to) => offset = to,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                code if code.is_retriable() => {
+                    self.pause().await;
+                    continue;
+                }
+                code => {
+                    let error = anyhow::anyhow!(
+                        "fetch {topic}-{partition} at offset {offset}: {code} (log start {}, log end {})",
+                        response.log_start_offset,
+                        response.log_end_offset
+                    );
+                    let _ = tx.send(Err(error)).await;
                     return;
                 }
             }
+            let from = offset;
+            for batch in iter_batches(&response.records) {
+                match batch {
+                    Ok((header, _)) => offset = offset.max(header.next_offset()),
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+            if offset == from {
+                continue;
+            }
+            // At most the whole budget: one answer larger than it still goes through, alone.
+            let bytes = u32::try_from(response.records.len().clamp(1, QUEUED_BYTES)).unwrap_or(u32::MAX);
+            let Ok(permit) = self.queued.clone().acquire_many_owned(bytes).await else { return };
+            if tx.send(Ok((from, response, permit))).await.is_err() {
+                return;
+            }
         }
-        if offset > from && tx.send(Ok((from, response))).await.is_err() {
-            return;
-        }
+    }
+
+    async fn pause(&self) {
+        let _ = self.cluster.refresh_metadata().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Where auto.offset.reset sends a position out of range; says so on stderr.
+    async fn reset_offset(&self, offset: i64, response: &pb::FetchPartitionResponse) -> anyhow::Result<i64> {
+        let timestamp = self.reset.unwrap_or(-1);
+        let to = self.cluster.list_offset(&self.topic, self.partition, timestamp).await?;
+        eprintln!(
+            "{}: offset {offset} is outside [{}, {}] for {}-{}; reset to offset {to}",
+            ErrorCode::OFFSET_OUT_OF_RANGE,
+            response.log_start_offset,
+            response.log_end_offset,
+            self.topic,
+            self.partition
+        );
+        Ok(to)
     }
 }

@@ -721,6 +721,13 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
             starts: offsets,
             max_messages: args.max_messages,
             idle_timeout: args.idle_timeout_ms.map(Duration::from_millis),
+            auto_offset_reset: match args.auto_offset_reset.as_deref() {
+                Some("none") => None,
+                Some("earliest") => Some(-2),
+                Some(_) => Some(-1),
+                None if args.from_beginning => Some(-2),
+                None => Some(-1),
+            },
             json: cli.json,
         };
         return insync_cli::consume_perf::run(cluster, run).await;

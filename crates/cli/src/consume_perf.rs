@@ -11,6 +11,8 @@ use insync_client::Cluster;
 use insync_log::batch::{iter_batches, visit_records};
 use insync_proto as pb;
 use insync_types::ErrorCode;
+
+use crate::positions::reset_position;
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -31,9 +33,8 @@ pub struct PerfRun {
     pub starts: BTreeMap<i32, i64>,
     pub max_messages: Option<u64>,
     pub idle_timeout: Option<Duration>,
-    /// Kafka auto.offset.reset on OFFSET_OUT_OF_RANGE: the ListOffsets timestamp to go to
-    /// (-2 earliest, -1 latest), or None to fail.
-    pub auto_offset_reset: Option<i64>,
+    /// Kafka auto.offset.reset on OFFSET_OUT_OF_RANGE: earliest, latest or none (fail).
+    pub auto_offset_reset: String,
     pub json: bool,
 }
 
@@ -77,7 +78,7 @@ pub async fn run(cluster: Arc<Cluster>, run: PerfRun) -> anyhow::Result<()> {
             topic: run.topic.clone(),
             partition,
             fetch_bytes,
-            reset: run.auto_offset_reset,
+            reset: run.auto_offset_reset.clone(),
             queued: queued.clone(),
         };
         loops.push(tokio::spawn(reader.fetch_loop(start, tx.clone())));
@@ -135,7 +136,7 @@ struct Reader {
     topic: String,
     partition: i32,
     fetch_bytes: usize,
-    reset: Option<i64>,
+    reset: String,
     queued: Arc<Semaphore>,
 }
 
@@ -143,7 +144,7 @@ impl Reader {
     /// Fetches from `offset` on, sending each answer with data (and the offset it was
     /// fetched from) to the counter once `QUEUED_BYTES` has room for it. A transport error or
     /// a retriable answer is retried after a metadata refresh; OFFSET_OUT_OF_RANGE follows
-    /// auto.offset.reset; any other error ends the run.
+    /// auto.offset.reset (`positions::reset_position`); any other error ends the run.
     async fn fetch_loop(self, mut offset: i64, tx: mpsc::Sender<anyhow::Result<Answer>>) {
         let (topic, partition) = (&self.topic, self.partition);
         let max_bytes = u32::try_from(self.fetch_bytes).unwrap_or(u32::MAX);
@@ -159,8 +160,8 @@ impl Reader {
                 };
             match ErrorCode::from_code(response.error_code) {
                 ErrorCode::NONE => {}
-                ErrorCode::OFFSET_OUT_OF_RANGE if self.reset.is_some() => {
-                    match self.reset_offset(offset, &response).await {
+                ErrorCode::OFFSET_OUT_OF_RANGE => {
+                    match reset_position(&self.cluster, topic, partition, offset, &response, &self.reset).await {
                         Ok(to) => offset = to,
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
@@ -208,20 +209,5 @@ impl Reader {
     async fn pause(&self) {
         let _ = self.cluster.refresh_metadata().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    /// Where auto.offset.reset sends a position out of range; says so on stderr.
-    async fn reset_offset(&self, offset: i64, response: &pb::FetchPartitionResponse) -> anyhow::Result<i64> {
-        let timestamp = self.reset.unwrap_or(-1);
-        let to = self.cluster.list_offset(&self.topic, self.partition, timestamp).await?;
-        eprintln!(
-            "{}: offset {offset} is outside [{}, {}] for {}-{}; reset to offset {to}",
-            ErrorCode::OFFSET_OUT_OF_RANGE,
-            response.log_start_offset,
-            response.log_end_offset,
-            self.topic,
-            self.partition
-        );
-        Ok(to)
     }
 }

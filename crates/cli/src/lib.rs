@@ -5,6 +5,7 @@
 pub mod consume_perf;
 pub mod e2e;
 pub mod group;
+pub mod positions;
 pub mod watch;
 
 use std::time::Duration;

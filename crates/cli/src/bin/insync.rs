@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use insync_cli::positions::{reset_position, retry_offset};
 use insync_cli::{init_logging, show_bytes, DEFAULT_BOOTSTRAP};
 use insync_client::Cluster;
 use insync_log::batch::{decode_records, iter_batches};
@@ -664,31 +665,11 @@ fn broker_status(b: &pb::BrokerMetadata) -> &'static str {
     }
 }
 
-/// Where a consumer goes when its position is out of range (Kafka's auto.offset.reset):
-/// the earliest or latest offset, or an error with `none`. Says so on stderr.
-async fn reset_position(
-    cluster: &Cluster,
-    args: &ConsumeArgs,
-    p: i32,
-    offset: i64,
-    response: &pb::FetchPartitionResponse,
-) -> anyhow::Result<i64> {
+/// The consumer's auto.offset.reset: as given, else earliest with --from-beginning and
+/// latest otherwise (as the console consumer).
+fn reset_policy(args: &ConsumeArgs) -> &str {
     let default = if args.from_beginning { "earliest" } else { "latest" };
-    let reset = args.auto_offset_reset.as_deref().unwrap_or(default);
-    let out_of_range = format!(
-        "{}: offset {offset} is outside [{}, {}] for {}-{p}",
-        ErrorCode::OFFSET_OUT_OF_RANGE,
-        response.log_start_offset,
-        response.log_end_offset,
-        args.topic
-    );
-    let to = match reset {
-        "earliest" => retry_offset(cluster, &args.topic, p, -2).await?,
-        "latest" => retry_offset(cluster, &args.topic, p, -1).await?,
-        _ => anyhow::bail!("{out_of_range} (auto.offset.reset=none)"),
-    };
-    eprintln!("{out_of_range}; reset to the {reset} offset {to} (auto.offset.reset={reset})");
-    Ok(to)
+    args.auto_offset_reset.as_deref().unwrap_or(default)
 }
 
 async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
@@ -721,13 +702,7 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
             starts: offsets,
             max_messages: args.max_messages,
             idle_timeout: args.idle_timeout_ms.map(Duration::from_millis),
-            auto_offset_reset: match args.auto_offset_reset.as_deref() {
-                Some("none") => None,
-                Some("earliest") => Some(-2),
-                Some(_) => Some(-1),
-                None if args.from_beginning => Some(-2),
-                None => Some(-1),
-            },
+            auto_offset_reset: reset_policy(args).to_string(),
             json: cli.json,
         };
         return insync_cli::consume_perf::run(cluster, run).await;
@@ -753,7 +728,10 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
             match ErrorCode::from_code(response.error_code) {
                 ErrorCode::NONE => {}
                 ErrorCode::OFFSET_OUT_OF_RANGE => {
-                    offsets.insert(p, reset_position(&cluster, args, p, offset, &response).await?);
+                    offsets.insert(
+                        p,
+                        reset_position(&cluster, &args.topic, p, offset, &response, reset_policy(args)).await?,
+                    );
                     continue;
                 }
                 other => {
@@ -783,22 +761,6 @@ async fn consume(cli: &Cli, args: &ConsumeArgs) -> anyhow::Result<()> {
             last_progress = Instant::now();
         } else if idle.is_some_and(|d| last_progress.elapsed() >= d) {
             return Ok(());
-        }
-    }
-}
-
-/// ListOffsets, following leadership for a few seconds (metadata may be settling).
-async fn retry_offset(cluster: &Cluster, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<i64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match cluster.list_offset(topic, partition, timestamp).await {
-            Ok(o) => return Ok(o),
-            Err(e) if Instant::now() < deadline && e.code() != Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
-                tracing::debug!("list offsets {topic}-{partition}: {e}");
-                let _ = cluster.refresh_metadata().await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -63,6 +63,8 @@ fresh_cluster() {
 }
 fresh_cluster
 if [ "$FRESH" = 1 ]; then echo "cluster up (a fresh one for every run)" >&2; else echo "cluster up (topics deleted between runs)" >&2; fi
+# cluster.sh sizes each node's threads (docs/benchmarks.md, "Threads per node"); say how.
+grep -o -- '--worker-threads [0-9]*' "$INSYNC_CLUSTER_DIR/config" 2>/dev/null | sed 's/^/each node: /' >&2 || true
 RUN=0
 # drop_topic TOPIC: delete it and wait (60 s at most) until no broker directory holds its logs.
 drop_topic() {

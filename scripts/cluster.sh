@@ -6,6 +6,7 @@
 #   scripts/cluster.sh up [--controllers 1|3] [--replica-lag-time-max-ms MS]
 #                         [--min-insync-replicas N] [--broker-session-timeout-ms MS]
 #                         [--broker-session-close-grace-ms MS]   (0: fence by session timeout only)
+#                         [--worker-threads N]   (each node's async threads; default: cores / 3, at least 1)
 #   scripts/cluster.sh down [--clean]        stop everything (SIGTERM, then SIGKILL); --clean wipes .cluster/
 #   scripts/cluster.sh status                processes and the cluster's own view
 #   scripts/cluster.sh kill N                SIGKILL broker N   (N, broker-N or controller-N)
@@ -163,16 +164,23 @@ log_tails() {
 }
 
 cmd_up() {
-  local controllers=1 extra=()
+  local controllers=1 extra=() workers=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --controllers) controllers="${2:?}"; shift 2 ;;
+      --worker-threads) workers="${2:?--worker-threads needs a value}"; shift 2 ;;
       --replica-lag-time-max-ms|--min-insync-replicas|--broker-session-timeout-ms|--broker-session-close-grace-ms|--replica-fetch-wait-max-ms|--message-max-bytes)
         extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
       *) die "up: unknown option '$1'" ;;
     esac
   done
   [[ "$controllers" = 1 || "$controllers" = 3 ]] || die "--controllers must be 1 or 3"
+  # Three brokers (and the controllers, which idle) share this machine: each gets its share of
+  # the cores. One thread per core in every node would cost cross-thread wake-ups on every
+  # request (docs/benchmarks.md, "Threads per node").
+  if [ -z "$workers" ]; then workers=$(( $(nproc 2>/dev/null || echo 3) / 3 )); (( workers >= 1 )) || workers=1; fi
+  [[ "$workers" =~ ^[0-9]+$ ]] || die "--worker-threads must be a number (0: one per core)"
+  extra+=(--worker-threads "$workers")
   # Everything that can refuse runs before the build and before any node starts, so a refusal
   # comes at once; the quorum check precedes the config write, which a refusal must not change.
   mkdir -p "$STATE"

@@ -33,6 +33,18 @@ fn running_nodes(state: &std::path::Path) -> usize {
     out.map(|o| text(&o.stdout).lines().count()).unwrap_or(0)
 }
 
+/// Pids of the insync-broker processes under this test's state directory.
+fn node_pids(state: &std::path::Path) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-f", &format!("insync-broker .*--data-dir {}/", state.display())]).output();
+    out.map(|o| text(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()).unwrap_or_default()
+}
+
+/// The command line of `pid`.
+fn node_args(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
 /// Runs `down` however the test ends, so no process outlives it.
 struct Down<'a>(&'a std::path::Path);
 
@@ -54,6 +66,16 @@ fn cluster_script_up_is_idempotent_and_down_always_succeeds() -> anyhow::Result<
         anyhow::ensure!(up.status.success(), "up failed: {}{}", text(&up.stdout), text(&up.stderr));
         assert!(text(&up.stdout).contains("bootstrap: 127.0.1.1:40092,127.0.1.2:40093,127.0.1.3:40094"));
         assert_eq!(running_nodes(state.path()), 4, "controller + 3 brokers");
+        // Three nodes share the machine's cores: each runs cores / 3 (at least 1) workers.
+        let cores = std::thread::available_parallelism().map_or(3, |n| n.get());
+        let expected = (cores / 3).max(1);
+        let pids = node_pids(state.path());
+        assert_eq!(pids.len(), 4);
+        for pid in pids {
+            let args = node_args(pid);
+            let workers = args.iter().position(|a| a == "--worker-threads").and_then(|i| args.get(i + 1));
+            assert_eq!(workers, Some(&expected.to_string()), "pid {pid} on {cores} cores: {args:?}");
+        }
 
         let again = script(state.path(), &["up"]);
         assert!(again.status.success(), "{}", text(&again.stderr));

@@ -109,6 +109,14 @@ pub struct BrokerArgs {
     /// Kafka replica.high.watermark.checkpoint.interval.ms.
     #[arg(long, default_value_t = 5_000)]
     pub high_watermark_checkpoint_interval_ms: u64,
+    /// Threads that run the node's async work (Kafka sizes its thread pools with
+    /// num.network.threads and num.io.threads); 0: one per core. Several nodes sharing
+    /// a machine each do better with their share of its cores: every extra thread costs
+    /// cross-thread wake-ups on each request (`scripts/cluster.sh` gives each of its nodes
+    /// cores / 3, at least 1; see docs/benchmarks.md). Blocking disk work runs on its own
+    /// threads either way.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
     /// How long a SIGTERM'd broker waits for the controller to move its leaderships away.
     #[arg(long, default_value_t = 10_000)]
     pub controlled_shutdown_timeout_ms: u64,

@@ -3,8 +3,7 @@ use clap::Parser;
 use insync_broker::config::BrokerArgs;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("INSYNC_LOG")
@@ -14,6 +13,15 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = BrokerArgs::parse();
+    // Built by hand (not #[tokio::main]) so that --worker-threads sizes it.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(usize::from(args.worker_threads));
+    }
+    runtime.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     insync_broker::server::run(args, async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,

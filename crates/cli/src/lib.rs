@@ -64,6 +64,20 @@ pub struct ProducerFlags {
     /// Kafka compression.type of the producer: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression_type: Compression,
+    /// Threads that run the producer's network I/O; 0: one per core. One, as Kafka's
+    /// producer has one sender thread: beside brokers on the same cores, more threads
+    /// cost cross-thread wake-ups on every answer (docs/benchmarks.md, "Threads per node").
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+}
+
+/// The multi-threaded tokio runtime with `worker_threads` workers (0: one per core).
+pub fn runtime(worker_threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(usize::from(worker_threads));
+    }
+    builder.enable_all().build()
 }
 
 impl ProducerFlags {

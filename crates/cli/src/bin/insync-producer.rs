@@ -115,10 +115,18 @@ fn stopped() -> ProduceFailure {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
+    let worker_threads = match &cli.command {
+        Some(Command::Perf(args)) => args.flags.worker_threads,
+        Some(Command::EndToEnd(args)) => args.flags.worker_threads,
+        None => cli.send.flags.worker_threads,
+    };
+    insync_cli::runtime(worker_threads)?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Perf(args)) => return perf::run(args).await,
         Some(Command::EndToEnd(args)) => return insync_cli::e2e::run(args).await,

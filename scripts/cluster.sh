@@ -113,6 +113,18 @@ check_quorum() {
   [ -f "$marker" ] || echo "$want" >"$marker"
 }
 
+# node_extra: the recorded extra flags, one per line, without --worker-threads when the broker
+# binary predates it (INSYNC_BIN_DIR / BENCH_BIN_DIR may name an older build to compare with).
+node_extra() {
+  local i supported=1 help
+  help=$("$BIN/insync-broker" --help 2>/dev/null || true)
+  [[ "$help" == *--worker-threads* ]] || supported=0
+  for ((i = 0; i < ${#EXTRA[@]}; i++)); do
+    if [ "$supported" = 0 ] && [ "${EXTRA[$i]}" = --worker-threads ]; then i=$((i + 1)); continue; fi
+    printf '%s\n' "${EXTRA[$i]}"
+  done
+}
+
 start_node() {
   local name="$1" kind="${1%%-*}" n="${1##*-}" ip port metrics args
   if is_running "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
@@ -126,8 +138,9 @@ start_node() {
     ip=$(broker_ip "$n"); port=$(broker_port "$n"); metrics=$(broker_metrics_port "$n")
     args=(--roles broker --kafka-listen "127.0.0.1:$(broker_kafka_port "$n")")
   fi
+  local extra_args=(); mapfile -t extra_args < <(node_extra)
   nohup "$BIN/insync-broker" "${args[@]}" --node-id "$n" --listen "$ip:$port" \
-    --data-dir "$STATE/$name" --controller-quorum "$(quorum)" --metrics-listen "127.0.0.1:$metrics" "${EXTRA[@]}" \
+    --data-dir "$STATE/$name" --controller-quorum "$(quorum)" --metrics-listen "127.0.0.1:$metrics" "${extra_args[@]}" \
     >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
   echo "started $name (pid $!) on $ip:$port, metrics http://127.0.0.1:$metrics/metrics"
@@ -179,7 +192,8 @@ cmd_up() {
   # the cores. One thread per core in every node would cost cross-thread wake-ups on every
   # request (docs/benchmarks.md, "Threads per node").
   if [ -z "$workers" ]; then workers=$(( $(nproc 2>/dev/null || echo 3) / 3 )); (( workers >= 1 )) || workers=1; fi
-  [[ "$workers" =~ ^[0-9]+$ ]] || die "--worker-threads must be a number (0: one per core)"
+  [[ "$workers" =~ ^[0-9]+$ ]] && (( 10#$workers <= 1024 )) || die "--worker-threads must be 0-1024 (0: one per core)"
+  workers=$((10#$workers))
   extra+=(--worker-threads "$workers")
   # Everything that can refuse runs before the build and before any node starts, so a refusal
   # comes at once; the quorum check precedes the config write, which a refusal must not change.

@@ -61,13 +61,21 @@ fn cluster_script_up_is_idempotent_and_down_always_succeeds() -> anyhow::Result<
     assert!(down.status.success(), "down with nothing running succeeds: {}", text(&down.stderr));
 
     let _down = Down(state.path());
+    for bad in ["x", "5000"] {
+        let refused = script(state.path(), &["up", "--worker-threads", bad]);
+        assert!(!refused.status.success(), "--worker-threads {bad} is refused");
+        assert!(text(&refused.stderr).contains("--worker-threads must be 0-1024"), "{}", text(&refused.stderr));
+        assert_eq!(running_nodes(state.path()), 0, "a refusal starts nothing");
+    }
     let up = script(state.path(), &["up"]);
     let result = (|| -> anyhow::Result<()> {
         anyhow::ensure!(up.status.success(), "up failed: {}{}", text(&up.stdout), text(&up.stderr));
         assert!(text(&up.stdout).contains("bootstrap: 127.0.1.1:40092,127.0.1.2:40093,127.0.1.3:40094"));
         assert_eq!(running_nodes(state.path()), 4, "controller + 3 brokers");
-        // Three nodes share the machine's cores: each runs cores / 3 (at least 1) workers.
-        let cores = std::thread::available_parallelism().map_or(3, |n| n.get());
+        // Three nodes share the machine's cores: each runs cores / 3 (at least 1) workers,
+        // cores as the script counts them (nproc).
+        let nproc = Command::new("nproc").output()?;
+        let cores: usize = text(&nproc.stdout).trim().parse()?;
         let expected = (cores / 3).max(1);
         let pids = node_pids(state.path());
         assert_eq!(pids.len(), 4);
@@ -87,6 +95,9 @@ fn cluster_script_up_is_idempotent_and_down_always_succeeds() -> anyhow::Result<
         let status = script(state.path(), &["status"]);
         assert!(text(&status.stdout).contains("broker-2: stopped"), "{}", text(&status.stdout));
         assert!(script(state.path(), &["start", "2"]).status.success());
+        // A restarted node gets the recorded thread count again.
+        let restarted = node_pids(state.path()).into_iter().map(node_args);
+        assert!(restarted.filter(|a| a.windows(2).any(|w| w[0] == "--worker-threads")).count() == 4);
         assert!(script(state.path(), &["pause", "3"]).status.success());
         let status = script(state.path(), &["status"]);
         assert!(text(&status.stdout).contains("broker-3: paused"), "{}", text(&status.stdout));

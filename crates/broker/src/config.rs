@@ -110,7 +110,8 @@ pub struct BrokerArgs {
     #[arg(long, default_value_t = 5_000)]
     pub high_watermark_checkpoint_interval_ms: u64,
     /// Threads that run the node's async work (Kafka sizes its thread pools with
-    /// num.network.threads and num.io.threads); 0: one per core. Several nodes sharing
+    /// num.network.threads and num.io.threads); 0: tokio's default (TOKIO_WORKER_THREADS, else
+    /// one per core). Several nodes sharing
     /// a machine each do better with their share of its cores: every extra thread costs
     /// cross-thread wake-ups on each request (`scripts/cluster.sh` gives each of its nodes
     /// cores / 3, at least 1; see docs/benchmarks.md). Blocking disk work runs on its own

@@ -64,7 +64,8 @@ pub struct ProducerFlags {
     /// Kafka compression.type of the producer: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression_type: Compression,
-    /// Threads that run the producer's network I/O; 0: one per core. One, as Kafka's
+    /// Threads that run the producer's network I/O; 0: tokio's default (TOKIO_WORKER_THREADS,
+    /// else one per core). One, as Kafka's
     /// producer has one sender thread: beside brokers on the same cores, more threads
     /// cost cross-thread wake-ups on every answer (docs/benchmarks.md, "Threads per node").
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=1024))]
